@@ -1,0 +1,224 @@
+//! The typed, validated configuration. Defaults and ranges follow the hosted
+//! platform's deployment settings (see `examples/gateway.toml`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::resources::Resources;
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the gateway listens.
+    pub listeners: Listeners,
+    /// Process and upstream settings.
+    pub server: ServerSettings,
+    /// API keys, as digests.
+    pub api_keys: Vec<ApiKey>,
+    /// Models with their deployments and environments.
+    pub models: Vec<Model>,
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listeners {
+    /// Predict traffic. Default `127.0.0.1:8080`.
+    pub predict: SocketAddr,
+    /// Management API and health. Default `127.0.0.1:8081`.
+    pub admin: SocketAddr,
+}
+
+/// Process-wide settings of the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Worker threads of the predict service; `None` = one per CPU.
+    pub threads: Option<u32>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub grace_period: Duration,
+    /// Idle keep-alive connections kept to replicas, in total.
+    pub upstream_keepalive_pool_size: usize,
+    /// Timeout for opening a connection to a replica.
+    pub upstream_connect_timeout: Duration,
+    /// Longest silence allowed while reading a replica's response.
+    pub upstream_read_timeout: Duration,
+    /// Largest request body accepted (413 beyond it).
+    pub max_request_body_bytes: u64,
+}
+
+/// An API key, stored only as its SHA-256 digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Who holds it; shown in logs instead of the key.
+    pub name: String,
+    /// SHA-256 of the key text.
+    pub digest: [u8; 32],
+    /// What it may call.
+    pub scope: KeyScope,
+}
+
+/// What an API key may call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyScope {
+    /// Predict on every model, and the management API.
+    Admin,
+    /// Predict on every model.
+    AllModels,
+    /// Predict on these model ids only.
+    Models(Vec<String>),
+}
+
+impl KeyScope {
+    /// Whether this scope allows predict calls to `model_id`.
+    pub fn allows_model(&self, model_id: &str) -> bool {
+        match self {
+            KeyScope::Admin | KeyScope::AllModels => true,
+            KeyScope::Models(ids) => ids.iter().any(|id| id == model_id),
+        }
+    }
+}
+
+/// A model: its deployments and the environments that point at them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// Id used in `model-{id}` host names: lowercase letters and digits.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Its deployments, at most one of them a development deployment.
+    pub deployments: Vec<Deployment>,
+    /// Its environments; `production` is always present.
+    pub environments: Vec<Environment>,
+}
+
+impl Model {
+    /// The deployment with this id.
+    pub fn deployment(&self, id: &str) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.id == id)
+    }
+
+    /// The environment with this name.
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+}
+
+/// Regular (immutable, autoscaled) or development (one replica at most).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentKind {
+    /// A persistent deployment.
+    Regular,
+    /// The model's mutable development deployment.
+    Development,
+}
+
+/// One servable version of a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// Stable id used by `/deployment/{id}/predict` and the API.
+    pub id: String,
+    /// Display name; `deployment-N` by default.
+    pub name: String,
+    /// Regular or development.
+    pub kind: DeploymentKind,
+    /// Inactive deployments keep their config, run no replica and answer 404.
+    pub active: bool,
+    /// What one replica needs.
+    pub resources: Resources,
+    /// Requests one replica runs at once. Default 1.
+    pub predict_concurrency: u32,
+    /// Replica-count settings.
+    pub autoscaling: Autoscaling,
+    /// Where replicas come from.
+    pub replicas: ReplicaSource,
+}
+
+/// Autoscaling settings (units: replicas, seconds, percent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Autoscaling {
+    /// Lowest replica count; 0 scales to zero. Default 0.
+    pub min_replica: u32,
+    /// Highest replica count. Default 1.
+    pub max_replica: u32,
+    /// Seconds over which in-flight requests are averaged. Default 60, 10-3600.
+    pub autoscaling_window: u32,
+    /// Seconds load must stay low before each scale-down. Default 900, 0-3600.
+    pub scale_down_delay: u32,
+    /// Most percent of replicas removed per scale-down step. Default 50, 1-50.
+    pub max_scale_down_rate: u32,
+    /// In-flight requests per replica the autoscaler aims for. Default 1.
+    pub concurrency_target: u32,
+    /// Share of `concurrency_target` to use before scaling up. Default 70, 1-100.
+    pub target_utilization_percentage: u32,
+}
+
+impl Default for Autoscaling {
+    fn default() -> Self {
+        Self {
+            min_replica: 0,
+            max_replica: 1,
+            autoscaling_window: 60,
+            scale_down_delay: 900,
+            max_scale_down_rate: 50,
+            concurrency_target: 1,
+            target_utilization_percentage: 70,
+        }
+    }
+}
+
+/// Where a deployment's replicas come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaSource {
+    /// Fixed, externally run replicas.
+    Static {
+        /// `host:port` of each replica.
+        addresses: Vec<SocketAddr>,
+    },
+}
+
+/// What happens to an environment's previous deployment after a promotion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupStrategy {
+    /// Scale it to zero replicas (default).
+    ScaleToZero,
+    /// Leave it as it is.
+    Keep,
+    /// Deactivate it.
+    Deactivate,
+}
+
+/// How promotions into an environment behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promotion {
+    /// What happens to the previous deployment. Default SCALE_TO_ZERO.
+    pub cleanup_strategy: CleanupStrategy,
+    /// Move traffic gradually (canary) instead of at once. Default false.
+    pub ramp_up: bool,
+    /// Seconds over which a ramp-up moves traffic, in 10 stages. Default 600.
+    pub ramp_up_duration: u32,
+}
+
+impl Default for Promotion {
+    fn default() -> Self {
+        Self {
+            cleanup_strategy: CleanupStrategy::ScaleToZero,
+            ramp_up: false,
+            ramp_up_duration: 600,
+        }
+    }
+}
+
+/// A stable endpoint pointing at one deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    /// `production` or a custom name.
+    pub name: String,
+    /// The deployment it serves; `None` until one is promoted into it.
+    pub deployment: Option<String>,
+    /// Settings applied to the deployment it serves, once promoted.
+    pub autoscaling: Option<Autoscaling>,
+    /// Promotion behaviour.
+    pub promotion: Promotion,
+}
+
+/// The environment every model has.
+pub const PRODUCTION: &str = "production";

@@ -1,0 +1,113 @@
+//! Raw serde sections, exactly as written in the file. Every field is
+//! optional here so that missing fields become validation errors with a
+//! location, and the defaults live in one place (`validate`).
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawListeners {
+    pub(crate) predict: Option<String>,
+    pub(crate) admin: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawServer {
+    pub(crate) threads: Option<u32>,
+    pub(crate) grace_period_secs: Option<u32>,
+    pub(crate) upstream_keepalive_pool_size: Option<u32>,
+    pub(crate) upstream_connect_timeout_ms: Option<u32>,
+    pub(crate) upstream_read_timeout_secs: Option<u32>,
+    pub(crate) max_request_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawScope {
+    Word(String),
+    Models(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawApiKey {
+    pub(crate) name: Option<String>,
+    pub(crate) sha256: Option<String>,
+    pub(crate) scope: Option<RawScope>,
+}
+
+/// The scalar fields of a `[[models]]` entry; its deployments and
+/// environments are parsed one by one so each gets its own errors.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawModelHeader {
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawAutoscaling {
+    pub(crate) min_replica: Option<i64>,
+    pub(crate) max_replica: Option<i64>,
+    pub(crate) autoscaling_window: Option<i64>,
+    pub(crate) scale_down_delay: Option<i64>,
+    pub(crate) max_scale_down_rate: Option<i64>,
+    pub(crate) concurrency_target: Option<i64>,
+    pub(crate) target_utilization_percentage: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawResources {
+    pub(crate) cpu: Option<f64>,
+    pub(crate) memory: Option<String>,
+    pub(crate) accelerator: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawReplicas {
+    pub(crate) source: Option<String>,
+    pub(crate) addresses: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawDeployment {
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) active: Option<bool>,
+    pub(crate) instance_type: Option<String>,
+    pub(crate) resources: Option<RawResources>,
+    pub(crate) predict_concurrency: Option<i64>,
+    pub(crate) autoscaling: Option<RawAutoscaling>,
+    pub(crate) replicas: Option<RawReplicas>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawPromotion {
+    pub(crate) cleanup_strategy: Option<String>,
+    pub(crate) ramp_up: Option<bool>,
+    pub(crate) ramp_up_duration: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawEnvironment {
+    pub(crate) name: Option<String>,
+    pub(crate) deployment: Option<String>,
+    pub(crate) autoscaling: Option<RawAutoscaling>,
+    pub(crate) promotion: Option<RawPromotion>,
+}
+
+/// A model with its sections; `None` where a section failed to parse (its
+/// errors are already recorded).
+#[derive(Debug)]
+pub(crate) struct RawModel {
+    pub(crate) header: Option<RawModelHeader>,
+    pub(crate) deployments: Vec<Option<RawDeployment>>,
+    pub(crate) environments: Vec<Option<RawEnvironment>>,
+}
+
+/// The whole document, section by section.
+#[derive(Debug, Default)]
+pub(crate) struct RawConfig {
+    pub(crate) listeners: Option<RawListeners>,
+    pub(crate) server: Option<RawServer>,
+    pub(crate) api_keys: Vec<Option<RawApiKey>>,
+    pub(crate) models: Vec<RawModel>,
+}
