@@ -1,1 +1,16 @@
-//! placeholder
+//! One model replica: an HTTP server that runs predictions on a [`Backend`].
+//!
+//! The replica binds the address it is given (port 0 included), loads its
+//! backend, and only then prints one ready line on stdout,
+//! `{"event":"ready","addr":"127.0.0.1:PORT"}`, so a provisioner can start
+//! it without picking ports. Routes: `POST /predict`, `GET /health/live`,
+//! `GET /health/ready`.
+//!
+//! Backends: [`backend::Synthetic`], a latency profile for load and
+//! autoscaling tests (named synthetic everywhere; it is not a model).
+
+pub mod backend;
+pub mod server;
+
+pub use backend::{Backend, BackendError, Synthetic, SyntheticProfile};
+pub use server::{ServerSettings, serve};

@@ -1,1 +1,98 @@
-fn main() {}
+//! `gateway`: serve, check a config, or create an API key.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "gateway", version, about = "L7 inference gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file: prints OK, or every error with its location.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new random key once, and the config entry to paste.
+    New {
+        /// Who the key is for (shown in logs instead of the key).
+        #[arg(long)]
+        name: String,
+        /// `all` (every model), `admin` (every model and the management
+        /// API) or a comma-separated list of model ids.
+        #[arg(long, default_value = "all")]
+        scope: String,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Check { config } => match config::load_file(&config) {
+            Ok(_) => {
+                println!("OK");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                println!("{errors}");
+                println!("{} error(s)", errors.errors.len());
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Serve { config } => {
+            let config = config::load_file(&config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+            gateway::server::run(&config);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::New { name, scope },
+        } => {
+            let scope = match scope.as_str() {
+                "all" | "admin" => format!("{scope:?}"),
+                ids => {
+                    let ids: Vec<String> = ids.split(',').map(|id| format!("{:?}", id.trim())).collect();
+                    format!("[{}]", ids.join(", "))
+                }
+            };
+            let key = config::generate_key().map_err(|e| anyhow::anyhow!("reading OS randomness: {e}"))?;
+            println!("API key (shown once, store it now):\n\n  {}\n", key.key);
+            println!("Add this to the gateway config:\n\n{}", key.config_snippet(&name, &scope));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The replica's HTTP server (hyper, HTTP/1.1 keep-alive).
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::backend::{Backend, BackendError, input_texts};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// How the replica serves.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Names this replica in the `x-replica-id` response header.
+    pub replica_id: Option<String>,
+    /// Largest request body accepted (413 beyond it).
+    pub max_body_bytes: usize,
+    /// Simulated model load time before the replica reports ready.
+    pub load_delay: Duration,
+    /// How long in-flight requests may take to finish after a stop signal.
+    pub drain: Duration,
+    /// Delay between streamed items (`"stream": true`).
+    pub stream_interval: Duration,
+}
+
+struct Replica {
+    backend: Arc<dyn Backend>,
+    settings: ServerSettings,
+    ready: AtomicBool,
+}
+
+/// Serves on `listener` until `stop` resolves, then drains and returns.
+pub async fn serve(
+    listener: TcpListener,
+    backend: Arc<dyn Backend>,
+    settings: ServerSettings,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let drain = settings.drain;
+    let replica = Arc::new(Replica {
+        backend,
+        ready: AtomicBool::new(false),
+        settings,
+    });
+    tokio::spawn(become_ready(Arc::clone(&replica), addr));
+
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let replica = Arc::clone(&replica);
+        let service = service_fn(move |req| {
+            let replica = Arc::clone(&replica);
+            async move { Ok::<_, Infallible>(handle(&replica, req).await) }
+        });
+        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                log::debug!("connection ended with error: {e}");
+            }
+        });
+    }
+    drop(listener);
+    replica.ready.store(false, Ordering::Release);
+    log::info!("stopping: draining connections for up to {drain:?}");
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        log::warn!("drain time over; closing remaining connections");
+    }
+    Ok(())
+}
+
+async fn become_ready(replica: Arc<Replica>, addr: SocketAddr) {
+    if !replica.settings.load_delay.is_zero() {
+        tokio::time::sleep(replica.settings.load_delay).await;
+    }
+    // Warm-up: one prediction must pass before the replica reports ready.
+    let warmup = replica.backend.predict(json!({ "inputs": ["warm-up"] })).await;
+    if let Err(e) = warmup {
+        log::error!("warm-up prediction failed, staying unready: {e}");
+        return;
+    }
+    replica.ready.store(true, Ordering::Release);
+    let line = json!({ "event": "ready", "addr": addr.to_string(), "backend": replica.backend.name() });
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+        log::warn!("could not print the ready line");
+    }
+}
+
+async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
+    let mut response = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/health/live") => json_response(StatusCode::OK, &json!({ "status": "live" })),
+        (&Method::GET, "/health/ready") => {
+            if replica.ready.load(Ordering::Acquire) {
+                json_response(StatusCode::OK, &json!({ "status": "ready" }))
+            } else {
+                json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({ "status": "loading" }))
+            }
+        }
+        (&Method::GET, "/info") => json_response(
+            StatusCode::OK,
+            &json!({ "replica": replica.settings.replica_id, "backend": replica.backend.name() }),
+        ),
+        (&Method::POST, "/predict") => predict(replica, req).await,
+        (_, "/predict") => error_response(StatusCode::METHOD_NOT_ALLOWED, "predict takes POST"),
+        _ => error_response(StatusCode::NOT_FOUND, "not found"),
+    };
+    if let Some(id) = &replica.settings.replica_id
+        && let Ok(value) = id.parse()
+    {
+        response.headers_mut().insert("x-replica-id", value);
+    }
+    response
+}
+
+async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
+    if !replica.ready.load(Ordering::Acquire) {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "model is not loaded yet");
+    }
+    // Bounded by `Limited`, so collecting cannot exhaust memory.
+    #[allow(clippy::disallowed_methods)]
+    let collected = Limited::new(req.into_body(), replica.settings.max_body_bytes).collect().await;
+    let body = match collected {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        }
+        Err(_) => return error_response(StatusCode::BAD_REQUEST, "could not read the request body"),
+    };
+    let input: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
+    };
+    if input.get("stream").and_then(Value::as_bool) == Some(true) {
+        return stream(replica, &input);
+    }
+    match replica.backend.predict(input).await {
+        Ok(output) => json_response(StatusCode::OK, &output),
+        Err(e @ BackendError::BadInput(_)) => error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// Server-sent events: one event per input, `stream_interval` apart, then
+/// `[DONE]`. Each event is produced by its own backend call.
+fn stream(replica: &Replica, input: &Value) -> Response<Body> {
+    let texts: Vec<String> = match input_texts(input) {
+        Ok(texts) => texts.into_iter().map(str::to_owned).collect(),
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let backend = Arc::clone(&replica.backend);
+    let interval = replica.settings.stream_interval;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    tokio::spawn(async move {
+        for (index, text) in texts.into_iter().enumerate() {
+            tokio::time::sleep(interval).await;
+            let event = match backend.predict(json!({ "text": text })).await {
+                Ok(output) => json!({ "index": index, "output": output }),
+                Err(e) => json!({ "index": index, "error": e.to_string() }),
+            };
+            if tx.send(Ok(Frame::data(Bytes::from(format!("data: {event}\n\n"))))).await.is_err() {
+                return; // client went away
+            }
+        }
+        let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")))).await;
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx))))
+        .expect("static response parts are valid")
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let body = Bytes::from(value.to_string());
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body).boxed())
+        .expect("static response parts are valid")
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(status, &json!({ "error": message }))
+}

@@ -1,0 +1,278 @@
+//! The Pingora `ProxyHttp` implementation: parse -> authenticate -> resolve
+//! -> pick a replica -> proxy, streaming the response as it arrives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use control::{ReplicaLease, Routing};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::reject::{Reject, send_json_error, send_json_ok};
+use crate::route::{self, Call};
+use crate::shutdown::{InFlight, InFlightGuard};
+
+/// Response header naming the deployment that answered.
+pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("x-deployment-id");
+
+/// Upstream settings applied to every replica connection.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Opening a connection to a replica.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a replica's response.
+    pub read_timeout: Duration,
+    /// Idle pooled connections are closed after this, before the replica's
+    /// own idle timeout can close them under a request.
+    pub idle_timeout: Duration,
+    /// Largest request body accepted.
+    pub max_request_body_bytes: u64,
+}
+
+/// The predict service.
+#[derive(Debug)]
+pub struct Gateway {
+    routing: Arc<Routing>,
+    upstream: UpstreamSettings,
+    in_flight: Arc<InFlight>,
+}
+
+impl Gateway {
+    /// A gateway routing by `routing`'s current snapshot.
+    pub fn new(routing: Arc<Routing>, upstream: UpstreamSettings, in_flight: Arc<InFlight>) -> Self {
+        Self {
+            routing,
+            upstream,
+            in_flight,
+        }
+    }
+
+    /// Decides where a request goes, or why it is refused. Synchronous: the
+    /// snapshot guard never lives across an await.
+    fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Reject> {
+        let snapshot = self.routing.load();
+        let authorization = req.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+        let principal = snapshot.keys().authenticate(authorization)?;
+
+        let host = req
+            .uri
+            .host()
+            .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+        let route = route::parse(host, req.uri.path())?;
+        if !principal.may_call(route.model_id) {
+            return Err(control::AuthError::Forbidden.into());
+        }
+        if route.call == Call::Predict && req.method != Method::POST {
+            return Err(Reject::MethodNotAllowed);
+        }
+        let deployment = snapshot.model(route.model_id)?.resolve(route.target)?;
+        if content_length(req).is_some_and(|n| n > self.upstream.max_request_body_bytes) {
+            return Err(Reject::BodyTooLarge);
+        }
+        let lease = deployment.replicas().pick().ok_or(Reject::NoReplica)?;
+
+        ctx.upstream_uri = Some(upstream_uri(route.call, req.uri.query()).ok_or(Reject::Internal)?);
+        ctx.deployment = Some(deployment.id_header().clone());
+        ctx.lease = Some(lease);
+        Ok(())
+    }
+
+    fn peer_for(&self, lease: &ReplicaLease) -> Box<HttpPeer> {
+        let mut peer = HttpPeer::new(lease.replica().addr(), false, String::new());
+        peer.options.connection_timeout = Some(self.upstream.connect_timeout);
+        peer.options.read_timeout = Some(self.upstream.read_timeout);
+        peer.options.idle_timeout = Some(self.upstream.idle_timeout);
+        Box::new(peer)
+    }
+}
+
+/// Per-request state.
+#[derive(Debug)]
+pub struct RequestCtx {
+    lease: Option<ReplicaLease>,
+    deployment: Option<HeaderValue>,
+    upstream_uri: Option<Uri>,
+    body_bytes: u64,
+    connect_attempts: u32,
+    _in_flight: InFlightGuard,
+}
+
+fn content_length(req: &RequestHeader) -> Option<u64> {
+    req.headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The replica-side URI: `/predict`, or the passthrough route, with the
+/// client's query string.
+fn upstream_uri(call: Call<'_>, query: Option<&str>) -> Option<Uri> {
+    match (call, query) {
+        (Call::Predict, None) => Some(Uri::from_static("/predict")),
+        (Call::Predict, Some(q)) => format!("/predict?{q}").parse().ok(),
+        (Call::Sync(path), None) => path.parse().ok(),
+        (Call::Sync(path), Some(q)) => format!("{path}?{q}").parse().ok(),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            lease: None,
+            deployment: None,
+            upstream_uri: None,
+            body_bytes: 0,
+            connect_attempts: 0,
+            _in_flight: self.in_flight.enter(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match session.req_header().uri.path() {
+            "/healthz" => {
+                send_json_ok(session, StatusCode::OK, r#"{"status":"ok"}"#).await?;
+                return Ok(true);
+            }
+            "/readyz" => {
+                let (status, body) = if session.is_process_shutting_down() {
+                    (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"shutting down"}"#)
+                } else {
+                    (StatusCode::OK, r#"{"status":"ready"}"#)
+                };
+                send_json_ok(session, status, body).await?;
+                return Ok(true);
+            }
+            _ => {}
+        }
+        match self.admit(session.req_header(), ctx) {
+            Ok(()) => Ok(false),
+            Err(reject) => {
+                let extra: &[(HeaderName, &'static str)] = match reject {
+                    Reject::Auth(control::AuthError::Missing | control::AuthError::Invalid) => {
+                        &[(header::WWW_AUTHENTICATE, "Api-Key")]
+                    }
+                    Reject::MethodNotAllowed => &[(header::ALLOW, "POST")],
+                    _ => &[],
+                };
+                send_json_error(session, reject.status(), &reject.to_string(), extra).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > self.upstream.max_request_body_bytes {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the limit");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let lease = ctx
+            .lease
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no replica leased"))?;
+        ctx.connect_attempts += 1;
+        Ok(self.peer_for(lease))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached the replica, so trying another one is safe for any
+        // method. Each replica is tried at most once, and at most three.
+        if let Some(lease) = &ctx.lease {
+            let replicas = lease.set_len() as u32;
+            if ctx.connect_attempts < replicas.min(3) {
+                ctx.lease = Some(lease.next());
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        // Unlike Pingora's default, a POST may be retried when a pooled
+        // connection turns out to be closed before the replica answered:
+        // predictions are safe to repeat, and otherwise every idle-timeout
+        // race would surface as a 502. Never once the body buffer is gone.
+        let mut e = e.more_context(format!("replica {peer}"));
+        if session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(uri) = ctx.upstream_uri.clone() {
+            upstream_request.set_uri(uri);
+        }
+        // The replica never sees the client's key.
+        upstream_request.remove_header(&header::AUTHORIZATION);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(id) = ctx.deployment.clone() {
+            upstream_response.insert_header(DEPLOYMENT_HEADER, id)?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+        let Some(reject) = Reject::from_proxy_error(e) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let status = reject.status();
+        // Once response bytes reached the client, a new status cannot be sent.
+        if session.response_written().is_none()
+            && let Err(write_error) = send_json_error(session, status, &reject.to_string(), &[]).await
+        {
+            log::debug!("could not send error response: {write_error}");
+        }
+        FailToProxy {
+            error_code: status.as_u16(),
+            can_reuse_downstream: false,
+        }
+    }
+}

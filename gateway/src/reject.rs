@@ -1,0 +1,108 @@
+//! Every way the gateway refuses or fails a request, mapped to one status
+//! code and a short JSON body in one place. Internals stay in the log.
+
+use bytes::Bytes;
+use control::{AuthError, RouteError};
+use http::StatusCode;
+use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use crate::route::RouteParseError;
+
+/// Why a request is answered by the gateway instead of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    /// Missing, wrong or out-of-scope key (401 / 403).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Not a predict URL (404).
+    #[error(transparent)]
+    Url(#[from] RouteParseError),
+    /// Unknown or inactive model, environment or deployment (404).
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// Predict needs POST (405).
+    #[error("method not allowed: predict takes POST")]
+    MethodNotAllowed,
+    /// Body over the configured limit (413).
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// The deployment has no replica to send to (503).
+    #[error("no replica of this deployment is available")]
+    NoReplica,
+    /// The replica could not be reached or broke the connection (502).
+    #[error("the model replica failed to answer")]
+    ReplicaFailed,
+    /// The replica did not answer in time (504).
+    #[error("the model replica timed out")]
+    ReplicaTimeout,
+    /// A bug or an unexpected state (500).
+    #[error("internal gateway error")]
+    Internal,
+}
+
+impl Reject {
+    /// The status code the client gets.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Reject::Auth(AuthError::Missing | AuthError::Invalid) => StatusCode::UNAUTHORIZED,
+            Reject::Auth(AuthError::Forbidden) => StatusCode::FORBIDDEN,
+            Reject::Url(_) | Reject::Route(_) => StatusCode::NOT_FOUND,
+            Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::NoReplica => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::ReplicaFailed => StatusCode::BAD_GATEWAY,
+            Reject::ReplicaTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Classifies a proxying error from Pingora. `None`: the client is gone,
+    /// so there is nobody to answer.
+    pub fn from_proxy_error(e: &Error) -> Option<Self> {
+        use ErrorType::*;
+        if let HTTPStatus(413) = e.etype() {
+            return Some(Reject::BodyTooLarge);
+        }
+        match (e.esource(), e.etype()) {
+            (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
+                Some(Reject::ReplicaTimeout)
+            }
+            (ErrorSource::Upstream, _) => Some(Reject::ReplicaFailed),
+            (ErrorSource::Downstream, WriteError | ReadError | ConnectionClosed) => None,
+            // Pingora reports unreachable replicas as internal connect errors.
+            (_, ConnectRefused | ConnectTimedout | ConnectError | ConnectNoRoute) => {
+                Some(Reject::ReplicaFailed)
+            }
+            _ => Some(Reject::Internal),
+        }
+    }
+}
+
+/// Writes `{"error": message}` with `status`, plus `extra` headers.
+pub async fn send_json_error(
+    session: &mut Session,
+    status: StatusCode,
+    message: &str,
+    extra: &[(http::HeaderName, &'static str)],
+) -> pingora_error::Result<()> {
+    let body = Bytes::from(serde_json::json!({ "error": message }).to_string());
+    let mut header = ResponseHeader::build(status, Some(3 + extra.len()))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    for (name, value) in extra {
+        header.insert_header(name.clone(), *value)?;
+    }
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// Writes a small JSON body with status 200 (health endpoints).
+pub async fn send_json_ok(session: &mut Session, status: StatusCode, body: &'static str) -> pingora_error::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(2))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(Bytes::from_static(body.as_bytes())), true).await
+}

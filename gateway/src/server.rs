@@ -1,0 +1,61 @@
+//! Wires the Pingora server: predict and admin services, shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::Config;
+use control::{Routing, Snapshot};
+use pingora_core::apps::http_app::HttpServer;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::proxy::{Gateway, UpstreamSettings};
+use crate::shutdown::{self, InFlight};
+
+/// Runs the gateway until a signal stops it: SIGTERM drains in-flight
+/// requests (up to the grace period), SIGINT exits at once.
+pub fn run(config: &Config) {
+    let routing = Arc::new(Routing::new(Snapshot::build(config, None)));
+    let in_flight = Arc::new(InFlight::default());
+
+    let threads = config
+        .server
+        .threads
+        .map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |t| t as usize);
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: config.server.upstream_keepalive_pool_size,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let upstream = UpstreamSettings {
+        connect_timeout: config.server.upstream_connect_timeout,
+        read_timeout: config.server.upstream_read_timeout,
+        idle_timeout: Duration::from_secs(20),
+        max_request_body_bytes: config.server.max_request_body_bytes,
+    };
+    let gateway = Gateway::new(routing, upstream, Arc::clone(&in_flight));
+    let mut predict = pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "predict");
+    predict.add_tcp(&config.listeners.predict.to_string());
+    server.add_service(predict);
+
+    let mut admin = Service::new("admin".to_owned(), HttpServer::new_app(Admin));
+    admin.add_tcp(&config.listeners.admin.to_string());
+    admin.threads = Some(1);
+    server.add_service(admin);
+
+    shutdown::exit_when_drained(server.watch_execution_phase(), in_flight);
+    log::info!(
+        "serving {} model(s): predict on {}, admin on {}",
+        config.models.len(),
+        config.listeners.predict,
+        config.listeners.admin
+    );
+    server.run(RunArgs::default());
+}

@@ -1,0 +1,68 @@
+//! Graceful shutdown. Pingora stops accepting on SIGTERM and then sleeps for
+//! the whole grace period; we count in-flight requests and exit as soon as
+//! the last one has finished, so the grace period is a bound, not a wait.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pingora_core::server::ExecutionPhase;
+use tokio::sync::broadcast;
+
+/// Requests being handled right now.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+}
+
+impl InFlight {
+    /// Counts one request until the guard is dropped.
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(Arc::clone(self))
+    }
+
+    /// The current count.
+    pub fn get(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+/// Holds one request in the [`InFlight`] count.
+#[derive(Debug)]
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Starts a thread that, once the grace period begins, exits the process as
+/// soon as no request has been in flight for two polls in a row.
+pub fn exit_when_drained(mut phases: broadcast::Receiver<ExecutionPhase>, in_flight: Arc<InFlight>) {
+    const POLL: Duration = Duration::from_millis(25);
+    let watcher = move || {
+        loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+        log::info!("draining: {} request(s) in flight", in_flight.get());
+        let mut idle_polls = 0;
+        while idle_polls < 2 {
+            idle_polls = if in_flight.get() == 0 { idle_polls + 1 } else { 0 };
+            // A plain thread, not a runtime worker: sleeping here blocks nothing.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(POLL);
+        }
+        log::info!("drained; exiting");
+        std::process::exit(0);
+    };
+    std::thread::Builder::new()
+        .name("drain-watch".into())
+        .spawn(watcher)
+        .expect("spawn drain watcher");
+}
