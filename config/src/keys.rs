@@ -32,7 +32,10 @@ pub fn generate_key() -> Result<GeneratedKey, getrandom::Error> {
 impl GeneratedKey {
     /// The `[[api_keys]]` entry to paste into the config.
     pub fn config_snippet(&self, name: &str, scope: &str) -> String {
-        format!("[[api_keys]]\nname = {name:?}\nsha256 = \"{}\"\nscope = {scope}\n", self.sha256_hex)
+        format!(
+            "[[api_keys]]\nname = {name:?}\nsha256 = \"{}\"\nscope = {scope}\n",
+            self.sha256_hex
+        )
     }
 }
 

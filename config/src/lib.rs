@@ -54,7 +54,12 @@ pub fn load_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     {
         return Ok(config);
     }
-    Err(ConfigErrors::locate(origin, text, parsed.root.as_ref(), errors))
+    Err(ConfigErrors::locate(
+        origin,
+        text,
+        parsed.root.as_ref(),
+        errors,
+    ))
 }
 
 #[cfg(any(test, feature = "test-util"))]

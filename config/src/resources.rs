@@ -45,7 +45,9 @@ impl Resources {
     /// 8 cores and 64 GiB per accelerator).
     pub fn from_instance_type(text: &str) -> Result<Self, String> {
         let bad = || {
-            format!("invalid instance_type `{text}`: expected `CPUxMEM` (e.g. `4x16`), `ACC:CPUxMEM` (e.g. `L4:4x16`) or `ACC:N` (e.g. `H100:2`)")
+            format!(
+                "invalid instance_type `{text}`: expected `CPUxMEM` (e.g. `4x16`), `ACC:CPUxMEM` (e.g. `L4:4x16`) or `ACC:N` (e.g. `H100:2`)"
+            )
         };
         let (accelerator, rest) = match text.split_once(':') {
             Some((acc, rest)) if is_accelerator_name(acc) => (Some(acc), rest),
@@ -118,7 +120,10 @@ mod tests {
     #[test]
     fn instance_types() {
         let cpu = Resources::from_instance_type("4x16").unwrap();
-        assert_eq!((cpu.cpu_millis, cpu.memory_mib, cpu.accelerator), (4000, 16384, None));
+        assert_eq!(
+            (cpu.cpu_millis, cpu.memory_mib, cpu.accelerator),
+            (4000, 16384, None)
+        );
         let l4 = Resources::from_instance_type("L4:4x16").unwrap();
         assert_eq!(l4.accelerator, Some(("L4".into(), 1)));
         let h100 = Resources::from_instance_type("H100:2").unwrap();
@@ -133,7 +138,10 @@ mod tests {
         assert_eq!(Resources::parse_memory("16Gi"), Ok(16384));
         assert_eq!(Resources::parse_memory("512Mi"), Ok(512));
         assert!(Resources::parse_memory("lots").is_err());
-        assert_eq!(Resources::parse_accelerator("H100:2"), Ok(("H100".into(), 2)));
+        assert_eq!(
+            Resources::parse_accelerator("H100:2"),
+            Ok(("H100".into(), 2))
+        );
         assert!(Resources::parse_accelerator("h100").is_err());
     }
 }

@@ -2,16 +2,11 @@
 
 use std::fmt::Write;
 
-/// A config with `models` models, each with two deployments (both served by
-/// `replica`), a production and a staging environment, and one key
-/// `igw_test_key` with scope "all".
+/// `[[models]]` entries for `models` models `m0`, `m1`, ..., each with two
+/// deployments `a` and `b` (both served by `replica`) and the environments
+/// `production` (-> `a`) and `staging` (-> `b`).
 pub fn many_models_toml(models: usize, replica: &str) -> String {
     let mut text = String::with_capacity(models * 400);
-    text.push_str(
-        "[[api_keys]]\nname = \"test\"\nsha256 = \"",
-    );
-    text.push_str(&hex::encode(crate::key_digest("igw_test_key")));
-    text.push_str("\"\nscope = \"all\"\n");
     for i in 0..models {
         let _ = write!(
             text,

@@ -38,13 +38,21 @@ impl Checker<'_> {
             } else {
                 format!("between {min} and {max}")
             };
-            self.error(path.key(field), format!("`{field}` is {value}; it must be {range}"));
+            self.error(
+                path.key(field),
+                format!("`{field}` is {value}; it must be {range}"),
+            );
             return default;
         }
         value as u32
     }
 
-    fn required<'a>(&mut self, path: &ConfigPath, field: &str, value: &'a Option<String>) -> Option<&'a str> {
+    fn required<'a>(
+        &mut self,
+        path: &ConfigPath,
+        field: &str,
+        value: &'a Option<String>,
+    ) -> Option<&'a str> {
         if value.is_none() {
             self.error(path.key(field), format!("missing required key `{field}`"));
         }
@@ -65,7 +73,11 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Conf
     let mut c = Checker { errors };
     let root = ConfigPath::root();
 
-    let listeners = listeners(&mut c, &root.key("listeners"), raw.listeners.unwrap_or_default());
+    let listeners = listeners(
+        &mut c,
+        &root.key("listeners"),
+        raw.listeners.unwrap_or_default(),
+    );
     let server = server(&mut c, &root.key("server"), raw.server.unwrap_or_default());
 
     let models_path = root.key("models");
@@ -73,7 +85,9 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Conf
     let mut model_ids: HashMap<String, usize> = HashMap::with_capacity(raw.models.len());
     for (i, raw_model) in raw.models.into_iter().enumerate() {
         let path = models_path.index(i);
-        let Some(model) = model(&mut c, &path, raw_model) else { continue };
+        let Some(model) = model(&mut c, &path, raw_model) else {
+            continue;
+        };
         if let Some(first) = model_ids.insert(model.id.clone(), i) {
             c.error(
                 path.key("id"),
@@ -93,7 +107,10 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Conf
             continue;
         };
         if !key_names.insert(key.name.clone()) {
-            c.error(path.key("name"), format!("duplicate api key name `{}`", key.name));
+            c.error(
+                path.key("name"),
+                format!("duplicate api key name `{}`", key.name),
+            );
         }
         if !digests.insert(key.digest) {
             c.error(path.key("sha256"), "the same key digest is listed twice");
@@ -110,20 +127,36 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Conf
 }
 
 fn listeners(c: &mut Checker<'_>, path: &ConfigPath, raw: RawListeners) -> Listeners {
-    let predict = c.socket_addr(path.key("predict"), raw.predict.as_deref(), "127.0.0.1:8080");
+    let predict = c.socket_addr(
+        path.key("predict"),
+        raw.predict.as_deref(),
+        "127.0.0.1:8080",
+    );
     let admin = c.socket_addr(path.key("admin"), raw.admin.as_deref(), "127.0.0.1:8081");
     if predict == admin && predict.port() != 0 {
-        c.error(path.key("admin"), format!("admin and predict both listen on {admin}"));
+        c.error(
+            path.key("admin"),
+            format!("admin and predict both listen on {admin}"),
+        );
     }
     Listeners { predict, admin }
 }
 
 fn server(c: &mut Checker<'_>, path: &ConfigPath, raw: RawServer) -> ServerSettings {
     let int = |v: Option<u32>| v.map(i64::from);
-    let threads = raw.threads.map(|t| c.ranged(path, "threads", Some(i64::from(t)), 1, 1, 256));
+    let threads = raw
+        .threads
+        .map(|t| c.ranged(path, "threads", Some(i64::from(t)), 1, 1, 256));
     ServerSettings {
         threads,
-        grace_period: secs(c.ranged(path, "grace_period_secs", int(raw.grace_period_secs), 30, 0, 3600)),
+        grace_period: secs(c.ranged(
+            path,
+            "grace_period_secs",
+            int(raw.grace_period_secs),
+            30,
+            0,
+            3600,
+        )),
         upstream_keepalive_pool_size: c.ranged(
             path,
             "upstream_keepalive_pool_size",
@@ -163,31 +196,45 @@ fn api_key(
     model_ids: &HashMap<String, usize>,
 ) -> Option<ApiKey> {
     let name = c.required(path, "name", &raw.name);
-    let digest = c.required(path, "sha256", &raw.sha256).and_then(|hex_text| {
-        let mut digest = [0u8; 32];
-        match hex::decode_to_slice(hex_text, &mut digest) {
-            Ok(()) => Some(digest),
-            Err(_) => {
-                c.error(path.key("sha256"), "`sha256` must be 64 hex digits (see `gateway keys new`)");
-                None
+    let digest = c
+        .required(path, "sha256", &raw.sha256)
+        .and_then(|hex_text| {
+            let mut digest = [0u8; 32];
+            match hex::decode_to_slice(hex_text, &mut digest) {
+                Ok(()) => Some(digest),
+                Err(_) => {
+                    c.error(
+                        path.key("sha256"),
+                        "`sha256` must be 64 hex digits (see `gateway keys new`)",
+                    );
+                    None
+                }
             }
-        }
-    });
+        });
     let scope = match raw.scope {
         None => {
-            c.error(path.key("scope"), "missing required key `scope` (\"all\", \"admin\" or a list of model ids)");
+            c.error(
+                path.key("scope"),
+                "missing required key `scope` (\"all\", \"admin\" or a list of model ids)",
+            );
             None
         }
         Some(RawScope::Word(w)) if w == "all" => Some(KeyScope::AllModels),
         Some(RawScope::Word(w)) if w == "admin" => Some(KeyScope::Admin),
         Some(RawScope::Word(w)) => {
-            c.error(path.key("scope"), format!("unknown scope `{w}`: use \"all\", \"admin\" or a list of model ids"));
+            c.error(
+                path.key("scope"),
+                format!("unknown scope `{w}`: use \"all\", \"admin\" or a list of model ids"),
+            );
             None
         }
         Some(RawScope::Models(ids)) => {
             for (i, id) in ids.iter().enumerate() {
                 if !model_ids.contains_key(id) {
-                    c.error(path.key("scope").index(i), format!("scope names unknown model `{id}`"));
+                    c.error(
+                        path.key("scope").index(i),
+                        format!("scope names unknown model `{id}`"),
+                    );
                 }
             }
             Some(KeyScope::Models(ids))
@@ -208,16 +255,25 @@ fn model(c: &mut Checker<'_>, path: &ConfigPath, raw: RawModel) -> Option<Model>
     {
         c.error(path.key("id"), format!("model id `{id}` must be 1-57 lowercase letters or digits (it is used in the host name `model-{{id}}`)"));
     }
-    let name = header.name.clone().or_else(|| id.clone()).unwrap_or_default();
+    let name = header
+        .name
+        .clone()
+        .or_else(|| id.clone())
+        .unwrap_or_default();
 
     let mut deployments = Vec::with_capacity(raw.deployments.len());
     let mut deployment_ids = HashSet::new();
     let mut development: Option<usize> = None;
     for (i, raw_deployment) in raw.deployments.into_iter().enumerate() {
         let path = path.key("deployments").index(i);
-        let Some(d) = raw_deployment.and_then(|d| deployment(c, &path, i, d)) else { continue };
+        let Some(d) = raw_deployment.and_then(|d| deployment(c, &path, i, d)) else {
+            continue;
+        };
         if !deployment_ids.insert(d.id.clone()) {
-            c.error(path.key("id"), format!("duplicate deployment id `{}` in this model", d.id));
+            c.error(
+                path.key("id"),
+                format!("duplicate deployment id `{}` in this model", d.id),
+            );
         }
         if d.kind == DeploymentKind::Development {
             if let Some(first) = development {
@@ -234,7 +290,9 @@ fn model(c: &mut Checker<'_>, path: &ConfigPath, raw: RawModel) -> Option<Model>
     let mut environments: Vec<Environment> = Vec::with_capacity(raw.environments.len() + 1);
     for (i, raw_env) in raw.environments.into_iter().enumerate() {
         let path = path.key("environments").index(i);
-        let Some(env) = raw_env.and_then(|e| environment(c, &path, e)) else { continue };
+        let Some(env) = raw_env.and_then(|e| environment(c, &path, e)) else {
+            continue;
+        };
         if environments.iter().any(|e| e.name == env.name) {
             let message = if env.name == PRODUCTION {
                 "only the production environment may be named `production`".to_owned()
@@ -247,7 +305,13 @@ fn model(c: &mut Checker<'_>, path: &ConfigPath, raw: RawModel) -> Option<Model>
             && !deployments.iter().any(|d| &d.id == target)
             && !deployment_ids.contains(target)
         {
-            c.error(path.key("deployment"), format!("environment `{}` points at unknown deployment `{target}`", env.name));
+            c.error(
+                path.key("deployment"),
+                format!(
+                    "environment `{}` points at unknown deployment `{target}`",
+                    env.name
+                ),
+            );
         }
         environments.push(env);
     }
@@ -270,7 +334,12 @@ fn model(c: &mut Checker<'_>, path: &ConfigPath, raw: RawModel) -> Option<Model>
     })
 }
 
-fn deployment(c: &mut Checker<'_>, path: &ConfigPath, index: usize, raw: RawDeployment) -> Option<Deployment> {
+fn deployment(
+    c: &mut Checker<'_>,
+    path: &ConfigPath,
+    index: usize,
+    raw: RawDeployment,
+) -> Option<Deployment> {
     let id = c.required(path, "id", &raw.id).map(str::to_owned);
     if let Some(id) = &id
         && !is_deployment_id(id)
@@ -281,7 +350,10 @@ fn deployment(c: &mut Checker<'_>, path: &ConfigPath, index: usize, raw: RawDepl
         None | Some("regular") => DeploymentKind::Regular,
         Some("development") => DeploymentKind::Development,
         Some(other) => {
-            c.error(path.key("kind"), format!("unknown deployment kind `{other}`: use \"regular\" or \"development\""));
+            c.error(
+                path.key("kind"),
+                format!("unknown deployment kind `{other}`: use \"regular\" or \"development\""),
+            );
             DeploymentKind::Regular
         }
     };
@@ -290,12 +362,26 @@ fn deployment(c: &mut Checker<'_>, path: &ConfigPath, index: usize, raw: RawDepl
         DeploymentKind::Regular => format!("deployment-{}", index + 1),
     };
     let resources = resources(c, path, raw.instance_type.as_deref(), raw.resources);
-    let predict_concurrency = c.ranged(path, "predict_concurrency", raw.predict_concurrency, 1, 1, 10_000);
-    let autoscaling = autoscaling(c, &path.key("autoscaling"), raw.autoscaling.unwrap_or_default());
+    let predict_concurrency = c.ranged(
+        path,
+        "predict_concurrency",
+        raw.predict_concurrency,
+        1,
+        1,
+        10_000,
+    );
+    let autoscaling = autoscaling(
+        c,
+        &path.key("autoscaling"),
+        raw.autoscaling.unwrap_or_default(),
+    );
     if kind == DeploymentKind::Development && autoscaling.max_replica > 1 {
         c.error(
             path.key("autoscaling").key("max_replica"),
-            format!("a development deployment runs at most one replica; `max_replica` is {}", autoscaling.max_replica),
+            format!(
+                "a development deployment runs at most one replica; `max_replica` is {}",
+                autoscaling.max_replica
+            ),
         );
     }
     if autoscaling.concurrency_target > predict_concurrency {
@@ -328,7 +414,10 @@ fn resources(
 ) -> Option<Resources> {
     match (instance_type, raw) {
         (Some(_), Some(_)) => {
-            c.error(path.key("resources"), "set either `instance_type` or `resources`, not both");
+            c.error(
+                path.key("resources"),
+                "set either `instance_type` or `resources`, not both",
+            );
             None
         }
         (Some(text), None) => Resources::from_instance_type(text)
@@ -342,7 +431,10 @@ fn resources(
                 None => default.cpu_millis,
                 Some(cpu) if cpu > 0.0 && cpu <= 1024.0 => (cpu * 1000.0).round() as u32,
                 Some(cpu) => {
-                    c.error(path.key("cpu"), format!("`cpu` is {cpu}; it must be more than 0 and at most 1024 cores"));
+                    c.error(
+                        path.key("cpu"),
+                        format!("`cpu` is {cpu}; it must be more than 0 and at most 1024 cores"),
+                    );
                     return None;
                 }
             };
@@ -375,12 +467,54 @@ fn autoscaling(c: &mut Checker<'_>, path: &ConfigPath, raw: RawAutoscaling) -> A
     let d = Autoscaling::default();
     let max = u32::MAX;
     let a = Autoscaling {
-        min_replica: c.ranged(path, "min_replica", raw.min_replica, d.min_replica, 0, 10_000),
-        max_replica: c.ranged(path, "max_replica", raw.max_replica, d.max_replica, 1, 10_000),
-        autoscaling_window: c.ranged(path, "autoscaling_window", raw.autoscaling_window, d.autoscaling_window, 10, 3600),
-        scale_down_delay: c.ranged(path, "scale_down_delay", raw.scale_down_delay, d.scale_down_delay, 0, 3600),
-        max_scale_down_rate: c.ranged(path, "max_scale_down_rate", raw.max_scale_down_rate, d.max_scale_down_rate, 1, 50),
-        concurrency_target: c.ranged(path, "concurrency_target", raw.concurrency_target, d.concurrency_target, 1, max),
+        min_replica: c.ranged(
+            path,
+            "min_replica",
+            raw.min_replica,
+            d.min_replica,
+            0,
+            10_000,
+        ),
+        max_replica: c.ranged(
+            path,
+            "max_replica",
+            raw.max_replica,
+            d.max_replica,
+            1,
+            10_000,
+        ),
+        autoscaling_window: c.ranged(
+            path,
+            "autoscaling_window",
+            raw.autoscaling_window,
+            d.autoscaling_window,
+            10,
+            3600,
+        ),
+        scale_down_delay: c.ranged(
+            path,
+            "scale_down_delay",
+            raw.scale_down_delay,
+            d.scale_down_delay,
+            0,
+            3600,
+        ),
+        max_scale_down_rate: c.ranged(
+            path,
+            "max_scale_down_rate",
+            raw.max_scale_down_rate,
+            d.max_scale_down_rate,
+            1,
+            50,
+        ),
+        concurrency_target: c.ranged(
+            path,
+            "concurrency_target",
+            raw.concurrency_target,
+            d.concurrency_target,
+            1,
+            max,
+        ),
         target_utilization_percentage: c.ranged(
             path,
             "target_utilization_percentage",
@@ -393,13 +527,20 @@ fn autoscaling(c: &mut Checker<'_>, path: &ConfigPath, raw: RawAutoscaling) -> A
     if a.min_replica > a.max_replica {
         c.error(
             path.key("min_replica"),
-            format!("`min_replica` ({}) is greater than `max_replica` ({})", a.min_replica, a.max_replica),
+            format!(
+                "`min_replica` ({}) is greater than `max_replica` ({})",
+                a.min_replica, a.max_replica
+            ),
         );
     }
     a
 }
 
-fn replicas(c: &mut Checker<'_>, path: &ConfigPath, raw: Option<RawReplicas>) -> Option<ReplicaSource> {
+fn replicas(
+    c: &mut Checker<'_>,
+    path: &ConfigPath,
+    raw: Option<RawReplicas>,
+) -> Option<ReplicaSource> {
     let Some(raw) = raw else {
         c.error(path.clone(), "missing `replicas` (e.g. `replicas = { source = \"static\", addresses = [\"127.0.0.1:9001\"] }`)");
         return None;
@@ -407,11 +548,17 @@ fn replicas(c: &mut Checker<'_>, path: &ConfigPath, raw: Option<RawReplicas>) ->
     match raw.source.as_deref() {
         Some("static") => {}
         Some(other) => {
-            c.error(path.key("source"), format!("unknown replica source `{other}`: use \"static\""));
+            c.error(
+                path.key("source"),
+                format!("unknown replica source `{other}`: use \"static\""),
+            );
             return None;
         }
         None => {
-            c.error(path.key("source"), "missing required key `source` (\"static\")");
+            c.error(
+                path.key("source"),
+                "missing required key `source` (\"static\")",
+            );
             return None;
         }
     }
@@ -419,7 +566,10 @@ fn replicas(c: &mut Checker<'_>, path: &ConfigPath, raw: Option<RawReplicas>) ->
     for (i, text) in raw.addresses.unwrap_or_default().iter().enumerate() {
         match text.parse::<SocketAddr>() {
             Ok(addr) if addr.port() != 0 => addresses.push(addr),
-            _ => c.error(path.key("addresses").index(i), format!("`{text}` is not an `ip:port` address")),
+            _ => c.error(
+                path.key("addresses").index(i),
+                format!("`{text}` is not an `ip:port` address"),
+            ),
         }
     }
     Some(ReplicaSource::Static { addresses })
@@ -430,9 +580,14 @@ fn environment(c: &mut Checker<'_>, path: &ConfigPath, raw: RawEnvironment) -> O
     if let Some(name) = &name
         && !is_environment_name(name)
     {
-        c.error(path.key("name"), format!("environment name `{name}` must be 1-64 lowercase letters, digits, `-` or `_`"));
+        c.error(
+            path.key("name"),
+            format!("environment name `{name}` must be 1-64 lowercase letters, digits, `-` or `_`"),
+        );
     }
-    let autoscaling = raw.autoscaling.map(|a| autoscaling(c, &path.key("autoscaling"), a));
+    let autoscaling = raw
+        .autoscaling
+        .map(|a| autoscaling(c, &path.key("autoscaling"), a));
     let promotion = raw.promotion.unwrap_or_default();
     let promotion_path = path.key("promotion");
     let d = Promotion::default();
@@ -443,7 +598,9 @@ fn environment(c: &mut Checker<'_>, path: &ConfigPath, raw: RawEnvironment) -> O
         Some(other) => {
             c.error(
                 promotion_path.key("cleanup_strategy"),
-                format!("unknown cleanup strategy `{other}`: use SCALE_TO_ZERO, KEEP or DEACTIVATE"),
+                format!(
+                    "unknown cleanup strategy `{other}`: use SCALE_TO_ZERO, KEEP or DEACTIVATE"
+                ),
             );
             d.cleanup_strategy
         }
@@ -451,7 +608,14 @@ fn environment(c: &mut Checker<'_>, path: &ConfigPath, raw: RawEnvironment) -> O
     let promotion = Promotion {
         cleanup_strategy,
         ramp_up: promotion.ramp_up.unwrap_or(d.ramp_up),
-        ramp_up_duration: c.ranged(&promotion_path, "ramp_up_duration", promotion.ramp_up_duration, d.ramp_up_duration, 1, 86_400),
+        ramp_up_duration: c.ranged(
+            &promotion_path,
+            "ramp_up_duration",
+            promotion.ramp_up_duration,
+            d.ramp_up_duration,
+            1,
+            86_400,
+        ),
     };
     Some(Environment {
         name: name?,
@@ -462,12 +626,17 @@ fn environment(c: &mut Checker<'_>, path: &ConfigPath, raw: RawEnvironment) -> O
 }
 
 fn is_model_id(id: &str) -> bool {
-    (1..=57).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    (1..=57).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 fn is_deployment_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         && id != "development"
         && id != PRODUCTION
 }

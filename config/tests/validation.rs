@@ -11,10 +11,16 @@ fn the_annotated_example_is_valid_and_means_what_it_says() {
     assert_eq!(config.listeners.admin.to_string(), "127.0.0.1:8081");
     assert_eq!(config.server.threads, Some(1));
     assert_eq!(config.api_keys[0].scope, KeyScope::AllModels);
-    assert_eq!(config.api_keys[0].digest, config::key_digest("igw_demo_key_not_secret"));
+    assert_eq!(
+        config.api_keys[0].digest,
+        config::key_digest("igw_demo_key_not_secret")
+    );
 
     let model = &config.models[0];
-    assert_eq!((model.id.as_str(), model.name.as_str()), ("demo1", "text-embedder"));
+    assert_eq!(
+        (model.id.as_str(), model.name.as_str()),
+        ("demo1", "text-embedder")
+    );
     let v1 = model.deployment("v1").unwrap();
     assert_eq!(v1.name, "deployment-1");
     assert_eq!(v1.autoscaling, config::Autoscaling::default());
@@ -26,11 +32,17 @@ fn the_annotated_example_is_valid_and_means_what_it_says() {
     );
     assert_eq!(model.deployment("v2").unwrap().name, "deployment-2");
     let dev = model.deployment("dev").unwrap();
-    assert_eq!((dev.kind, dev.name.as_str()), (DeploymentKind::Development, "development"));
+    assert_eq!(
+        (dev.kind, dev.name.as_str()),
+        (DeploymentKind::Development, "development")
+    );
 
     let production = model.environment("production").unwrap();
     assert_eq!(production.deployment.as_deref(), Some("v1"));
-    assert_eq!(production.promotion.cleanup_strategy, CleanupStrategy::ScaleToZero);
+    assert_eq!(
+        production.promotion.cleanup_strategy,
+        CleanupStrategy::ScaleToZero
+    );
     let staging = model.environment("staging").unwrap();
     assert_eq!(staging.autoscaling.unwrap().max_replica, 2);
 }
@@ -111,21 +123,52 @@ id = "m1"
         (3, "listeners.colour", "unknown key `colour`"),
         (7, "api_keys[0].sha256", "64 hex digits"),
         (8, "api_keys[0].scope[0]", "unknown model `nosuchmodel`"),
-        (20, "models[0].deployments[1].kind", "at most one development deployment"),
-        (24, "models[0].deployments[2].id", "duplicate deployment id `a`"),
-        (27, "models[0].deployments[2].autoscaling.min_replica", "greater than `max_replica`"),
-        (29, "models[0].deployments[2].autoscaling.max_scale_down_rate", "must be between 1 and 50"),
-        (36, "models[0].environments[1].name", "only the production environment"),
-        (37, "models[0].environments[1].deployment", "unknown deployment `zzz`"),
+        (
+            20,
+            "models[0].deployments[1].kind",
+            "at most one development deployment",
+        ),
+        (
+            24,
+            "models[0].deployments[2].id",
+            "duplicate deployment id `a`",
+        ),
+        (
+            27,
+            "models[0].deployments[2].autoscaling.min_replica",
+            "greater than `max_replica`",
+        ),
+        (
+            29,
+            "models[0].deployments[2].autoscaling.max_scale_down_rate",
+            "must be between 1 and 50",
+        ),
+        (
+            36,
+            "models[0].environments[1].name",
+            "only the production environment",
+        ),
+        (
+            37,
+            "models[0].environments[1].deployment",
+            "unknown deployment `zzz`",
+        ),
         (40, "models[1].id", "duplicate model id `m1`"),
     ];
     assert_eq!(errors.errors.len(), expect.len(), "{rendered}");
     for (error, (line, path, message)) in errors.errors.iter().zip(expect) {
         assert_eq!(error.path, path, "{rendered}");
-        assert_eq!(error.location.map(|l| l.line), Some(line), "{path}: {rendered}");
+        assert_eq!(
+            error.location.map(|l| l.line),
+            Some(line),
+            "{path}: {rendered}"
+        );
         assert!(error.message.contains(message), "{path}: {}", error.message);
     }
-    assert!(rendered.starts_with("bad.toml:3:1: listeners.colour: unknown key"), "{rendered}");
+    assert!(
+        rendered.starts_with("bad.toml:3:1: listeners.colour: unknown key"),
+        "{rendered}"
+    );
 }
 
 #[test]
@@ -143,7 +186,11 @@ predict_concurrency = "four"
 replicas = { source = "static" }
 "#;
     let errors = load_str(text, "t.toml").unwrap_err();
-    let lines: Vec<_> = errors.errors.iter().map(|e| e.location.unwrap().line).collect();
+    let lines: Vec<_> = errors
+        .errors
+        .iter()
+        .map(|e| e.location.unwrap().line)
+        .collect();
     assert_eq!(lines, vec![6, 10], "{errors}");
 }
 
@@ -207,7 +254,10 @@ autoscaling = { max_replica = 2 }
 "#;
     let errors = load_str(text, "d.toml").unwrap_err();
     assert_eq!(errors.errors.len(), 1, "{errors}");
-    assert!(errors.errors[0].message.contains("at most one replica"), "{errors}");
+    assert!(
+        errors.errors[0].message.contains("at most one replica"),
+        "{errors}"
+    );
 }
 
 #[test]

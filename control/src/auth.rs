@@ -60,22 +60,33 @@ impl KeyTable {
     pub fn new(keys: &[ApiKey]) -> Self {
         let mut buckets: HashMap<u64, Vec<Principal>> = HashMap::new();
         for key in keys {
-            buckets.entry(bucket_of(&key.digest)).or_default().push(Principal {
-                name: key.name.as_str().into(),
-                scope: key.scope.clone(),
-                digest: key.digest,
-            });
+            buckets
+                .entry(bucket_of(&key.digest))
+                .or_default()
+                .push(Principal {
+                    name: key.name.as_str().into(),
+                    scope: key.scope.clone(),
+                    digest: key.digest,
+                });
         }
         Self {
-            buckets: buckets.into_iter().map(|(k, v)| (k, v.into_boxed_slice())).collect(),
+            buckets: buckets
+                .into_iter()
+                .map(|(k, v)| (k, v.into_boxed_slice()))
+                .collect(),
         }
     }
 
     /// Checks the value of an `Authorization` header.
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<&Principal, AuthError> {
-        let key = authorization.and_then(key_from_header).ok_or(AuthError::Missing)?;
+        let key = authorization
+            .and_then(key_from_header)
+            .ok_or(AuthError::Missing)?;
         let digest = key_digest(key);
-        let bucket = self.buckets.get(&bucket_of(&digest)).ok_or(AuthError::Invalid)?;
+        let bucket = self
+            .buckets
+            .get(&bucket_of(&digest))
+            .ok_or(AuthError::Invalid)?;
         let mut found = None;
         for principal in bucket.iter() {
             if bool::from(principal.digest.ct_eq(&digest)) {
@@ -119,19 +130,37 @@ mod tests {
     #[test]
     fn both_schemes_authenticate() {
         let t = table();
-        assert_eq!(t.authenticate(Some(b"Api-Key k-all")).unwrap().name(), "all");
+        assert_eq!(
+            t.authenticate(Some(b"Api-Key k-all")).unwrap().name(),
+            "all"
+        );
         assert_eq!(t.authenticate(Some(b"Bearer k-one")).unwrap().name(), "one");
-        assert_eq!(t.authenticate(Some(b"api-key  k-ops ")).unwrap().name(), "ops");
+        assert_eq!(
+            t.authenticate(Some(b"api-key  k-ops ")).unwrap().name(),
+            "ops"
+        );
     }
 
     #[test]
     fn missing_malformed_and_wrong_keys_are_refused() {
         let t = table();
         assert_eq!(t.authenticate(None).unwrap_err(), AuthError::Missing);
-        assert_eq!(t.authenticate(Some(b"k-all")).unwrap_err(), AuthError::Missing);
-        assert_eq!(t.authenticate(Some(b"Basic k-all")).unwrap_err(), AuthError::Missing);
-        assert_eq!(t.authenticate(Some(b"Api-Key ")).unwrap_err(), AuthError::Missing);
-        assert_eq!(t.authenticate(Some(b"Api-Key k-al")).unwrap_err(), AuthError::Invalid);
+        assert_eq!(
+            t.authenticate(Some(b"k-all")).unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            t.authenticate(Some(b"Basic k-all")).unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            t.authenticate(Some(b"Api-Key ")).unwrap_err(),
+            AuthError::Missing
+        );
+        assert_eq!(
+            t.authenticate(Some(b"Api-Key k-al")).unwrap_err(),
+            AuthError::Invalid
+        );
     }
 
     #[test]

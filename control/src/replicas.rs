@@ -74,7 +74,9 @@ impl ReplicaSet {
                 }
             }
         };
-        self.replicas[index].outstanding.fetch_add(1, Ordering::Relaxed);
+        self.replicas[index]
+            .outstanding
+            .fetch_add(1, Ordering::Relaxed);
         Some(ReplicaLease {
             set: Arc::clone(self),
             index,
@@ -105,7 +107,9 @@ impl ReplicaLease {
     /// after this one could not be reached. Releases nothing: drop `self`.
     pub fn next(&self) -> ReplicaLease {
         let index = (self.index + 1) % self.set.replicas.len();
-        self.set.replicas[index].outstanding.fetch_add(1, Ordering::Relaxed);
+        self.set.replicas[index]
+            .outstanding
+            .fetch_add(1, Ordering::Relaxed);
         ReplicaLease {
             set: Arc::clone(&self.set),
             index,
@@ -154,7 +158,10 @@ mod tests {
         let busy_index = busy.index;
         for _ in 0..100 {
             let lease = set.pick().unwrap();
-            assert_ne!(lease.index, busy_index, "picked the replica with more in flight");
+            assert_ne!(
+                lease.index, busy_index,
+                "picked the replica with more in flight"
+            );
         }
     }
 

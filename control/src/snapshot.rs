@@ -89,7 +89,10 @@ impl ModelRoutes {
     /// The active deployment a target names.
     pub fn resolve(&self, target: Target<'_>) -> Result<&Arc<DeploymentRoute>, RouteError> {
         let route = match target {
-            Target::Production => self.production.as_ref().ok_or(RouteError::EmptyEnvironment)?,
+            Target::Production => self
+                .production
+                .as_ref()
+                .ok_or(RouteError::EmptyEnvironment)?,
             Target::Environment(name) => self
                 .environments
                 .get(name)
@@ -97,9 +100,16 @@ impl ModelRoutes {
                 .as_ref()
                 .ok_or(RouteError::EmptyEnvironment)?,
             Target::Development => self.development.as_ref().ok_or(RouteError::NoDevelopment)?,
-            Target::Deployment(id) => self.deployments.get(id).ok_or(RouteError::UnknownDeployment)?,
+            Target::Deployment(id) => self
+                .deployments
+                .get(id)
+                .ok_or(RouteError::UnknownDeployment)?,
         };
-        if route.active { Ok(route) } else { Err(RouteError::Inactive) }
+        if route.active {
+            Ok(route)
+        } else {
+            Err(RouteError::Inactive)
+        }
     }
 }
 
@@ -142,7 +152,11 @@ impl Snapshot {
                 .environments
                 .iter()
                 .map(|e| {
-                    let route = e.deployment.as_deref().and_then(|id| deployments.get(id)).cloned();
+                    let route = e
+                        .deployment
+                        .as_deref()
+                        .and_then(|id| deployments.get(id))
+                        .cloned();
                     (e.name.as_str().into(), route)
                 })
                 .collect();
@@ -215,25 +229,62 @@ name = "empty"
         assert_eq!(s.model("x").unwrap_err(), RouteError::UnknownModel);
         assert_eq!(m.resolve(Target::Deployment("a")).unwrap().id(), "a");
         assert_eq!(m.resolve(Target::Development).unwrap().id(), "dev");
-        assert_eq!(m.resolve(Target::Deployment("b")).unwrap_err(), RouteError::Inactive);
-        assert_eq!(m.resolve(Target::Environment("staging")).unwrap_err(), RouteError::Inactive);
-        assert_eq!(m.resolve(Target::Environment("empty")).unwrap_err(), RouteError::EmptyEnvironment);
-        assert_eq!(m.resolve(Target::Production).unwrap_err(), RouteError::EmptyEnvironment);
-        assert_eq!(m.resolve(Target::Environment("nope")).unwrap_err(), RouteError::UnknownEnvironment);
-        assert_eq!(m.resolve(Target::Deployment("zz")).unwrap_err(), RouteError::UnknownDeployment);
+        assert_eq!(
+            m.resolve(Target::Deployment("b")).unwrap_err(),
+            RouteError::Inactive
+        );
+        assert_eq!(
+            m.resolve(Target::Environment("staging")).unwrap_err(),
+            RouteError::Inactive
+        );
+        assert_eq!(
+            m.resolve(Target::Environment("empty")).unwrap_err(),
+            RouteError::EmptyEnvironment
+        );
+        assert_eq!(
+            m.resolve(Target::Production).unwrap_err(),
+            RouteError::EmptyEnvironment
+        );
+        assert_eq!(
+            m.resolve(Target::Environment("nope")).unwrap_err(),
+            RouteError::UnknownEnvironment
+        );
+        assert_eq!(
+            m.resolve(Target::Deployment("zz")).unwrap_err(),
+            RouteError::UnknownDeployment
+        );
     }
 
     #[test]
     fn unchanged_replica_sets_survive_a_rebuild() {
         let first = snapshot();
-        let lease = first.model("m").unwrap().resolve(Target::Deployment("a")).unwrap().replicas().pick().unwrap();
+        let lease = first
+            .model("m")
+            .unwrap()
+            .resolve(Target::Deployment("a"))
+            .unwrap()
+            .replicas()
+            .pick()
+            .unwrap();
         let changed = TEXT.replace("127.0.0.1:9003", "127.0.0.1:9004");
         let second = Snapshot::build(&config::load_str(&changed, "t").unwrap(), Some(&first));
-        let a = second.model("m").unwrap().resolve(Target::Deployment("a")).unwrap();
-        assert_eq!(a.replicas().replicas()[0].outstanding(), 1, "in-flight count carried over");
+        let a = second
+            .model("m")
+            .unwrap()
+            .resolve(Target::Deployment("a"))
+            .unwrap();
+        assert_eq!(
+            a.replicas().replicas()[0].outstanding(),
+            1,
+            "in-flight count carried over"
+        );
         drop(lease);
         assert_eq!(a.replicas().replicas()[0].outstanding(), 0);
-        let dev = second.model("m").unwrap().resolve(Target::Development).unwrap();
+        let dev = second
+            .model("m")
+            .unwrap()
+            .resolve(Target::Development)
+            .unwrap();
         assert_eq!(dev.replicas().replicas()[0].addr().port(), 9004);
     }
 }

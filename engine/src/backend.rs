@@ -50,11 +50,18 @@ impl Synthetic {
 
 /// The input texts: `{"text": "..."}` or `{"inputs": ["...", ...]}`.
 pub fn input_texts(input: &Value) -> Result<Vec<&str>, BackendError> {
-    let bad = || BackendError::BadInput("expected {\"text\": \"...\"} or {\"inputs\": [\"...\", ...]}".into());
+    let bad = || {
+        BackendError::BadInput(
+            "expected {\"text\": \"...\"} or {\"inputs\": [\"...\", ...]}".into(),
+        )
+    };
     if let Some(text) = input.get("text") {
         return Ok(vec![text.as_str().ok_or_else(bad)?]);
     }
-    let items = input.get("inputs").and_then(Value::as_array).ok_or_else(bad)?;
+    let items = input
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or_else(bad)?;
     items.iter().map(|v| v.as_str().ok_or_else(bad)).collect()
 }
 
@@ -70,7 +77,10 @@ impl Backend for Synthetic {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let outputs: Vec<Value> = texts.iter().map(|t| json!({ "chars": t.chars().count() })).collect();
+        let outputs: Vec<Value> = texts
+            .iter()
+            .map(|t| json!({ "chars": t.chars().count() }))
+            .collect();
         Ok(json!({ "backend": "synthetic", "outputs": outputs }))
     }
 }

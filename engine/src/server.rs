@@ -90,7 +90,10 @@ pub async fn serve(
     drop(listener);
     replica.ready.store(false, Ordering::Release);
     log::info!("stopping: draining connections for up to {drain:?}");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         log::warn!("drain time over; closing remaining connections");
     }
     Ok(())
@@ -101,27 +104,39 @@ async fn become_ready(replica: Arc<Replica>, addr: SocketAddr) {
         tokio::time::sleep(replica.settings.load_delay).await;
     }
     // Warm-up: one prediction must pass before the replica reports ready.
-    let warmup = replica.backend.predict(json!({ "inputs": ["warm-up"] })).await;
+    let warmup = replica
+        .backend
+        .predict(json!({ "inputs": ["warm-up"] }))
+        .await;
     if let Err(e) = warmup {
         log::error!("warm-up prediction failed, staying unready: {e}");
         return;
     }
     replica.ready.store(true, Ordering::Release);
-    let line = json!({ "event": "ready", "addr": addr.to_string(), "backend": replica.backend.name() });
+    let line =
+        json!({ "event": "ready", "addr": addr.to_string(), "backend": replica.backend.name() });
     let mut stdout = std::io::stdout().lock();
-    if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+    if writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
         log::warn!("could not print the ready line");
     }
 }
 
 async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
     let mut response = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/health/live") => json_response(StatusCode::OK, &json!({ "status": "live" })),
+        (&Method::GET, "/health/live") => {
+            json_response(StatusCode::OK, &json!({ "status": "live" }))
+        }
         (&Method::GET, "/health/ready") => {
             if replica.ready.load(Ordering::Acquire) {
                 json_response(StatusCode::OK, &json!({ "status": "ready" }))
             } else {
-                json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({ "status": "loading" }))
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({ "status": "loading" }),
+                )
             }
         }
         (&Method::GET, "/info") => json_response(
@@ -146,13 +161,17 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
     }
     // Bounded by `Limited`, so collecting cannot exhaust memory.
     #[allow(clippy::disallowed_methods)]
-    let collected = Limited::new(req.into_body(), replica.settings.max_body_bytes).collect().await;
+    let collected = Limited::new(req.into_body(), replica.settings.max_body_bytes)
+        .collect()
+        .await;
     let body = match collected {
         Ok(body) => body.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
         }
-        Err(_) => return error_response(StatusCode::BAD_REQUEST, "could not read the request body"),
+        Err(_) => {
+            return error_response(StatusCode::BAD_REQUEST, "could not read the request body");
+        }
     };
     let input: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -163,7 +182,9 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
     }
     match replica.backend.predict(input).await {
         Ok(output) => json_response(StatusCode::OK, &output),
-        Err(e @ BackendError::BadInput(_)) => error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e @ BackendError::BadInput(_)) => {
+            error_response(StatusCode::BAD_REQUEST, &e.to_string())
+        }
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
@@ -185,11 +206,17 @@ fn stream(replica: &Replica, input: &Value) -> Response<Body> {
                 Ok(output) => json!({ "index": index, "output": output }),
                 Err(e) => json!({ "index": index, "error": e.to_string() }),
             };
-            if tx.send(Ok(Frame::data(Bytes::from(format!("data: {event}\n\n"))))).await.is_err() {
+            if tx
+                .send(Ok(Frame::data(Bytes::from(format!("data: {event}\n\n")))))
+                .await
+                .is_err()
+            {
                 return; // client went away
             }
         }
-        let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n")))).await;
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
+            .await;
     });
     Response::builder()
         .status(StatusCode::OK)

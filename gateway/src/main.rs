@@ -75,7 +75,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Serve { config } => {
-            let config = config::load_file(&config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+            let config =
+                config::load_file(&config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
             gateway::server::run(&config);
             Ok(ExitCode::SUCCESS)
         }
@@ -85,13 +86,20 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let scope = match scope.as_str() {
                 "all" | "admin" => format!("{scope:?}"),
                 ids => {
-                    let ids: Vec<String> = ids.split(',').map(|id| format!("{:?}", id.trim())).collect();
+                    let ids: Vec<String> = ids
+                        .split(',')
+                        .map(|id| format!("{:?}", id.trim()))
+                        .collect();
                     format!("[{}]", ids.join(", "))
                 }
             };
-            let key = config::generate_key().map_err(|e| anyhow::anyhow!("reading OS randomness: {e}"))?;
+            let key = config::generate_key()
+                .map_err(|e| anyhow::anyhow!("reading OS randomness: {e}"))?;
             println!("API key (shown once, store it now):\n\n  {}\n", key.key);
-            println!("Add this to the gateway config:\n\n{}", key.config_snippet(&name, &scope));
+            println!(
+                "Add this to the gateway config:\n\n{}",
+                key.config_snippet(&name, &scope)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -44,7 +44,11 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway routing by `routing`'s current snapshot.
-    pub fn new(routing: Arc<Routing>, upstream: UpstreamSettings, in_flight: Arc<InFlight>) -> Self {
+    pub fn new(
+        routing: Arc<Routing>,
+        upstream: UpstreamSettings,
+        in_flight: Arc<InFlight>,
+    ) -> Self {
         Self {
             routing,
             upstream,
@@ -56,7 +60,10 @@ impl Gateway {
     /// snapshot guard never lives across an await.
     fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Reject> {
         let snapshot = self.routing.load();
-        let authorization = req.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+        let authorization = req
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
         let principal = snapshot.keys().authenticate(authorization)?;
 
         let host = req
@@ -103,7 +110,12 @@ pub struct RequestCtx {
 }
 
 fn content_length(req: &RequestHeader) -> Option<u64> {
-    req.headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    req.headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The replica-side URI: `/predict`, or the passthrough route, with the
@@ -140,7 +152,10 @@ impl ProxyHttp for Gateway {
             }
             "/readyz" => {
                 let (status, body) = if session.is_process_shutting_down() {
-                    (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"shutting down"}"#)
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        r#"{"status":"shutting down"}"#,
+                    )
                 } else {
                     (StatusCode::OK, r#"{"status":"ready"}"#)
                 };
@@ -181,7 +196,11 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let lease = ctx
             .lease
             .as_ref()
@@ -256,7 +275,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let Some(reject) = Reject::from_proxy_error(e) else {
             return FailToProxy {
                 error_code: 0,
@@ -266,7 +290,8 @@ impl ProxyHttp for Gateway {
         let status = reject.status();
         // Once response bytes reached the client, a new status cannot be sent.
         if session.response_written().is_none()
-            && let Err(write_error) = send_json_error(session, status, &reject.to_string(), &[]).await
+            && let Err(write_error) =
+                send_json_error(session, status, &reject.to_string(), &[]).await
         {
             log::debug!("could not send error response: {write_error}");
         }

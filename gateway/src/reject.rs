@@ -94,15 +94,25 @@ pub async fn send_json_error(
     for (name, value) in extra {
         header.insert_header(name.clone(), *value)?;
     }
-    session.write_response_header(Box::new(header), false).await?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
     session.write_response_body(Some(body), true).await
 }
 
 /// Writes a small JSON body with status 200 (health endpoints).
-pub async fn send_json_ok(session: &mut Session, status: StatusCode, body: &'static str) -> pingora_error::Result<()> {
+pub async fn send_json_ok(
+    session: &mut Session,
+    status: StatusCode,
+    body: &'static str,
+) -> pingora_error::Result<()> {
     let mut header = ResponseHeader::build(status, Some(2))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    session.write_response_header(Box::new(header), false).await?;
-    session.write_response_body(Some(Bytes::from_static(body.as_bytes())), true).await
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+        .await
 }

@@ -28,10 +28,14 @@ pub struct Route<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RouteParseError {
     /// Neither a `model-{id}.` host nor a `/models/{id}/` path.
-    #[error("no model in the request: use host `model-{{id}}.<domain>` or path `/models/{{id}}/...`")]
+    #[error(
+        "no model in the request: use host `model-{{id}}.<domain>` or path `/models/{{id}}/...`"
+    )]
     NoModel,
     /// A model, but not one of the predict routes.
-    #[error("unknown route: use /production/predict, /environments/{{name}}/predict, /development/predict or /deployment/{{id}}/predict")]
+    #[error(
+        "unknown route: use /production/predict, /environments/{{name}}/predict, /development/predict or /deployment/{{id}}/predict"
+    )]
     UnknownRoute,
 }
 
@@ -40,7 +44,9 @@ pub fn parse<'a>(host: Option<&'a str>, path: &'a str) -> Result<Route<'a>, Rout
     let (model_id, rest) = match host.and_then(model_from_host) {
         Some(id) => (id, path),
         None => {
-            let after = path.strip_prefix("/models/").ok_or(RouteParseError::NoModel)?;
+            let after = path
+                .strip_prefix("/models/")
+                .ok_or(RouteParseError::NoModel)?;
             let (id, rest) = after.split_at(after.find('/').unwrap_or(after.len()));
             if id.is_empty() {
                 return Err(RouteParseError::NoModel);
@@ -48,7 +54,9 @@ pub fn parse<'a>(host: Option<&'a str>, path: &'a str) -> Result<Route<'a>, Rout
             (id, rest)
         }
     };
-    let rest = rest.strip_prefix('/').ok_or(RouteParseError::UnknownRoute)?;
+    let rest = rest
+        .strip_prefix('/')
+        .ok_or(RouteParseError::UnknownRoute)?;
     let (first, rest) = split_segment(rest);
     let (target, rest) = match first {
         "production" => (Target::Production, rest),
@@ -126,10 +134,22 @@ mod tests {
     #[test]
     fn host_forms() {
         let host = Some("model-abc123.api.example.com");
-        assert_eq!(ok(host, "/production/predict"), ("abc123".into(), Target::Production, Call::Predict));
-        assert_eq!(ok(Some("model-x:8080"), "/development/predict").1, Target::Development);
-        assert_eq!(ok(host, "/environments/staging/predict").1, Target::Environment("staging"));
-        assert_eq!(ok(host, "/deployment/d1/predict").1, Target::Deployment("d1"));
+        assert_eq!(
+            ok(host, "/production/predict"),
+            ("abc123".into(), Target::Production, Call::Predict)
+        );
+        assert_eq!(
+            ok(Some("model-x:8080"), "/development/predict").1,
+            Target::Development
+        );
+        assert_eq!(
+            ok(host, "/environments/staging/predict").1,
+            Target::Environment("staging")
+        );
+        assert_eq!(
+            ok(host, "/deployment/d1/predict").1,
+            Target::Deployment("d1")
+        );
         assert_eq!(
             ok(host, "/environments/prod/sync/v1/chat/completions").2,
             Call::Sync("/v1/chat/completions")
@@ -143,14 +163,20 @@ mod tests {
             ok(Some("127.0.0.1:8080"), "/models/m1/production/predict"),
             ("m1".into(), Target::Production, Call::Predict)
         );
-        assert_eq!(ok(None, "/models/m1/deployment/x/predict").1, Target::Deployment("x"));
+        assert_eq!(
+            ok(None, "/models/m1/deployment/x/predict").1,
+            Target::Deployment("x")
+        );
     }
 
     #[test]
     fn rejects() {
         use RouteParseError::*;
         let host = Some("model-a.example.com");
-        assert_eq!(parse(Some("example.com"), "/production/predict"), Err(NoModel));
+        assert_eq!(
+            parse(Some("example.com"), "/production/predict"),
+            Err(NoModel)
+        );
         assert_eq!(parse(Some("model-.x"), "/production/predict"), Err(NoModel));
         assert_eq!(parse(None, "/models//production/predict"), Err(NoModel));
         for path in [

@@ -20,10 +20,10 @@ pub fn run(config: &Config) {
     let routing = Arc::new(Routing::new(Snapshot::build(config, None)));
     let in_flight = Arc::new(InFlight::default());
 
-    let threads = config
-        .server
-        .threads
-        .map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |t| t as usize);
+    let threads = config.server.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |t| t as usize,
+    );
     let conf = ServerConf {
         threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
@@ -41,7 +41,8 @@ pub fn run(config: &Config) {
         max_request_body_bytes: config.server.max_request_body_bytes,
     };
     let gateway = Gateway::new(routing, upstream, Arc::clone(&in_flight));
-    let mut predict = pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "predict");
+    let mut predict =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "predict");
     predict.add_tcp(&config.listeners.predict.to_string());
     server.add_service(predict);
 

@@ -40,7 +40,10 @@ impl Drop for InFlightGuard {
 
 /// Starts a thread that, once the grace period begins, exits the process as
 /// soon as no request has been in flight for two polls in a row.
-pub fn exit_when_drained(mut phases: broadcast::Receiver<ExecutionPhase>, in_flight: Arc<InFlight>) {
+pub fn exit_when_drained(
+    mut phases: broadcast::Receiver<ExecutionPhase>,
+    in_flight: Arc<InFlight>,
+) {
     const POLL: Duration = Duration::from_millis(25);
     let watcher = move || {
         loop {
@@ -53,7 +56,11 @@ pub fn exit_when_drained(mut phases: broadcast::Receiver<ExecutionPhase>, in_fli
         log::info!("draining: {} request(s) in flight", in_flight.get());
         let mut idle_polls = 0;
         while idle_polls < 2 {
-            idle_polls = if in_flight.get() == 0 { idle_polls + 1 } else { 0 };
+            idle_polls = if in_flight.get() == 0 {
+                idle_polls + 1
+            } else {
+                0
+            };
             // A plain thread, not a runtime worker: sleeping here blocks nothing.
             #[allow(clippy::disallowed_methods)]
             std::thread::sleep(POLL);

@@ -1,0 +1,119 @@
+//! The engine binary as a provisioner and the gateway see it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Replica {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(args: &[&str]) -> Replica {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(["--listen", "127.0.0.1:0", "--replica-id", "r7"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(ready["event"], "ready", "{line}");
+    assert_eq!(ready["backend"], "synthetic");
+    let base = format!("http://{}", ready["addr"].as_str().unwrap());
+    Replica { child, base }
+}
+
+#[tokio::test]
+async fn ready_line_health_and_predict() {
+    let r = start(&["--load-delay-ms", "200"]);
+    let http = reqwest::Client::new();
+    let live = http
+        .get(format!("{}/health/live", r.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    // The ready line is printed only after loading and warm-up.
+    let ready = http
+        .get(format!("{}/health/ready", r.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let resp = http
+        .post(format!("{}/predict", r.base))
+        .body(r#"{"inputs": ["héllo", "ab"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-replica-id"], "r7");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["backend"], "synthetic");
+    assert_eq!(body["outputs"][0]["chars"], 5);
+    assert_eq!(body["outputs"][1]["chars"], 2);
+}
+
+#[tokio::test]
+async fn bad_input_gets_4xx_json_and_the_replica_stays_healthy() {
+    let r = start(&["--max-body-bytes", "100"]);
+    let http = reqwest::Client::new();
+    let predict = format!("{}/predict", r.base);
+    for (body, status) in [
+        ("not json".to_owned(), 400),
+        (r#"{"wrong": 1}"#.to_owned(), 400),
+        (r#"{"inputs": [1, 2]}"#.to_owned(), 400),
+        (format!(r#"{{"text": "{}"}}"#, "x".repeat(200)), 413),
+    ] {
+        let resp = http.post(&predict).body(body.clone()).send().await.unwrap();
+        assert_eq!(resp.status(), status, "{body}");
+        let json: serde_json::Value = resp.json().await.unwrap();
+        assert!(json["error"].is_string(), "{body}: {json}");
+    }
+    let get = http.get(&predict).send().await.unwrap();
+    assert_eq!(get.status(), 405);
+    let ok = http
+        .post(&predict)
+        .body(r#"{"text": "fine"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let mut r = start(&["--fixed-ms", "500"]);
+    let predict = format!("{}/predict", r.base);
+    let pending = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(predict)
+            .body(r#"{"text":"x"}"#)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let pid = r.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(pending.await.unwrap(), 200);
+    let status = r.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,190 @@
+//! Real processes on loopback for end-to-end tests: engine replicas and the
+//! gateway, each killed by its own pid when its guard drops.
+
+// Plain threads and wall-clock deadlines: this harness runs outside any runtime.
+#![allow(dead_code, unreachable_pub, clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// The demo key the configs below accept with scope "all".
+pub const KEY: &str = "igw_test_key";
+
+/// A child process that is killed (by pid) when dropped.
+pub struct Proc {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`) to this process only.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn target_dir_binary(name: &str) -> PathBuf {
+    let gateway = Path::new(env!("CARGO_BIN_EXE_gateway"));
+    let path = gateway.with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (`cargo test --workspace`)",
+        path.display()
+    );
+    path
+}
+
+/// Starts an engine replica on port 0 and waits for its ready line.
+pub fn engine(replica_id: &str, extra: &[&str]) -> Proc {
+    let mut child = Command::new(target_dir_binary("engine"))
+        .args(["--listen", "127.0.0.1:0", "--replica-id", replica_id])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn engine");
+    let stdout = child.stdout.take().expect("engine stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read ready line");
+    let ready: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+    assert_eq!(ready["event"], "ready");
+    let addr = ready["addr"]
+        .as_str()
+        .expect("addr")
+        .parse()
+        .expect("socket addr");
+    Proc { child, addr }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running gateway with its config file.
+pub struct Gateway {
+    pub proc: Proc,
+    pub admin: SocketAddr,
+    pub config: tempfile::NamedTempFile,
+}
+
+impl Gateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proc.addr)
+    }
+}
+
+/// Starts the gateway on fresh ports with `body` appended to a config that
+/// sets the listeners and the test key, and waits until it is ready.
+pub fn gateway(body: &str) -> Gateway {
+    gateway_with("", body)
+}
+
+/// Like [`gateway`], with extra lines for the `[server]` table.
+pub fn gateway_with(server: &str, body: &str) -> Gateway {
+    for _ in 0..5 {
+        let predict: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let text = format!(
+            "[listeners]\npredict = \"{predict}\"\nadmin = \"{admin}\"\n[server]\nthreads = 2\ngrace_period_secs = 10\n{server}\n{}\n{body}",
+            key_entry(KEY, "test", "\"all\"")
+        );
+        let config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(config.path(), text).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gateway");
+        let mut proc = Proc {
+            child,
+            addr: predict,
+        };
+        if wait_ready(&mut proc) {
+            return Gateway {
+                proc,
+                admin,
+                config,
+            };
+        }
+        // Most likely a port was taken meanwhile: try new ones.
+    }
+    panic!("gateway did not become ready");
+}
+
+fn wait_ready(proc: &mut Proc) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if proc.child.try_wait().expect("try_wait").is_some() {
+            return false;
+        }
+        if let Ok(mut stream) = std::net::TcpStream::connect(proc.addr) {
+            use std::io::{Read, Write};
+            let _ =
+                stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut response = String::new();
+            let _ = stream.read_to_string(&mut response);
+            if response.starts_with("HTTP/1.1 200") {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// An `[[api_keys]]` entry for `key`.
+pub fn key_entry(key: &str, name: &str, scope: &str) -> String {
+    format!(
+        "[[api_keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nscope = {scope}\n",
+        hex::encode(config::key_digest(key))
+    )
+}
+
+/// An HTTP client that keeps connections alive.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}

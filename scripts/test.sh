@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the whole test suite (unit, integration with real gateway and engine
+# processes on loopback, doc tests, the config example check).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo test --workspace --all-targets
+cargo test --workspace --doc
