@@ -57,9 +57,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, timeout=20.0):
+def wait_port(port, proc, log, timeout=20.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}:\n{Path(log).read_text()}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -91,8 +93,10 @@ class Target:
         self.name, self.port, self.proc = name, port, proc
 
 
-def start(cmd, cpu, **kw):
-    return subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+def start(cmd, cpu, log, **kw):
+    """Starts `cmd` pinned to `cpu`, its output in the file `log`."""
+    with open(log, "w") as out:
+        return subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=out, stderr=subprocess.STDOUT, **kw)
 
 
 def cpu_seconds(pid):
@@ -150,9 +154,9 @@ def main():
         listen 127.0.0.1:{up} backlog=4096;
         location / {{ default_type application/json; return 200 '{UPSTREAM_BODY}'; }}
     }}"""))
-        upstream = start([nginx, "-c", str(conf), "-p", str(tmp)], LOAD_CPU)
+        upstream = start([nginx, "-c", str(conf), "-p", str(tmp)], LOAD_CPU, tmp / "upstream.log")
         procs.append(upstream)
-        wait_port(up)
+        wait_port(up, upstream, tmp / "upstream.log")
         targets = [Target("direct", up, upstream)]
 
         port = free_port()
@@ -167,14 +171,14 @@ def main():
             proxy_set_header Connection "";
         }}
     }}"""))
-        targets.append(Target("nginx", port, start([nginx, "-c", str(conf), "-p", str(tmp)], PROXY_CPU)))
+        targets.append(Target("nginx", port, start([nginx, "-c", str(conf), "-p", str(tmp)], PROXY_CPU, tmp / "nginx.log")))
 
         port = free_port()
         conf = tmp / "haproxy.cfg"
         conf.write_text(f"""
 global
     nbthread 1
-    maxconn 20000
+    maxconn 4096
 defaults
     mode http
     timeout connect 5s
@@ -188,7 +192,7 @@ frontend fe
 backend replica
     server r1 127.0.0.1:{up}
 """)
-        targets.append(Target("haproxy", port, start([haproxy, "-db", "-f", str(conf)], PROXY_CPU)))
+        targets.append(Target("haproxy", port, start([haproxy, "-db", "-f", str(conf)], PROXY_CPU, tmp / "haproxy.log")))
 
         port, admin = free_port(), free_port()
         digest = __import__("hashlib").sha256(KEY.encode()).hexdigest()
@@ -213,10 +217,10 @@ name = "production"
 deployment = "d1"
 """)
         targets.append(Target("gateway", port, start([str(gateway_bin), "serve", "--config", str(conf)], PROXY_CPU,
-                                                     env={**os.environ, "RUST_LOG": "warn"})))
+                                                     tmp / "gateway.log", env={**os.environ, "RUST_LOG": "warn"})))
         for t in targets:
             procs.append(t.proc)
-            wait_port(t.port)
+            wait_port(t.port, t.proc, tmp / f"{t.name if t.name != 'direct' else 'upstream'}.log")
 
         script = tmp / "post.lua"
         script.write_text(f"""

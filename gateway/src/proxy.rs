@@ -17,8 +17,10 @@ use crate::reject::{Reject, send_json_error, send_json_ok};
 use crate::route::{self, Call};
 use crate::shutdown::{InFlight, InFlightGuard};
 
-/// Response header naming the deployment that answered.
-pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("x-deployment-id");
+/// Response header naming the deployment that answered. A `&'static str`
+/// rather than a `HeaderName`: Pingora copies a `HeaderName` into a
+/// title-cased buffer on every insert.
+pub const DEPLOYMENT_HEADER: &str = "x-deployment-id";
 
 /// Upstream settings applied to every replica connection.
 #[derive(Debug, Clone)]
