@@ -1,0 +1,125 @@
+//! The load generator against a real engine replica with a known latency.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+struct Engine(Child, String);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn engine(fixed_ms: u64) -> Engine {
+    let bin = Path::new(env!("CARGO_BIN_EXE_loadtest")).with_file_name("engine");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo test --workspace`",
+        bin.display()
+    );
+    let mut child = Command::new(bin)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--fixed-ms",
+            &fixed_ms.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = ready["addr"].as_str().unwrap().to_owned();
+    Engine(child, addr)
+}
+
+fn run(url: &str, extra: &[&str]) -> serde_json::Value {
+    let out = tempfile_path();
+    let status = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "--url",
+            url,
+            "--connections",
+            "4",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ])
+        .args([
+            "--body",
+            r#"{"text":"hi"}"#,
+            "--json",
+            out.to_str().unwrap(),
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let json = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let _ = std::fs::remove_file(out);
+    json
+}
+
+fn tempfile_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "loadtest-{}-{}.json",
+        std::process::id(),
+        unique_suffix()
+    ))
+}
+
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[test]
+fn measures_latency_no_lower_than_the_servers_own_delay_and_counts_statuses() {
+    let e = engine(20);
+    let result = run(&format!("http://{}/predict", e.1), &[]);
+    let requests = result["requests"].as_u64().unwrap();
+    // 4 connections x 1 s / 20 ms each: about 200; well above zero.
+    assert!(requests > 20, "{result}");
+    assert_eq!(result["failed"], 0, "{result}");
+    assert_eq!(result["statuses"]["200"].as_u64(), Some(requests));
+    let p50 = result["latency_us"]["p50"].as_u64().unwrap();
+    assert!(
+        p50 >= 20_000,
+        "a 20 ms server cannot answer faster: {result}"
+    );
+}
+
+#[test]
+fn non_2xx_answers_count_as_failures() {
+    let e = engine(0);
+    let result = run(&format!("http://{}/nowhere", e.1), &[]);
+    let requests = result["requests"].as_u64().unwrap();
+    assert!(requests > 0);
+    assert_eq!(result["failed"].as_u64(), Some(requests), "{result}");
+    assert_eq!(result["statuses"]["404"].as_u64(), Some(requests));
+}
+
+#[test]
+fn a_dead_target_is_reported_as_connect_errors() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let result = run(&format!("http://127.0.0.1:{port}/"), &[]);
+    assert_eq!(result["requests"], 0);
+    assert!(
+        result["errors"]["connect"].as_u64().unwrap() > 0,
+        "{result}"
+    );
+}
