@@ -93,10 +93,16 @@ class Target:
         self.name, self.port, self.proc = name, port, proc
 
 
+STARTED = []
+
+
 def start(cmd, cpu, log, **kw):
-    """Starts `cmd` pinned to `cpu`, its output in the file `log`."""
+    """Starts `cmd` pinned to `cpu`, its output in the file `log`; every
+    process started is stopped on the way out, whatever fails."""
     with open(log, "w") as out:
-        return subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=out, stderr=subprocess.STDOUT, **kw)
+        proc = subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=out, stderr=subprocess.STDOUT, **kw)
+    STARTED.append(proc)
+    return proc
 
 
 def cpu_seconds(pid):
@@ -145,7 +151,7 @@ def main():
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
     tmp = Path(tempfile.mkdtemp(prefix="igw-compare-"))
-    procs = []
+    procs = STARTED
     try:
         up = free_port()
         conf = tmp / "upstream.conf"
@@ -155,7 +161,6 @@ def main():
         location / {{ default_type application/json; return 200 '{UPSTREAM_BODY}'; }}
     }}"""))
         upstream = start([nginx, "-c", str(conf), "-p", str(tmp)], LOAD_CPU, tmp / "upstream.log")
-        procs.append(upstream)
         wait_port(up, upstream, tmp / "upstream.log")
         targets = [Target("direct", up, upstream)]
 
@@ -219,7 +224,6 @@ deployment = "d1"
         targets.append(Target("gateway", port, start([str(gateway_bin), "serve", "--config", str(conf)], PROXY_CPU,
                                                      tmp / "gateway.log", env={**os.environ, "RUST_LOG": "warn"})))
         for t in targets:
-            procs.append(t.proc)
             wait_port(t.port, t.proc, tmp / f"{t.name if t.name != 'direct' else 'upstream'}.log")
 
         script = tmp / "post.lua"
