@@ -10,7 +10,9 @@
 //! autoscaling tests (named synthetic everywhere; it is not a model).
 
 pub mod backend;
+pub mod ready;
 pub mod server;
 
 pub use backend::{Backend, BackendError, Synthetic, SyntheticProfile};
+pub use ready::{ReadyLine, ReadyLineError};
 pub use server::{ServerSettings, serve};

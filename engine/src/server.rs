@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backend::{Backend, BackendError, input_texts};
+use crate::ready::ReadyLine;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -113,8 +114,7 @@ async fn become_ready(replica: Arc<Replica>, addr: SocketAddr) {
         return;
     }
     replica.ready.store(true, Ordering::Release);
-    let line =
-        json!({ "event": "ready", "addr": addr.to_string(), "backend": replica.backend.name() });
+    let line = ReadyLine::new(addr, replica.backend.name());
     let mut stdout = std::io::stdout().lock();
     if writeln!(stdout, "{line}")
         .and_then(|()| stdout.flush())

@@ -1,6 +1,6 @@
 //! The engine binary as a provisioner and the gateway see it.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::process::{Child, Command, Stdio};
 
 struct Replica {
@@ -22,14 +22,9 @@ fn start(args: &[&str]) -> Replica {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(ready["event"], "ready", "{line}");
-    assert_eq!(ready["backend"], "synthetic");
-    let base = format!("http://{}", ready["addr"].as_str().unwrap());
+    let ready = engine::ReadyLine::read_from(BufReader::new(child.stdout.take().unwrap())).unwrap();
+    assert_eq!(ready.backend, "synthetic");
+    let base = format!("http://{}", ready.addr);
     Replica { child, base }
 }
 

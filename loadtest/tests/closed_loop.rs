@@ -1,6 +1,6 @@
 //! The load generator against a real engine replica with a known latency.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -30,13 +30,8 @@ fn engine(fixed_ms: u64) -> Engine {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let addr = ready["addr"].as_str().unwrap().to_owned();
-    Engine(child, addr)
+    let ready = engine::ReadyLine::read_from(BufReader::new(child.stdout.take().unwrap())).unwrap();
+    Engine(child, ready.addr.to_string())
 }
 
 fn run(url: &str, extra: &[&str]) -> serde_json::Value {

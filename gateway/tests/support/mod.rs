@@ -4,7 +4,7 @@
 // Plain threads and wall-clock deadlines: this harness runs outside any runtime.
 #![allow(dead_code, unreachable_pub, clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -75,20 +75,12 @@ pub fn engine(replica_id: &str, extra: &[&str]) -> Proc {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn engine");
-    let stdout = child.stdout.take().expect("engine stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read ready line");
-    let ready: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
-    assert_eq!(ready["event"], "ready");
-    let addr = ready["addr"]
-        .as_str()
-        .expect("addr")
-        .parse()
-        .expect("socket addr");
-    Proc { child, addr }
+    let stdout = BufReader::new(child.stdout.take().expect("engine stdout"));
+    let ready = engine::ReadyLine::read_from(stdout).expect("engine ready line");
+    Proc {
+        child,
+        addr: ready.addr,
+    }
 }
 
 /// A port that was free a moment ago.

@@ -1,0 +1,249 @@
+//! Raw sections to the typed [`Config`]: defaults, ranges, formats and
+//! cross-references. Every problem is collected; nothing stops at the first.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+mod models;
+
+use crate::error::Problem;
+use crate::model::*;
+use crate::path::ConfigPath;
+use crate::raw::*;
+
+/// Collects problems while converting; `None` results mean "already reported".
+pub(super) struct Checker<'e> {
+    errors: &'e mut Vec<Problem>,
+}
+
+impl Checker<'_> {
+    pub(super) fn error(&mut self, path: ConfigPath, message: impl Into<String>) {
+        self.errors.push(Problem::at(path, message));
+    }
+
+    /// An integer setting within `min..=max`, or its default when absent.
+    pub(super) fn ranged(
+        &mut self,
+        path: &ConfigPath,
+        field: &str,
+        value: Option<i64>,
+        default: u32,
+        min: u32,
+        max: u32,
+    ) -> u32 {
+        let Some(value) = value else { return default };
+        if value < i64::from(min) || value > i64::from(max) {
+            let range = if max == u32::MAX {
+                format!("at least {min}")
+            } else {
+                format!("between {min} and {max}")
+            };
+            self.error(
+                path.key(field),
+                format!("`{field}` is {value}; it must be {range}"),
+            );
+            return default;
+        }
+        value as u32
+    }
+
+    pub(super) fn required<'a>(
+        &mut self,
+        path: &ConfigPath,
+        field: &str,
+        value: &'a Option<String>,
+    ) -> Option<&'a str> {
+        if value.is_none() {
+            self.error(path.key(field), format!("missing required key `{field}`"));
+        }
+        value.as_deref()
+    }
+
+    fn socket_addr(&mut self, path: ConfigPath, text: Option<&str>, default: &str) -> SocketAddr {
+        let fallback = default.parse().expect("default listener address is valid");
+        let Some(text) = text else { return fallback };
+        text.parse().unwrap_or_else(|_| {
+            self.error(path, format!("`{text}` is not an `ip:port` address"));
+            fallback
+        })
+    }
+}
+
+pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Config> {
+    let mut c = Checker { errors };
+    let root = ConfigPath::root();
+
+    let listeners = listeners(
+        &mut c,
+        &root.key("listeners"),
+        raw.listeners.unwrap_or_default(),
+    );
+    let server = server(&mut c, &root.key("server"), raw.server.unwrap_or_default());
+
+    let models_path = root.key("models");
+    let mut models = Vec::with_capacity(raw.models.len());
+    let mut model_ids: HashMap<String, usize> = HashMap::with_capacity(raw.models.len());
+    for (i, raw_model) in raw.models.into_iter().enumerate() {
+        let path = models_path.index(i);
+        let Some(model) = models::model(&mut c, &path, raw_model) else {
+            continue;
+        };
+        if let Some(first) = model_ids.insert(model.id.clone(), i) {
+            c.error(
+                path.key("id"),
+                format!("duplicate model id `{}` (also models[{first}])", model.id),
+            );
+        }
+        models.push(model);
+    }
+
+    let keys_path = root.key("api_keys");
+    let mut api_keys = Vec::new();
+    let mut key_names = HashSet::new();
+    let mut digests = HashSet::new();
+    for (i, raw_key) in raw.api_keys.into_iter().enumerate() {
+        let path = keys_path.index(i);
+        let Some(key) = raw_key.and_then(|k| api_key(&mut c, &path, k, &model_ids)) else {
+            continue;
+        };
+        if !key_names.insert(key.name.clone()) {
+            c.error(
+                path.key("name"),
+                format!("duplicate api key name `{}`", key.name),
+            );
+        }
+        if !digests.insert(key.digest) {
+            c.error(path.key("sha256"), "the same key digest is listed twice");
+        }
+        api_keys.push(key);
+    }
+
+    c.errors.is_empty().then_some(Config {
+        listeners,
+        server,
+        api_keys,
+        models,
+    })
+}
+
+fn listeners(c: &mut Checker<'_>, path: &ConfigPath, raw: RawListeners) -> Listeners {
+    let predict = c.socket_addr(
+        path.key("predict"),
+        raw.predict.as_deref(),
+        "127.0.0.1:8080",
+    );
+    let admin = c.socket_addr(path.key("admin"), raw.admin.as_deref(), "127.0.0.1:8081");
+    if predict == admin && predict.port() != 0 {
+        c.error(
+            path.key("admin"),
+            format!("admin and predict both listen on {admin}"),
+        );
+    }
+    Listeners { predict, admin }
+}
+
+fn server(c: &mut Checker<'_>, path: &ConfigPath, raw: RawServer) -> ServerSettings {
+    let int = |v: Option<u32>| v.map(i64::from);
+    let threads = raw
+        .threads
+        .map(|t| c.ranged(path, "threads", Some(i64::from(t)), 1, 1, 256));
+    ServerSettings {
+        threads,
+        grace_period: secs(c.ranged(
+            path,
+            "grace_period_secs",
+            int(raw.grace_period_secs),
+            30,
+            0,
+            3600,
+        )),
+        upstream_keepalive_pool_size: c.ranged(
+            path,
+            "upstream_keepalive_pool_size",
+            int(raw.upstream_keepalive_pool_size),
+            128,
+            0,
+            65536,
+        ) as usize,
+        upstream_connect_timeout: Duration::from_millis(u64::from(c.ranged(
+            path,
+            "upstream_connect_timeout_ms",
+            int(raw.upstream_connect_timeout_ms),
+            2000,
+            1,
+            600_000,
+        ))),
+        upstream_read_timeout: secs(c.ranged(
+            path,
+            "upstream_read_timeout_secs",
+            int(raw.upstream_read_timeout_secs),
+            600,
+            1,
+            86_400,
+        )),
+        max_request_body_bytes: raw.max_request_body_bytes.unwrap_or(32 * 1024 * 1024),
+    }
+}
+
+fn secs(s: u32) -> Duration {
+    Duration::from_secs(u64::from(s))
+}
+
+fn api_key(
+    c: &mut Checker<'_>,
+    path: &ConfigPath,
+    raw: RawApiKey,
+    model_ids: &HashMap<String, usize>,
+) -> Option<ApiKey> {
+    let name = c.required(path, "name", &raw.name);
+    let digest = c
+        .required(path, "sha256", &raw.sha256)
+        .and_then(|hex_text| {
+            let mut digest = [0u8; 32];
+            match hex::decode_to_slice(hex_text, &mut digest) {
+                Ok(()) => Some(digest),
+                Err(_) => {
+                    c.error(
+                        path.key("sha256"),
+                        "`sha256` must be 64 hex digits (see `gateway keys new`)",
+                    );
+                    None
+                }
+            }
+        });
+    let scope = match raw.scope {
+        None => {
+            c.error(
+                path.key("scope"),
+                "missing required key `scope` (\"all\", \"admin\" or a list of model ids)",
+            );
+            None
+        }
+        Some(RawScope::Word(w)) if w == "all" => Some(KeyScope::AllModels),
+        Some(RawScope::Word(w)) if w == "admin" => Some(KeyScope::Admin),
+        Some(RawScope::Word(w)) => {
+            c.error(
+                path.key("scope"),
+                format!("unknown scope `{w}`: use \"all\", \"admin\" or a list of model ids"),
+            );
+            None
+        }
+        Some(RawScope::Models(ids)) => {
+            for (i, id) in ids.iter().enumerate() {
+                if !model_ids.contains_key(id) {
+                    c.error(
+                        path.key("scope").index(i),
+                        format!("scope names unknown model `{id}`"),
+                    );
+                }
+            }
+            Some(KeyScope::Models(ids))
+        }
+    };
+    Some(ApiKey {
+        name: name?.to_owned(),
+        digest: digest?,
+        scope: scope?,
+    })
+}
