@@ -225,6 +225,28 @@ async fn oversized_bodies_get_413() {
     )
     .await;
     assert_eq!(resp.status(), 200, "bodies under the limit pass");
+
+    // A chunked body has no Content-Length: it is counted as it streams.
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(gw.proc.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let chunk = "x".repeat(1500);
+    write!(
+        stream,
+        "POST /models/m1/production/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Api-Key {KEY}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(
+        response.contains(r#"{"error":"request body too large"}"#),
+        "{response}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
