@@ -4,11 +4,13 @@
 //! backend, and only then prints one ready line on stdout,
 //! `{"event":"ready","addr":"127.0.0.1:PORT"}`, so a provisioner can start
 //! it without picking ports. Routes: `POST /predict`, `GET /health/live`,
-//! `GET /health/ready`.
+//! `GET /health/ready`. At most `predict_concurrency` predictions run at
+//! once and a bounded queue waits behind them; beyond it, 429.
 //!
 //! Backends: [`backend::Synthetic`], a latency profile for load and
 //! autoscaling tests (named synthetic everywhere; it is not a model).
 
+pub mod admission;
 pub mod backend;
 pub mod ready;
 pub mod server;

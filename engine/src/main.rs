@@ -40,6 +40,12 @@ struct Args {
     /// Milliseconds between events of a streamed (`"stream": true`) response.
     #[arg(long, default_value_t = 100)]
     stream_interval_ms: u64,
+    /// Predictions run at once.
+    #[arg(long, default_value_t = 1)]
+    predict_concurrency: usize,
+    /// Predictions that may wait for a running slot; beyond that, 429.
+    #[arg(long, default_value_t = 16)]
+    queue_size: usize,
     /// Largest request body in bytes (413 beyond it).
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
@@ -88,6 +94,8 @@ async fn run(args: Args) -> std::io::Result<()> {
         load_delay: Duration::from_millis(args.load_delay_ms),
         drain: Duration::from_secs(args.drain_secs),
         stream_interval: Duration::from_millis(args.stream_interval_ms),
+        predict_concurrency: args.predict_concurrency,
+        queue_size: args.queue_size,
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

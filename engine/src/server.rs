@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::admission::{Admission, Slot};
 use crate::backend::{Backend, BackendError, input_texts};
 use crate::ready::ReadyLine;
 
@@ -37,10 +38,15 @@ pub struct ServerSettings {
     pub drain: Duration,
     /// Delay between streamed items (`"stream": true`).
     pub stream_interval: Duration,
+    /// Predictions run at once (`predict_concurrency`).
+    pub predict_concurrency: usize,
+    /// Predictions that may wait for a slot; beyond that, 429.
+    pub queue_size: usize,
 }
 
 struct Replica {
     backend: Arc<dyn Backend>,
+    admission: Admission,
     settings: ServerSettings,
     ready: AtomicBool,
 }
@@ -56,6 +62,7 @@ pub async fn serve(
     let drain = settings.drain;
     let replica = Arc::new(Replica {
         backend,
+        admission: Admission::new(settings.predict_concurrency, settings.queue_size),
         ready: AtomicBool::new(false),
         settings,
     });
@@ -177,10 +184,22 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
         Ok(v) => v,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
+    let slot = match replica.admission.enter().await {
+        Ok(slot) => slot,
+        Err(full) => {
+            let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, &full.to_string());
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            return response;
+        }
+    };
     if input.get("stream").and_then(Value::as_bool) == Some(true) {
-        return stream(replica, &input);
+        return stream(replica, &input, slot);
     }
-    match replica.backend.predict(input).await {
+    let result = replica.backend.predict(input).await;
+    drop(slot);
+    match result {
         Ok(output) => json_response(StatusCode::OK, &output),
         Err(e @ BackendError::BadInput(_)) => {
             error_response(StatusCode::BAD_REQUEST, &e.to_string())
@@ -190,8 +209,9 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// Server-sent events: one event per input, `stream_interval` apart, then
-/// `[DONE]`. Each event is produced by its own backend call.
-fn stream(replica: &Replica, input: &Value) -> Response<Body> {
+/// `[DONE]`. Each event is produced by its own backend call; the running
+/// slot is held until the stream ends.
+fn stream(replica: &Replica, input: &Value, slot: Slot) -> Response<Body> {
     let texts: Vec<String> = match input_texts(input) {
         Ok(texts) => texts.into_iter().map(str::to_owned).collect(),
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -200,6 +220,7 @@ fn stream(replica: &Replica, input: &Value) -> Response<Body> {
     let interval = replica.settings.stream_interval;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
     tokio::spawn(async move {
+        let _slot = slot;
         for (index, text) in texts.into_iter().enumerate() {
             tokio::time::sleep(interval).await;
             let event = match backend.predict(json!({ "text": text })).await {

@@ -1,0 +1,129 @@
+//! Admission control for one replica: at most `predict_concurrency`
+//! predictions run at once, at most `queue_size` more wait (first come,
+//! first served), and anything beyond that is refused at once (429) instead
+//! of piling up. A waiter that goes away (client disconnect) leaves the
+//! queue when its future is dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The limits of one replica.
+#[derive(Debug)]
+pub struct Admission {
+    running: Arc<Semaphore>,
+    concurrency: usize,
+    waiting: AtomicUsize,
+    queue_size: usize,
+}
+
+/// The queue is full: the caller should answer 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("replica is at capacity: {running} running and {waiting} waiting")]
+pub struct Full {
+    /// Predictions running.
+    pub running: usize,
+    /// Predictions waiting.
+    pub waiting: usize,
+}
+
+/// A running slot; freed when dropped (after the response, or its stream,
+/// has been produced).
+pub type Slot = OwnedSemaphorePermit;
+
+impl Admission {
+    /// `concurrency` running slots (at least 1) and `queue_size` waiting places.
+    pub fn new(concurrency: usize, queue_size: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        Self {
+            running: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+            waiting: AtomicUsize::new(0),
+            queue_size,
+        }
+    }
+
+    /// Takes a running slot, waiting in line for one if needed, or refuses
+    /// at once when the line is full.
+    pub async fn enter(&self) -> Result<Slot, Full> {
+        if let Ok(slot) = Arc::clone(&self.running).try_acquire_owned() {
+            return Ok(slot);
+        }
+        let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _leave = WaitingGuard(&self.waiting);
+        if before >= self.queue_size {
+            return Err(Full {
+                running: self.running(),
+                waiting: before,
+            });
+        }
+        Ok(Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed"))
+    }
+
+    /// Predictions running right now.
+    pub fn running(&self) -> usize {
+        self.concurrency - self.running.available_permits()
+    }
+
+    /// Predictions waiting right now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+}
+
+struct WaitingGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_up_to_the_limit_queues_up_to_the_bound_and_refuses_beyond() {
+        let admission = Arc::new(Admission::new(1, 2));
+        let first = admission.enter().await.unwrap();
+        assert_eq!(admission.running(), 1);
+
+        let queued: Vec<_> = (0..2)
+            .map(|_| {
+                let a = Arc::clone(&admission);
+                tokio::spawn(async move { a.enter().await.map(drop) })
+            })
+            .collect();
+        while admission.waiting() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            admission.enter().await.unwrap_err(),
+            Full {
+                running: 1,
+                waiting: 2
+            }
+        );
+
+        drop(first);
+        for q in queued {
+            q.await.unwrap().unwrap();
+        }
+        assert_eq!((admission.running(), admission.waiting()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_that_gives_up_leaves_the_queue() {
+        let admission = Admission::new(1, 1);
+        let _slot = admission.enter().await.unwrap();
+        let gave_up =
+            tokio::time::timeout(std::time::Duration::from_millis(10), admission.enter()).await;
+        assert!(gave_up.is_err());
+        assert_eq!(admission.waiting(), 0);
+    }
+}
