@@ -46,6 +46,8 @@ pub struct ServerSettings {
 
 struct Replica {
     backend: Arc<dyn Backend>,
+    /// `x-replica-id`, parsed once.
+    replica_header: Option<http::HeaderValue>,
     admission: Admission,
     settings: ServerSettings,
     ready: AtomicBool,
@@ -60,8 +62,15 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let drain = settings.drain;
+    let replica_header = match &settings.replica_id {
+        Some(id) => Some(id.parse().map_err(|_| {
+            std::io::Error::other(format!("replica id {id:?} is not a valid header value"))
+        })?),
+        None => None,
+    };
     let replica = Arc::new(Replica {
         backend,
+        replica_header,
         admission: Admission::new(settings.predict_concurrency, settings.queue_size),
         ready: AtomicBool::new(false),
         settings,
@@ -154,10 +163,8 @@ async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
         (_, "/predict") => error_response(StatusCode::METHOD_NOT_ALLOWED, "predict takes POST"),
         _ => error_response(StatusCode::NOT_FOUND, "not found"),
     };
-    if let Some(id) = &replica.settings.replica_id
-        && let Ok(value) = id.parse()
-    {
-        response.headers_mut().insert("x-replica-id", value);
+    if let Some(id) = &replica.replica_header {
+        response.headers_mut().insert("x-replica-id", id.clone());
     }
     response
 }

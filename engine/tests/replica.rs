@@ -115,14 +115,26 @@ async fn sigterm_drains_and_exits_zero() {
 
 #[tokio::test]
 async fn beyond_concurrency_and_queue_the_excess_gets_429_and_nothing_hangs() {
-    let r = start(&["--fixed-ms", "400", "--predict-concurrency", "1", "--queue-size", "2"]);
+    let r = start(&[
+        "--fixed-ms",
+        "400",
+        "--predict-concurrency",
+        "1",
+        "--queue-size",
+        "2",
+    ]);
     let http = reqwest::Client::new();
     let predict = format!("{}/predict", r.base);
     let calls: Vec<_> = (0..6)
         .map(|_| {
             let (http, predict) = (http.clone(), predict.clone());
             tokio::spawn(async move {
-                let resp = http.post(predict).body(r#"{"text":"x"}"#).send().await.unwrap();
+                let resp = http
+                    .post(predict)
+                    .body(r#"{"text":"x"}"#)
+                    .send()
+                    .await
+                    .unwrap();
                 let status = resp.status().as_u16();
                 let retry_after = resp.headers().get("retry-after").is_some();
                 let body: serde_json::Value = resp.json().await.unwrap();
@@ -134,13 +146,21 @@ async fn beyond_concurrency_and_queue_the_excess_gets_429_and_nothing_hangs() {
     for call in calls {
         let (status, retry_after, body) = call.await.unwrap();
         if status == 429 {
-            assert!(retry_after && body["error"].as_str().unwrap().contains("capacity"), "{body}");
+            assert!(
+                retry_after && body["error"].as_str().unwrap().contains("capacity"),
+                "{body}"
+            );
         }
         statuses.push(status);
     }
     statuses.sort_unstable();
     // One runs, two wait their turn, three are refused.
     assert_eq!(statuses, vec![200, 200, 200, 429, 429, 429]);
-    let after = http.post(&predict).body(r#"{"text":"x"}"#).send().await.unwrap();
+    let after = http
+        .post(&predict)
+        .body(r#"{"text":"x"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(after.status(), 200, "capacity is released");
 }
