@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 /// Why a backend refused or failed an input.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     /// The request does not fit the backend's input schema (400).
     #[error("{0}")]
@@ -21,8 +21,8 @@ pub trait Backend: Send + Sync + 'static {
     /// A short name for logs and responses, e.g. `synthetic`.
     fn name(&self) -> &'static str;
 
-    /// Runs one prediction on a JSON request body.
-    async fn predict(&self, input: Value) -> Result<Value, BackendError>;
+    /// Runs one batch: one output per input, in order.
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Value>, BackendError>;
 }
 
 /// Latency profile of the synthetic backend.
@@ -34,8 +34,9 @@ pub struct SyntheticProfile {
     pub per_item: Duration,
 }
 
-/// A backend that does no inference: it waits as its profile says and
-/// describes its inputs. For load, routing and autoscaling tests.
+/// A backend that does no inference: it waits as its profile says (fixed
+/// cost per batch plus a cost per item) and describes each input and the
+/// batch it ran in. For load, routing, batching and autoscaling tests.
 #[derive(Debug, Clone, Copy)]
 pub struct Synthetic {
     profile: SyntheticProfile,
@@ -71,16 +72,15 @@ impl Backend for Synthetic {
         "synthetic"
     }
 
-    async fn predict(&self, input: Value) -> Result<Value, BackendError> {
-        let texts = input_texts(&input)?;
-        let delay = self.profile.fixed + self.profile.per_item * texts.len() as u32;
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Value>, BackendError> {
+        let delay = self.profile.fixed + self.profile.per_item * inputs.len() as u32;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let outputs: Vec<Value> = texts
+        let batch = inputs.len();
+        Ok(inputs
             .iter()
-            .map(|t| json!({ "chars": t.chars().count() }))
-            .collect();
-        Ok(json!({ "backend": "synthetic", "outputs": outputs }))
+            .map(|t| json!({ "chars": t.chars().count(), "batch": batch }))
+            .collect())
     }
 }

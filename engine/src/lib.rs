@@ -12,9 +12,11 @@
 
 pub mod admission;
 pub mod backend;
+pub mod batching;
 pub mod ready;
 pub mod server;
 
 pub use backend::{Backend, BackendError, Synthetic, SyntheticProfile};
+pub use batching::{BatchSettings, Batcher};
 pub use ready::{ReadyLine, ReadyLineError};
 pub use server::{ServerSettings, serve};

@@ -46,6 +46,12 @@ struct Args {
     /// Predictions that may wait for a running slot; beyond that, 429.
     #[arg(long, default_value_t = 16)]
     queue_size: usize,
+    /// Dynamic batching: most inputs run together; 1 turns batching off.
+    #[arg(long, default_value_t = 1)]
+    max_batch_size: usize,
+    /// Dynamic batching: milliseconds the first input waits for company.
+    #[arg(long, default_value_t = 2)]
+    max_queue_delay_ms: u64,
     /// Largest request body in bytes (413 beyond it).
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
@@ -96,6 +102,10 @@ async fn run(args: Args) -> std::io::Result<()> {
         stream_interval: Duration::from_millis(args.stream_interval_ms),
         predict_concurrency: args.predict_concurrency,
         queue_size: args.queue_size,
+        batching: (args.max_batch_size > 1).then(|| engine::BatchSettings {
+            max_batch_size: args.max_batch_size,
+            max_queue_delay: Duration::from_millis(args.max_queue_delay_ms),
+        }),
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

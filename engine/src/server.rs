@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::admission::{Admission, Slot};
 use crate::backend::{Backend, BackendError, input_texts};
+use crate::batching::{BatchSettings, Batcher};
 use crate::ready::ReadyLine;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -42,10 +43,13 @@ pub struct ServerSettings {
     pub predict_concurrency: usize,
     /// Predictions that may wait for a slot; beyond that, 429.
     pub queue_size: usize,
+    /// Dynamic batching; `None` runs each request on its own.
+    pub batching: Option<BatchSettings>,
 }
 
 struct Replica {
     backend: Arc<dyn Backend>,
+    batcher: Option<Batcher>,
     /// `x-replica-id`, parsed once.
     replica_header: Option<http::HeaderValue>,
     admission: Admission,
@@ -68,8 +72,12 @@ pub async fn serve(
         })?),
         None => None,
     };
+    let batcher = settings
+        .batching
+        .map(|b| Batcher::start(Arc::clone(&backend), b));
     let replica = Arc::new(Replica {
         backend,
+        batcher,
         replica_header,
         admission: Admission::new(settings.predict_concurrency, settings.queue_size),
         ready: AtomicBool::new(false),
@@ -121,10 +129,7 @@ async fn become_ready(replica: Arc<Replica>, addr: SocketAddr) {
         tokio::time::sleep(replica.settings.load_delay).await;
     }
     // Warm-up: one prediction must pass before the replica reports ready.
-    let warmup = replica
-        .backend
-        .predict(json!({ "inputs": ["warm-up"] }))
-        .await;
+    let warmup = replica.backend.infer(&["warm-up".to_owned()]).await;
     if let Err(e) = warmup {
         log::error!("warm-up prediction failed, staying unready: {e}");
         return;
@@ -201,13 +206,23 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
             return response;
         }
     };
+    let texts: Vec<String> = match input_texts(&input) {
+        Ok(texts) => texts.into_iter().map(str::to_owned).collect(),
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
     if input.get("stream").and_then(Value::as_bool) == Some(true) {
-        return stream(replica, &input, slot);
+        return stream(replica, texts, slot);
     }
-    let result = replica.backend.predict(input).await;
+    let result = match &replica.batcher {
+        Some(batcher) => batcher.infer(texts).await,
+        None => replica.backend.infer(&texts).await,
+    };
     drop(slot);
     match result {
-        Ok(output) => json_response(StatusCode::OK, &output),
+        Ok(outputs) => json_response(
+            StatusCode::OK,
+            &json!({ "backend": replica.backend.name(), "outputs": outputs }),
+        ),
         Err(e @ BackendError::BadInput(_)) => {
             error_response(StatusCode::BAD_REQUEST, &e.to_string())
         }
@@ -218,11 +233,7 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
 /// Server-sent events: one event per input, `stream_interval` apart, then
 /// `[DONE]`. Each event is produced by its own backend call; the running
 /// slot is held until the stream ends.
-fn stream(replica: &Replica, input: &Value, slot: Slot) -> Response<Body> {
-    let texts: Vec<String> = match input_texts(input) {
-        Ok(texts) => texts.into_iter().map(str::to_owned).collect(),
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
+fn stream(replica: &Replica, texts: Vec<String>, slot: Slot) -> Response<Body> {
     let backend = Arc::clone(&replica.backend);
     let interval = replica.settings.stream_interval;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
@@ -230,8 +241,8 @@ fn stream(replica: &Replica, input: &Value, slot: Slot) -> Response<Body> {
         let _slot = slot;
         for (index, text) in texts.into_iter().enumerate() {
             tokio::time::sleep(interval).await;
-            let event = match backend.predict(json!({ "text": text })).await {
-                Ok(output) => json!({ "index": index, "output": output }),
+            let event = match backend.infer(&[text]).await {
+                Ok(mut outputs) => json!({ "index": index, "output": outputs.pop() }),
                 Err(e) => json!({ "index": index, "error": e.to_string() }),
             };
             if tx

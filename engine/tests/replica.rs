@@ -164,3 +164,45 @@ async fn beyond_concurrency_and_queue_the_excess_gets_429_and_nothing_hangs() {
         .unwrap();
     assert_eq!(after.status(), 200, "capacity is released");
 }
+
+#[tokio::test]
+async fn batching_runs_concurrent_requests_together_and_answers_each_caller() {
+    let r = start(&[
+        "--fixed-ms",
+        "50",
+        "--predict-concurrency",
+        "8",
+        "--max-batch-size",
+        "8",
+        "--max-queue-delay-ms",
+        "300",
+    ]);
+    let http = reqwest::Client::new();
+    let predict = format!("{}/predict", r.base);
+    let calls: Vec<_> = (1..=8usize)
+        .map(|n| {
+            let (http, predict) = (http.clone(), predict.clone());
+            tokio::spawn(async move {
+                let body = serde_json::json!({ "text": "x".repeat(n) }).to_string();
+                let resp = http.post(predict).body(body).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+                (n, resp.json::<serde_json::Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut largest_batch = 0;
+    for call in calls {
+        let (n, body) = call.await.unwrap();
+        let output = &body["outputs"][0];
+        assert_eq!(
+            output["chars"].as_u64(),
+            Some(n as u64),
+            "caller {n} got its own result: {body}"
+        );
+        largest_batch = largest_batch.max(output["batch"].as_u64().unwrap());
+    }
+    assert!(
+        largest_batch > 1,
+        "concurrent requests within the queue delay share a batch"
+    );
+}
