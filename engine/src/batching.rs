@@ -93,7 +93,7 @@ async fn run_batch(backend: &dyn Backend, mut jobs: Vec<Job>, size: usize) {
         lengths.push(job.inputs.len());
         inputs.append(&mut job.inputs);
     }
-    match backend.infer(&inputs).await {
+    match crate::telemetry::infer(backend, &inputs).await {
         Ok(outputs) if outputs.len() == size => {
             let mut outputs = outputs.into_iter();
             for (job, len) in jobs.into_iter().zip(lengths) {

@@ -4,7 +4,7 @@
 //! backend, and only then prints one ready line on stdout,
 //! `{"event":"ready","addr":"127.0.0.1:PORT"}`, so a provisioner can start
 //! it without picking ports. Routes: `POST /predict`, `GET /health/live`,
-//! `GET /health/ready`. At most `predict_concurrency` predictions run at
+//! `GET /health/ready`, `GET /metrics` (Prometheus). At most `predict_concurrency` predictions run at
 //! once and a bounded queue waits behind them; beyond it, 429.
 //!
 //! Backends: [`backend::Synthetic`], a latency profile for load and
@@ -15,6 +15,7 @@ pub mod backend;
 pub mod batching;
 pub mod ready;
 pub mod server;
+pub mod telemetry;
 
 pub use backend::{Backend, BackendError, Synthetic, SyntheticProfile};
 pub use batching::{BatchSettings, Batcher};

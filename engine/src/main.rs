@@ -94,6 +94,8 @@ async fn run(args: Args) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("binding {}: {e}", args.listen)))?;
+    let metrics = engine::telemetry::install()
+        .map_err(|e| std::io::Error::other(format!("installing the metrics recorder: {e}")))?;
     let settings = ServerSettings {
         replica_id: args.replica_id,
         max_body_bytes: args.max_body_bytes,
@@ -106,6 +108,7 @@ async fn run(args: Args) -> std::io::Result<()> {
             max_batch_size: args.max_batch_size,
             max_queue_delay: Duration::from_millis(args.max_queue_delay_ms),
         }),
+        metrics: Some(metrics),
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -15,14 +15,17 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::admission::{Admission, Slot};
 use crate::backend::{Backend, BackendError, input_texts};
 use crate::batching::{BatchSettings, Batcher};
 use crate::ready::ReadyLine;
+use crate::telemetry;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -45,6 +48,8 @@ pub struct ServerSettings {
     pub queue_size: usize,
     /// Dynamic batching; `None` runs each request on its own.
     pub batching: Option<BatchSettings>,
+    /// Renders `GET /metrics`; `None` when no recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 struct Replica {
@@ -114,6 +119,7 @@ pub async fn serve(
     }
     drop(listener);
     replica.ready.store(false, Ordering::Release);
+    telemetry::ready(false);
     log::info!("stopping: draining connections for up to {drain:?}");
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
@@ -135,6 +141,7 @@ async fn become_ready(replica: Arc<Replica>, addr: SocketAddr) {
         return;
     }
     replica.ready.store(true, Ordering::Release);
+    telemetry::ready(true);
     let line = ReadyLine::new(addr, replica.backend.name());
     let mut stdout = std::io::stdout().lock();
     if writeln!(stdout, "{line}")
@@ -164,7 +171,12 @@ async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
             StatusCode::OK,
             &json!({ "replica": replica.settings.replica_id, "backend": replica.backend.name() }),
         ),
-        (&Method::POST, "/predict") => predict(replica, req).await,
+        (&Method::POST, "/predict") => {
+            let response = predict(replica, req).await;
+            telemetry::request(response.status().as_u16());
+            response
+        }
+        (&Method::GET, "/metrics") => metrics(replica),
         (_, "/predict") => error_response(StatusCode::METHOD_NOT_ALLOWED, "predict takes POST"),
         _ => error_response(StatusCode::NOT_FOUND, "not found"),
     };
@@ -196,9 +208,14 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
         Ok(v) => v,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
+    let queued_at = Instant::now();
     let slot = match replica.admission.enter().await {
-        Ok(slot) => slot,
+        Ok(slot) => {
+            telemetry::queue_wait(queued_at.elapsed());
+            slot
+        }
         Err(full) => {
+            telemetry::rejected_queue_full();
             let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, &full.to_string());
             response
                 .headers_mut()
@@ -215,7 +232,7 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
     }
     let result = match &replica.batcher {
         Some(batcher) => batcher.infer(texts).await,
-        None => replica.backend.infer(&texts).await,
+        None => telemetry::infer(replica.backend.as_ref(), &texts).await,
     };
     drop(slot);
     match result {
@@ -241,7 +258,7 @@ fn stream(replica: &Replica, texts: Vec<String>, slot: Slot) -> Response<Body> {
         let _slot = slot;
         for (index, text) in texts.into_iter().enumerate() {
             tokio::time::sleep(interval).await;
-            let event = match backend.infer(&[text]).await {
+            let event = match telemetry::infer(backend.as_ref(), &[text]).await {
                 Ok(mut outputs) => json!({ "index": index, "output": outputs.pop() }),
                 Err(e) => json!({ "index": index, "error": e.to_string() }),
             };
@@ -262,6 +279,19 @@ fn stream(replica: &Replica, texts: Vec<String>, slot: Slot) -> Response<Body> {
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .body(BodyExt::boxed(StreamBody::new(ReceiverStream::new(rx))))
+        .expect("static response parts are valid")
+}
+
+fn metrics(replica: &Replica) -> Response<Body> {
+    let Some(handle) = &replica.settings.metrics else {
+        return error_response(StatusCode::NOT_FOUND, "metrics are not enabled");
+    };
+    // Occupancy is sampled at scrape time: no per-request gauge updates.
+    telemetry::occupancy(replica.admission.running(), replica.admission.waiting());
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(Full::new(Bytes::from(handle.render())).boxed())
         .expect("static response parts are valid")
 }
 

@@ -206,3 +206,68 @@ async fn batching_runs_concurrent_requests_together_and_answers_each_caller() {
         "concurrent requests within the queue delay share a batch"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let r = start(&["--max-batch-size", "4", "--predict-concurrency", "4"]);
+    let http = reqwest::Client::new();
+    let predict = format!("{}/predict", r.base);
+    for _ in 0..3 {
+        let ok = http
+            .post(&predict)
+            .body(r#"{"inputs": ["a", "b"]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+    let bad = http.post(&predict).body("nope").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let resp = http
+        .get(format!("{}/metrics", r.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
+    assert_eq!(value(r#"igw_engine_requests_total{status="200"}"#), 3.0);
+    assert_eq!(value(r#"igw_engine_requests_total{status="400"}"#), 1.0);
+    assert_eq!(value("igw_engine_ready"), 1.0);
+    // Three predictions of two inputs; the warm-up is not traffic.
+    assert_eq!(value("igw_engine_batch_size_count"), 3.0);
+    assert_eq!(value("igw_engine_batch_size_sum"), 6.0);
+    assert_eq!(value("igw_engine_queue_wait_seconds_count"), 3.0);
+
+    // promtool, where installed (CI installs it), must accept the exposition.
+    if let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
