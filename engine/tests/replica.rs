@@ -115,9 +115,10 @@ async fn sigterm_drains_and_exits_zero() {
 
 #[tokio::test]
 async fn beyond_concurrency_and_queue_the_excess_gets_429_and_nothing_hangs() {
+    // Long enough that all six calls arrive while the first one runs.
     let r = start(&[
         "--fixed-ms",
-        "400",
+        "1000",
         "--predict-concurrency",
         "1",
         "--queue-size",
@@ -175,7 +176,7 @@ async fn batching_runs_concurrent_requests_together_and_answers_each_caller() {
         "--max-batch-size",
         "8",
         "--max-queue-delay-ms",
-        "300",
+        "1000",
     ]);
     let http = reqwest::Client::new();
     let predict = format!("{}/predict", r.base);
