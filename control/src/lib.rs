@@ -7,11 +7,13 @@
 //! for 10 models as for 10,000.
 
 mod auth;
+mod reload;
 mod replicas;
 mod routing;
 mod snapshot;
 
 pub use auth::{AuthError, KeyTable, Principal};
+pub use reload::{Outcome, Reloader, WatchError};
 pub use replicas::{Replica, ReplicaLease, ReplicaSet};
 pub use routing::Routing;
 pub use snapshot::{DeploymentRoute, ModelRoutes, RouteError, Snapshot, Target};

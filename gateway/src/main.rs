@@ -74,10 +74,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Serve { config } => {
+        Command::Serve { config: path } => {
             let config =
-                config::load_file(&config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
-            gateway::server::run(&config);
+                config::load_file(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+            gateway::server::run(&config, &path)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys {

@@ -1,10 +1,11 @@
 //! Wires the Pingora server: predict and admin services, shutdown.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use config::Config;
-use control::{Routing, Snapshot};
+use control::{Reloader, Routing, Snapshot, WatchError};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
@@ -15,9 +16,16 @@ use crate::proxy::{Gateway, UpstreamSettings};
 use crate::shutdown::{self, InFlight};
 
 /// Runs the gateway until a signal stops it: SIGTERM drains in-flight
-/// requests (up to the grace period), SIGINT exits at once.
-pub fn run(config: &Config) {
+/// requests (up to the grace period), SIGINT exits at once. Changes to the
+/// file at `config_path` are applied while it runs.
+pub fn run(config: &Config, config_path: &Path) -> Result<(), WatchError> {
     let routing = Arc::new(Routing::new(Snapshot::build(config, None)));
+    Arc::new(Reloader::new(
+        config_path,
+        config.clone(),
+        Arc::clone(&routing),
+    ))
+    .watch()?;
     let in_flight = Arc::new(InFlight::default());
 
     let threads = config.server.threads.map_or_else(
@@ -59,4 +67,5 @@ pub fn run(config: &Config) {
         config.listeners.admin
     );
     server.run(RunArgs::default());
+    Ok(())
 }

@@ -1,0 +1,275 @@
+//! Hot reload: watch the config file, and on each change parse, validate,
+//! build the complete new snapshot and publish it with one atomic store. A
+//! bad file is rejected with the same located errors as `gateway check`
+//! and the previous snapshot keeps serving.
+//!
+//! The file's directory is watched, not the file: editors that write a new
+//! file and rename it over the old one, and symlink swaps, replace the inode
+//! a file watch would be attached to. Bursts of events are debounced.
+
+// A plain mutex is right here: only control-plane threads take it, to
+// serialize reloads; no request and no async task ever waits on it.
+#![allow(clippy::disallowed_types)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use config::{Config, ConfigErrors};
+use notify::{RecursiveMode, Watcher};
+
+use crate::routing::Routing;
+use crate::snapshot::Snapshot;
+
+/// Events closer together than this are one change.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Why a watch could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The config path has no parent directory to watch.
+    #[error("cannot watch {0}: no parent directory")]
+    NoDirectory(PathBuf),
+    /// The OS watcher failed.
+    #[error("cannot watch {path}: {source}")]
+    Notify {
+        /// The directory.
+        path: PathBuf,
+        /// The watcher's error.
+        source: notify::Error,
+    },
+}
+
+/// Applies config files to a [`Routing`] and counts the outcomes.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    routing: Arc<Routing>,
+    current: std::sync::Mutex<Config>,
+    revision: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// What one reload did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The new snapshot is serving.
+    Applied {
+        /// Revision number of this process's applied configs (1 = startup).
+        revision: u64,
+    },
+    /// The file did not change anything the snapshot holds.
+    Unchanged,
+    /// The file is invalid; the previous snapshot keeps serving.
+    Rejected(ConfigErrors),
+}
+
+impl Reloader {
+    /// A reloader for `path`, whose `initial` config `routing` already serves.
+    pub fn new(path: &Path, initial: Config, routing: Arc<Routing>) -> Self {
+        Self {
+            path: path.to_owned(),
+            routing,
+            current: std::sync::Mutex::new(initial),
+            revision: AtomicU64::new(1),
+            rejected: AtomicU64::new(0),
+        }
+    }
+
+    /// Reads the file once and applies it if valid.
+    pub fn reload(&self) -> Outcome {
+        let config = match config::load_file(&self.path) {
+            Ok(config) => config,
+            Err(errors) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                return Outcome::Rejected(errors);
+            }
+        };
+        // Only the control plane takes this lock, never a request.
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *current == config {
+            return Outcome::Unchanged;
+        }
+        if current.listeners != config.listeners || current.server != config.server {
+            log::warn!(
+                "config {}: [listeners] and [server] changes take effect at the next restart",
+                self.path.display()
+            );
+        }
+        let snapshot = Snapshot::build(&config, Some(&self.routing.load_full()));
+        self.routing.publish(snapshot);
+        *current = config;
+        Outcome::Applied {
+            revision: self.revision.fetch_add(1, Ordering::Relaxed) + 1,
+        }
+    }
+
+    /// Applied revisions so far (1 = the startup config).
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Relaxed)
+    }
+
+    /// Rejected reloads so far.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Watches the file from a background thread until the process exits,
+    /// logging every outcome.
+    pub fn watch(self: Arc<Self>) -> Result<(), WatchError> {
+        let dir = self
+            .path
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .ok_or_else(|| WatchError::NoDirectory(self.path.clone()))?
+            .to_owned();
+        let file_name = self.path.file_name().map(ToOwned::to_owned);
+        let (tx, rx) = mpsc::channel();
+        let mut watcher = notify::recommended_watcher(tx).map_err(|source| WatchError::Notify {
+            path: dir.clone(),
+            source,
+        })?;
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|source| WatchError::Notify {
+                path: dir.clone(),
+                source,
+            })?;
+        let relevant = move |event: &notify::Event| {
+            !event.kind.is_access()
+                && event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name() == file_name.as_deref())
+        };
+        std::thread::Builder::new()
+            .name("config-watch".into())
+            .spawn(move || {
+                let _watcher = watcher; // dropped when the loop ends
+                while let Ok(event) = rx.recv() {
+                    match event {
+                        Ok(event) if relevant(&event) => {}
+                        Ok(_) => continue,
+                        Err(e) => {
+                            log::error!("config watch error: {e}");
+                            continue;
+                        }
+                    }
+                    // Let the burst of events of one save settle.
+                    while rx.recv_timeout(DEBOUNCE).is_ok() {}
+                    match self.reload() {
+                        Outcome::Applied { revision } => {
+                            log::info!(
+                                "config {}: applied revision {revision}",
+                                self.path.display()
+                            );
+                        }
+                        Outcome::Unchanged => {
+                            log::debug!("config {}: no change", self.path.display());
+                        }
+                        Outcome::Rejected(errors) => {
+                            log::error!(
+                                "config rejected, previous config keeps serving:\n{errors}"
+                            );
+                        }
+                    }
+                }
+            })
+            .map(drop)
+            .map_err(|e| WatchError::Notify {
+                path: dir,
+                source: notify::Error::io(e),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Target;
+
+    const V1: &str = r#"
+[[models]]
+id = "m"
+[[models.deployments]]
+id = "a"
+replicas = { source = "static", addresses = ["127.0.0.1:9001"] }
+[[models.environments]]
+name = "production"
+deployment = "a"
+"#;
+
+    fn setup(dir: &Path) -> (PathBuf, Reloader, Arc<Routing>) {
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, V1).unwrap();
+        let config = config::load_file(&path).unwrap();
+        let routing = Arc::new(Routing::new(Snapshot::build(&config, None)));
+        let reloader = Reloader::new(&path, config, Arc::clone(&routing));
+        (path, reloader, routing)
+    }
+
+    #[test]
+    fn applies_valid_changes_rejects_invalid_ones_and_skips_no_ops() {
+        let dir = std::env::temp_dir().join(format!("igw-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, reloader, routing) = setup(&dir);
+        let lease = routing
+            .load()
+            .model("m")
+            .unwrap()
+            .resolve(Target::Production)
+            .unwrap()
+            .replicas()
+            .pick();
+
+        assert!(matches!(reloader.reload(), Outcome::Unchanged));
+
+        let v2 = V1.replace("[[models.environments]]", "[[models.environments]]\nname = \"staging\"\ndeployment = \"a\"\n[[models.environments]]");
+        std::fs::write(&path, &v2).unwrap();
+        assert!(matches!(
+            reloader.reload(),
+            Outcome::Applied { revision: 2 }
+        ));
+        let snapshot = routing.load();
+        let staging = snapshot
+            .model("m")
+            .unwrap()
+            .resolve(Target::Environment("staging"))
+            .unwrap();
+        assert_eq!(
+            staging.replicas().replicas()[0].outstanding(),
+            1,
+            "runtime state survived"
+        );
+        drop(lease);
+
+        std::fs::write(&path, "[[models]\n").unwrap();
+        match reloader.reload() {
+            Outcome::Rejected(errors) => {
+                assert!(errors.to_string().contains("gateway.toml:1:"), "{errors}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((reloader.revision(), reloader.rejected()), (2, 1));
+        assert!(
+            routing
+                .load()
+                .model("m")
+                .unwrap()
+                .resolve(Target::Environment("staging"))
+                .is_ok()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,142 @@
+//! Hot reload: editing the config file re-routes traffic; a broken edit is
+//! rejected and the previous routes keep serving.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{KEY, Proc, client, engine, gateway};
+
+fn models(a: &Proc, b: &Proc, production: &str, staging: bool) -> String {
+    let staging = if staging {
+        "[[models.environments]]\nname = \"staging\"\ndeployment = \"b\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[[models]]
+id = "m"
+[[models.deployments]]
+id = "a"
+replicas = {{ source = "static", addresses = ["{}"] }}
+[[models.deployments]]
+id = "b"
+replicas = {{ source = "static", addresses = ["{}"] }}
+[[models.environments]]
+name = "production"
+deployment = "{production}"
+{staging}"#,
+        a.addr, b.addr
+    )
+}
+
+/// (status, x-deployment-id) of one predict call.
+async fn call(gw: &support::Gateway, target: &str) -> (u16, String) {
+    let resp = client()
+        .post(gw.url(&format!("/models/m/{target}/predict")))
+        .header("authorization", format!("Api-Key {KEY}"))
+        .body(r#"{"text":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    let deployment = resp
+        .headers()
+        .get("x-deployment-id")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (resp.status().as_u16(), deployment)
+}
+
+/// Polls until `target` answers `expected`, for at most 5 s.
+async fn eventually(gw: &support::Gateway, target: &str, expected: (u16, &str)) {
+    let mut last = (0, String::new());
+    for _ in 0..100 {
+        last = call(gw, target).await;
+        if (last.0, last.1.as_str()) == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{target}: expected {expected:?}, still {last:?}");
+}
+
+/// Rewrites the config the way editors do: a new file renamed over the old.
+fn replace_config(gw: &support::Gateway, text: &str) {
+    let path = gw.config.path();
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn header_of(gw: &support::Gateway) -> String {
+    let text = std::fs::read_to_string(gw.config.path()).unwrap();
+    text[..text.find("\n[[models]]").unwrap()].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_reroute_traffic_and_broken_edits_are_rejected() {
+    let (a, b) = (engine("ra", &[]), engine("rb", &[]));
+    let gw = gateway(&models(&a, &b, "a", false));
+    assert_eq!(call(&gw, "production").await, (200, "a".into()));
+    assert_eq!(call(&gw, "environments/staging").await.0, 404);
+    let header = header_of(&gw);
+
+    // An in-place write (truncate + write) adds an environment.
+    std::fs::write(
+        gw.config.path(),
+        format!("{header}{}", models(&a, &b, "a", true)),
+    )
+    .unwrap();
+    eventually(&gw, "environments/staging", (200, "b")).await;
+
+    // A broken edit is rejected; both routes keep serving.
+    replace_config(
+        &gw,
+        &format!(
+            "{header}{}\n[[models.deployments]\n",
+            models(&a, &b, "b", true)
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(call(&gw, "production").await, (200, "a".into()));
+    assert_eq!(call(&gw, "environments/staging").await, (200, "b".into()));
+
+    // A valid rename-over edit then repoints production.
+    replace_config(&gw, &format!("{header}{}", models(&a, &b, "b", true)));
+    eventually(&gw, "production", (200, "b")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_stream_sees_no_failure_across_reloads() {
+    let (a, b) = (engine("ra", &[]), engine("rb", &[]));
+    let gw = gateway(&models(&a, &b, "a", true));
+    let header = header_of(&gw);
+    let url = gw.url("/models/m/environments/staging/predict");
+    let stream = tokio::spawn(async move {
+        let http = client();
+        let mut statuses = Vec::new();
+        for _ in 0..300 {
+            let resp = http
+                .post(&url)
+                .header("authorization", format!("Api-Key {KEY}"))
+                .body(r#"{"text":"x"}"#)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(resp.status().as_u16());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        statuses
+    });
+    for i in 0..10 {
+        let production = if i % 2 == 0 { "b" } else { "a" };
+        replace_config(
+            &gw,
+            &format!("{header}{}", models(&a, &b, production, true)),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let statuses = stream.await.unwrap();
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+}
