@@ -7,12 +7,14 @@
 //! for 10 models as for 10,000.
 
 mod auth;
+mod autoscaler;
 mod reload;
 mod replicas;
 mod routing;
 mod snapshot;
 
 pub use auth::{AuthError, KeyTable, Principal};
+pub use autoscaler::{Autoscaler, Decision};
 pub use reload::{Outcome, Reloader, WatchError};
 pub use replicas::{Replica, ReplicaLease, ReplicaSet};
 pub use routing::Routing;
