@@ -93,19 +93,20 @@ async fn run_batch(backend: &dyn Backend, mut jobs: Vec<Job>, size: usize) {
         lengths.push(job.inputs.len());
         inputs.append(&mut job.inputs);
     }
-    match crate::telemetry::infer(backend, &inputs).await {
-        Ok(outputs) if outputs.len() == size => {
+    let result = match crate::telemetry::infer(backend, &inputs).await {
+        Ok(outputs) if outputs.len() == size => Ok(outputs),
+        Ok(outputs) => Err(BackendError::Failed(format!(
+            "{} outputs for {size} inputs",
+            outputs.len()
+        ))),
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(outputs) => {
             let mut outputs = outputs.into_iter();
             for (job, len) in jobs.into_iter().zip(lengths) {
                 // A caller that went away just drops its answer.
                 let _ = job.reply.send(Ok(outputs.by_ref().take(len).collect()));
-            }
-        }
-        Ok(outputs) => {
-            let error =
-                BackendError::Failed(format!("{} outputs for {size} inputs", outputs.len()));
-            for job in jobs {
-                let _ = job.reply.send(Err(error.clone()));
             }
         }
         Err(error) => {

@@ -13,7 +13,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::reject::{Reject, send_json_error, send_json_ok};
+use crate::reject::{Reject, send_json, send_json_error};
 use crate::route::{self, Call};
 use crate::shutdown::{InFlight, InFlightGuard};
 
@@ -149,7 +149,13 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         match session.req_header().uri.path() {
             "/healthz" => {
-                send_json_ok(session, StatusCode::OK, r#"{"status":"ok"}"#).await?;
+                send_json(
+                    session,
+                    StatusCode::OK,
+                    Bytes::from_static(br#"{"status":"ok"}"#),
+                    &[],
+                )
+                .await?;
                 return Ok(true);
             }
             "/readyz" => {
@@ -161,7 +167,7 @@ impl ProxyHttp for Gateway {
                 } else {
                     (StatusCode::OK, r#"{"status":"ready"}"#)
                 };
-                send_json_ok(session, status, body).await?;
+                send_json(session, status, Bytes::from_static(body.as_bytes()), &[]).await?;
                 return Ok(true);
             }
             _ => {}

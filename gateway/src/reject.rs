@@ -88,7 +88,17 @@ pub async fn send_json_error(
     extra: &[(http::HeaderName, &'static str)],
 ) -> pingora_error::Result<()> {
     let body = Bytes::from(serde_json::json!({ "error": message }).to_string());
-    let mut header = ResponseHeader::build(status, Some(3 + extra.len()))?;
+    send_json(session, status, body, extra).await
+}
+
+/// Writes a complete JSON response: `status`, `extra` headers and `body`.
+pub async fn send_json(
+    session: &mut Session,
+    status: StatusCode,
+    body: Bytes,
+    extra: &[(http::HeaderName, &'static str)],
+) -> pingora_error::Result<()> {
+    let mut header = ResponseHeader::build(status, Some(2 + extra.len()))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     for (name, value) in extra {
@@ -98,21 +108,4 @@ pub async fn send_json_error(
         .write_response_header(Box::new(header), false)
         .await?;
     session.write_response_body(Some(body), true).await
-}
-
-/// Writes a small JSON body with status 200 (health endpoints).
-pub async fn send_json_ok(
-    session: &mut Session,
-    status: StatusCode,
-    body: &'static str,
-) -> pingora_error::Result<()> {
-    let mut header = ResponseHeader::build(status, Some(2))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
-        .await
 }
