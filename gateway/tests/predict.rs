@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{KEY, Proc, client, engine, gateway, key_entry};
+use support::{KEY, Proc, client, engine, gateway, header, key_entry, post};
 
 fn model_config(id: &str, a: &Proc, b: &Proc, dev: &Proc) -> String {
     format!(
@@ -36,24 +36,6 @@ name = "empty"
 "#,
         a.addr, b.addr, dev.addr, a.addr
     )
-}
-
-async fn post(url: &str, host: Option<&str>, key: Option<&str>, body: &str) -> reqwest::Response {
-    let mut req = client().post(url).body(body.to_owned());
-    if let Some(host) = host {
-        req = req.header("host", host);
-    }
-    if let Some(key) = key {
-        req = req.header("authorization", format!("Api-Key {key}"));
-    }
-    req.send().await.expect("request")
-}
-
-fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{KEY, Proc, client, engine, gateway};
+use support::{KEY, Proc, client, engine, gateway, header, post};
 
 fn models(a: &Proc, b: &Proc, production: &str, staging: bool) -> String {
     let staging = if staging {
@@ -33,19 +33,12 @@ deployment = "{production}"
 
 /// (status, x-deployment-id) of one predict call.
 async fn call(gw: &support::Gateway, target: &str) -> (u16, String) {
-    let resp = client()
-        .post(gw.url(&format!("/models/m/{target}/predict")))
-        .header("authorization", format!("Api-Key {KEY}"))
-        .body(r#"{"text":"x"}"#)
-        .send()
-        .await
-        .unwrap();
-    let deployment = resp
-        .headers()
-        .get("x-deployment-id")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (resp.status().as_u16(), deployment)
+    let url = gw.url(&format!("/models/m/{target}/predict"));
+    let resp = post(&url, None, Some(KEY), r#"{"text":"x"}"#).await;
+    (
+        resp.status().as_u16(),
+        header(&resp, "x-deployment-id").to_owned(),
+    )
 }
 
 /// Polls until `target` answers `expected`, for at most 5 s.

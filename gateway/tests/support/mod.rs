@@ -180,3 +180,28 @@ pub fn key_entry(key: &str, name: &str, scope: &str) -> String {
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
+
+/// POSTs `body`, with a Host and an `Api-Key` header when given.
+pub async fn post(
+    url: &str,
+    host: Option<&str>,
+    key: Option<&str>,
+    body: &str,
+) -> reqwest::Response {
+    let mut req = client().post(url).body(body.to_owned());
+    if let Some(host) = host {
+        req = req.header("host", host);
+    }
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Api-Key {key}"));
+    }
+    req.send().await.expect("request")
+}
+
+/// A response header as text (empty when missing).
+pub fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
