@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds the gateway and the engine, starts two engine replicas and the
+# Builds the gateway and the engine, fetches the real model (all-MiniLM-L6-v2,
+# int8 ONNX) and ONNX Runtime, starts two engine replicas serving it and the
 # gateway with examples/gateway.toml, shows a prediction, and serves until
 # Ctrl-C. Everything it starts stops with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/fetch-models.sh
 cargo build --release -p gateway -p engine
 bin=target/release
 
@@ -16,14 +18,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$bin/engine" --listen 127.0.0.1:9101 --replica-id replica-1 --fixed-ms 5 & pids+=($!)
-"$bin/engine" --listen 127.0.0.1:9102 --replica-id replica-2 --fixed-ms 5 & pids+=($!)
+# Replicas print a ready line once the model is loaded and warmed up.
+"$bin/engine" --config examples/replica.toml --listen 127.0.0.1:9101 --replica-id replica-1 & pids+=($!)
+"$bin/engine" --config examples/replica.toml --listen 127.0.0.1:9102 --replica-id replica-2 & pids+=($!)
 "$bin/gateway" check --config examples/gateway.toml
 "$bin/gateway" serve --config examples/gateway.toml & pids+=($!)
 
-for _ in $(seq 100); do
-    curl -sf http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
-    sleep 0.1
+for url in http://127.0.0.1:9101/health/ready http://127.0.0.1:9102/health/ready http://127.0.0.1:8080/readyz; do
+    for _ in $(seq 300); do
+        curl -sf "$url" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
 done
 
 key="igw_demo_key_not_secret"
@@ -35,9 +40,9 @@ echo "       -d '{\"text\": \"hello world\"}' http://127.0.0.1:8080/production/p
 echo "  curl -s -H 'Authorization: Api-Key $key' -d '{\"inputs\": [\"a\", \"bb\"]}' \\"
 echo "       http://127.0.0.1:8080/models/demo1/environments/staging/predict"
 echo
-echo "First prediction:"
+echo "First prediction (a 384-number embedding, cut short here):"
 curl -s -i -H "Authorization: Api-Key $key" -H 'Host: model-demo1.localhost' \
-    -d '{"text": "hello world"}' http://127.0.0.1:8080/production/predict
+    -d '{"text": "hello world"}' http://127.0.0.1:8080/production/predict | cut -c1-160
 echo
 echo
 echo "Serving until Ctrl-C."

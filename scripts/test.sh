@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The real model, its tokenizer and ONNX Runtime, for the engine tests.
+scripts/fetch-models.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -16,8 +16,9 @@
 //! ```
 //!
 //! `examples/gateway.toml` at the repository root documents every field.
-//! No tokio and no network here: this crate reads and writes text only.
+//! No tokio and no network here: this crate reads, writes and watches files.
 
+mod engine;
 mod error;
 mod keys;
 mod model;
@@ -26,7 +27,9 @@ mod path;
 mod raw;
 mod resources;
 mod validate;
+pub mod watch;
 
+pub use engine::{EngineBackend, EngineSettings, SyntheticSettings, TextModelSettings};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use keys::{GeneratedKey, KEY_PREFIX, generate_key, key_digest};
 pub use model::*;
@@ -43,16 +46,43 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Parses and validates config text; `origin` names the file in errors.
 pub fn load_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
-    let parsed = parse::parse(text);
+    finish(parse::parse(text), validate::validate, text, origin)
+}
+
+/// Reads a replica's own settings file (one `[engine]` table); relative
+/// paths in it are made relative to the file's directory.
+pub fn load_engine_file(path: &Path) -> Result<EngineSettings, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::io(path, &e))?;
+    let mut settings = load_engine_str(&text, &path.display().to_string())?;
+    if let Some(dir) = path.parent() {
+        settings.resolve_paths(dir);
+    }
+    Ok(settings)
+}
+
+/// Parses and validates a replica's settings text (paths left as written).
+pub fn load_engine_str(text: &str, origin: &str) -> Result<EngineSettings, ConfigErrors> {
+    finish(
+        parse::parse_engine_file(text),
+        validate::validate_engine_file,
+        text,
+        origin,
+    )
+}
+
+/// Validates what parsed and locates every problem in the text.
+fn finish<R, T>(
+    parsed: parse::Parsed<'_, R>,
+    validate: impl FnOnce(R, &mut Vec<error::Problem>) -> Option<T>,
+    text: &str,
+    origin: &str,
+) -> Result<T, ConfigErrors> {
     let mut errors = parsed.errors;
-    let config = match parsed.raw {
-        Some(raw) => validate::validate(raw, &mut errors),
-        None => None,
-    };
+    let value = parsed.raw.and_then(|raw| validate(raw, &mut errors));
     if errors.is_empty()
-        && let Some(config) = config
+        && let Some(value) = value
     {
-        return Ok(config);
+        return Ok(value);
     }
     Err(ConfigErrors::locate(
         origin,

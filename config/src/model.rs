@@ -130,6 +130,8 @@ pub struct Deployment {
     pub autoscaling: Autoscaling,
     /// Where replicas come from.
     pub replicas: ReplicaSource,
+    /// How a replica of it runs, for provisioners that start replicas.
+    pub engine: Option<crate::engine::EngineSettings>,
 }
 
 /// Autoscaling settings (units: replicas, seconds, percent).

@@ -8,15 +8,47 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use crate::error::Problem;
 use crate::path::ConfigPath;
-use crate::raw::{RawConfig, RawModel};
+use crate::raw::{RawConfig, RawEngineFile, RawModel};
 
-pub(crate) struct Parsed<'i> {
+pub(crate) struct Parsed<'i, R> {
     pub(crate) root: Option<Spanned<DeTable<'i>>>,
-    pub(crate) raw: Option<RawConfig>,
+    pub(crate) raw: Option<R>,
     pub(crate) errors: Vec<Problem>,
 }
 
-pub(crate) fn parse(text: &str) -> Parsed<'_> {
+/// The gateway's config file.
+pub(crate) fn parse(text: &str) -> Parsed<'_, RawConfig> {
+    parse_with(
+        text,
+        |key, value, path, raw: &mut RawConfig, errors| match key {
+            "listeners" => raw.listeners = section(value, path, errors),
+            "server" => raw.server = section(value, path, errors),
+            "api_keys" => raw.api_keys = each(value, path, errors, section),
+            "models" => raw.models = each(value, path, errors, parse_model),
+            other => errors.push(Problem::at(path.clone(), format!("unknown key `{other}`"))),
+        },
+    )
+}
+
+/// A replica's own settings file.
+pub(crate) fn parse_engine_file(text: &str) -> Parsed<'_, RawEngineFile> {
+    parse_with(
+        text,
+        |key, value, path, raw: &mut RawEngineFile, errors| match key {
+            "engine" => raw.engine = section(value, path, errors),
+            other => errors.push(Problem::at(
+                path.clone(),
+                format!("unknown key `{other}`: a replica's file has only an [engine] table"),
+            )),
+        },
+    )
+}
+
+/// Parses the TOML and hands each top-level key to `top_level`.
+fn parse_with<R: Default>(
+    text: &str,
+    mut top_level: impl FnMut(&str, &Spanned<DeValue<'_>>, &ConfigPath, &mut R, &mut Vec<Problem>),
+) -> Parsed<'_, R> {
     let root = match DeTable::parse(text) {
         Ok(root) => root,
         Err(e) => {
@@ -33,19 +65,11 @@ pub(crate) fn parse(text: &str) -> Parsed<'_> {
         }
     };
     let mut errors = Vec::new();
-    let mut raw = RawConfig::default();
+    let mut raw = R::default();
     let top = ConfigPath::root();
     for (key, value) in root.get_ref().iter() {
         let path = top.key(key.get_ref());
-        match key.get_ref().as_ref() {
-            "listeners" => raw.listeners = section(value, &path, &mut errors),
-            "server" => raw.server = section(value, &path, &mut errors),
-            "api_keys" => {
-                raw.api_keys = each(value, &path, &mut errors, section);
-            }
-            "models" => raw.models = each(value, &path, &mut errors, parse_model),
-            other => errors.push(Problem::at(path, format!("unknown key `{other}`"))),
-        }
+        top_level(key.get_ref(), value, &path, &mut raw, &mut errors);
     }
     Parsed {
         root: Some(root),

@@ -77,6 +77,7 @@ pub(crate) struct RawDeployment {
     pub(crate) predict_concurrency: Option<i64>,
     pub(crate) autoscaling: Option<RawAutoscaling>,
     pub(crate) replicas: Option<RawReplicas>,
+    pub(crate) engine: Option<RawEngine>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,4 +111,31 @@ pub(crate) struct RawConfig {
     pub(crate) server: Option<RawServer>,
     pub(crate) api_keys: Vec<Option<RawApiKey>>,
     pub(crate) models: Vec<RawModel>,
+}
+
+/// `[engine]` of a replica's own file, or a deployment's `engine` table:
+/// flat, with backend-specific keys checked against `backend`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawEngine {
+    pub(crate) backend: Option<String>,
+    pub(crate) model: Option<String>,
+    pub(crate) tokenizer: Option<String>,
+    pub(crate) onnxruntime: Option<String>,
+    pub(crate) max_tokens: Option<i64>,
+    pub(crate) threads: Option<i64>,
+    pub(crate) predict_concurrency: Option<i64>,
+    pub(crate) queue_size: Option<i64>,
+    pub(crate) max_batch_size: Option<i64>,
+    pub(crate) max_queue_delay_ms: Option<i64>,
+    pub(crate) watch: Option<bool>,
+    pub(crate) fixed_ms: Option<i64>,
+    pub(crate) per_item_ms: Option<i64>,
+    pub(crate) jitter_ms: Option<i64>,
+    pub(crate) load_delay_ms: Option<i64>,
+}
+
+/// A replica's own settings file: `[engine]` only.
+#[derive(Debug, Default)]
+pub(crate) struct RawEngineFile {
+    pub(crate) engine: Option<RawEngine>,
 }

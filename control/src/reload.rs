@@ -2,10 +2,7 @@
 //! build the complete new snapshot and publish it with one atomic store. A
 //! bad file is rejected with the same located errors as `gateway check`
 //! and the previous snapshot keeps serving.
-//!
-//! The file's directory is watched, not the file: editors that write a new
-//! file and rename it over the old one, and symlink swaps, replace the inode
-//! a file watch would be attached to. Bursts of events are debounced.
+//! Watching (directory, debounce) is [`config::watch`].
 
 // A plain mutex is right here: only control-plane threads take it, to
 // serialize reloads; no request and no async task ever waits on it.
@@ -14,33 +11,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
+pub use config::watch::WatchError;
 use config::{Config, ConfigErrors};
-use notify::{RecursiveMode, Watcher};
 
 use crate::routing::Routing;
 use crate::snapshot::Snapshot;
 
 /// Events closer together than this are one change.
 const DEBOUNCE: Duration = Duration::from_millis(150);
-
-/// Why a watch could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum WatchError {
-    /// The config path has no parent directory to watch.
-    #[error("cannot watch {0}: no parent directory")]
-    NoDirectory(PathBuf),
-    /// The OS watcher failed.
-    #[error("cannot watch {path}: {source}")]
-    Notify {
-        /// The directory.
-        path: PathBuf,
-        /// The watcher's error.
-        source: notify::Error,
-    },
-}
 
 /// Applies config files to a [`Routing`] and counts the outcomes.
 #[derive(Debug)]
@@ -122,75 +102,21 @@ impl Reloader {
     /// Watches the file from a background thread until the process exits,
     /// logging every outcome.
     pub fn watch(self: Arc<Self>) -> Result<(), WatchError> {
-        let dir = self
-            .path
-            .parent()
-            .map(|d| {
-                if d.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    d
+        let path = self.path.clone();
+        config::watch::watch_file(&path, DEBOUNCE, "config-watch", move || {
+            match self.reload() {
+                Outcome::Applied { revision } => {
+                    log::info!(
+                        "config {}: applied revision {revision}",
+                        self.path.display()
+                    );
                 }
-            })
-            .ok_or_else(|| WatchError::NoDirectory(self.path.clone()))?
-            .to_owned();
-        let file_name = self.path.file_name().map(ToOwned::to_owned);
-        let (tx, rx) = mpsc::channel();
-        let mut watcher = notify::recommended_watcher(tx).map_err(|source| WatchError::Notify {
-            path: dir.clone(),
-            source,
-        })?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|source| WatchError::Notify {
-                path: dir.clone(),
-                source,
-            })?;
-        let relevant = move |event: &notify::Event| {
-            !event.kind.is_access()
-                && event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == file_name.as_deref())
-        };
-        std::thread::Builder::new()
-            .name("config-watch".into())
-            .spawn(move || {
-                let _watcher = watcher; // dropped when the loop ends
-                while let Ok(event) = rx.recv() {
-                    match event {
-                        Ok(event) if relevant(&event) => {}
-                        Ok(_) => continue,
-                        Err(e) => {
-                            log::error!("config watch error: {e}");
-                            continue;
-                        }
-                    }
-                    // Let the burst of events of one save settle.
-                    while rx.recv_timeout(DEBOUNCE).is_ok() {}
-                    match self.reload() {
-                        Outcome::Applied { revision } => {
-                            log::info!(
-                                "config {}: applied revision {revision}",
-                                self.path.display()
-                            );
-                        }
-                        Outcome::Unchanged => {
-                            log::debug!("config {}: no change", self.path.display());
-                        }
-                        Outcome::Rejected(errors) => {
-                            log::error!(
-                                "config rejected, previous config keeps serving:\n{errors}"
-                            );
-                        }
-                    }
+                Outcome::Unchanged => log::debug!("config {}: no change", self.path.display()),
+                Outcome::Rejected(errors) => {
+                    log::error!("config rejected, previous config keeps serving:\n{errors}");
                 }
-            })
-            .map(drop)
-            .map_err(|e| WatchError::Notify {
-                path: dir,
-                source: notify::Error::io(e),
-            })
+            }
+        })
     }
 }
 

@@ -1,8 +1,11 @@
 //! What runs a prediction. One trait, several implementations.
 
-use std::time::Duration;
+use config::SyntheticSettings;
+use serde_json::Value;
+use serde_json::value::RawValue;
 
-use serde_json::{Value, json};
+/// One input's output, already serialized (floats keep their f32 form).
+pub type Output = Box<RawValue>;
 
 /// Why a backend refused or failed an input.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -21,17 +24,14 @@ pub trait Backend: Send + Sync + 'static {
     /// A short name for logs and responses, e.g. `synthetic`.
     fn name(&self) -> &'static str;
 
-    /// Runs one batch: one output per input, in order.
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<Value>, BackendError>;
-}
+    /// Refuses inputs this backend cannot run (e.g. too many tokens), per
+    /// request and before batching, so one bad input never fails a batch.
+    fn check(&self, _inputs: &[String]) -> Result<(), BackendError> {
+        Ok(())
+    }
 
-/// Latency profile of the synthetic backend.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SyntheticProfile {
-    /// Cost of every request.
-    pub fixed: Duration,
-    /// Extra cost per input item.
-    pub per_item: Duration,
+    /// Runs one batch: one output per input, in order.
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, BackendError>;
 }
 
 /// A backend that does no inference: it waits as its profile says (fixed
@@ -39,12 +39,12 @@ pub struct SyntheticProfile {
 /// batch it ran in. For load, routing, batching and autoscaling tests.
 #[derive(Debug, Clone, Copy)]
 pub struct Synthetic {
-    profile: SyntheticProfile,
+    profile: SyntheticSettings,
 }
 
 impl Synthetic {
     /// A synthetic backend with this latency profile.
-    pub fn new(profile: SyntheticProfile) -> Self {
+    pub fn new(profile: SyntheticSettings) -> Self {
         Self { profile }
     }
 }
@@ -72,15 +72,20 @@ impl Backend for Synthetic {
         "synthetic"
     }
 
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<Value>, BackendError> {
-        let delay = self.profile.fixed + self.profile.per_item * inputs.len() as u32;
+    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, BackendError> {
+        let p = &self.profile;
+        let jitter = p.jitter.mul_f64(fastrand::f64());
+        let delay = p.fixed + p.per_item * inputs.len() as u32 + jitter;
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         let batch = inputs.len();
-        Ok(inputs
+        inputs
             .iter()
-            .map(|t| json!({ "chars": t.chars().count(), "batch": batch }))
-            .collect())
+            .map(|t| {
+                let output = format!(r#"{{"chars":{},"batch":{batch}}}"#, t.chars().count());
+                RawValue::from_string(output).map_err(|e| BackendError::Failed(e.to_string()))
+            })
+            .collect()
     }
 }

@@ -6,11 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, Output};
 
 /// When to close a batch.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +20,7 @@ pub struct BatchSettings {
     pub max_queue_delay: Duration,
 }
 
-type Reply = oneshot::Sender<Result<Vec<Value>, BackendError>>;
+type Reply = oneshot::Sender<Result<Vec<Output>, BackendError>>;
 
 struct Job {
     inputs: Vec<String>,
@@ -43,7 +42,7 @@ impl Batcher {
     }
 
     /// Runs `inputs` in the next batch with room, and returns their outputs.
-    pub async fn infer(&self, inputs: Vec<String>) -> Result<Vec<Value>, BackendError> {
+    pub async fn infer(&self, inputs: Vec<String>) -> Result<Vec<Output>, BackendError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { inputs, reply })
@@ -134,11 +133,19 @@ mod tests {
             "recorder"
         }
 
-        async fn infer(&self, inputs: &[String]) -> Result<Vec<Value>, BackendError> {
+        async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, BackendError> {
             self.batches.lock().await.push(inputs.len());
             tokio::time::sleep(Duration::from_millis(10)).await;
-            Ok(inputs.iter().map(|s| Value::String(s.clone())).collect())
+            Ok(inputs
+                .iter()
+                .map(|s| serde_json::value::to_raw_value(s).unwrap())
+                .collect())
         }
+    }
+
+    /// The outputs as JSON text, to compare.
+    fn texts(outputs: &[Output]) -> Vec<&str> {
+        outputs.iter().map(|o| o.get()).collect()
     }
 
     fn batcher(max: usize) -> (Arc<Recorder>, Batcher) {
@@ -161,10 +168,7 @@ mod tests {
             .collect();
         for (i, call) in calls.into_iter().enumerate() {
             let outputs = call.await.unwrap().unwrap();
-            assert_eq!(
-                outputs,
-                vec![Value::from(format!("a{i}")), Value::from(format!("b{i}"))]
-            );
+            assert_eq!(texts(&outputs), [format!("\"a{i}\""), format!("\"b{i}\"")]);
         }
         assert_eq!(*recorder.batches.lock().await, vec![4, 4, 4]);
     }
@@ -174,7 +178,7 @@ mod tests {
         let (recorder, batcher) = batcher(32);
         let start = Instant::now();
         let outputs = batcher.infer(vec!["x".into()]).await.unwrap();
-        assert_eq!(outputs, vec![Value::from("x")]);
+        assert_eq!(texts(&outputs), ["\"x\""]);
         // 5 ms of waiting for company, then 10 ms of inference.
         assert_eq!(start.elapsed(), Duration::from_millis(15));
         assert_eq!(*recorder.batches.lock().await, vec![1]);
@@ -194,8 +198,8 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
         let second = batcher.infer(vec!["2".into()]).await.unwrap();
-        assert_eq!(first.await.unwrap().unwrap(), vec![Value::from("1")]);
-        assert_eq!(second, vec![Value::from("2")]);
+        assert_eq!(texts(&first.await.unwrap().unwrap()), ["\"1\""]);
+        assert_eq!(texts(&second), ["\"2\""]);
         assert_eq!(*recorder.batches.lock().await, vec![6, 1, 1]);
     }
 }

@@ -7,8 +7,10 @@
 //! `GET /health/ready`, `GET /metrics` (Prometheus). At most `predict_concurrency` predictions run at
 //! once and a bounded queue waits behind them; beyond it, 429.
 //!
-//! Backends: [`backend::Synthetic`], a latency profile for load and
-//! autoscaling tests (named synthetic everywhere; it is not a model).
+//! Backends: [`text::TextBackend`], a text-embedding model on ONNX Runtime
+//! (CPU) or TensorRT (GPU, cargo feature `tensorrt`), and
+//! [`backend::Synthetic`], a latency profile for load and autoscaling tests
+//! (named synthetic everywhere; it is not a model).
 
 pub mod admission;
 pub mod backend;
@@ -16,8 +18,10 @@ pub mod batching;
 pub mod ready;
 pub mod server;
 pub mod telemetry;
+pub mod text;
+pub mod watch;
 
-pub use backend::{Backend, BackendError, Synthetic, SyntheticProfile};
+pub use backend::{Backend, BackendError, Output, Synthetic};
 pub use batching::{BatchSettings, Batcher};
 pub use ready::{ReadyLine, ReadyLineError};
-pub use server::{ServerSettings, serve};
+pub use server::{Loader, ServerSettings, serve};

@@ -1,63 +1,166 @@
 //! `engine`: one model replica.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use engine::{ServerSettings, Synthetic, SyntheticProfile};
+use clap::Parser;
+use config::{EngineBackend, EngineSettings};
+use engine::text::{TextBackend, TextModel};
+use engine::watch::{ModelReloads, watch_model};
+use engine::{Backend, Loader, ServerSettings, Synthetic};
+use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum BackendKind {
-    /// No model: waits per its latency profile. For load and routing tests.
-    Synthetic,
-}
-
 /// One model replica: prints `{"event":"ready","addr":...}` once it serves.
+///
+/// Settings come from `--config FILE` (an `[engine]` table, the same keys
+/// as a deployment's `engine` table in the gateway's config) and from the
+/// flags below, which override the file.
 #[derive(Parser, Debug)]
 #[command(name = "engine", version)]
 struct Args {
     /// Address to bind; port 0 picks a free port (see the ready line).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Which backend runs predictions.
-    #[arg(long, value_enum, default_value = "synthetic")]
-    backend: BackendKind,
+    /// A TOML file with an `[engine]` table.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Sent back in the `x-replica-id` header, to tell replicas apart.
     #[arg(long)]
     replica_id: Option<String>,
-    /// Synthetic backend: milliseconds every request costs.
-    #[arg(long, default_value_t = 0)]
-    fixed_ms: u64,
-    /// Synthetic backend: extra milliseconds per input item.
-    #[arg(long, default_value_t = 0)]
-    per_item_ms: u64,
-    /// Milliseconds of simulated model loading before the replica is ready.
-    #[arg(long, default_value_t = 0)]
-    load_delay_ms: u64,
-    /// Milliseconds between events of a streamed (`"stream": true`) response.
-    #[arg(long, default_value_t = 100)]
-    stream_interval_ms: u64,
-    /// Predictions run at once.
-    #[arg(long, default_value_t = 1)]
-    predict_concurrency: usize,
-    /// Predictions that may wait for a running slot; beyond that, 429.
-    #[arg(long, default_value_t = 16)]
-    queue_size: usize,
-    /// Dynamic batching: most inputs run together; 1 turns batching off.
-    #[arg(long, default_value_t = 1)]
-    max_batch_size: usize,
-    /// Dynamic batching: milliseconds the first input waits for company.
-    #[arg(long, default_value_t = 2)]
-    max_queue_delay_ms: u64,
     /// Largest request body in bytes (413 beyond it).
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 10)]
     drain_secs: u64,
+    /// Milliseconds between events of a streamed (`"stream": true`) response.
+    #[arg(long, default_value_t = 100)]
+    stream_interval_ms: u64,
+    #[command(flatten)]
+    engine: EngineFlags,
+}
+
+/// `[engine]` keys as flags; each overrides the file. Defaults and ranges
+/// are the config's (see `examples/replica.toml`).
+#[derive(clap::Args, Debug, Default)]
+struct EngineFlags {
+    /// `onnx`, `tensorrt` or `synthetic` (default without --config: synthetic).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Model file (`.onnx`, or a TensorRT plan).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// `tokenizer.json` (default: beside the model).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// `libonnxruntime.so` (default: $ORT_DYLIB_PATH, then the system's).
+    #[arg(long)]
+    onnxruntime: Option<PathBuf>,
+    /// Longest input in tokens (default 256).
+    #[arg(long)]
+    max_tokens: Option<i64>,
+    /// Threads per inference; 0 = one per core (default).
+    #[arg(long)]
+    threads: Option<i64>,
+    /// Predictions run at once (default 1).
+    #[arg(long)]
+    predict_concurrency: Option<i64>,
+    /// Predictions that may wait for a running slot; beyond that, 429 (default 16).
+    #[arg(long)]
+    queue_size: Option<i64>,
+    /// Dynamic batching: most inputs run together; 1 (default) = off.
+    #[arg(long)]
+    max_batch_size: Option<i64>,
+    /// Dynamic batching: ms the first input waits for company (default 2).
+    #[arg(long)]
+    max_queue_delay_ms: Option<i64>,
+    /// Reload the model when its file changes.
+    #[arg(long)]
+    watch: bool,
+    /// Synthetic: ms every batch costs.
+    #[arg(long)]
+    fixed_ms: Option<i64>,
+    /// Synthetic: extra ms per input.
+    #[arg(long)]
+    per_item_ms: Option<i64>,
+    /// Synthetic: up to this many random extra ms per batch.
+    #[arg(long)]
+    jitter_ms: Option<i64>,
+    /// Synthetic: ms of simulated model loading before the replica is ready.
+    #[arg(long)]
+    load_delay_ms: Option<i64>,
+}
+
+impl EngineFlags {
+    /// The flags that were given, as `[engine]` keys.
+    fn table(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        let path = |p: &PathBuf| toml::Value::String(p.display().to_string());
+        let mut put = |key: &str, value: Option<toml::Value>| {
+            if let Some(v) = value {
+                t.insert(key.to_owned(), v);
+            }
+        };
+        put("backend", self.backend.clone().map(toml::Value::String));
+        put("model", self.model.as_ref().map(path));
+        put("tokenizer", self.tokenizer.as_ref().map(path));
+        put("onnxruntime", self.onnxruntime.as_ref().map(path));
+        for (key, value) in [
+            ("max_tokens", self.max_tokens),
+            ("threads", self.threads),
+            ("predict_concurrency", self.predict_concurrency),
+            ("queue_size", self.queue_size),
+            ("max_batch_size", self.max_batch_size),
+            ("max_queue_delay_ms", self.max_queue_delay_ms),
+            ("fixed_ms", self.fixed_ms),
+            ("per_item_ms", self.per_item_ms),
+            ("jitter_ms", self.jitter_ms),
+            ("load_delay_ms", self.load_delay_ms),
+        ] {
+            put(key, value.map(toml::Value::Integer));
+        }
+        put("watch", self.watch.then_some(toml::Value::Boolean(true)));
+        t
+    }
+}
+
+/// The file's settings (checked on their own first, so their errors name
+/// its lines), with the flags laid over them and checked again.
+fn settings(args: &Args) -> Result<EngineSettings, String> {
+    let flags = args.engine.table();
+    let mut engine = toml::Table::new();
+    if let Some(file) = &args.config {
+        let from_file = config::load_engine_file(file).map_err(|e| e.to_string())?;
+        if flags.is_empty() {
+            return Ok(from_file);
+        }
+        let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| e.to_string())?;
+        if let Some(toml::Value::Table(t)) = doc.remove("engine") {
+            engine = t;
+        }
+        // The file's paths are relative to the file; the flags' to the cwd.
+        let dir = file.parent().unwrap_or(std::path::Path::new("."));
+        for key in ["model", "tokenizer", "onnxruntime"] {
+            if let Some(toml::Value::String(p)) = engine.get_mut(key) {
+                *p = dir.join(&*p).display().to_string();
+            }
+        }
+    } else if !flags.contains_key("backend") {
+        engine.insert("backend".into(), toml::Value::String("synthetic".into()));
+    }
+    engine.extend(flags);
+    let mut doc = toml::Table::new();
+    doc.insert("engine".into(), toml::Value::Table(engine));
+    let origin = match &args.config {
+        Some(file) => format!("{} with command-line flags", file.display()),
+        None => "command-line flags".to_owned(),
+    };
+    config::load_engine_str(&doc.to_string(), &origin).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -65,6 +168,13 @@ fn main() -> ExitCode {
         .target(env_logger::Target::Stderr)
         .init();
     let args = Args::parse();
+    let settings = match settings(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -75,7 +185,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -84,29 +194,41 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> std::io::Result<()> {
-    let backend: Arc<dyn engine::Backend> = match args.backend {
-        BackendKind::Synthetic => Arc::new(Synthetic::new(SyntheticProfile {
-            fixed: Duration::from_millis(args.fixed_ms),
-            per_item: Duration::from_millis(args.per_item_ms),
-        })),
-    };
+async fn run(args: Args, engine: EngineSettings) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("binding {}: {e}", args.listen)))?;
     let metrics = engine::telemetry::install()
         .map_err(|e| std::io::Error::other(format!("installing the metrics recorder: {e}")))?;
+    let reloads = Arc::new(ModelReloads::default());
+    let info = {
+        let reloads = Arc::clone(&reloads);
+        let model = match &engine.backend {
+            EngineBackend::Onnx(m) | EngineBackend::TensorRt(m) => Some(m.model.clone()),
+            EngineBackend::Synthetic(_) => None,
+        };
+        let watch = engine.watch;
+        Arc::new(move || {
+            let mut info = json!({ "model": model, "watch": watch });
+            if watch
+                && let (Some(info), serde_json::Value::Object(r)) =
+                    (info.as_object_mut(), reloads.info())
+            {
+                info.extend(r);
+            }
+            info
+        })
+    };
     let settings = ServerSettings {
         replica_id: args.replica_id,
         max_body_bytes: args.max_body_bytes,
-        load_delay: Duration::from_millis(args.load_delay_ms),
         drain: Duration::from_secs(args.drain_secs),
         stream_interval: Duration::from_millis(args.stream_interval_ms),
-        predict_concurrency: args.predict_concurrency,
-        queue_size: args.queue_size,
-        batching: (args.max_batch_size > 1).then(|| engine::BatchSettings {
-            max_batch_size: args.max_batch_size,
-            max_queue_delay: Duration::from_millis(args.max_queue_delay_ms),
+        predict_concurrency: engine.predict_concurrency as usize,
+        queue_size: engine.queue_size as usize,
+        batching: (engine.max_batch_size > 1).then_some(engine::BatchSettings {
+            max_batch_size: engine.max_batch_size as usize,
+            max_queue_delay: engine.max_queue_delay,
         }),
         metrics: Some(metrics),
     };
@@ -118,5 +240,29 @@ async fn run(args: Args) -> std::io::Result<()> {
             _ = int.recv() => {}
         }
     };
-    engine::serve(listener, backend, settings, stop).await
+    engine::serve(listener, loader(engine, reloads), settings, info, stop).await
+}
+
+/// Loads the backend off the event loop (model loading is blocking work)
+/// and starts the model watch when asked.
+fn loader(engine: EngineSettings, reloads: Arc<ModelReloads>) -> Loader {
+    Box::pin(async move {
+        let backend = engine.backend.clone();
+        if let EngineBackend::Synthetic(profile) = backend {
+            tokio::time::sleep(profile.load_delay).await;
+            return Ok(Arc::new(Synthetic::new(profile)) as Arc<dyn Backend>);
+        }
+        let name = backend.name();
+        let load = backend.clone();
+        let model = tokio::task::spawn_blocking(move || TextModel::load(&load))
+            .await
+            .map_err(|e| format!("loading panicked: {e}"))?
+            .map_err(|e| e.to_string())?;
+        log::info!("{name} model loaded on {}", model.runtime());
+        let text = Arc::new(TextBackend::new(name, model));
+        if engine.watch {
+            watch_model(Arc::clone(&text), backend, reloads).map_err(|e| e.to_string())?;
+        }
+        Ok(text as Arc<dyn Backend>)
+    })
 }

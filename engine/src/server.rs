@@ -3,8 +3,9 @@
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::admission::{Admission, Slot};
-use crate::backend::{Backend, BackendError, input_texts};
+use crate::backend::{Backend, BackendError, Output, input_texts};
 use crate::batching::{BatchSettings, Batcher};
 use crate::ready::ReadyLine;
 use crate::telemetry;
@@ -36,8 +37,6 @@ pub struct ServerSettings {
     pub replica_id: Option<String>,
     /// Largest request body accepted (413 beyond it).
     pub max_body_bytes: usize,
-    /// Simulated model load time before the replica reports ready.
-    pub load_delay: Duration,
     /// How long in-flight requests may take to finish after a stop signal.
     pub drain: Duration,
     /// Delay between streamed items (`"stream": true`).
@@ -53,20 +52,33 @@ pub struct ServerSettings {
 }
 
 struct Replica {
-    backend: Arc<dyn Backend>,
-    batcher: Option<Batcher>,
+    /// Set once the backend has loaded and passed its warm-up.
+    loaded: OnceLock<Loaded>,
     /// `x-replica-id`, parsed once.
     replica_header: Option<http::HeaderValue>,
     admission: Admission,
     settings: ServerSettings,
     ready: AtomicBool,
+    /// What `GET /info` adds about the model (e.g. its reloads).
+    info: Arc<dyn Fn() -> Value + Send + Sync>,
 }
 
+struct Loaded {
+    backend: Arc<dyn Backend>,
+    batcher: Option<Batcher>,
+}
+
+/// Loads the backend; the replica answers 503 on predict and on
+/// `/health/ready` until it has. A load error stops the replica.
+pub type Loader = Pin<Box<dyn Future<Output = Result<Arc<dyn Backend>, String>> + Send>>;
+
 /// Serves on `listener` until `stop` resolves, then drains and returns.
+/// `info` adds fields to `GET /info`.
 pub async fn serve(
     listener: TcpListener,
-    backend: Arc<dyn Backend>,
+    load: Loader,
     settings: ServerSettings,
+    info: Arc<dyn Fn() -> Value + Send + Sync>,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
@@ -77,18 +89,16 @@ pub async fn serve(
         })?),
         None => None,
     };
-    let batcher = settings
-        .batching
-        .map(|b| Batcher::start(Arc::clone(&backend), b));
     let replica = Arc::new(Replica {
-        backend,
-        batcher,
+        loaded: OnceLock::new(),
         replica_header,
         admission: Admission::new(settings.predict_concurrency, settings.queue_size),
         ready: AtomicBool::new(false),
         settings,
+        info,
     });
-    tokio::spawn(become_ready(Arc::clone(&replica), addr));
+    let mut loading = tokio::spawn(become_ready(Arc::clone(&replica), addr, load));
+    let mut load_failed = None;
 
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
@@ -102,6 +112,17 @@ pub async fn serve(
                 }
             },
             () = &mut stop => break,
+            done = &mut loading, if load_failed.is_none() => {
+                match done {
+                    Ok(Ok(())) => {
+                        load_failed = Some(None);
+                        continue;
+                    }
+                    Ok(Err(e)) => load_failed = Some(Some(e)),
+                    Err(e) => load_failed = Some(Some(format!("loading panicked: {e}"))),
+                }
+                break;
+            }
         };
         let _ = stream.set_nodelay(true);
         let replica = Arc::clone(&replica);
@@ -127,22 +148,30 @@ pub async fn serve(
     {
         log::warn!("drain time over; closing remaining connections");
     }
-    Ok(())
+    match load_failed {
+        Some(Some(e)) => Err(std::io::Error::other(e)),
+        _ => Ok(()),
+    }
 }
 
-async fn become_ready(replica: Arc<Replica>, addr: SocketAddr) {
-    if !replica.settings.load_delay.is_zero() {
-        tokio::time::sleep(replica.settings.load_delay).await;
-    }
+async fn become_ready(replica: Arc<Replica>, addr: SocketAddr, load: Loader) -> Result<(), String> {
+    let backend = load.await?;
     // Warm-up: one prediction must pass before the replica reports ready.
-    let warmup = replica.backend.infer(&["warm-up".to_owned()]).await;
-    if let Err(e) = warmup {
-        log::error!("warm-up prediction failed, staying unready: {e}");
-        return;
+    backend
+        .infer(&["warm-up".to_owned()])
+        .await
+        .map_err(|e| format!("warm-up prediction failed: {e}"))?;
+    let batcher = replica
+        .settings
+        .batching
+        .map(|b| Batcher::start(Arc::clone(&backend), b));
+    let name = backend.name();
+    if replica.loaded.set(Loaded { backend, batcher }).is_err() {
+        return Err("the backend was loaded twice".into());
     }
     replica.ready.store(true, Ordering::Release);
     telemetry::ready(true);
-    let line = ReadyLine::new(addr, replica.backend.name());
+    let line = ReadyLine::new(addr, name);
     let mut stdout = std::io::stdout().lock();
     if writeln!(stdout, "{line}")
         .and_then(|()| stdout.flush())
@@ -150,6 +179,7 @@ async fn become_ready(replica: Arc<Replica>, addr: SocketAddr) {
     {
         log::warn!("could not print the ready line");
     }
+    Ok(())
 }
 
 async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
@@ -167,10 +197,17 @@ async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
                 )
             }
         }
-        (&Method::GET, "/info") => json_response(
-            StatusCode::OK,
-            &json!({ "replica": replica.settings.replica_id, "backend": replica.backend.name() }),
-        ),
+        (&Method::GET, "/info") => {
+            let mut info = json!({
+                "replica": replica.settings.replica_id,
+                "backend": replica.loaded.get().map(|l| l.backend.name()),
+                "ready": replica.ready.load(Ordering::Acquire),
+            });
+            if let (Value::Object(info), Value::Object(extra)) = (&mut info, (replica.info)()) {
+                info.extend(extra);
+            }
+            json_response(StatusCode::OK, &info)
+        }
         (&Method::POST, "/predict") => {
             let response = predict(replica, req).await;
             telemetry::request(response.status().as_u16());
@@ -187,9 +224,9 @@ async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
-    if !replica.ready.load(Ordering::Acquire) {
+    let Some(loaded) = replica.loaded.get() else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "model is not loaded yet");
-    }
+    };
     // Bounded by `Limited`, so collecting cannot exhaust memory.
     #[allow(clippy::disallowed_methods)]
     let collected = Limited::new(req.into_body(), replica.settings.max_body_bytes)
@@ -227,19 +264,28 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
         Ok(texts) => texts.into_iter().map(str::to_owned).collect(),
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    if input.get("stream").and_then(Value::as_bool) == Some(true) {
-        return stream(replica, texts, slot);
+    if let Err(e) = loaded.backend.check(&texts) {
+        return error_response(StatusCode::BAD_REQUEST, &e.to_string());
     }
-    let result = match &replica.batcher {
+    if input.get("stream").and_then(Value::as_bool) == Some(true) {
+        return stream(replica, &loaded.backend, texts, slot);
+    }
+    let result = match &loaded.batcher {
         Some(batcher) => batcher.infer(texts).await,
-        None => telemetry::infer(replica.backend.as_ref(), &texts).await,
+        None => telemetry::infer(loaded.backend.as_ref(), &texts).await,
     };
     drop(slot);
     match result {
-        Ok(outputs) => json_response(
-            StatusCode::OK,
-            &json!({ "backend": replica.backend.name(), "outputs": outputs }),
-        ),
+        Ok(outputs) => {
+            let body = PredictResponse {
+                backend: loaded.backend.name(),
+                outputs: &outputs,
+            };
+            match serde_json::to_vec(&body) {
+                Ok(bytes) => bytes_response(StatusCode::OK, Bytes::from(bytes)),
+                Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        }
         Err(e @ BackendError::BadInput(_)) => {
             error_response(StatusCode::BAD_REQUEST, &e.to_string())
         }
@@ -250,8 +296,13 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
 /// Server-sent events: one event per input, `stream_interval` apart, then
 /// `[DONE]`. Each event is produced by its own backend call; the running
 /// slot is held until the stream ends.
-fn stream(replica: &Replica, texts: Vec<String>, slot: Slot) -> Response<Body> {
-    let backend = Arc::clone(&replica.backend);
+fn stream(
+    replica: &Replica,
+    backend: &Arc<dyn Backend>,
+    texts: Vec<String>,
+    slot: Slot,
+) -> Response<Body> {
+    let backend = Arc::clone(backend);
     let interval = replica.settings.stream_interval;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
     tokio::spawn(async move {
@@ -295,8 +346,18 @@ fn metrics(replica: &Replica) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
+/// `POST /predict`'s answer: one output per input, in order.
+#[derive(serde::Serialize)]
+struct PredictResponse<'a> {
+    backend: &'a str,
+    outputs: &'a [Output],
+}
+
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let body = Bytes::from(value.to_string());
+    bytes_response(status, Bytes::from(value.to_string()))
+}
+
+fn bytes_response(status: StatusCode, body: Bytes) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")

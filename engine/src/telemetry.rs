@@ -8,10 +8,9 @@
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
-use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, Output};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests answered, by status code.
@@ -30,6 +29,8 @@ pub const RUNNING: &str = "igw_engine_running";
 pub const WAITING: &str = "igw_engine_waiting";
 /// 1 once the model is loaded and warmed up.
 pub const READY: &str = "igw_engine_ready";
+/// Live model reloads (`--watch`), by outcome.
+pub const MODEL_RELOADS: &str = "igw_engine_model_reloads_total";
 
 /// Installs the process-wide Prometheus recorder; `/metrics` renders it.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -57,6 +58,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     metrics::describe_gauge!(RUNNING, "Predictions running now.");
     metrics::describe_gauge!(WAITING, "Predictions waiting for a running slot now.");
     metrics::describe_gauge!(READY, "1 once the model is loaded and a warm-up passed.");
+    metrics::describe_counter!(
+        MODEL_RELOADS,
+        "Live model reloads, by outcome (applied, failed)."
+    );
     Ok(handle)
 }
 
@@ -76,7 +81,7 @@ pub(crate) fn queue_wait(waited: Duration) {
 pub(crate) async fn infer(
     backend: &dyn Backend,
     inputs: &[String],
-) -> Result<Vec<Value>, BackendError> {
+) -> Result<Vec<Output>, BackendError> {
     let started = Instant::now();
     let result = backend.infer(inputs).await;
     histogram!(INFERENCE).record(started.elapsed().as_secs_f64());
@@ -87,6 +92,11 @@ pub(crate) async fn infer(
 pub(crate) fn occupancy(running: usize, waiting: usize) {
     gauge!(RUNNING).set(running as f64);
     gauge!(WAITING).set(waiting as f64);
+}
+
+pub(crate) fn model_reload(applied: bool) {
+    let outcome = if applied { "applied" } else { "failed" };
+    counter!(MODEL_RELOADS, "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn ready(ready: bool) {

@@ -1,31 +1,11 @@
 //! The engine binary as a provisioner and the gateway see it.
 
-use std::io::BufReader;
-use std::process::{Child, Command, Stdio};
+mod support;
 
-struct Replica {
-    child: Child,
-    base: String,
-}
+use std::process::{Command, Stdio};
 
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(args: &[&str]) -> Replica {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(["--listen", "127.0.0.1:0", "--replica-id", "r7"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready = engine::ReadyLine::read_from(BufReader::new(child.stdout.take().unwrap())).unwrap();
-    assert_eq!(ready.backend, "synthetic");
-    let base = format!("http://{}", ready.addr);
-    Replica { child, base }
+fn start(args: &[&str]) -> support::Replica {
+    support::start("synthetic", args)
 }
 
 #[tokio::test]

@@ -5,25 +5,27 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub(crate) mod engine;
 mod models;
 
+use crate::engine::EngineSettings;
 use crate::error::Problem;
 use crate::model::*;
 use crate::path::ConfigPath;
 use crate::raw::*;
 
 /// Collects problems while converting; `None` results mean "already reported".
-pub(super) struct Checker<'e> {
+pub(crate) struct Checker<'e> {
     errors: &'e mut Vec<Problem>,
 }
 
 impl Checker<'_> {
-    pub(super) fn error(&mut self, path: ConfigPath, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, path: ConfigPath, message: impl Into<String>) {
         self.errors.push(Problem::at(path, message));
     }
 
     /// An integer setting within `min..=max`, or its default when absent.
-    pub(super) fn ranged(
+    pub(crate) fn ranged(
         &mut self,
         path: &ConfigPath,
         field: &str,
@@ -48,7 +50,7 @@ impl Checker<'_> {
         value as u32
     }
 
-    pub(super) fn required<'a>(
+    pub(crate) fn required<'a>(
         &mut self,
         path: &ConfigPath,
         field: &str,
@@ -125,6 +127,19 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Conf
         api_keys,
         models,
     })
+}
+
+pub(crate) fn validate_engine_file(
+    raw: RawEngineFile,
+    errors: &mut Vec<Problem>,
+) -> Option<EngineSettings> {
+    let mut c = Checker { errors };
+    let path = ConfigPath::root().key("engine");
+    let Some(raw) = raw.engine else {
+        c.error(ConfigPath::root(), "missing the [engine] table");
+        return None;
+    };
+    engine::engine(&mut c, &path, raw, None).filter(|_| c.errors.is_empty())
 }
 
 fn listeners(c: &mut Checker<'_>, path: &ConfigPath, raw: RawListeners) -> Listeners {

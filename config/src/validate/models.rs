@@ -157,6 +157,15 @@ fn deployment(
         );
     }
     let replicas = replicas(c, &path.key("replicas"), raw.replicas);
+    let engine = match raw.engine {
+        Some(e) => Some(super::engine::engine(
+            c,
+            &path.key("engine"),
+            e,
+            Some(predict_concurrency),
+        )?),
+        None => None,
+    };
     Some(Deployment {
         id: id?,
         name: raw.name.unwrap_or(default_name),
@@ -166,6 +175,7 @@ fn deployment(
         predict_concurrency,
         autoscaling,
         replicas: replicas?,
+        engine,
     })
 }
 

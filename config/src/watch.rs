@@ -1,0 +1,83 @@
+//! Watching one file for changes, for the gateway's config reload and the
+//! engine's model reload alike.
+//!
+//! The file's directory is watched, not the file: editors that write a new
+//! file and rename it over the old one, and symlink swaps, replace the inode
+//! a file watch would be attached to. A burst of events (one save is often
+//! several) is one change: the callback runs once the events have been
+//! quiet for `debounce`.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+
+/// Why a watch could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The path has no parent directory to watch.
+    #[error("cannot watch {0}: no parent directory")]
+    NoDirectory(PathBuf),
+    /// The OS watcher failed.
+    #[error("cannot watch {path}: {source}")]
+    Notify {
+        /// The directory.
+        path: PathBuf,
+        /// The watcher's error.
+        source: notify::Error,
+    },
+}
+
+/// Calls `on_change` from a background thread (named `thread_name`) after
+/// each settled burst of changes to the file at `path`, for as long as the
+/// process runs.
+pub fn watch_file(
+    path: &Path,
+    debounce: Duration,
+    thread_name: &str,
+    mut on_change: impl FnMut() + Send + 'static,
+) -> Result<(), WatchError> {
+    let dir = match path.parent() {
+        Some(d) if d.as_os_str().is_empty() => Path::new("."),
+        Some(d) => d,
+        None => return Err(WatchError::NoDirectory(path.to_owned())),
+    }
+    .to_owned();
+    let notify_error = |source| WatchError::Notify {
+        path: dir.clone(),
+        source,
+    };
+    let file_name = path.file_name().map(ToOwned::to_owned);
+    let (tx, rx) = mpsc::channel();
+    let mut watcher = notify::recommended_watcher(tx).map_err(notify_error)?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(notify_error)?;
+    let relevant = move |event: &notify::Event| {
+        !event.kind.is_access()
+            && event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == file_name.as_deref())
+    };
+    std::thread::Builder::new()
+        .name(thread_name.to_owned())
+        .spawn(move || {
+            let _watcher = watcher; // dropped when the loop ends
+            while let Ok(event) = rx.recv() {
+                match event {
+                    Ok(event) if relevant(&event) => {}
+                    Ok(_) => continue,
+                    Err(e) => {
+                        log::error!("watch error: {e}");
+                        continue;
+                    }
+                }
+                while rx.recv_timeout(debounce).is_ok() {}
+                on_change();
+            }
+        })
+        .map(drop)
+        .map_err(|e| notify_error(notify::Error::io(e)))
+}
