@@ -252,3 +252,38 @@ async fn metrics_count_what_happened() {
         );
     }
 }
+
+#[tokio::test]
+async fn not_ready_and_no_predictions_until_the_model_has_loaded() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = support::spawn(&["--listen", &listen, "--load-delay-ms", "1500"]);
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{listen}{path}");
+    let mut live = false;
+    for _ in 0..100 {
+        if let Ok(r) = http.get(url("/health/live")).send().await {
+            live = r.status() == 200;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(live, "the replica never answered /health/live");
+    let ready = http.get(url("/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let predict = http
+        .post(url("/predict"))
+        .body(r#"{"text": "early"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(predict.status(), 503);
+    let line = child.ready();
+    assert_eq!(line.addr.to_string(), listen);
+    let ready = http.get(url("/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}

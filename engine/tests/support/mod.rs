@@ -25,26 +25,56 @@ impl Replica {
     }
 }
 
-/// Starts `engine` on a free port with `args` and waits for its ready line,
-/// which must name `backend`.
-pub fn start(backend: &str, args: &[&str]) -> Replica {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(["--listen", "127.0.0.1:0", "--replica-id", "r7"])
+/// A started replica whose ready line has not been read yet.
+pub struct Starting {
+    replica: Replica,
+}
+
+impl Starting {
+    /// Waits for the ready line (panics if the replica exits first).
+    pub fn ready(&mut self) -> engine::ReadyLine {
+        let child = &mut self.replica.child;
+        let stdout = BufReader::new(child.stdout.take().expect("ready line read twice"));
+        match engine::ReadyLine::read_from(stdout) {
+            Ok(ready) => ready,
+            Err(e) => {
+                let status = child.wait();
+                panic!("engine never became ready ({e}); it exited with {status:?}");
+            }
+        }
+    }
+}
+
+/// Starts `engine` with `args` (listening on a free port unless they say
+/// otherwise) without waiting for it.
+pub fn spawn(args: &[&str]) -> Starting {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_engine"));
+    if !args.contains(&"--listen") {
+        command.args(["--listen", "127.0.0.1:0"]);
+    }
+    let child = command
+        .args(["--replica-id", "r7"])
         .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let ready = match engine::ReadyLine::read_from(stdout) {
-        Ok(ready) => ready,
-        Err(e) => {
-            let status = child.wait();
-            panic!("engine {args:?} never became ready ({e}); it exited with {status:?}");
-        }
-    };
+    Starting {
+        replica: Replica {
+            child,
+            base: String::new(),
+        },
+    }
+}
+
+/// Starts `engine` on a free port with `args` and waits for its ready line,
+/// which must name `backend`.
+pub fn start(backend: &str, args: &[&str]) -> Replica {
+    let mut starting = spawn(args);
+    let ready = starting.ready();
     assert_eq!(ready.backend, backend);
-    let base = format!("http://{}", ready.addr);
-    Replica { child, base }
+    let mut replica = starting.replica;
+    replica.base = format!("http://{}", ready.addr);
+    replica
 }
 
 /// The repository's `models/` (filled by `scripts/fetch-models.sh`).
