@@ -8,3 +8,6 @@ scripts/setup.sh
 scripts/fetch-models.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+# The TensorRT binding layer: bindgen over the C shim and the safe wrapper,
+# tested end to end against the CPU mock shim (no GPU here).
+IGW_TENSORRT_MOCK=1 cargo test -p engine --features tensorrt --lib tensorrt

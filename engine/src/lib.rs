@@ -18,6 +18,8 @@ pub mod batching;
 pub mod ready;
 pub mod server;
 pub mod telemetry;
+#[cfg(feature = "tensorrt")]
+pub mod tensorrt;
 pub mod text;
 pub mod watch;
 
