@@ -26,8 +26,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Refuses inputs this backend cannot run (e.g. too many tokens), per
     /// request and before batching, so one bad input never fails a batch.
-    fn check(&self, _inputs: &[String]) -> Result<(), BackendError> {
-        Ok(())
+    /// Takes the inputs and hands them back, so a backend can check them on
+    /// another thread without copying them.
+    async fn check(&self, inputs: Vec<String>) -> Result<Vec<String>, BackendError> {
+        Ok(inputs)
     }
 
     /// Runs one batch: one output per input, in order.

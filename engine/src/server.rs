@@ -264,9 +264,13 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
         Ok(texts) => texts.into_iter().map(str::to_owned).collect(),
         Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    if let Err(e) = loaded.backend.check(&texts) {
-        return error_response(StatusCode::BAD_REQUEST, &e.to_string());
-    }
+    let texts = match loaded.backend.check(texts).await {
+        Ok(texts) => texts,
+        Err(e @ BackendError::BadInput(_)) => {
+            return error_response(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+        Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
     if input.get("stream").and_then(Value::as_bool) == Some(true) {
         return stream(replica, &loaded.backend, texts, slot);
     }

@@ -254,8 +254,12 @@ impl Backend for TextBackend {
         self.name
     }
 
-    fn check(&self, inputs: &[String]) -> Result<(), BackendError> {
-        self.model.load().check(inputs)
+    async fn check(&self, inputs: Vec<String>) -> Result<Vec<String>, BackendError> {
+        // Tokenising a large body takes milliseconds: not on the event loop.
+        let model = self.model.load_full();
+        tokio::task::spawn_blocking(move || model.check(&inputs).map(|()| inputs))
+            .await
+            .map_err(|e| BackendError::Failed(format!("tokenizer thread failed: {e}")))?
     }
 
     async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, BackendError> {
