@@ -40,6 +40,8 @@ echo "       -d '{\"text\": \"hello world\"}' http://127.0.0.1:8080/production/p
 echo "  curl -s -H 'Authorization: Api-Key $key' -d '{\"inputs\": [\"a\", \"bb\"]}' \\"
 echo "       http://127.0.0.1:8080/models/demo1/environments/staging/predict"
 echo
+echo "  $bin/gateway status --model demo1 --key igw_demo_admin_not_secret"
+echo
 echo "First prediction (a 384-number embedding, cut short here):"
 curl -s -i -H "Authorization: Api-Key $key" -H 'Host: model-demo1.localhost' \
     -d '{"text": "hello world"}' http://127.0.0.1:8080/production/predict | cut -c1-160

@@ -16,8 +16,11 @@
 //! ```
 //!
 //! `examples/gateway.toml` at the repository root documents every field.
+//! [`edit`] changes a config document for the management API, keeping the
+//! operator's comments and layout.
 //! No tokio and no network here: this crate reads, writes and watches files.
 
+pub mod edit;
 mod engine;
 mod error;
 mod keys;
@@ -29,6 +32,7 @@ mod resources;
 mod validate;
 pub mod watch;
 
+pub use edit::{ConfigDocument, EditError};
 pub use engine::{EngineBackend, EngineSettings, SyntheticSettings, TextModelSettings};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use keys::{GeneratedKey, KEY_PREFIX, generate_key, key_digest};

@@ -11,6 +11,11 @@ fn the_annotated_example_is_valid_and_means_what_it_says() {
     assert_eq!(config.listeners.admin.to_string(), "127.0.0.1:8081");
     assert_eq!(config.server.threads, Some(1));
     assert_eq!(config.api_keys[0].scope, KeyScope::AllModels);
+    assert_eq!(config.api_keys[1].scope, KeyScope::Admin);
+    assert_eq!(
+        config.api_keys[1].digest,
+        config::key_digest("igw_demo_admin_not_secret")
+    );
     assert_eq!(
         config.api_keys[0].digest,
         config::key_digest("igw_demo_key_not_secret")

@@ -6,16 +6,21 @@
 //! model, one of the environment or deployment, and a replica pick: the same
 //! for 10 models as for 10,000.
 
+pub mod api;
 mod auth;
 mod autoscaler;
+pub mod health;
+pub mod promotion;
 mod reload;
 mod replicas;
 mod routing;
 mod snapshot;
+pub mod store;
 
 pub use auth::{AuthError, KeyTable, Principal};
 pub use autoscaler::{Autoscaler, Decision};
+pub use health::{HealthChecker, HealthSettings};
 pub use reload::{Outcome, Reloader, WatchError};
-pub use replicas::{Replica, ReplicaLease, ReplicaSet};
+pub use replicas::{Health, Replica, ReplicaLease, ReplicaSet};
 pub use routing::Routing;
 pub use snapshot::{DeploymentRoute, ModelRoutes, RouteError, Snapshot, Target};

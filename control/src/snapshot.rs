@@ -191,6 +191,12 @@ impl Snapshot {
     pub fn model_count(&self) -> usize {
         self.models.len()
     }
+
+    /// Every deployment of every model, active or not, in no set order: for
+    /// the control plane (health checks, status), not the hot path.
+    pub fn deployments(&self) -> impl Iterator<Item = &Arc<DeploymentRoute>> {
+        self.models.values().flat_map(|m| m.deployments.values())
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! [`server`] wires it into a Pingora server; `main.rs` is the CLI.
 
 pub mod admin;
+pub mod ops;
 pub mod proxy;
 pub mod reject;
 pub mod route;

@@ -13,6 +13,8 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    api: gateway::ops::ApiTarget,
 }
 
 #[derive(Subcommand)]
@@ -34,6 +36,9 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Operate a running gateway through its management API.
+    #[command(flatten)]
+    Ops(gateway::ops::Operation),
 }
 
 #[derive(Subcommand)]
@@ -52,7 +57,8 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run(Cli::parse().command) {
+    let cli = Cli::parse();
+    match run(cli.command, &cli.api) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -61,8 +67,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(command: Command, api: &gateway::ops::ApiTarget) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Ops(op) => gateway::ops::run(api, op),
         Command::Check { config } => match config::load_file(&config) {
             Ok(_) => {
                 println!("OK");

@@ -227,7 +227,7 @@ impl ProxyHttp for Gateway {
         // Nothing reached the replica, so trying another one is safe for any
         // method. Each replica is tried at most once, and at most three.
         if let Some(lease) = &ctx.lease {
-            let replicas = lease.set_len() as u32;
+            let replicas = lease.routable_len() as u32;
             if ctx.connect_attempts < replicas.min(3) {
                 ctx.lease = Some(lease.next());
                 e.set_retry(true);

@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::Config;
+use control::api::Api;
+use control::health::HealthSettings;
+use control::store::ConfigStore;
 use control::{Reloader, Routing, Snapshot, WatchError};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::ServerConf;
@@ -15,17 +18,32 @@ use crate::admin::Admin;
 use crate::proxy::{Gateway, UpstreamSettings};
 use crate::shutdown::{self, InFlight};
 
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config file cannot be watched.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    /// The replica health checker could not start.
+    #[error("cannot start replica health checks: {0}")]
+    HealthChecks(std::io::Error),
+}
+
 /// Runs the gateway until a signal stops it: SIGTERM drains in-flight
 /// requests (up to the grace period), SIGINT exits at once. Changes to the
 /// file at `config_path` are applied while it runs.
-pub fn run(config: &Config, config_path: &Path) -> Result<(), WatchError> {
+pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
     let routing = Arc::new(Routing::new(Snapshot::build(config, None)));
-    Arc::new(Reloader::new(
+    let reloader = Arc::new(Reloader::new(
         config_path,
         config.clone(),
         Arc::clone(&routing),
-    ))
-    .watch()?;
+    ));
+    Arc::clone(&reloader).watch()?;
+    let store = Arc::new(ConfigStore::new(config_path, reloader));
+    let api = Arc::new(Api::new(Arc::clone(&routing), store));
+    control::health::start_background(Arc::clone(&routing), HealthSettings::default())
+        .map_err(StartError::HealthChecks)?;
     let in_flight = Arc::new(InFlight::default());
 
     let threads = config.server.threads.map_or_else(
@@ -54,7 +72,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), WatchError> {
     predict.add_tcp(&config.listeners.predict.to_string());
     server.add_service(predict);
 
-    let mut admin = Service::new("admin".to_owned(), HttpServer::new_app(Admin));
+    let mut admin = Service::new("admin".to_owned(), HttpServer::new_app(Admin::new(api)));
     admin.add_tcp(&config.listeners.admin.to_string());
     admin.threads = Some(1);
     server.add_service(admin);

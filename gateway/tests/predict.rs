@@ -264,15 +264,30 @@ replicas = {{ source = "static", addresses = ["127.0.0.1:{dead}"] }}
         );
         assert_eq!(header(&resp, "x-replica-id"), "live");
     }
-    let resp = post(
-        &gw.url("/models/m/deployment/gone/predict"),
-        None,
-        Some(KEY),
-        r#"{"text":"x"}"#,
-    )
-    .await;
-    assert_eq!(resp.status(), 502);
-    assert!(resp.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+    // Its only replica refuses connections: 502 until the health checker
+    // marks it unready, then 503 (no ready replica) without trying it.
+    let mut statuses = Vec::new();
+    for _ in 0..100 {
+        let resp = post(
+            &gw.url("/models/m/deployment/gone/predict"),
+            None,
+            Some(KEY),
+            r#"{"text":"x"}"#,
+        )
+        .await;
+        let status = resp.status().as_u16();
+        assert!(resp.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+        statuses.push(status);
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|&s| s == 502 || s == 503),
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

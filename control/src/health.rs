@@ -1,0 +1,214 @@
+//! Health checking: every replica of every deployment in the current
+//! snapshot is asked `GET /health/ready` at a fixed interval, and the outcome
+//! is recorded on the replica itself (see [`Health`]), where
+//! [`ReplicaSet::pick`] skips unready replicas and deployment status and
+//! promotion read [`ReplicaSet::ready_count`].
+//!
+//! Health lives on the shared [`ReplicaSet`], so it carries over config
+//! reloads exactly as in-flight counts do; a set that is new or whose
+//! addresses changed starts again from [`Health::Unknown`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::MissedTickBehavior;
+
+use crate::replicas::{Health, Replica, ReplicaSet};
+use crate::routing::Routing;
+
+/// What engine replicas serve: 200 when ready, 503 while loading or draining.
+pub const READY_PATH: &str = "/health/ready";
+
+/// How often and how patiently to probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Between the starts of two rounds. A round that takes longer (probes
+    /// up to `timeout`) delays the next one rather than overlapping it.
+    pub interval: Duration,
+    /// Limit on one probe, from connecting to the response head. Replicas
+    /// are on loopback or the LAN: a healthy one answers in milliseconds.
+    pub timeout: Duration,
+    /// Consecutive failed probes that make a ready replica unready.
+    pub failure_threshold: u32,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            failure_threshold: 2,
+        }
+    }
+}
+
+/// Probes the replicas of whatever snapshot [`Routing`] currently serves.
+#[derive(Debug)]
+pub struct HealthChecker {
+    routing: Arc<Routing>,
+    settings: HealthSettings,
+}
+
+impl HealthChecker {
+    /// A checker of `routing`'s replicas.
+    pub fn new(routing: Arc<Routing>, settings: HealthSettings) -> Self {
+        Self { routing, settings }
+    }
+
+    /// Runs the checker as a task on the current tokio runtime.
+    pub fn spawn(routing: Arc<Routing>, settings: HealthSettings) -> JoinHandle<()> {
+        tokio::spawn(Self::new(routing, settings).run())
+    }
+
+    /// Probes every `interval`, starting at once; never returns.
+    pub async fn run(self) {
+        // `interval` panics on zero; a zero setting means "as often as sane".
+        let period = self.settings.interval.max(Duration::from_millis(1));
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.check_once().await;
+        }
+    }
+
+    /// One round: probes every replica of every deployment (active or not:
+    /// a deployment being promoted may not serve yet) concurrently, records
+    /// the outcomes, and returns when all are in.
+    pub async fn check_once(&self) {
+        // Owned sets, so that no snapshot guard lives across an await; a
+        // snapshot published meanwhile is picked up by the next round.
+        let sets: Vec<Arc<ReplicaSet>> = self
+            .routing
+            .load()
+            .deployments()
+            .map(|d| Arc::clone(d.replicas()))
+            .collect();
+        let settings = self.settings;
+        let mut probes = JoinSet::new();
+        for set in sets {
+            for index in 0..set.replicas().len() {
+                let set = Arc::clone(&set);
+                probes.spawn(async move {
+                    let replica = &set.replicas()[index];
+                    let outcome = probe(replica.addr(), settings.timeout).await;
+                    record(replica, outcome, settings.failure_threshold);
+                });
+            }
+        }
+        while let Some(done) = probes.join_next().await {
+            if let Err(e) = done {
+                log::error!("health probe task failed: {e}");
+            }
+        }
+    }
+}
+
+/// Runs a [`HealthChecker`] for the rest of the process on a thread of its
+/// own. Pingora's runtimes are not ours to borrow, and probes are few and
+/// light, so one thread with a current-thread runtime is plenty.
+pub fn start_background(routing: Arc<Routing>, settings: HealthSettings) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("health-check".into())
+        .spawn(move || runtime.block_on(HealthChecker::new(routing, settings).run()))?;
+    Ok(())
+}
+
+/// Applies one outcome and logs changes (every failure only at debug level:
+/// a replica that is down fails every round).
+fn record(replica: &Replica, outcome: Result<(), String>, failure_threshold: u32) {
+    let addr = replica.addr();
+    match (
+        replica.record_probe(outcome.is_ok(), failure_threshold),
+        outcome,
+    ) {
+        (Some(Health::Ready), _) => log::info!("replica {addr} is ready"),
+        (Some(_), Err(why)) => log::warn!("replica {addr} is unready: {why}"),
+        (None, Err(why)) => log::debug!("replica {addr} failed a health probe: {why}"),
+        _ => {}
+    }
+}
+
+/// Whether the replica answers the readiness probe with a 2xx within
+/// `limit`; if not, why not, for the log.
+async fn probe(addr: SocketAddr, limit: Duration) -> Result<(), String> {
+    match tokio::time::timeout(limit, ask_ready(addr)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("no answer within {limit:?}")),
+    }
+}
+
+async fn ask_ready(addr: SocketAddr) -> Result<(), String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    // A fresh connection per probe, closed after it: a probe must see a
+    // replica that can accept connections, not one kept-alive socket.
+    let request = Request::get(READY_PATH)
+        .header(header::HOST, addr.to_string())
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    // Queued now; `connection` does the I/O. Only the status matters, so
+    // stop as soon as the head is in. If the connection ends first (e.g. it
+    // delivered the response, then closed), the answer is already queued
+    // for `response`, or it fails with the reason.
+    let response = sender.send_request(request);
+    let mut response = std::pin::pin!(response);
+    let response = tokio::select! {
+        response = &mut response => response,
+        _ = connection => response.await,
+    }
+    .map_err(|e| format!("request: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("status {}", response.status()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_settings() {
+        let s = HealthSettings::default();
+        assert_eq!(s.interval, Duration::from_secs(2));
+        assert_eq!(s.timeout, Duration::from_secs(1));
+        assert_eq!(s.failure_threshold, 2);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_fails_the_probe() {
+        // Bind then drop: nothing listens there any more.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let why = probe(addr, Duration::from_secs(5)).await.unwrap_err();
+        assert!(why.starts_with("connect"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_replica_times_out() {
+        // Accepts (the kernel does, from the backlog) but never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let why = probe(addr, Duration::from_millis(100)).await.unwrap_err();
+        assert!(why.starts_with("no answer"), "{why}");
+        drop(listener);
+    }
+}

@@ -1,0 +1,367 @@
+//! Promotions in progress. Promoting a deployment into an environment is
+//! not instant: the environment switches to the new deployment only once
+//! that deployment has at least as many ready replicas as the current one's
+//! `min_replica` (and at least one), so no request is sent into a cold
+//! start. Then one config edit points the environment at it and applies the
+//! environment's `cleanup_strategy` to the previous deployment; the routing
+//! snapshot swaps in one store, so requests in flight finish where they
+//! started and new ones go to the new deployment. At most one promotion per
+//! environment runs at a time.
+
+// A plain mutex is right here: it guards a small map of control-plane
+// state, is never held across an await, and requests never take it.
+#![allow(clippy::disallowed_types)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::edit::EditError;
+use config::{CleanupStrategy, Config};
+use serde_json::{Value, json};
+
+use crate::routing::Routing;
+use crate::snapshot::Target;
+use crate::store::{ConfigStore, StoreError};
+
+/// How often a promotion checks the new deployment's readiness.
+const POLL: Duration = Duration::from_millis(200);
+/// How long a promotion waits for ready replicas before it fails.
+const TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Where a promotion stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromotionStatus {
+    /// Waiting for the new deployment's replicas.
+    InProgress,
+    /// The environment points at the new deployment.
+    Succeeded,
+    /// Cancelled; the environment kept its deployment.
+    Cancelled,
+    /// Gave up (see the reason); the environment kept its deployment.
+    Failed,
+}
+
+impl PromotionStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "IN_PROGRESS",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Cancelled => "CANCELLED",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    deployment: String,
+    status: PromotionStatus,
+    reason: Option<String>,
+    /// Set while the final edit is being written: too late to cancel.
+    switching: bool,
+}
+
+/// Why a promotion could not start or be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum PromotionError {
+    /// Another promotion into this environment is running (409).
+    #[error(
+        "a promotion into environment `{environment}` is already in progress (deployment `{deployment}`)"
+    )]
+    InProgress {
+        /// The environment.
+        environment: String,
+        /// What it is promoting.
+        deployment: String,
+    },
+    /// Nothing to cancel (404).
+    #[error("no promotion in progress for environment `{0}`")]
+    NoneInProgress(String),
+    /// The switch is being written; it cannot be cancelled any more (409).
+    #[error("the promotion into environment `{0}` is completing and cannot be cancelled")]
+    Completing(String),
+}
+
+/// Promotions by (model, environment): the running ones and the last result.
+#[derive(Debug)]
+pub struct Promotions {
+    routing: Arc<Routing>,
+    store: Arc<ConfigStore>,
+    entries: std::sync::Mutex<HashMap<(String, String), Entry>>,
+}
+
+impl Promotions {
+    /// Promotions that edit `store` and watch readiness in `routing`.
+    pub fn new(routing: Arc<Routing>, store: Arc<ConfigStore>) -> Arc<Self> {
+        Arc::new(Self {
+            routing,
+            store,
+            entries: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts promoting `deployment` into `environment` in the background
+    /// (on the current tokio runtime). The caller has checked that both
+    /// exist.
+    pub fn start(
+        self: &Arc<Self>,
+        model: &str,
+        environment: &str,
+        deployment: &str,
+    ) -> Result<(), PromotionError> {
+        let key = (model.to_owned(), environment.to_owned());
+        {
+            let mut entries = self.entries();
+            if let Some(e) = entries.get(&key)
+                && e.status == PromotionStatus::InProgress
+            {
+                return Err(PromotionError::InProgress {
+                    environment: environment.to_owned(),
+                    deployment: e.deployment.clone(),
+                });
+            }
+            entries.insert(
+                key.clone(),
+                Entry {
+                    deployment: deployment.to_owned(),
+                    status: PromotionStatus::InProgress,
+                    reason: None,
+                    switching: false,
+                },
+            );
+        }
+        log::info!("promotion of {model}/{deployment} into `{environment}` started");
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let (status, reason) = this.run(&key, &key.0, &key.1).await;
+            let mut entries = this.entries();
+            if let Some(e) = entries.get_mut(&key)
+                && e.status == PromotionStatus::InProgress
+            {
+                log::info!(
+                    "promotion of {}/{} into `{}`: {}{}",
+                    key.0,
+                    e.deployment,
+                    key.1,
+                    status.as_str(),
+                    reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                );
+                e.status = status;
+                e.reason = reason;
+            }
+        });
+        Ok(())
+    }
+
+    /// Cancels the running promotion into `environment`.
+    pub fn cancel(&self, model: &str, environment: &str) -> Result<(), PromotionError> {
+        let mut entries = self.entries();
+        match entries.get_mut(&(model.to_owned(), environment.to_owned())) {
+            Some(e) if e.status == PromotionStatus::InProgress && e.switching => {
+                Err(PromotionError::Completing(environment.to_owned()))
+            }
+            Some(e) if e.status == PromotionStatus::InProgress => {
+                e.status = PromotionStatus::Cancelled;
+                log::info!("promotion into {model}/{environment} cancelled");
+                Ok(())
+            }
+            _ => Err(PromotionError::NoneInProgress(environment.to_owned())),
+        }
+    }
+
+    /// Cancels a running promotion into `environment` if there is one (the
+    /// environment is being deleted).
+    pub fn cancel_if_running(&self, model: &str, environment: &str) {
+        let _ = self.cancel(model, environment);
+    }
+
+    /// The promotion into `environment` (running or last), as JSON.
+    pub fn describe(&self, model: &str, environment: &str) -> Value {
+        match self
+            .entries()
+            .get(&(model.to_owned(), environment.to_owned()))
+        {
+            Some(e) => json!({
+                "deployment_id": e.deployment,
+                "status": e.status.as_str(),
+                "reason": e.reason,
+            }),
+            None => Value::Null,
+        }
+    }
+
+    fn still_running(&self, key: &(String, String)) -> bool {
+        self.entries()
+            .get(key)
+            .is_some_and(|e| e.status == PromotionStatus::InProgress)
+    }
+
+    async fn run(
+        &self,
+        key: &(String, String),
+        model: &str,
+        environment: &str,
+    ) -> (PromotionStatus, Option<String>) {
+        let deployment = match self.entries().get(key) {
+            Some(e) => e.deployment.clone(),
+            None => return (PromotionStatus::Failed, Some("lost its state".into())),
+        };
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            if !self.still_running(key) {
+                return (PromotionStatus::Cancelled, None);
+            }
+            match self.ready_enough(model, environment, &deployment).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(reason) => return (PromotionStatus::Failed, Some(reason)),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return (
+                    PromotionStatus::Failed,
+                    Some(format!("not enough ready replicas after {TIMEOUT:?}")),
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        // Past this point a cancel answers 409: the edit is being written.
+        match self.entries().get_mut(key) {
+            Some(e) if e.status == PromotionStatus::InProgress => e.switching = true,
+            _ => return (PromotionStatus::Cancelled, None),
+        }
+        let store = Arc::clone(&self.store);
+        let (m, env, dep) = (model.to_owned(), environment.to_owned(), deployment.clone());
+        let switched = tokio::task::spawn_blocking(move || {
+            store.edit(None, |doc| switch(doc, &m, &env, &dep))
+        })
+        .await;
+        match switched {
+            Ok(Ok(_)) => (PromotionStatus::Succeeded, None),
+            Ok(Err(e)) => (PromotionStatus::Failed, Some(e.to_string())),
+            Err(e) => (
+                PromotionStatus::Failed,
+                Some(format!("the edit panicked: {e}")),
+            ),
+        }
+    }
+
+    /// Whether `deployment` has as many ready replicas as the promotion
+    /// needs; an error when the promotion can no longer succeed.
+    async fn ready_enough(
+        &self,
+        model: &str,
+        environment: &str,
+        deployment: &str,
+    ) -> Result<bool, String> {
+        let store = Arc::clone(&self.store);
+        let config = tokio::task::spawn_blocking(move || store.read())
+            .await
+            .map_err(|e| e.to_string())?;
+        let needed = match config {
+            Ok((doc, _)) => needed_replicas(doc.config(), model, environment, deployment)?,
+            // A broken hand edit: keep waiting, the operator will fix it.
+            Err(StoreError::FileInvalid(_)) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
+        };
+        let snapshot = self.routing.load();
+        let ready = snapshot
+            .model(model)
+            .ok()
+            .and_then(|m| m.resolve(Target::Deployment(deployment)).ok())
+            .map_or(0, |route| route.replicas().ready_count());
+        Ok(ready >= needed)
+    }
+}
+
+/// Ready replicas the new deployment needs: the current deployment's
+/// `min_replica` (the environment's settings apply to what it serves), and
+/// never fewer than one.
+fn needed_replicas(
+    config: &Config,
+    model: &str,
+    environment: &str,
+    deployment: &str,
+) -> Result<usize, String> {
+    let m = config
+        .models
+        .iter()
+        .find(|m| m.id == model)
+        .ok_or_else(|| format!("model `{model}` was deleted"))?;
+    let target = m
+        .deployment(deployment)
+        .ok_or_else(|| format!("deployment `{deployment}` was deleted"))?;
+    if !target.active {
+        return Err(format!("deployment `{deployment}` was deactivated"));
+    }
+    let env = m
+        .environment(environment)
+        .ok_or_else(|| format!("environment `{environment}` was deleted"))?;
+    let current_min = env
+        .deployment
+        .as_deref()
+        .and_then(|id| m.deployment(id))
+        .map_or(0, |current| {
+            env.autoscaling.unwrap_or(current.autoscaling).min_replica
+        });
+    Ok(current_min.max(1) as usize)
+}
+
+/// The switch itself, as one edit: point the environment at the new
+/// deployment and apply the cleanup strategy to the previous one (unless
+/// another environment still serves it).
+fn switch(
+    doc: &mut config::edit::ConfigDocument,
+    model: &str,
+    environment: &str,
+    deployment: &str,
+) -> Result<(), EditError> {
+    let (previous, cleanup) = {
+        let m = doc
+            .config()
+            .models
+            .iter()
+            .find(|m| m.id == model)
+            .ok_or_else(|| EditError::NotFound(format!("model `{model}`")))?;
+        let env = m
+            .environment(environment)
+            .ok_or_else(|| EditError::NotFound(format!("environment `{environment}`")))?;
+        let previous = env.deployment.clone().filter(|p| p != deployment);
+        let shared = previous.as_deref().is_some_and(|p| {
+            m.environments
+                .iter()
+                .any(|e| e.name != environment && e.deployment.as_deref() == Some(p))
+        });
+        (previous.filter(|_| !shared), env.promotion.cleanup_strategy)
+    };
+    doc.point_environment(model, environment, deployment)?;
+    if let Some(previous) = previous {
+        match cleanup {
+            CleanupStrategy::Keep => {}
+            CleanupStrategy::Deactivate => {
+                doc.set_deployment_active(model, &previous, false)?;
+            }
+            CleanupStrategy::ScaleToZero => {
+                let to_zero = config::edit::AutoscalingPatch {
+                    min_replica: Some(0),
+                    ..Default::default()
+                };
+                doc.set_autoscaling(
+                    model,
+                    config::edit::AutoscalingScope::Deployment(previous),
+                    to_zero,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
