@@ -43,6 +43,8 @@ pub struct ServerSettings {
     pub upstream_read_timeout: Duration,
     /// Largest request body accepted (413 beyond it).
     pub max_request_body_bytes: u64,
+    /// How often usage records are appended beside the config file.
+    pub usage_interval: Duration,
 }
 
 /// An API key, stored only as its SHA-256 digest.

@@ -18,6 +18,7 @@ pub(crate) struct RawServer {
     pub(crate) upstream_connect_timeout_ms: Option<u32>,
     pub(crate) upstream_read_timeout_secs: Option<u32>,
     pub(crate) max_request_body_bytes: Option<u64>,
+    pub(crate) usage_interval_secs: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

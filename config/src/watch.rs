@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher};
 
@@ -32,6 +32,9 @@ pub enum WatchError {
 /// Calls `on_change` from a background thread (named `thread_name`) after
 /// each settled burst of changes to the file at `path`, for as long as the
 /// process runs.
+// Wall-clock deadlines on a plain thread: no tokio (and no paused test
+// clock) here.
+#[allow(clippy::disallowed_methods)]
 pub fn watch_file(
     path: &Path,
     debounce: Duration,
@@ -74,7 +77,20 @@ pub fn watch_file(
                         continue;
                     }
                 }
-                while rx.recv_timeout(debounce).is_ok() {}
+                // Settle: wait until no event about *this file* came for
+                // `debounce`; other files in the directory (a busy /tmp, the
+                // usage log beside the config) must not keep us waiting.
+                let mut quiet_until = Instant::now() + debounce;
+                loop {
+                    let left = quiet_until.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(Ok(event)) if relevant(&event) => {
+                            quiet_until = Instant::now() + debounce;
+                        }
+                        Ok(_) => {}
+                        Err(_) => break, // quiet long enough, or the watcher is gone
+                    }
+                }
                 on_change();
             }
         })

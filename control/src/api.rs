@@ -23,6 +23,7 @@ use crate::promotion::{PromotionError, Promotions};
 use crate::routing::Routing;
 use crate::snapshot::{Snapshot, Target};
 use crate::store::{ConfigStore, Revision, StoreError};
+use crate::usage::UsageLedger;
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -33,6 +34,7 @@ pub struct Api {
     routing: Arc<Routing>,
     store: Arc<ConfigStore>,
     promotions: Arc<Promotions>,
+    usage: Arc<UsageLedger>,
 }
 
 /// An error answer: status and message.
@@ -81,13 +83,15 @@ fn edit_failure(e: &EditError) -> Failure {
 type Answer = Result<(StatusCode, Value, Option<Revision>), Failure>;
 
 impl Api {
-    /// An API over `store`'s file, reporting readiness from `routing`.
-    pub fn new(routing: Arc<Routing>, store: Arc<ConfigStore>) -> Self {
+    /// An API over `store`'s file, reporting readiness from `routing` and
+    /// usage from `usage`.
+    pub fn new(routing: Arc<Routing>, store: Arc<ConfigStore>, usage: Arc<UsageLedger>) -> Self {
         let promotions = Promotions::new(Arc::clone(&routing), Arc::clone(&store));
         Self {
             routing,
             store,
             promotions,
+            usage,
         }
     }
 
@@ -120,6 +124,26 @@ impl Api {
         let body = req.body();
         let m = req.method();
         match parts.as_slice() {
+            ["v1", "config"] if m == Method::GET => {
+                let store = Arc::clone(&self.store);
+                let (revision, errors) = blocking(move || store.status()).await??;
+                let reloader = self.store.reloader();
+                Ok((StatusCode::OK, json!({
+                    "revision": revision.to_string(),
+                    "file_errors": errors.map(|e| e.to_string()),
+                    "applied_revisions": reloader.revision(),
+                    "rejected_reloads": reloader.rejected(),
+                }), Some(revision)))
+            }
+            ["v1", "usage"] if m == Method::GET => {
+                let model = req.uri().query().and_then(|q| {
+                    q.split('&').find_map(|kv| kv.strip_prefix("model=")).map(str::to_owned)
+                });
+                let usage = Arc::clone(&self.usage);
+                let totals = blocking(move || usage.totals(model.as_deref())).await?
+                    .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reading usage records: {e}")))?;
+                Ok((StatusCode::OK, json!({ "usage": totals }), None))
+            }
             ["v1", "models"] if m == Method::GET => self.read(|doc, snap| {
                 Ok(json!({ "models": doc.config().models.iter().map(|m| model_view(m, snap)).collect::<Vec<_>>() }))
             }).await,

@@ -16,6 +16,7 @@ mod replicas;
 mod routing;
 mod snapshot;
 pub mod store;
+pub mod usage;
 
 pub use auth::{AuthError, KeyTable, Principal};
 pub use autoscaler::{Autoscaler, Decision};

@@ -89,6 +89,14 @@ impl Reloader {
         }
     }
 
+    /// The config routing serves now (the last one applied).
+    pub fn current(&self) -> Config {
+        self.current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// Applied revisions so far (1 = the startup config).
     pub fn revision(&self) -> u64 {
         self.revision.load(Ordering::Relaxed)

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// What the health checker last concluded about a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,9 @@ impl Health {
 pub struct Replica {
     addr: SocketAddr,
     outstanding: AtomicU32,
+    /// Requests routed to it (retries not counted), for usage records. On
+    /// the cache line `outstanding` already dirties: no extra contention.
+    served: AtomicU64,
     health: AtomicU8,
     /// Consecutive failed probes; only the health checker touches it.
     failures: AtomicU32,
@@ -52,6 +55,7 @@ impl Replica {
         Self {
             addr,
             outstanding: AtomicU32::new(0),
+            served: AtomicU64::new(0),
             health: AtomicU8::new(Health::Unknown.as_u8()),
             failures: AtomicU32::new(0),
         }
@@ -65,6 +69,11 @@ impl Replica {
     /// Requests currently in flight to it through this gateway.
     pub fn outstanding(&self) -> u32 {
         self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Requests routed to it since it joined the set (retries excluded).
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
     }
 
     /// Its health as of the last probe.
@@ -184,7 +193,13 @@ impl ReplicaSet {
         } else {
             a
         };
+        self.replicas[index].served.fetch_add(1, Ordering::Relaxed);
         Some(self.lease(index))
+    }
+
+    /// Requests routed to the set's replicas so far.
+    pub fn served(&self) -> u64 {
+        self.replicas.iter().map(Replica::served).sum()
     }
 
     /// Two distinct routable indices drawn uniformly (the same one twice when

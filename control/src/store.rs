@@ -108,6 +108,21 @@ impl ConfigStore {
         }
     }
 
+    /// The reload path the store applies its edits through (and its counts).
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
+    }
+
+    /// The file's revision and, if it is invalid, why. Blocks (file I/O).
+    pub fn status(&self) -> Result<(Revision, Option<ConfigErrors>), StoreError> {
+        let bytes = self.read_bytes()?;
+        let errors = match self.parse(&bytes) {
+            Err(StoreError::FileInvalid(errors)) => Some(errors),
+            _ => None,
+        };
+        Ok((Revision::of(&bytes), errors))
+    }
+
     /// The file, parsed, and its revision. Blocks (file I/O).
     pub fn read(&self) -> Result<(ConfigDocument, Revision), StoreError> {
         let bytes = self.read_bytes()?;

@@ -8,6 +8,7 @@ use config::Config;
 use control::api::Api;
 use control::health::HealthSettings;
 use control::store::ConfigStore;
+use control::usage::{UsageLedger, UsageMeter};
 use control::{Reloader, Routing, Snapshot, WatchError};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::ServerConf;
@@ -27,6 +28,9 @@ pub enum StartError {
     /// The replica health checker could not start.
     #[error("cannot start replica health checks: {0}")]
     HealthChecks(std::io::Error),
+    /// The usage meter could not start.
+    #[error("cannot start the usage meter: {0}")]
+    Usage(std::io::Error),
 }
 
 /// Runs the gateway until a signal stops it: SIGTERM drains in-flight
@@ -41,7 +45,16 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
     ));
     Arc::clone(&reloader).watch()?;
     let store = Arc::new(ConfigStore::new(config_path, reloader));
-    let api = Arc::new(Api::new(Arc::clone(&routing), store));
+    let usage = Arc::new(UsageLedger::beside(config_path));
+    UsageMeter::new(
+        Arc::clone(&routing),
+        Arc::clone(&store),
+        Arc::clone(&usage),
+        config.server.usage_interval,
+    )
+    .start_background()
+    .map_err(StartError::Usage)?;
+    let api = Arc::new(Api::new(Arc::clone(&routing), store, usage));
     control::health::start_background(Arc::clone(&routing), HealthSettings::default())
         .map_err(StartError::HealthChecks)?;
     let in_flight = Arc::new(InFlight::default());

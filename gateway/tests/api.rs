@@ -8,13 +8,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Gateway, KEY, Proc, client, engine, gateway, header, key_entry, post};
+use support::{Gateway, KEY, Proc, client, engine, header, key_entry, post};
 
 const ADMIN: &str = "igw_admin_key";
 
 /// A model with deployments `a` (production) and `b` (staging), each with
 /// one replica, and an operator's comments that edits must keep.
 fn setup() -> (Gateway, Proc, Proc) {
+    setup_with("")
+}
+
+/// [`setup`] with extra `[server]` lines.
+fn setup_with(server: &str) -> (Gateway, Proc, Proc) {
     let (a, b) = (engine("ra", &[]), engine("rb", &[]));
     let body = format!(
         r#"{admin}
@@ -43,7 +48,7 @@ deployment = "b"
         a = a.addr,
         b = b.addr
     );
-    (gateway(&body), a, b)
+    (support::gateway_with(server, &body), a, b)
 }
 
 /// Calls the API with the admin key; returns status, body and ETag.
@@ -449,4 +454,61 @@ async fn the_cli_operations_call_the_api() {
     let out = run(&["promote", "--model", "m", "--deployment", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+}
+
+#[tokio::test]
+async fn usage_is_recorded_and_outlives_the_deployment_and_reloads_are_counted() {
+    let (gw, _a, _b) = setup_with("usage_interval_secs = 1");
+    for _ in 0..5 {
+        assert_eq!(predict(&gw, "deployment/b").await.0, 200);
+    }
+    let usage_of = |body: &Value, dep: &str| {
+        body["usage"]
+            .as_array()
+            .and_then(|u| u.iter().find(|r| r["deployment"] == dep).cloned())
+            .unwrap_or(Value::Null)
+    };
+    eventually("usage recorded for b", || async {
+        let (_, body, _) = api(&gw, "GET", "/v1/usage?model=m", None).await;
+        let b = usage_of(&body, "b");
+        b["requests"] == 5 && b["replica_seconds"].as_f64().unwrap_or(0.0) > 0.0
+    })
+    .await;
+    // Delete b (after deleting the environment that serves it): its usage stays.
+    assert_eq!(
+        api(&gw, "DELETE", "/v1/models/m/environments/staging", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        api(&gw, "DELETE", "/v1/models/m/deployments/b", None)
+            .await
+            .0,
+        200
+    );
+    let (_, body, _) = api(&gw, "GET", "/v1/usage", None).await;
+    assert_eq!(usage_of(&body, "b")["requests"], 5, "{body}");
+    assert_eq!(usage_of(&body, "b")["resources"], "1 cpu, 2048 MiB");
+
+    let (status, counts, _) = api(&gw, "GET", "/v1/config", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(counts["applied_revisions"], 3, "{counts}"); // startup + 2 edits
+    assert_eq!(counts["rejected_reloads"], 0);
+    let good = file(&gw);
+    std::fs::write(
+        gw.config.path(),
+        format!("{good}\n[[models]]\nid = \"broken\"\nnope = 1\n"),
+    )
+    .unwrap();
+    eventually("the broken edit counted", || async {
+        let (_, body, _) = api(&gw, "GET", "/v1/config", None).await;
+        body["rejected_reloads"] == 1 && body["file_errors"].is_string()
+    })
+    .await;
+    assert_eq!(
+        predict(&gw, "production").await.0,
+        200,
+        "the old config keeps serving"
+    );
 }

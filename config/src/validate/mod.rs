@@ -198,6 +198,14 @@ fn server(c: &mut Checker<'_>, path: &ConfigPath, raw: RawServer) -> ServerSetti
             86_400,
         )),
         max_request_body_bytes: raw.max_request_body_bytes.unwrap_or(32 * 1024 * 1024),
+        usage_interval: secs(c.ranged(
+            path,
+            "usage_interval_secs",
+            int(raw.usage_interval_secs),
+            60,
+            1,
+            3600,
+        )),
     }
 }
 

@@ -1,0 +1,317 @@
+//! Usage records: replica-seconds and requests per deployment and
+//! resources, appended to a file beside the config (`<config>.usage.jsonl`,
+//! one JSON object per line and interval). Records outlive the deployments
+//! they describe: deleting a deployment removes it from the config, never
+//! from this file.
+//!
+//! The meter samples the routing snapshot every interval: ready replicas
+//! times the interval's length, and the growth of each deployment's request
+//! counter (counted per replica on the hot path, one relaxed add). A
+//! deployment whose replica set is replaced (new addresses) starts a new
+//! counter, so requests routed to the old set after the last sample are not
+//! recorded: at most one interval's worth, for that deployment only.
+
+// A plain mutex is right here: it serialises appends on the meter's and the
+// API's blocking threads; requests never take it.
+#![allow(clippy::disallowed_types)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::replicas::ReplicaSet;
+use crate::routing::Routing;
+use crate::snapshot::Target;
+use crate::store::ConfigStore;
+
+/// One deployment's usage over one interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// End of the interval, Unix seconds.
+    pub at: u64,
+    /// The model id.
+    pub model: String,
+    /// The deployment id.
+    pub deployment: String,
+    /// What one replica has (e.g. `1 cpu, 2048 MiB`).
+    pub resources: String,
+    /// Ready replicas times seconds.
+    pub replica_seconds: f64,
+    /// Requests routed to it.
+    pub requests: u64,
+}
+
+/// Usage summed per (model, deployment, resources).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageTotal {
+    /// The model id.
+    pub model: String,
+    /// The deployment id.
+    pub deployment: String,
+    /// What one replica has.
+    pub resources: String,
+    /// Ready replicas times seconds.
+    pub replica_seconds: f64,
+    /// Requests routed to it.
+    pub requests: u64,
+    /// First and last interval recorded, Unix seconds.
+    pub from: u64,
+    /// See `from`.
+    pub to: u64,
+}
+
+/// The append-only usage file.
+#[derive(Debug)]
+pub struct UsageLedger {
+    path: PathBuf,
+    appending: std::sync::Mutex<()>,
+}
+
+impl UsageLedger {
+    /// The ledger beside `config_path`: `<config_path>.usage.jsonl`.
+    pub fn beside(config_path: &Path) -> Self {
+        let mut name = config_path.as_os_str().to_owned();
+        name.push(".usage.jsonl");
+        Self {
+            path: PathBuf::from(name),
+            appending: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// Where the records go.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `records` (one write, then fsync). Blocks.
+    pub fn append(&self, records: &[UsageRecord]) -> std::io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut lines = Vec::new();
+        for r in records {
+            serde_json::to_writer(&mut lines, r)?;
+            lines.push(b'\n');
+        }
+        let _appending = self
+            .appending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
+        if !ends_with_newline(&mut file)? {
+            // A torn last line (a crash mid-write): start on a fresh line.
+            lines.insert(0, b'\n');
+        }
+        file.write_all(&lines)?;
+        file.sync_data()
+    }
+
+    /// Every record summed per (model, deployment, resources), optionally
+    /// for one model. A line that does not parse (a torn last write after a
+    /// crash) is skipped. Blocks.
+    pub fn totals(&self, model: Option<&str>) -> std::io::Result<Vec<UsageTotal>> {
+        let file = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut totals: BTreeMap<(String, String, String), UsageTotal> = BTreeMap::new();
+        for line in std::io::BufReader::new(file).lines() {
+            let Ok(r) = serde_json::from_str::<UsageRecord>(&line?) else {
+                continue;
+            };
+            if model.is_some_and(|m| m != r.model) {
+                continue;
+            }
+            let t = totals
+                .entry((r.model.clone(), r.deployment.clone(), r.resources.clone()))
+                .or_insert_with(|| UsageTotal {
+                    model: r.model.clone(),
+                    deployment: r.deployment.clone(),
+                    resources: r.resources.clone(),
+                    replica_seconds: 0.0,
+                    requests: 0,
+                    from: r.at,
+                    to: r.at,
+                });
+            t.replica_seconds += r.replica_seconds;
+            t.requests += r.requests;
+            t.from = t.from.min(r.at);
+            t.to = t.to.max(r.at);
+        }
+        Ok(totals.into_values().collect())
+    }
+}
+
+/// Whether the file is empty or ends with a newline.
+fn ends_with_newline(file: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
+/// Samples routing into the ledger every interval.
+#[derive(Debug)]
+pub struct UsageMeter {
+    routing: Arc<Routing>,
+    store: Arc<ConfigStore>,
+    ledger: Arc<UsageLedger>,
+    interval: Duration,
+    /// Last counter seen per deployment, with the set it was read from.
+    last: HashMap<(String, String), (Arc<ReplicaSet>, u64)>,
+}
+
+impl UsageMeter {
+    /// A meter writing to `ledger` every `interval`.
+    pub fn new(
+        routing: Arc<Routing>,
+        store: Arc<ConfigStore>,
+        ledger: Arc<UsageLedger>,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            routing,
+            store,
+            ledger,
+            interval,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Runs the meter on a thread of its own until the process exits.
+    pub fn start_background(mut self) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("usage-meter".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return log::error!("usage meter not started: {e}"),
+                };
+                runtime.block_on(async move {
+                    let mut tick = tokio::time::interval(self.interval);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    tick.tick().await; // the first tick is immediate
+                    loop {
+                        tick.tick().await;
+                        let records = self.sample(self.interval);
+                        if let Err(e) = self.ledger.append(&records) {
+                            log::error!(
+                                "usage: cannot append to {}: {e}",
+                                self.ledger.path().display()
+                            );
+                        }
+                    }
+                });
+            })
+            .map(drop)
+    }
+
+    /// The records of the interval that just ended (`elapsed` long); only
+    /// deployments that used something.
+    pub fn sample(&mut self, elapsed: Duration) -> Vec<UsageRecord> {
+        // What routing serves, even while the file holds a broken edit.
+        let config = self.store.reloader().current();
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let snapshot = self.routing.load();
+        let mut records = Vec::new();
+        for model in &config.models {
+            let Ok(routes) = snapshot.model(&model.id) else {
+                continue;
+            };
+            for d in &model.deployments {
+                let Ok(route) = routes.resolve(Target::Deployment(&d.id)) else {
+                    continue; // inactive: no replicas, no requests
+                };
+                let set = route.replicas();
+                let served = set.served();
+                let key = (model.id.clone(), d.id.clone());
+                let before = match self.last.get(&key) {
+                    Some((old, count)) if Arc::ptr_eq(old, set) => *count,
+                    _ => 0,
+                };
+                self.last.insert(key, (Arc::clone(set), served));
+                let record = UsageRecord {
+                    at,
+                    model: model.id.clone(),
+                    deployment: d.id.clone(),
+                    resources: d.resources.to_string(),
+                    replica_seconds: set.ready_count() as f64 * elapsed.as_secs_f64(),
+                    requests: served.saturating_sub(before),
+                };
+                if record.requests > 0 || record.replica_seconds > 0.0 {
+                    records.push(record);
+                }
+            }
+        }
+        records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(model: &str, deployment: &str, secs: f64, requests: u64, at: u64) -> UsageRecord {
+        UsageRecord {
+            at,
+            model: model.into(),
+            deployment: deployment.into(),
+            resources: "1 cpu, 2048 MiB".into(),
+            replica_seconds: secs,
+            requests,
+        }
+    }
+
+    #[test]
+    fn totals_sum_per_deployment_and_skip_torn_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = UsageLedger::beside(&dir.path().join("gateway.toml"));
+        assert_eq!(ledger.totals(None).unwrap(), []);
+        ledger
+            .append(&[
+                record("m", "a", 10.0, 3, 100),
+                record("m", "b", 5.0, 0, 100),
+            ])
+            .unwrap();
+        ledger.append(&[record("m", "a", 10.0, 4, 110)]).unwrap();
+        // A torn write after a crash does not hide the rest.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(ledger.path())
+            .unwrap();
+        file.write_all(br#"{"at": 1"#).unwrap();
+        ledger.append(&[record("n", "x", 1.0, 1, 120)]).unwrap();
+
+        let totals = ledger.totals(Some("m")).unwrap();
+        assert_eq!(totals.len(), 2);
+        assert_eq!(
+            (
+                totals[0].deployment.as_str(),
+                totals[0].replica_seconds,
+                totals[0].requests
+            ),
+            ("a", 20.0, 7)
+        );
+        assert_eq!((totals[0].from, totals[0].to), (100, 110));
+        assert_eq!(ledger.totals(None).unwrap().len(), 3);
+        assert!(ledger.path().ends_with("gateway.toml.usage.jsonl"));
+    }
+}
