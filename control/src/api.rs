@@ -580,7 +580,18 @@ fn deployment_view(m: &Model, d: &Deployment, snap: &Snapshot) -> Value {
         "predict_concurrency": d.predict_concurrency,
         "resources": d.resources.to_string(),
         "autoscaling_settings": autoscaling_view(&d.autoscaling),
+        "effective_autoscaling_settings": autoscaling_view(&effective_autoscaling(m, d)),
     })
+}
+
+/// The settings that govern a deployment: those of an environment that
+/// serves it (they apply once a promotion into it succeeded), else its own.
+fn effective_autoscaling(m: &Model, d: &Deployment) -> Autoscaling {
+    m.environments
+        .iter()
+        .filter(|e| e.deployment.as_deref() == Some(d.id.as_str()))
+        .find_map(|e| e.autoscaling)
+        .unwrap_or(d.autoscaling)
 }
 
 fn environment_view(m: &Model, e: &config::Environment, snap: &Snapshot) -> Value {
