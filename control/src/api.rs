@@ -97,18 +97,26 @@ impl Api {
 
     /// Answers one request. Authentication: an admin-scoped key.
     pub async fn handle(&self, req: Request<Bytes>) -> Response<Vec<u8>> {
-        let snapshot = self.routing.load();
-        let auth = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes);
-        let answer = match snapshot.keys().authenticate(auth) {
-            Err(e) => Err(Failure::new(StatusCode::UNAUTHORIZED, e.to_string())),
-            Ok(p) if !p.is_admin() => Err(Failure::new(
-                StatusCode::FORBIDDEN,
-                "the management API needs an admin-scoped key",
-            )),
-            Ok(_) => self.route(&req).await,
+        // Decide access first: the snapshot guard must not live across the
+        // awaits below.
+        let denied = {
+            let snapshot = self.routing.load();
+            let auth = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes);
+            match snapshot.keys().authenticate(auth) {
+                Err(e) => Some(Failure::new(StatusCode::UNAUTHORIZED, e.to_string())),
+                Ok(p) if !p.is_admin() => Some(Failure::new(
+                    StatusCode::FORBIDDEN,
+                    "the management API needs an admin-scoped key",
+                )),
+                Ok(_) => None,
+            }
+        };
+        let answer = match denied {
+            Some(failure) => Err(failure),
+            None => self.route(&req).await,
         };
         respond(answer)
     }
