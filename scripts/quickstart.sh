@@ -42,6 +42,14 @@ echo "       http://127.0.0.1:8080/models/demo1/environments/staging/predict"
 echo
 echo "  $bin/gateway status --model demo1 --key igw_demo_admin_not_secret"
 echo
+# The gateway routes to a replica once its readiness probe has passed.
+for _ in $(seq 100); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Api-Key $key" \
+        -H 'Host: model-demo1.localhost' -d '{"text": "warm"}' http://127.0.0.1:8080/production/predict || true)
+    [[ $code == 200 ]] && break
+    sleep 0.1
+done
+
 echo "First prediction (a 384-number embedding, cut short here):"
 curl -s -i -H "Authorization: Api-Key $key" -H 'Host: model-demo1.localhost' \
     -d '{"text": "hello world"}' http://127.0.0.1:8080/production/predict | cut -c1-160

@@ -18,7 +18,6 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::MissedTickBehavior;
 
 use crate::replicas::{Health, Replica, ReplicaSet};
 use crate::routing::Routing;
@@ -37,6 +36,10 @@ pub struct HealthSettings {
     pub timeout: Duration,
     /// Consecutive failed probes that make a ready replica unready.
     pub failure_threshold: u32,
+    /// Between rounds while some replica is not ready: a replica that is
+    /// still loading when first probed becomes routable this soon after it
+    /// is ready, not a whole `interval` later.
+    pub recovery_interval: Duration,
 }
 
 impl Default for HealthSettings {
@@ -45,6 +48,7 @@ impl Default for HealthSettings {
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(1),
             failure_threshold: 2,
+            recovery_interval: Duration::from_millis(250),
         }
     }
 }
@@ -67,22 +71,26 @@ impl HealthChecker {
         tokio::spawn(Self::new(routing, settings).run())
     }
 
-    /// Probes every `interval`, starting at once; never returns.
+    /// Probes every `interval` (every `recovery_interval` while some
+    /// replica is not ready), starting at once; never returns.
     pub async fn run(self) {
-        // `interval` panics on zero; a zero setting means "as often as sane".
-        let period = self.settings.interval.max(Duration::from_millis(1));
-        let mut ticks = tokio::time::interval(period);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            ticks.tick().await;
-            self.check_once().await;
+            let started = tokio::time::Instant::now();
+            let period = if self.check_once().await {
+                self.settings.interval
+            } else {
+                self.settings.recovery_interval
+            };
+            // Between the starts of rounds; a slow round delays the next.
+            tokio::time::sleep_until(started + period).await;
         }
     }
 
     /// One round: probes every replica of every deployment (active or not:
     /// a deployment being promoted may not serve yet) concurrently, records
-    /// the outcomes, and returns when all are in.
-    pub async fn check_once(&self) {
+    /// the outcomes, and returns when all are in: whether every replica is
+    /// now ready.
+    pub async fn check_once(&self) -> bool {
         // Owned sets, so that no snapshot guard lives across an await; a
         // snapshot published meanwhile is picked up by the next round.
         let sets: Vec<Arc<ReplicaSet>> = self
@@ -100,14 +108,21 @@ impl HealthChecker {
                     let replica = &set.replicas()[index];
                     let outcome = probe(replica.addr(), settings.timeout).await;
                     record(replica, outcome, settings.failure_threshold);
+                    replica.health() == Health::Ready
                 });
             }
         }
+        let mut all_ready = true;
         while let Some(done) = probes.join_next().await {
-            if let Err(e) = done {
-                log::error!("health probe task failed: {e}");
+            match done {
+                Ok(ready) => all_ready &= ready,
+                Err(e) => {
+                    all_ready = false;
+                    log::error!("health probe task failed: {e}");
+                }
             }
         }
+        all_ready
     }
 }
 

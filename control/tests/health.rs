@@ -96,6 +96,7 @@ fn fast() -> HealthSettings {
         interval: Duration::from_millis(20),
         timeout: Duration::from_secs(2),
         failure_threshold: 2,
+        recovery_interval: Duration::from_millis(20),
     }
 }
 
@@ -218,4 +219,28 @@ async fn health_survives_a_reload_and_new_deployments_are_checked() {
         .map(|d| Arc::clone(d.replicas()))
         .unwrap();
     assert_eq!(b.ready_count(), 1);
+}
+
+#[tokio::test]
+async fn a_replica_still_loading_at_the_first_probe_is_routable_soon_after_it_is_ready() {
+    let replica = FakeReplica::start(503).await;
+    let routing = routing(&[replica.addr]);
+    let set = replicas(&routing, "a");
+    // Rounds an hour apart while everything is ready; only the recovery
+    // interval can bring the replica back within the test's deadline.
+    let settings = HealthSettings {
+        interval: Duration::from_secs(3600),
+        ..fast()
+    };
+    let checker = HealthChecker::spawn(Arc::clone(&routing), settings);
+    wait_for("unready while loading", || {
+        set.replicas()[0].health() == Health::Unready
+    })
+    .await;
+    replica.set_status(200);
+    wait_for("ready once loaded", || {
+        set.replicas()[0].health() == Health::Ready
+    })
+    .await;
+    checker.abort();
 }
