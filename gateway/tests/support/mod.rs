@@ -4,6 +4,8 @@
 // Plain threads and wall-clock deadlines: this harness runs outside any runtime.
 #![allow(dead_code, unreachable_pub, clippy::disallowed_methods)]
 
+pub mod admin;
+
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
