@@ -65,17 +65,51 @@ fn auth_check(c: &mut Criterion) {
     });
 }
 
-fn replica_pick(c: &mut Criterion) {
-    let addrs: Vec<std::net::SocketAddr> =
-        (0..8).map(|i| ([127, 0, 0, 1], 9000 + i).into()).collect();
-    let set = std::sync::Arc::new(control::ReplicaSet::new(&addrs));
-    c.bench_function("pick/p2c_8_replicas", |b| {
+fn pool(replicas: u16, limit: u32) -> std::sync::Arc<control::Pool> {
+    let pool = std::sync::Arc::new(control::Pool::new(
+        limit,
+        config::QueueSettings::default(),
+        std::sync::Arc::new(control::Parking::new(u64::MAX)),
+    ));
+    for i in 0..replicas {
+        pool.add_replica(std::sync::Arc::new(control::Replica::ready(
+            ([127, 0, 0, 1], 9000 + i).into(),
+        )));
+    }
+    pool
+}
+
+/// The direct path (a slot is free) against the parked path (park, hand the
+/// slot over when a lease ends, receive it).
+fn replica_admission(c: &mut Criterion) {
+    let direct = pool(8, u32::MAX);
+    c.bench_function("admit/direct_8_replicas", |b| {
+        b.iter(|| match direct.admit(black_box(300)) {
+            control::Admission::Go(lease) => black_box(lease.replica().addr()),
+            _ => unreachable!("a slot is always free"),
+        });
+    });
+
+    let parked = pool(1, 1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let control::Admission::Go(first) = parked.admit(0) else {
+        unreachable!("the only slot is free")
+    };
+    let mut held = Some(first);
+    c.bench_function("admit/parked_handoff", |b| {
         b.iter(|| {
-            let lease = set.pick().expect("a replica");
-            black_box(lease.replica().addr())
+            let control::Admission::Park(mut waiting) = parked.admit(black_box(300)) else {
+                unreachable!("the only slot is taken")
+            };
+            drop(held.take()); // hands the slot to `waiting`
+            let lease = runtime.block_on(waiting.lease()).expect("handed over");
+            black_box(lease.replica().addr());
+            held = Some(lease);
         });
     });
 }
 
-criterion_group!(benches, route_resolution, auth_check, replica_pick);
+criterion_group!(benches, route_resolution, auth_check, replica_admission);
 criterion_main!(benches);

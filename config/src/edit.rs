@@ -164,7 +164,8 @@ impl ConfigDocument {
         Ok(id)
     }
 
-    /// Changes a deployment's name, resources, concurrency, replicas or engine.
+    /// Changes a deployment's name, resources, concurrency, replicas, engine
+    /// or queue.
     pub fn update_deployment(
         &mut self,
         model: &str,
@@ -364,7 +365,8 @@ impl ConfigDocument {
 
     /// Copies the model's development deployment into a new regular one
     /// (new id, next `deployment-N` name, same resources, concurrency,
-    /// replicas and engine; active, default autoscaling); returns its id.
+    /// replicas, engine and queue; active, default autoscaling); returns its
+    /// id.
     pub fn promote_development(&mut self, model: &str) -> Result<String, EditError> {
         let m = self.model(model)?;
         let dev = development_of(m).ok_or_else(|| {
@@ -495,6 +497,9 @@ fn deployment_entry(id: &str, name: Option<String>, new: &NewDeployment) -> Tabl
     {
         entry.insert("autoscaling", Item::Table(table_of(autoscaling)));
     }
+    if let Some(queue) = new.queue.as_ref().filter(|q| !q.is_empty()) {
+        entry.insert("queue", Item::Table(table_of(toml_values(queue))));
+    }
     if let Some(engine) = &new.engine {
         entry.insert("engine", Item::Table(table_of(toml_values(engine))));
     }
@@ -537,6 +542,9 @@ fn patch_deployment(entry: &mut Node<'_>, patch: &DeploymentPatch) {
     }
     if let Some(engine) = &patch.engine {
         tree::replace_table(entry, "engine", toml_values(engine), Form::Section);
+    }
+    if let Some(queue) = &patch.queue {
+        tree::replace_table(entry, "queue", toml_values(queue), Form::Section);
     }
 }
 

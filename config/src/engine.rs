@@ -3,6 +3,7 @@
 //! deployment's `engine` table in the gateway's config, so a provisioner can
 //! start a replica from the deployment it belongs to.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -75,6 +76,41 @@ pub struct SyntheticSettings {
 }
 
 impl EngineSettings {
+    /// The `engine` binary's command-line flags that reproduce these
+    /// settings exactly: every setting is given, so neither the binary's
+    /// defaults nor a `--config` file change them. Durations are whole
+    /// milliseconds. Process flags (`--listen`, `--replica-id`, ...) are the
+    /// caller's.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args = Args::default();
+        args.flag("backend", self.backend.name());
+        match &self.backend {
+            EngineBackend::Onnx(m) | EngineBackend::TensorRt(m) => {
+                args.flag("model", &m.model);
+                args.flag("tokenizer", &m.tokenizer);
+                if let Some(library) = &m.runtime_library {
+                    args.flag("onnxruntime", library);
+                }
+                args.number("max-tokens", m.max_tokens);
+                args.number("threads", m.threads);
+            }
+            EngineBackend::Synthetic(profile) => {
+                args.millis("fixed-ms", profile.fixed);
+                args.millis("per-item-ms", profile.per_item);
+                args.millis("jitter-ms", profile.jitter);
+                args.millis("load-delay-ms", profile.load_delay);
+            }
+        }
+        args.number("predict-concurrency", self.predict_concurrency);
+        args.number("queue-size", self.queue_size);
+        args.number("max-batch-size", self.max_batch_size);
+        args.millis("max-queue-delay-ms", self.max_queue_delay);
+        if self.watch {
+            args.0.push("--watch".into());
+        }
+        args.0
+    }
+
     /// Makes relative file paths relative to `base` (the config file's
     /// directory) instead of the process's working directory.
     pub fn resolve_paths(&mut self, base: &Path) {
@@ -92,5 +128,128 @@ impl EngineSettings {
                 }
             }
         }
+    }
+}
+
+/// Command-line flags under construction.
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn flag(&mut self, name: &str, value: impl Into<OsString>) {
+        self.0.push(format!("--{name}").into());
+        self.0.push(value.into());
+    }
+
+    fn number(&mut self, name: &str, value: u32) {
+        self.flag(name, value.to_string());
+    }
+
+    fn millis(&mut self, name: &str, value: Duration) {
+        self.flag(name, value.as_millis().to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: Vec<OsString>) -> Vec<String> {
+        args.into_iter()
+            .map(|a| a.into_string().expect("UTF-8 argument"))
+            .collect()
+    }
+
+    #[test]
+    fn synthetic_settings_as_flags() {
+        let settings = EngineSettings {
+            backend: EngineBackend::Synthetic(SyntheticSettings {
+                fixed: Duration::from_millis(5),
+                per_item: Duration::from_millis(1),
+                jitter: Duration::ZERO,
+                load_delay: Duration::from_millis(200),
+            }),
+            predict_concurrency: 3,
+            queue_size: 7,
+            max_batch_size: 2,
+            max_queue_delay: Duration::from_millis(4),
+            watch: false,
+        };
+        assert_eq!(
+            strings(settings.to_args()),
+            [
+                "--backend",
+                "synthetic",
+                "--fixed-ms",
+                "5",
+                "--per-item-ms",
+                "1",
+                "--jitter-ms",
+                "0",
+                "--load-delay-ms",
+                "200",
+                "--predict-concurrency",
+                "3",
+                "--queue-size",
+                "7",
+                "--max-batch-size",
+                "2",
+                "--max-queue-delay-ms",
+                "4",
+            ]
+        );
+    }
+
+    #[test]
+    fn model_settings_as_flags() {
+        let model = TextModelSettings {
+            model: PathBuf::from("/models/e5/model.onnx"),
+            tokenizer: PathBuf::from("/models/e5/tokenizer.json"),
+            runtime_library: Some(PathBuf::from("/opt/ort/libonnxruntime.so")),
+            max_tokens: 512,
+            threads: 2,
+        };
+        let mut settings = EngineSettings {
+            backend: EngineBackend::Onnx(model.clone()),
+            predict_concurrency: 1,
+            queue_size: 16,
+            max_batch_size: 1,
+            max_queue_delay: Duration::from_millis(2),
+            watch: true,
+        };
+        assert_eq!(
+            strings(settings.to_args()),
+            [
+                "--backend",
+                "onnx",
+                "--model",
+                "/models/e5/model.onnx",
+                "--tokenizer",
+                "/models/e5/tokenizer.json",
+                "--onnxruntime",
+                "/opt/ort/libonnxruntime.so",
+                "--max-tokens",
+                "512",
+                "--threads",
+                "2",
+                "--predict-concurrency",
+                "1",
+                "--queue-size",
+                "16",
+                "--max-batch-size",
+                "1",
+                "--max-queue-delay-ms",
+                "2",
+                "--watch",
+            ]
+        );
+        settings.backend = EngineBackend::TensorRt(TextModelSettings {
+            runtime_library: None,
+            ..model
+        });
+        settings.watch = false;
+        let args = strings(settings.to_args());
+        assert_eq!(args[..2], ["--backend", "tensorrt"]);
+        assert!(!args.iter().any(|a| a == "--onnxruntime" || a == "--watch"));
     }
 }

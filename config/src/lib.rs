@@ -42,13 +42,20 @@ pub use resources::Resources;
 
 use std::path::Path;
 
-/// Reads, parses and validates the config file at `path`.
+/// Reads, parses and validates the config file at `path`. Relative paths
+/// in it (deployments' `engine` tables, `[node] engine`) are made relative
+/// to the file's directory.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::io(path, &e))?;
-    load_str(&text, &path.display().to_string())
+    let mut config = load_str(&text, &path.display().to_string())?;
+    if let Some(dir) = path.parent() {
+        config.resolve_paths(dir);
+    }
+    Ok(config)
 }
 
 /// Parses and validates config text; `origin` names the file in errors.
+/// Paths are left as written.
 pub fn load_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     finish(parse::parse(text), validate::validate, text, origin)
 }

@@ -2,6 +2,7 @@
 //! platform's deployment settings (see `examples/gateway.toml`).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::resources::Resources;
@@ -17,6 +18,30 @@ pub struct Config {
     pub api_keys: Vec<ApiKey>,
     /// Models with their deployments and environments.
     pub models: Vec<Model>,
+    /// What this machine offers the replicas the gateway starts on it.
+    pub node: Node,
+}
+
+impl Config {
+    /// Makes relative file paths (in deployments' engine settings and
+    /// [`Node::engine_binary`]) relative to `base`, the config file's
+    /// directory, instead of the process's working directory.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for model in &mut self.models {
+            for engine in model
+                .deployments
+                .iter_mut()
+                .filter_map(|d| d.engine.as_mut())
+            {
+                engine.resolve_paths(base);
+            }
+        }
+        if let Some(binary) = &mut self.node.engine_binary
+            && binary.is_relative()
+        {
+            *binary = base.join(&*binary);
+        }
+    }
 }
 
 /// Listener addresses.
@@ -45,6 +70,29 @@ pub struct ServerSettings {
     pub max_request_body_bytes: u64,
     /// How often usage records are appended beside the config file.
     pub usage_interval: Duration,
+    /// Global cap on the bytes (request head plus declared body) of all
+    /// parked requests, across every deployment's activation queue; beyond
+    /// it, new requests that would park get 429. Default 64 MiB, at least 1.
+    pub max_parked_bytes: u64,
+}
+
+/// The machine the gateway runs on, as capacity for the replicas it starts
+/// itself (deployments with [`ReplicaSource::Local`]). `None` means: detect
+/// it from the machine at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Node {
+    /// CPU in thousandths of a core; `None` = the machine's CPUs.
+    pub cpu_millis: Option<u32>,
+    /// Memory in MiB; `None` = the machine's memory.
+    pub memory_mib: Option<u64>,
+    /// Accelerator types (e.g. `L4`) and how many of each, sorted by name;
+    /// empty = none.
+    pub accelerators: Vec<(String, u32)>,
+    /// The `engine` binary local replicas run (relative paths are relative
+    /// to the config file's directory once loaded with
+    /// [`load_file`](crate::load_file)); `None` = the `engine` beside the
+    /// gateway's own executable.
+    pub engine_binary: Option<PathBuf>,
 }
 
 /// An API key, stored only as its SHA-256 digest.
@@ -132,8 +180,47 @@ pub struct Deployment {
     pub autoscaling: Autoscaling,
     /// Where replicas come from.
     pub replicas: ReplicaSource,
-    /// How a replica of it runs, for provisioners that start replicas.
+    /// How a replica of it runs, for provisioners that start replicas;
+    /// always set when `replicas` is [`ReplicaSource::Local`].
     pub engine: Option<crate::engine::EngineSettings>,
+    /// Its activation queue: where requests wait for replica capacity.
+    pub queue: QueueSettings,
+}
+
+/// A deployment's activation queue. Parked requests wait in a FIFO for a
+/// replica with spare concurrency (e.g. while the deployment scales up from
+/// zero). Past `max_length` parked requests, the next one gets 429; a
+/// request parked longer than `timeout` gets 503 with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Most requests parked at once; 0 = never park. Default 1000, 0-1000000.
+    pub max_length: u32,
+    /// Longest a request stays parked (then 503). Default 60 s, 1-3600 s.
+    pub timeout: Duration,
+    /// Whether requests park when every ready replica is busy.
+    pub backpressure: Backpressure,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            max_length: 1000,
+            timeout: Duration::from_secs(60),
+            backpressure: Backpressure::QueueOnFull,
+        }
+    }
+}
+
+/// What happens to a request when every ready replica of its deployment is
+/// at its concurrency limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backpressure {
+    /// `QUEUE_ON_FULL` (default): park it until a replica has a free slot.
+    #[default]
+    QueueOnFull,
+    /// `REJECT_ON_FULL`: answer 429 at once, instead of parking, when
+    /// every ready replica is at its concurrency limit.
+    RejectOnFull,
 }
 
 /// Autoscaling settings (units: replicas, seconds, percent).
@@ -172,6 +259,10 @@ impl Default for Autoscaling {
 /// Where a deployment's replicas come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplicaSource {
+    /// Replicas are engine processes the gateway starts on this machine,
+    /// from the deployment's `engine` table (the default when a deployment
+    /// has no `replicas` key).
+    Local,
     /// Fixed, externally run replicas.
     Static {
         /// `host:port` of each replica.

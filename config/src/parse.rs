@@ -25,6 +25,7 @@ pub(crate) fn parse(text: &str) -> Parsed<'_, RawConfig> {
             "server" => raw.server = section(value, path, errors),
             "api_keys" => raw.api_keys = each(value, path, errors, section),
             "models" => raw.models = each(value, path, errors, parse_model),
+            "node" => raw.node = section(value, path, errors),
             other => errors.push(Problem::at(path.clone(), format!("unknown key `{other}`"))),
         },
     )

@@ -2,6 +2,8 @@
 //! optional here so that missing fields become validation errors with a
 //! location, and the defaults live in one place (`validate`).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -19,6 +21,15 @@ pub(crate) struct RawServer {
     pub(crate) upstream_read_timeout_secs: Option<u32>,
     pub(crate) max_request_body_bytes: Option<u64>,
     pub(crate) usage_interval_secs: Option<u32>,
+    pub(crate) max_parked_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawNode {
+    pub(crate) cpus: Option<f64>,
+    pub(crate) memory: Option<String>,
+    pub(crate) accelerators: Option<BTreeMap<String, i64>>,
+    pub(crate) engine: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +78,13 @@ pub(crate) struct RawReplicas {
     pub(crate) addresses: Option<Vec<String>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawQueue {
+    pub(crate) max_length: Option<i64>,
+    pub(crate) timeout_secs: Option<i64>,
+    pub(crate) backpressure: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct RawDeployment {
     pub(crate) id: Option<String>,
@@ -79,6 +97,7 @@ pub(crate) struct RawDeployment {
     pub(crate) autoscaling: Option<RawAutoscaling>,
     pub(crate) replicas: Option<RawReplicas>,
     pub(crate) engine: Option<RawEngine>,
+    pub(crate) queue: Option<RawQueue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +131,7 @@ pub(crate) struct RawConfig {
     pub(crate) server: Option<RawServer>,
     pub(crate) api_keys: Vec<Option<RawApiKey>>,
     pub(crate) models: Vec<RawModel>,
+    pub(crate) node: Option<RawNode>,
 }
 
 /// `[engine]` of a replica's own file, or a deployment's `engine` table:

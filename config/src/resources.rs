@@ -108,7 +108,8 @@ impl Resources {
     }
 }
 
-fn is_accelerator_name(name: &str) -> bool {
+/// An accelerator type: an uppercase ASCII letter, then letters or digits.
+pub(crate) fn is_accelerator_name(name: &str) -> bool {
     name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
         && name.chars().all(|c| c.is_ascii_alphanumeric())
 }

@@ -258,7 +258,9 @@ fn resources_replicas_and_engine_are_replaced_in_the_form_the_file_uses() {
     );
     let v2 = model(&doc).deployment("v2").unwrap();
     assert_eq!(v2.resources.cpu_millis, 2000);
-    let ReplicaSource::Static { addresses } = &v2.replicas;
+    let ReplicaSource::Static { addresses } = &v2.replicas else {
+        panic!("expected static replicas, got {:?}", v2.replicas)
+    };
     assert_eq!(addresses.len(), 2);
 
     // Back to resources: `instance_type` goes, the inline table comes back.

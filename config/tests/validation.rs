@@ -272,3 +272,15 @@ fn ten_thousand_models_load() {
     assert_eq!(config.models.len(), 10_000);
     assert_eq!(config.models[9_999].environments.len(), 2);
 }
+
+#[test]
+fn the_quick_start_config_is_valid_and_runs_local_replicas_from_zero() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart.toml");
+    let config = config::load_file(std::path::Path::new(path)).expect("quickstart.toml is valid");
+    let d = &config.models[0].deployments[0];
+    assert_eq!(d.replicas, config::ReplicaSource::Local);
+    assert_eq!(d.autoscaling.min_replica, 0);
+    let engine = d.engine.as_ref().expect("an engine table");
+    assert_eq!(engine.backend.name(), "onnx");
+    assert_eq!(engine.predict_concurrency, d.predict_concurrency);
+}

@@ -62,6 +62,11 @@ impl Autoscaler {
         }
     }
 
+    /// The most replicas it will ever want.
+    pub fn max_replicas(&self) -> u32 {
+        self.max
+    }
+
     /// Records the concurrency (in-flight + parked requests) seen at `now`.
     pub fn observe(&mut self, now: Duration, concurrency: f64) {
         self.samples.push_back((now, concurrency));

@@ -1,12 +1,13 @@
 //! Health checking: every replica of every deployment in the current
 //! snapshot is asked `GET /health/ready` at a fixed interval, and the outcome
 //! is recorded on the replica itself (see [`Health`]), where
-//! [`ReplicaSet::pick`] skips unready replicas and deployment status and
-//! promotion read [`ReplicaSet::ready_count`].
+//! [`ReplicaSet::claim`] skips unready replicas and deployment status and
+//! promotion read [`ReplicaSet::ready_count`]. A replica that becomes ready
+//! again hands its slots to parked requests at once.
 //!
-//! Health lives on the shared [`ReplicaSet`], so it carries over config
-//! reloads exactly as in-flight counts do; a set that is new or whose
-//! addresses changed starts again from [`Health::Unknown`].
+//! Health lives on the shared [`Replica`], so it carries over config
+//! reloads exactly as in-flight counts do; a replica at a new address starts
+//! from [`Health::Unknown`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::replicas::{Health, Replica, ReplicaSet};
+use crate::pool::Pool;
+use crate::replicas::{Health, Replica};
 use crate::routing::Routing;
 
 /// What engine replicas serve: 200 when ready, 503 while loading or draining.
@@ -93,21 +95,23 @@ impl HealthChecker {
     pub async fn check_once(&self) -> bool {
         // Owned sets, so that no snapshot guard lives across an await; a
         // snapshot published meanwhile is picked up by the next round.
-        let sets: Vec<Arc<ReplicaSet>> = self
+        let pools: Vec<Arc<Pool>> = self
             .routing
             .load()
             .deployments()
-            .map(|d| Arc::clone(d.replicas()))
+            .map(|d| Arc::clone(d.pool()))
             .collect();
         let settings = self.settings;
         let mut probes = JoinSet::new();
-        for set in sets {
-            for index in 0..set.replicas().len() {
-                let set = Arc::clone(&set);
+        for pool in pools {
+            for replica in pool.replicas().replicas() {
+                let (pool, replica) = (Arc::clone(&pool), Arc::clone(replica));
                 probes.spawn(async move {
-                    let replica = &set.replicas()[index];
                     let outcome = probe(replica.addr(), settings.timeout).await;
-                    record(replica, outcome, settings.failure_threshold);
+                    if record(&replica, outcome, settings.failure_threshold) == Some(Health::Ready)
+                    {
+                        pool.capacity_changed();
+                    }
                     replica.health() == Health::Ready
                 });
             }
@@ -139,24 +143,27 @@ pub fn start_background(routing: Arc<Routing>, settings: HealthSettings) -> std:
     Ok(())
 }
 
-/// Applies one outcome and logs changes (every failure only at debug level:
-/// a replica that is down fails every round).
-fn record(replica: &Replica, outcome: Result<(), String>, failure_threshold: u32) {
+/// Applies one outcome, logs a change (a failure that changes nothing only
+/// at debug level: a replica that is down fails every round) and returns it.
+fn record(
+    replica: &Replica,
+    outcome: Result<(), String>,
+    failure_threshold: u32,
+) -> Option<Health> {
     let addr = replica.addr();
-    match (
-        replica.record_probe(outcome.is_ok(), failure_threshold),
-        outcome,
-    ) {
+    let change = replica.record_probe(outcome.is_ok(), failure_threshold);
+    match (change, outcome) {
         (Some(Health::Ready), _) => log::info!("replica {addr} is ready"),
         (Some(_), Err(why)) => log::warn!("replica {addr} is unready: {why}"),
         (None, Err(why)) => log::debug!("replica {addr} failed a health probe: {why}"),
         _ => {}
     }
+    change
 }
 
 /// Whether the replica answers the readiness probe with a 2xx within
 /// `limit`; if not, why not, for the log.
-async fn probe(addr: SocketAddr, limit: Duration) -> Result<(), String> {
+pub(crate) async fn probe(addr: SocketAddr, limit: Duration) -> Result<(), String> {
     match tokio::time::timeout(limit, ask_ready(addr)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(format!("no answer within {limit:?}")),

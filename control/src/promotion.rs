@@ -274,11 +274,18 @@ impl Promotions {
             Err(e) => return Err(e.to_string()),
         };
         let snapshot = self.routing.load();
-        let ready = snapshot
+        let Some(route) = snapshot
             .model(model)
             .ok()
             .and_then(|m| m.resolve(Target::Deployment(deployment)).ok())
-            .map_or(0, |route| route.replicas().ready_count());
+        else {
+            return Ok(false);
+        };
+        let ready = route.pool().replicas().ready_count();
+        if ready < needed {
+            // Local replicas scaled to zero: start what the switch needs.
+            route.pool().wake(u32::try_from(needed).unwrap_or(u32::MAX));
+        }
         Ok(ready >= needed)
     }
 }

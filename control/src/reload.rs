@@ -164,8 +164,9 @@ deployment = "a"
             .unwrap()
             .resolve(Target::Production)
             .unwrap()
-            .replicas()
-            .pick();
+            .pool()
+            .admit(0);
+        assert!(matches!(lease, crate::pool::Admission::Go(_)));
 
         assert!(matches!(reloader.reload(), Outcome::Unchanged));
 
@@ -181,11 +182,7 @@ deployment = "a"
             .unwrap()
             .resolve(Target::Environment("staging"))
             .unwrap();
-        assert_eq!(
-            staging.replicas().replicas()[0].outstanding(),
-            1,
-            "runtime state survived"
-        );
+        assert_eq!(staging.pool().in_flight(), 1, "runtime state survived");
         drop(lease);
 
         std::fs::write(&path, "[[models]\n").unwrap();

@@ -51,12 +51,22 @@ pub struct Replica {
 }
 
 impl Replica {
-    fn new(addr: SocketAddr) -> Self {
+    /// A replica at `addr` of unknown health: routable, not yet counted ready.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self::with_health(addr, Health::Unknown)
+    }
+
+    /// A replica whose readiness probe has just passed.
+    pub fn ready(addr: SocketAddr) -> Self {
+        Self::with_health(addr, Health::Ready)
+    }
+
+    fn with_health(addr: SocketAddr, health: Health) -> Self {
         Self {
             addr,
             outstanding: AtomicU32::new(0),
             served: AtomicU64::new(0),
-            health: AtomicU8::new(Health::Unknown.as_u8()),
+            health: AtomicU8::new(health.as_u8()),
             failures: AtomicU32::new(0),
         }
     }
@@ -68,7 +78,7 @@ impl Replica {
 
     /// Requests currently in flight to it through this gateway.
     pub fn outstanding(&self) -> u32 {
-        self.outstanding.load(Ordering::Relaxed)
+        self.outstanding.load(Ordering::SeqCst)
     }
 
     /// Requests routed to it since it joined the set (retries excluded).
@@ -85,6 +95,41 @@ impl Replica {
     /// Whether requests may be sent to it: anything but known unready.
     pub fn is_routable(&self) -> bool {
         self.health() != Health::Unready
+    }
+
+    /// Takes one of its `limit` concurrency slots, if one is free. The
+    /// check and the increment are one atomic step, so concurrent claims
+    /// never push it past its limit.
+    pub(crate) fn try_claim(&self, limit: u32) -> bool {
+        // SeqCst pairs with the parked count in `Pool` (see `Pool::park`).
+        self.outstanding
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a slot back.
+    pub(crate) fn release(&self) {
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Counts a request routed to it (not a retry).
+    pub(crate) fn count_served(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes it out of routing after a failed connection, at once: only a
+    /// passing probe brings it back, so a dead replica is not tried again
+    /// by every request until the next probe.
+    pub fn mark_unreachable(&self) {
+        let old = self.health.swap(Health::Unready.as_u8(), Ordering::Relaxed);
+        if old != Health::Unready.as_u8() {
+            log::warn!(
+                "replica {} is unreachable; out of routing until a probe passes",
+                self.addr
+            );
+        }
     }
 
     /// Records one probe's outcome and returns the new health if it changed.
@@ -115,29 +160,58 @@ impl Replica {
     }
 }
 
-/// The replicas of one deployment. Shared (`Arc`) between snapshots so that
-/// in-flight counts and health survive a config reload.
-#[derive(Debug)]
+/// The replicas of one deployment at one moment. Immutable: a change makes
+/// a new set that shares the `Arc<Replica>`s that stay, so their in-flight
+/// counts and health carry over.
+#[derive(Debug, Default)]
 pub struct ReplicaSet {
-    replicas: Box<[Replica]>,
+    replicas: Box<[Arc<Replica>]>,
 }
 
 impl ReplicaSet {
-    /// A set of replicas at these addresses, all of unknown health.
+    /// A set of new replicas at these addresses, all of unknown health.
     pub fn new(addrs: &[SocketAddr]) -> Self {
-        let replicas = addrs.iter().map(|&addr| Replica::new(addr)).collect();
-        Self { replicas }
+        Self::from_replicas(addrs.iter().map(|&a| Arc::new(Replica::new(a))).collect())
     }
 
-    /// The replicas, in config order.
-    pub fn replicas(&self) -> &[Replica] {
+    /// A set of these replicas.
+    pub fn from_replicas(replicas: Vec<Arc<Replica>>) -> Self {
+        Self {
+            replicas: replicas.into_boxed_slice(),
+        }
+    }
+
+    /// The replicas, in the order they joined.
+    pub fn replicas(&self) -> &[Arc<Replica>] {
         &self.replicas
     }
 
-    /// Whether both sets hold the same addresses in the same order.
-    pub fn same_addresses(&self, addrs: &[SocketAddr]) -> bool {
-        self.replicas.len() == addrs.len()
-            && self.replicas.iter().zip(addrs).all(|(r, a)| r.addr == *a)
+    /// How many replicas it holds.
+    pub fn len(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.replicas.is_empty()
+    }
+
+    /// This set with `replica` added at the end.
+    pub fn with(&self, replica: Arc<Replica>) -> Self {
+        let mut all = self.replicas.to_vec();
+        all.push(replica);
+        Self::from_replicas(all)
+    }
+
+    /// This set without `replica` (compared by identity).
+    pub fn without(&self, replica: &Arc<Replica>) -> Self {
+        Self::from_replicas(
+            self.replicas
+                .iter()
+                .filter(|r| !Arc::ptr_eq(r, replica))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Replicas whose last probe succeeded: what deployment status and
@@ -158,17 +232,24 @@ impl ReplicaSet {
             .count()
     }
 
-    /// Replicas [`pick`](Self::pick) may choose: ready or not yet probed.
+    /// Replicas [`claim`](Self::claim) may choose: ready or not yet probed.
     pub fn routable_count(&self) -> usize {
         self.replicas.iter().filter(|r| r.is_routable()).count()
     }
 
-    /// Leases the less busy of two random routable replicas (power of two
-    /// choices): nearly as good as scanning for the least busy one, at
-    /// constant cost, and it avoids the herd that "always the least busy"
-    /// causes when counts are read concurrently. Replicas known unready are
-    /// skipped; `None` when no replica is routable (or there is none).
-    pub fn pick(self: &Arc<Self>) -> Option<ReplicaLease> {
+    /// Requests routed to the set's replicas so far.
+    pub fn served(&self) -> u64 {
+        self.replicas.iter().map(|r| r.served()).sum()
+    }
+
+    /// Claims a concurrency slot (of `limit` per replica) on the less busy
+    /// of two random routable replicas (power of two choices): nearly as
+    /// good as scanning for the least busy one, at constant cost, and it
+    /// avoids the herd that "always the least busy" causes when counts are
+    /// read concurrently. When both are full, the first routable replica
+    /// with a free slot. `None`: no routable replica has room, and the
+    /// request must wait.
+    pub fn claim(&self, limit: u32) -> Option<&Arc<Replica>> {
         let n = self.replicas.len();
         let (a, b) = match n {
             0 => return None,
@@ -188,18 +269,18 @@ impl ReplicaSet {
             // follow an unready one.
             self.draw_routable()?
         };
-        let index = if self.replicas[b].outstanding() < self.replicas[a].outstanding() {
-            b
+        let (a, b) = (&self.replicas[a], &self.replicas[b]);
+        let (first, second) = if b.outstanding() < a.outstanding() {
+            (b, a)
         } else {
-            a
+            (a, b)
         };
-        self.replicas[index].served.fetch_add(1, Ordering::Relaxed);
-        Some(self.lease(index))
-    }
-
-    /// Requests routed to the set's replicas so far.
-    pub fn served(&self) -> u64 {
-        self.replicas.iter().map(Replica::served).sum()
+        for r in [first, second] {
+            if r.try_claim(limit) {
+                return Some(r);
+            }
+        }
+        self.claim_any(limit, fastrand::usize(..n))
     }
 
     /// Two distinct routable indices drawn uniformly (the same one twice when
@@ -235,59 +316,23 @@ impl ReplicaSet {
         last
     }
 
-    fn lease(self: &Arc<Self>, index: usize) -> ReplicaLease {
-        self.replicas[index]
-            .outstanding
-            .fetch_add(1, Ordering::Relaxed);
-        ReplicaLease {
-            set: Arc::clone(self),
-            index,
-        }
-    }
-}
-
-/// A request's claim on one replica; releases it when dropped, whatever
-/// path the request ends on.
-#[derive(Debug)]
-pub struct ReplicaLease {
-    set: Arc<ReplicaSet>,
-    index: usize,
-}
-
-impl ReplicaLease {
-    /// The leased replica.
-    pub fn replica(&self) -> &Replica {
-        &self.set.replicas[self.index]
+    /// The first routable replica with a free slot, scanning from `start`
+    /// (random, so that the scan does not favour the set's first replicas).
+    fn claim_any(&self, limit: u32, start: usize) -> Option<&Arc<Replica>> {
+        let n = self.replicas.len();
+        (0..n)
+            .map(|i| &self.replicas[(start + i) % n])
+            .find(|r| r.is_routable() && r.try_claim(limit))
     }
 
-    /// How many replicas the leased one's deployment has.
-    pub fn set_len(&self) -> usize {
-        self.set.replicas.len()
-    }
-
-    /// How many of them are routable now (see [`ReplicaSet::routable_count`]):
-    /// the useful bound on retries over [`next`](Self::next).
-    pub fn routable_len(&self) -> usize {
-        self.set.routable_count()
-    }
-
-    /// A lease on the following routable replica (in config order), for a
-    /// retry after this one could not be reached; when every other replica
-    /// is unready, simply the following one, as without health checks.
-    /// Releases nothing: drop `self`.
-    pub fn next(&self) -> ReplicaLease {
-        let n = self.set.replicas.len();
-        let index = (1..n)
-            .map(|step| (self.index + step) % n)
-            .find(|&i| self.set.replicas[i].is_routable())
-            .unwrap_or((self.index + 1) % n);
-        self.set.lease(index)
-    }
-}
-
-impl Drop for ReplicaLease {
-    fn drop(&mut self) {
-        self.replica().outstanding.fetch_sub(1, Ordering::Relaxed);
+    /// Claims a slot on a routable replica other than `not` (for a retry
+    /// after `not` could not be reached).
+    pub fn claim_other(&self, limit: u32, not: &Arc<Replica>) -> Option<&Arc<Replica>> {
+        let n = self.replicas.len();
+        let start = if n == 0 { 0 } else { fastrand::usize(..n) };
+        (0..n)
+            .map(|i| &self.replicas[(start + i) % n])
+            .find(|r| !Arc::ptr_eq(r, not) && r.is_routable() && r.try_claim(limit))
     }
 }
 
@@ -295,11 +340,20 @@ impl Drop for ReplicaLease {
 mod tests {
     use super::*;
 
-    fn set(n: u16) -> Arc<ReplicaSet> {
+    const NO_LIMIT: u32 = u32::MAX;
+
+    fn set(n: u16) -> ReplicaSet {
         let addrs: Vec<SocketAddr> = (0..n)
             .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
             .collect();
-        Arc::new(ReplicaSet::new(&addrs))
+        ReplicaSet::new(&addrs)
+    }
+
+    fn index(set: &ReplicaSet, r: &Arc<Replica>) -> usize {
+        set.replicas()
+            .iter()
+            .position(|x| Arc::ptr_eq(x, r))
+            .unwrap()
     }
 
     /// Marks replica `i` unready (it has never been ready, so one failure).
@@ -308,49 +362,78 @@ mod tests {
         assert_eq!(set.replicas()[i].health(), Health::Unready);
     }
 
-    #[test]
-    fn empty_set_has_no_pick() {
-        assert!(set(0).pick().is_none());
+    fn outstanding(set: &ReplicaSet) -> Vec<u32> {
+        set.replicas().iter().map(|r| r.outstanding()).collect()
     }
 
     #[test]
-    fn leases_count_outstanding_requests_until_dropped() {
+    fn empty_set_has_nothing_to_claim() {
+        assert!(set(0).claim(NO_LIMIT).is_none());
+    }
+
+    #[test]
+    fn claims_count_until_released() {
         let set = set(1);
-        let a = set.pick().unwrap();
-        let b = set.pick().unwrap();
-        assert_eq!(set.replicas()[0].outstanding(), 2);
-        drop(a);
-        assert_eq!(set.replicas()[0].outstanding(), 1);
-        drop(b);
-        assert_eq!(set.replicas()[0].outstanding(), 0);
+        let r = Arc::clone(set.claim(NO_LIMIT).unwrap());
+        set.claim(NO_LIMIT).unwrap();
+        assert_eq!(r.outstanding(), 2);
+        r.release();
+        assert_eq!(r.outstanding(), 1);
     }
 
     #[test]
     fn two_choices_never_pick_the_busier_of_two() {
         let set = set(2);
-        let busy = set.pick().unwrap();
-        let busy_index = busy.index;
+        let busy = index(&set, set.claim(NO_LIMIT).unwrap());
         for _ in 0..100 {
-            let lease = set.pick().unwrap();
+            let r = set.claim(NO_LIMIT).unwrap();
             assert_ne!(
-                lease.index, busy_index,
+                index(&set, r),
+                busy,
                 "picked the replica with more in flight"
             );
+            r.release();
         }
     }
 
     #[test]
     fn load_spreads_evenly_over_many_replicas() {
         let set = set(8);
-        let leases: Vec<_> = (0..800).map(|_| set.pick().unwrap()).collect();
-        let counts: Vec<u32> = set.replicas().iter().map(Replica::outstanding).collect();
+        (0..800).for_each(|_| {
+            set.claim(NO_LIMIT).unwrap();
+        });
+        let counts = outstanding(&set);
         let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
         // With two choices the spread stays within a few requests: over
-        // 20,000 runs the gap was at most 8, and above 4 in 1.5% of them
-        // (the old bound, which made this test flaky). Random choice would
-        // leave gaps of 25 and more.
+        // 20,000 runs the gap was at most 8. Random choice would leave gaps
+        // of 25 and more.
         assert!(max - min <= 8, "uneven spread: {counts:?}");
-        drop(leases);
+    }
+
+    #[test]
+    fn the_limit_is_never_exceeded_and_every_slot_is_used() {
+        let set = set(3);
+        let claimed = (0..100).filter(|_| set.claim(2).is_some()).count();
+        assert_eq!(claimed, 6, "3 replicas x 2 slots");
+        assert_eq!(outstanding(&set), [2, 2, 2]);
+        set.replicas()[1].release();
+        let r = set.claim(2).expect("the freed slot");
+        assert_eq!(index(&set, r), 1);
+        assert!(set.claim(2).is_none());
+    }
+
+    #[test]
+    fn concurrent_claims_respect_the_limit() {
+        let set = Arc::new(set(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let set = Arc::clone(&set);
+                std::thread::spawn(move || (0..1000).filter(|_| set.claim(3).is_some()).count())
+            })
+            .collect();
+        let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(total, 12);
+        assert_eq!(outstanding(&set), [3, 3, 3, 3]);
     }
 
     #[test]
@@ -360,6 +443,8 @@ mod tests {
         assert_eq!(set.routable_count(), 3);
         assert_eq!(set.ready_count(), 0);
         assert_eq!(set.probed_count(), 0);
+        let ready = Replica::ready("127.0.0.1:1".parse().unwrap());
+        assert_eq!(ready.health(), Health::Ready);
     }
 
     #[test]
@@ -383,6 +468,19 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_replica_leaves_routing_until_a_probe_passes() {
+        let set = set(2);
+        set.replicas()[0].record_probe(true, 2);
+        set.replicas()[0].mark_unreachable();
+        for _ in 0..50 {
+            let r = set.claim(NO_LIMIT).unwrap();
+            assert_eq!(index(&set, r), 1);
+        }
+        set.replicas()[0].record_probe(true, 2);
+        assert_eq!(set.routable_count(), 2);
+    }
+
+    #[test]
     fn counts_follow_health() {
         let set = set(3);
         set.replicas()[0].record_probe(true, 2);
@@ -394,39 +492,15 @@ mod tests {
     }
 
     #[test]
-    fn pick_skips_unready_replicas() {
+    fn claims_skip_unready_replicas() {
         let set = set(3);
         fail(&set, 0);
         fail(&set, 2);
         for _ in 0..100 {
-            assert_eq!(set.pick().unwrap().index, 1);
+            assert_eq!(index(&set, set.claim(NO_LIMIT).unwrap()), 1);
         }
-    }
-
-    #[test]
-    fn pick_finds_nothing_when_all_are_unready() {
-        let one = set(1);
-        fail(&one, 0);
-        assert!(one.pick().is_none());
-        let three = set(3);
-        (0..3).for_each(|i| fail(&three, i));
-        assert!(three.pick().is_none());
-        // A success brings it back.
-        three.replicas()[1].record_probe(true, 2);
-        assert_eq!(three.pick().unwrap().index, 1);
-    }
-
-    #[test]
-    fn two_choices_still_apply_among_routable_replicas() {
-        let set = set(3);
         fail(&set, 1);
-        let busy = set.pick().unwrap();
-        assert_ne!(busy.index, 1);
-        for _ in 0..100 {
-            let lease = set.pick().unwrap();
-            assert_ne!(lease.index, 1, "picked the unready replica");
-            assert_ne!(lease.index, busy.index, "picked the busier replica");
-        }
+        assert!(set.claim(NO_LIMIT).is_none(), "all unready");
     }
 
     #[test]
@@ -435,8 +509,10 @@ mod tests {
         for i in [1, 2, 5, 6] {
             fail(&set, i);
         }
-        let leases: Vec<_> = (0..400).map(|_| set.pick().unwrap()).collect();
-        let counts: Vec<u32> = set.replicas().iter().map(Replica::outstanding).collect();
+        (0..400).for_each(|_| {
+            set.claim(NO_LIMIT).unwrap();
+        });
+        let counts = outstanding(&set);
         for i in [1, 2, 5, 6] {
             assert_eq!(counts[i], 0, "unready replica picked: {counts:?}");
         }
@@ -446,22 +522,31 @@ mod tests {
             routable.iter().max().unwrap(),
         );
         assert!(max - min <= 8, "uneven spread: {counts:?}");
-        drop(leases);
     }
 
     #[test]
-    fn retries_move_to_the_next_routable_replica() {
-        let set = set(4);
+    fn retries_claim_another_routable_replica() {
+        let set = set(3);
         fail(&set, 1);
+        let first = Arc::clone(&set.replicas()[0]);
+        for _ in 0..20 {
+            let other = set.claim_other(NO_LIMIT, &first).unwrap();
+            assert_eq!(index(&set, other), 2);
+        }
         fail(&set, 2);
-        let first = set.lease(0);
-        let second = first.next();
-        assert_eq!(second.index, 3);
-        assert_eq!(second.next().index, 0);
-        assert_eq!(first.routable_len(), 2);
-        assert_eq!(first.set_len(), 4);
-        // Every other replica unready: plain config order, as before.
-        fail(&set, 3);
-        assert_eq!(first.next().index, 1);
+        assert!(set.claim_other(NO_LIMIT, &first).is_none());
+    }
+
+    #[test]
+    fn sets_change_by_sharing_replicas() {
+        let set = set(2);
+        let kept = Arc::clone(&set.replicas()[1]);
+        kept.try_claim(NO_LIMIT);
+        let smaller = set.without(&set.replicas()[0]);
+        assert_eq!(smaller.len(), 1);
+        assert_eq!(smaller.replicas()[0].outstanding(), 1, "state carried over");
+        let bigger = smaller.with(Arc::new(Replica::ready("127.0.0.1:1".parse().unwrap())));
+        assert_eq!(bigger.len(), 2);
+        assert_eq!(bigger.ready_count(), 1);
     }
 }

@@ -34,6 +34,9 @@ impl Routing {
     /// Replaces the snapshot in one atomic store: readers see the old one or
     /// the new one, never a mix.
     pub fn publish(&self, snapshot: Snapshot) {
+        let parking = Arc::clone(snapshot.parking());
         self.current.store(Arc::new(snapshot));
+        // The scaling controller reacts to the change now, not at its next tick.
+        parking.activate();
     }
 }

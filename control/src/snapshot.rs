@@ -7,7 +7,8 @@ use config::{Config, DeploymentKind, ReplicaSource};
 use http::HeaderValue;
 
 use crate::auth::KeyTable;
-use crate::replicas::ReplicaSet;
+use crate::pool::{Parking, Pool};
+use crate::replicas::{Replica, ReplicaSet};
 
 /// Which deployment of a model a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,7 @@ pub struct DeploymentRoute {
     id: Box<str>,
     id_header: HeaderValue,
     active: bool,
-    replicas: Arc<ReplicaSet>,
+    pool: Arc<Pool>,
 }
 
 impl DeploymentRoute {
@@ -70,9 +71,9 @@ impl DeploymentRoute {
         self.active
     }
 
-    /// Its replicas (shared with later snapshots while unchanged).
-    pub fn replicas(&self) -> &Arc<ReplicaSet> {
-        &self.replicas
+    /// Its replicas and activation queue (shared with later snapshots).
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 }
 
@@ -114,34 +115,56 @@ impl ModelRoutes {
 }
 
 /// Everything the hot path reads, built once per config revision.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Snapshot {
     models: HashMap<Box<str>, ModelRoutes>,
     keys: KeyTable,
+    config: Arc<Config>,
+    parking: Arc<Parking>,
 }
 
 impl Snapshot {
-    /// Builds the routing table for `config`, reusing the replica sets (and
-    /// so the in-flight counts) of `previous` for deployments whose replicas
-    /// did not change.
+    /// Builds the routing table for `config`, keeping the pools (replicas,
+    /// in-flight counts, parked requests) of `previous` for deployments that
+    /// are still there. Fixed (`static`) replicas are applied here: a
+    /// replica whose address stays keeps its state.
     pub fn build(config: &Config, previous: Option<&Snapshot>) -> Self {
+        let parking = previous.map_or_else(
+            || Arc::new(Parking::new(config.server.max_parked_bytes)),
+            |p| Arc::clone(&p.parking),
+        );
+        parking.set_max_bytes(config.server.max_parked_bytes);
         let mut models = HashMap::with_capacity(config.models.len());
         for model in &config.models {
             let old = previous.and_then(|p| p.models.get(model.id.as_str()));
             let mut deployments = HashMap::with_capacity(model.deployments.len());
             let mut development = None;
             for d in &model.deployments {
-                let ReplicaSource::Static { addresses } = &d.replicas;
-                let replicas = old
-                    .and_then(|o| o.deployments.get(d.id.as_str()))
-                    .map(|r| &r.replicas)
-                    .filter(|set| set.same_addresses(addresses))
-                    .map_or_else(|| Arc::new(ReplicaSet::new(addresses)), Arc::clone);
+                let pool = match old.and_then(|o| o.deployments.get(d.id.as_str())) {
+                    Some(route) => Arc::clone(&route.pool),
+                    None => Arc::new(Pool::new(
+                        d.predict_concurrency,
+                        d.queue,
+                        Arc::clone(&parking),
+                    )),
+                };
+                pool.configure(d.predict_concurrency, d.queue);
+                if let ReplicaSource::Static { addresses } = &d.replicas {
+                    let current = pool.replicas();
+                    if !same_addresses(&current, addresses) {
+                        let set = static_set(&current, addresses);
+                        drop(current);
+                        pool.set_replicas(set);
+                    }
+                }
+                if !d.active {
+                    pool.close();
+                }
                 let route = Arc::new(DeploymentRoute {
                     id: d.id.as_str().into(),
                     id_header: HeaderValue::from_str(&d.id).expect("validated ids are header-safe"),
                     active: d.active,
-                    replicas,
+                    pool,
                 });
                 if d.kind == DeploymentKind::Development {
                     development = Some(Arc::clone(&route));
@@ -171,10 +194,41 @@ impl Snapshot {
                 },
             );
         }
+        // Parked requests of deleted deployments fail now, not at their timeout.
+        if let Some(previous) = previous {
+            for (model_id, routes) in &previous.models {
+                for (id, route) in &routes.deployments {
+                    let kept = models
+                        .get(model_id)
+                        .is_some_and(|m: &ModelRoutes| m.deployments.contains_key(id));
+                    if !kept {
+                        route.pool.close();
+                    }
+                }
+            }
+        }
         Self {
             models,
             keys: KeyTable::new(&config.api_keys),
+            config: Arc::new(config.clone()),
+            parking,
         }
+    }
+
+    /// The config this snapshot was built from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// What all pools share: the parked-bytes budget and the signal that
+    /// wakes the scaling controller.
+    pub fn parking(&self) -> &Arc<Parking> {
+        &self.parking
+    }
+
+    /// The route of a model's deployment, active or not (control plane).
+    pub fn deployment(&self, model_id: &str, deployment_id: &str) -> Option<&Arc<DeploymentRoute>> {
+        self.models.get(model_id)?.deployments.get(deployment_id)
     }
 
     /// The routes of a model.
@@ -197,6 +251,33 @@ impl Snapshot {
     pub fn deployments(&self) -> impl Iterator<Item = &Arc<DeploymentRoute>> {
         self.models.values().flat_map(|m| m.deployments.values())
     }
+}
+
+/// Whether `set` holds exactly these addresses, in this order.
+fn same_addresses(set: &ReplicaSet, addrs: &[std::net::SocketAddr]) -> bool {
+    set.len() == addrs.len()
+        && set
+            .replicas()
+            .iter()
+            .zip(addrs)
+            .all(|(r, a)| r.addr() == *a)
+}
+
+/// The replicas for fixed `addrs`, keeping those of `current` whose address stays.
+fn static_set(current: &ReplicaSet, addrs: &[std::net::SocketAddr]) -> ReplicaSet {
+    ReplicaSet::from_replicas(
+        addrs
+            .iter()
+            .map(|&addr| {
+                current
+                    .replicas()
+                    .iter()
+                    .find(|r| r.addr() == addr)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Replica::new(addr)))
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -262,35 +343,48 @@ name = "empty"
     }
 
     #[test]
-    fn unchanged_replica_sets_survive_a_rebuild() {
+    fn pools_survive_a_rebuild_and_keep_unchanged_replicas() {
         let first = snapshot();
-        let lease = first
-            .model("m")
-            .unwrap()
-            .resolve(Target::Deployment("a"))
-            .unwrap()
-            .replicas()
-            .pick()
-            .unwrap();
+        let route =
+            |s: &Snapshot, target| Arc::clone(s.model("m").unwrap().resolve(target).unwrap());
+        let a = route(&first, Target::Deployment("a"));
+        let crate::pool::Admission::Go(lease) = a.pool().admit(0) else {
+            panic!("a has a replica with a free slot");
+        };
         let changed = TEXT.replace("127.0.0.1:9003", "127.0.0.1:9004");
         let second = Snapshot::build(&config::load_str(&changed, "t").unwrap(), Some(&first));
-        let a = second
-            .model("m")
-            .unwrap()
-            .resolve(Target::Deployment("a"))
-            .unwrap();
-        assert_eq!(
-            a.replicas().replicas()[0].outstanding(),
-            1,
-            "in-flight count carried over"
-        );
+        let a2 = route(&second, Target::Deployment("a"));
+        assert!(Arc::ptr_eq(a.pool(), a2.pool()), "same pool");
+        assert_eq!(a2.pool().in_flight(), 1, "in-flight count carried over");
         drop(lease);
-        assert_eq!(a.replicas().replicas()[0].outstanding(), 0);
-        let dev = second
-            .model("m")
+        assert_eq!(a2.pool().in_flight(), 0);
+        let dev = route(&second, Target::Development);
+        assert_eq!(dev.pool().replicas().replicas()[0].addr().port(), 9004);
+    }
+
+    #[test]
+    fn deleted_and_deactivated_deployments_fail_their_parked_requests() {
+        let first = snapshot();
+        let dev = Arc::clone(
+            first
+                .model("m")
+                .unwrap()
+                .resolve(Target::Development)
+                .unwrap(),
+        );
+        // Fill the only slot, then park one more.
+        let crate::pool::Admission::Go(_lease) = dev.pool().admit(0) else {
+            panic!()
+        };
+        let crate::pool::Admission::Park(mut parked) = dev.pool().admit(0) else {
+            panic!()
+        };
+        let without_dev = TEXT.replace("kind = \"development\"", "active = false");
+        let _second = Snapshot::build(&config::load_str(&without_dev, "t").unwrap(), Some(&first));
+        let outcome = tokio::runtime::Builder::new_current_thread()
+            .build()
             .unwrap()
-            .resolve(Target::Development)
-            .unwrap();
-        assert_eq!(dev.replicas().replicas()[0].addr().port(), 9004);
+            .block_on(parked.lease());
+        assert!(outcome.is_err());
     }
 }

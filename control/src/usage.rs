@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::replicas::ReplicaSet;
+use crate::pool::Pool;
 use crate::routing::Routing;
 use crate::snapshot::Target;
 use crate::store::ConfigStore;
@@ -170,8 +170,8 @@ pub struct UsageMeter {
     store: Arc<ConfigStore>,
     ledger: Arc<UsageLedger>,
     interval: Duration,
-    /// Last counter seen per deployment, with the set it was read from.
-    last: HashMap<(String, String), (Arc<ReplicaSet>, u64)>,
+    /// Last counter seen per deployment, with the pool it was read from.
+    last: HashMap<(String, String), (Arc<Pool>, u64)>,
 }
 
 impl UsageMeter {
@@ -240,20 +240,20 @@ impl UsageMeter {
                 let Ok(route) = routes.resolve(Target::Deployment(&d.id)) else {
                     continue; // inactive: no replicas, no requests
                 };
-                let set = route.replicas();
-                let served = set.served();
+                let pool = route.pool();
+                let served = pool.served();
                 let key = (model.id.clone(), d.id.clone());
                 let before = match self.last.get(&key) {
-                    Some((old, count)) if Arc::ptr_eq(old, set) => *count,
+                    Some((old, count)) if Arc::ptr_eq(old, pool) => *count,
                     _ => 0,
                 };
-                self.last.insert(key, (Arc::clone(set), served));
+                self.last.insert(key, (Arc::clone(pool), served));
                 let record = UsageRecord {
                     at,
                     model: model.id.clone(),
                     deployment: d.id.clone(),
                     resources: d.resources.to_string(),
-                    replica_seconds: set.ready_count() as f64 * elapsed.as_secs_f64(),
+                    replica_seconds: pool.replicas().ready_count() as f64 * elapsed.as_secs_f64(),
                     requests: served.saturating_sub(before),
                 };
                 if record.requests > 0 || record.replica_seconds > 0.0 {

@@ -81,12 +81,13 @@ fn routing(addrs: &[SocketAddr]) -> Arc<Routing> {
 
 fn replicas(routing: &Routing, deployment: &str) -> Arc<ReplicaSet> {
     Arc::clone(
-        routing
+        &routing
             .load()
             .model("m")
             .unwrap()
             .resolve(Target::Deployment(deployment))
             .unwrap()
+            .pool()
             .replicas(),
     )
 }
@@ -116,7 +117,10 @@ async fn a_replica_goes_ready_unready_and_ready_again() {
     let routing = routing(&[replica.addr]);
     let set = replicas(&routing, "a");
     assert_eq!(set.replicas()[0].health(), Health::Unknown);
-    assert!(set.pick().is_some(), "routable before the first probe");
+    assert!(
+        set.claim(u32::MAX).is_some(),
+        "routable before the first probe"
+    );
     let checker = HealthChecker::spawn(Arc::clone(&routing), fast());
 
     wait_for("ready", || set.replicas()[0].health() == Health::Ready).await;
@@ -126,7 +130,7 @@ async fn a_replica_goes_ready_unready_and_ready_again() {
     wait_for("unready", || set.replicas()[0].health() == Health::Unready).await;
     assert_eq!(set.ready_count(), 0);
     assert!(
-        set.pick().is_none(),
+        set.claim(u32::MAX).is_none(),
         "nothing routable: the gateway answers 503"
     );
 
@@ -135,7 +139,7 @@ async fn a_replica_goes_ready_unready_and_ready_again() {
         set.replicas()[0].health() == Health::Ready
     })
     .await;
-    assert!(set.pick().is_some());
+    assert!(set.claim(u32::MAX).is_some());
     checker.abort();
 }
 
@@ -155,7 +159,7 @@ async fn pick_avoids_the_unready_replica() {
     assert_eq!(set.ready_count(), 1);
     assert_eq!(set.routable_count(), 1);
     for _ in 0..200 {
-        assert_eq!(set.pick().unwrap().replica().addr(), good.addr);
+        assert_eq!(set.claim(u32::MAX).unwrap().addr(), good.addr);
     }
 }
 
@@ -216,7 +220,7 @@ async fn health_survives_a_reload_and_new_deployments_are_checked() {
         .load()
         .deployments()
         .find(|d| d.id() == "b")
-        .map(|d| Arc::clone(d.replicas()))
+        .map(|d| Arc::clone(&d.pool().replicas()))
         .unwrap();
     assert_eq!(b.ready_count(), 1);
 }

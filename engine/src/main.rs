@@ -40,6 +40,11 @@ struct Args {
     /// Milliseconds between events of a streamed (`"stream": true`) response.
     #[arg(long, default_value_t = 100)]
     stream_interval_ms: u64,
+    /// Exit when stdin reaches end of file: a provisioner keeps the write
+    /// end open, so the replica dies with it even if it is killed with
+    /// SIGKILL.
+    #[arg(long)]
+    exit_on_stdin_eof: bool,
     #[command(flatten)]
     engine: EngineFlags,
 }
@@ -208,8 +213,9 @@ async fn run(args: Args, engine: EngineSettings) -> std::io::Result<()> {
             EngineBackend::Synthetic(_) => None,
         };
         let watch = engine.watch;
+        let settings = engine_info(&engine);
         Arc::new(move || {
-            let mut info = json!({ "model": model, "watch": watch });
+            let mut info = json!({ "model": model, "watch": watch, "engine": settings });
             if watch
                 && let (Some(info), serde_json::Value::Object(r)) =
                     (info.as_object_mut(), reloads.info())
@@ -234,13 +240,73 @@ async fn run(args: Args, engine: EngineSettings) -> std::io::Result<()> {
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let stdin_closed = if args.exit_on_stdin_eof {
+        Some(stdin_eof()?)
+    } else {
+        None
+    };
     let stop = async move {
+        let stdin_closed = async {
+            match stdin_closed {
+                // A dropped sender (the reader thread died) counts as closed.
+                Some(closed) => {
+                    let _ = closed.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            () = stdin_closed => log::info!("stdin closed: stopping"),
         }
     };
     engine::serve(listener, loader(engine, reloads), settings, info, stop).await
+}
+
+/// Reads stdin to its end (or a read error) on a thread of its own; the
+/// receiver completes then.
+fn stdin_eof() -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let (closed, receiver) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("stdin-eof".into())
+        .spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            let _ = closed.send(());
+        })?;
+    Ok(receiver)
+}
+
+/// The settings in effect, as `[engine]` keys, for `GET /info`.
+fn engine_info(engine: &EngineSettings) -> serde_json::Value {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let mut info = json!({
+        "backend": engine.backend.name(),
+        "predict_concurrency": engine.predict_concurrency,
+        "queue_size": engine.queue_size,
+        "max_batch_size": engine.max_batch_size,
+        "max_queue_delay_ms": ms(engine.max_queue_delay),
+        "watch": engine.watch,
+    });
+    let backend = match &engine.backend {
+        EngineBackend::Synthetic(p) => json!({
+            "fixed_ms": ms(p.fixed),
+            "per_item_ms": ms(p.per_item),
+            "jitter_ms": ms(p.jitter),
+            "load_delay_ms": ms(p.load_delay),
+        }),
+        EngineBackend::Onnx(m) | EngineBackend::TensorRt(m) => json!({
+            "model": m.model,
+            "tokenizer": m.tokenizer,
+            "onnxruntime": m.runtime_library,
+            "max_tokens": m.max_tokens,
+            "threads": m.threads,
+        }),
+    };
+    if let (Some(info), serde_json::Value::Object(backend)) = (info.as_object_mut(), backend) {
+        info.extend(backend);
+    }
+    info
 }
 
 /// Loads the backend off the event loop (model loading is blocking work)

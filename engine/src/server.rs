@@ -59,6 +59,9 @@ struct Replica {
     admission: Admission,
     settings: ServerSettings,
     ready: AtomicBool,
+    /// Wall-clock microseconds since the Unix epoch when it became ready,
+    /// so a client can tell its own wait from the replica's start-up.
+    ready_at_unix_us: OnceLock<u64>,
     /// What `GET /info` adds about the model (e.g. its reloads).
     info: Arc<dyn Fn() -> Value + Send + Sync>,
 }
@@ -94,6 +97,7 @@ pub async fn serve(
         replica_header,
         admission: Admission::new(settings.predict_concurrency, settings.queue_size),
         ready: AtomicBool::new(false),
+        ready_at_unix_us: OnceLock::new(),
         settings,
         info,
     });
@@ -171,6 +175,10 @@ async fn become_ready(replica: Arc<Replica>, addr: SocketAddr, load: Loader) -> 
     }
     replica.ready.store(true, Ordering::Release);
     telemetry::ready(true);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let _ = replica.ready_at_unix_us.set(now);
     let line = ReadyLine::new(addr, name);
     let mut stdout = std::io::stdout().lock();
     if writeln!(stdout, "{line}")
@@ -202,6 +210,8 @@ async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
                 "replica": replica.settings.replica_id,
                 "backend": replica.loaded.get().map(|l| l.backend.name()),
                 "ready": replica.ready.load(Ordering::Acquire),
+                "pid": std::process::id(),
+                "ready_at_unix_us": replica.ready_at_unix_us.get(),
             });
             if let (Value::Object(info), Value::Object(extra)) = (&mut info, (replica.info)()) {
                 info.extend(extra);

@@ -2,7 +2,11 @@
 
 mod support;
 
+use std::io::BufReader;
 use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use config::{EngineBackend, EngineSettings, SyntheticSettings};
 
 fn start(args: &[&str]) -> support::Replica {
     support::start("synthetic", args)
@@ -286,4 +290,97 @@ async fn not_ready_and_no_predictions_until_the_model_has_loaded() {
     assert_eq!(line.addr.to_string(), listen);
     let ready = http.get(url("/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test]
+async fn settings_passed_as_to_args_take_effect() {
+    let settings = EngineSettings {
+        backend: EngineBackend::Synthetic(SyntheticSettings {
+            fixed: Duration::from_millis(5),
+            per_item: Duration::from_millis(1),
+            jitter: Duration::ZERO,
+            load_delay: Duration::from_millis(20),
+        }),
+        predict_concurrency: 3,
+        queue_size: 7,
+        max_batch_size: 2,
+        max_queue_delay: Duration::from_millis(4),
+        watch: false,
+    };
+    let args = settings.to_args();
+    let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+    let r = start(&args);
+    let http = reqwest::Client::new();
+    let info: serde_json::Value = http
+        .get(r.url("/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        info["engine"],
+        serde_json::json!({
+            "backend": "synthetic",
+            "predict_concurrency": 3,
+            "queue_size": 7,
+            "max_batch_size": 2,
+            "max_queue_delay_ms": 4,
+            "watch": false,
+            "fixed_ms": 5,
+            "per_item_ms": 1,
+            "jitter_ms": 0,
+            "load_delay_ms": 20,
+        }),
+        "{info}"
+    );
+    let started = tokio::time::Instant::now();
+    let resp = http
+        .post(r.url("/predict"))
+        .body(r#"{"text": "x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(6),
+        "fixed + per item"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_started_with_exit_on_stdin_eof_exits_when_stdin_closes() {
+    let child = Command::new(env!("CARGO_BIN_EXE_engine"))
+        .args(["--listen", "127.0.0.1:0", "--exit-on-stdin-eof"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed (by its own pid) and reaped when dropped, whatever happens.
+    let mut r = support::Replica {
+        child,
+        base: String::new(),
+    };
+    let stdout = BufReader::new(r.child.stdout.take().unwrap());
+    let ready = engine::ReadyLine::read_from(stdout).expect("a ready line");
+    assert_eq!(ready.backend, "synthetic");
+    assert!(
+        r.child.try_wait().unwrap().is_none(),
+        "it serves while stdin is open"
+    );
+
+    drop(r.child.stdin.take());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = r.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica still runs 10 s after its stdin closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
 }

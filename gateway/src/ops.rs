@@ -160,6 +160,9 @@ fn status_table(model: &Value) -> String {
             format!("{}/{}", d["replicas"]["ready"], d["replicas"]["desired"]),
             envs.join(", ")
         );
+        if let Some(reason) = d["replicas"]["pending_reason"].as_str() {
+            out += &format!("{:<12} pending: {reason}\n", "");
+        }
     }
     out
 }

@@ -1,12 +1,14 @@
 //! The Pingora `ProxyHttp` implementation: parse -> authenticate -> resolve
-//! -> pick a replica -> proxy, streaming the response as it arrives.
+//! -> claim a replica slot (or park until one frees up) -> proxy, streaming
+//! the response as it arrives.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use control::{ReplicaLease, Routing};
+use control::{Admission, Lease, Parked, Routing};
 use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -60,7 +62,7 @@ impl Gateway {
 
     /// Decides where a request goes, or why it is refused. Synchronous: the
     /// snapshot guard never lives across an await.
-    fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Reject> {
+    fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Next, Reject> {
         let snapshot = self.routing.load();
         let authorization = req
             .headers
@@ -83,15 +85,48 @@ impl Gateway {
         if content_length(req).is_some_and(|n| n > self.upstream.max_request_body_bytes) {
             return Err(Reject::BodyTooLarge);
         }
-        let lease = deployment.replicas().pick().ok_or(Reject::NoReplica)?;
-
+        if route.call == Call::Wake {
+            if req.method != Method::POST {
+                return Err(Reject::MethodNotAllowed);
+            }
+            deployment.pool().wake(1);
+            return Ok(Next::Woken);
+        }
         ctx.upstream_uri = Some(upstream_uri(route.call, req.uri.query()).ok_or(Reject::Internal)?);
         ctx.deployment = Some(deployment.id_header().clone());
-        ctx.lease = Some(lease);
-        Ok(())
+        match deployment.pool().admit(parked_bytes(req)) {
+            Admission::Go(lease) => {
+                ctx.lease = Some(lease);
+                Ok(Next::Proxy)
+            }
+            Admission::Park(parked) => Ok(Next::Park(parked)),
+            Admission::Refuse(why) => Err(Reject::Overloaded(why)),
+        }
     }
 
-    fn peer_for(&self, lease: &ReplicaLease) -> Box<HttpPeer> {
+    /// Waits in the deployment's queue for a replica slot, the queue
+    /// timeout, or the client leaving, whichever comes first.
+    async fn wait_parked(
+        &self,
+        session: &mut Session,
+        parked: &mut Parked,
+    ) -> Result<Lease, Reject> {
+        let timeout = parked.timeout();
+        let outcome = tokio::select! {
+            lease = parked.lease() => lease.map_err(|_| Reject::Closed),
+            () = tokio::time::sleep(timeout) => Err(Reject::QueueTimeout),
+            () = client_gone(session, self.upstream.max_request_body_bytes) => Err(Reject::ClientClosed),
+        };
+        let counters = parked.counters();
+        match outcome {
+            Err(Reject::QueueTimeout) => counters.timed_out.fetch_add(1, Ordering::Relaxed),
+            Err(Reject::ClientClosed) => counters.client_closed.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        outcome
+    }
+
+    fn peer_for(&self, lease: &Lease) -> Box<HttpPeer> {
         let mut peer = HttpPeer::new(lease.replica().addr(), false, String::new());
         peer.options.connection_timeout = Some(self.upstream.connect_timeout);
         peer.options.read_timeout = Some(self.upstream.read_timeout);
@@ -100,10 +135,72 @@ impl Gateway {
     }
 }
 
+/// What `admit` decided.
+#[derive(Debug)]
+enum Next {
+    /// A slot is leased: proxy now.
+    Proxy,
+    /// Wait in the queue first.
+    Park(Parked),
+    /// A wake call: answer 202.
+    Woken,
+}
+
+/// What a parked request holds against the gateway's parked-bytes budget:
+/// its head and its declared body. A body without a length counts as
+/// nothing until it is read; the per-request body limit still applies.
+fn parked_bytes(req: &RequestHeader) -> u64 {
+    let head: usize = req
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + req.uri.to_string().len()
+        + 16;
+    head as u64 + content_length(req).unwrap_or(0)
+}
+
+/// Largest body read while parked; Pingora replays up to this much to the
+/// replica, so larger bodies are left unread until a slot is leased.
+const PARKED_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Resolves when the client of a parked request goes away. To see that,
+/// the request body must have been read first (the close comes after it);
+/// bodies up to [`PARKED_BODY_LIMIT`] with a known length are read into
+/// Pingora's retry buffer, which replays them to the replica later. A larger
+/// or unframed body is not read, and then a close is noticed only once the
+/// request leaves the queue.
+async fn client_gone(session: &mut Session, max_body: u64) {
+    let declared = session
+        .req_header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let chunked = session
+        .req_header()
+        .headers
+        .contains_key(header::TRANSFER_ENCODING);
+    match declared {
+        Some(n) if !chunked && n <= PARKED_BODY_LIMIT.min(max_body) => {}
+        None if !chunked => {}
+        _ => return std::future::pending().await,
+    }
+    session.enable_retry_buffering();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => return,
+        }
+    }
+    // The body is complete: any further read ends only with a close.
+    let _ = session.downstream_session.read_body_or_idle(true).await;
+}
+
 /// Per-request state.
 #[derive(Debug)]
 pub struct RequestCtx {
-    lease: Option<ReplicaLease>,
+    lease: Option<Lease>,
     deployment: Option<HeaderValue>,
     upstream_uri: Option<Uri>,
     body_bytes: u64,
@@ -128,6 +225,7 @@ fn upstream_uri(call: Call<'_>, query: Option<&str>) -> Option<Uri> {
         (Call::Predict, Some(q)) => format!("/predict?{q}").parse().ok(),
         (Call::Sync(path), None) => path.parse().ok(),
         (Call::Sync(path), Some(q)) => format!("{path}?{q}").parse().ok(),
+        (Call::Wake, _) => None,
     }
 }
 
@@ -172,20 +270,41 @@ impl ProxyHttp for Gateway {
             }
             _ => {}
         }
-        match self.admit(session.req_header(), ctx) {
-            Ok(()) => Ok(false),
-            Err(reject) => {
-                let extra: &[(HeaderName, &'static str)] = match reject {
-                    Reject::Auth(control::AuthError::Missing | control::AuthError::Invalid) => {
-                        &[(header::WWW_AUTHENTICATE, "Api-Key")]
-                    }
-                    Reject::MethodNotAllowed => &[(header::ALLOW, "POST")],
-                    _ => &[],
-                };
-                send_json_error(session, reject.status(), &reject.to_string(), extra).await?;
-                Ok(true)
+        let outcome = match self.admit(session.req_header(), ctx) {
+            Ok(Next::Proxy) => return Ok(false),
+            Ok(Next::Woken) => {
+                let body = Bytes::from_static(br#"{"status":"waking"}"#);
+                send_json(session, StatusCode::ACCEPTED, body, &[]).await?;
+                return Ok(true);
             }
+            Ok(Next::Park(mut parked)) => self.wait_parked(session, &mut parked).await,
+            Err(reject) => Err(reject),
+        };
+        let reject = match outcome {
+            Ok(lease) => {
+                ctx.lease = Some(lease);
+                return Ok(false);
+            }
+            Err(reject) => reject,
+        };
+        if reject == Reject::ClientClosed {
+            // Nobody to answer; the connection is closed with the request.
+            return Error::e_explain(
+                ErrorType::ConnectionClosed,
+                "client left while queued (499)",
+            );
         }
+        let extra: &[(HeaderName, &'static str)] = match reject {
+            Reject::Auth(control::AuthError::Missing | control::AuthError::Invalid) => {
+                &[(header::WWW_AUTHENTICATE, "Api-Key")]
+            }
+            Reject::MethodNotAllowed => &[(header::ALLOW, "POST")],
+            Reject::QueueTimeout | Reject::Closed => &[(header::RETRY_AFTER, "5")],
+            Reject::Overloaded(_) => &[(header::RETRY_AFTER, "1")],
+            _ => &[],
+        };
+        send_json_error(session, reject.status(), &reject.to_string(), extra).await?;
+        Ok(true)
     }
 
     async fn request_body_filter(
@@ -225,13 +344,14 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         // Nothing reached the replica, so trying another one is safe for any
-        // method. Each replica is tried at most once, and at most three.
-        if let Some(lease) = &ctx.lease {
-            let replicas = lease.routable_len() as u32;
-            if ctx.connect_attempts < replicas.min(3) {
-                ctx.lease = Some(lease.next());
-                e.set_retry(true);
-            }
+        // method. The failed replica leaves routing until a probe passes; at
+        // most three replicas are tried.
+        if let Some(lease) = &ctx.lease
+            && ctx.connect_attempts < 3
+            && let Some(other) = lease.retry_elsewhere()
+        {
+            ctx.lease = Some(other);
+            e.set_retry(true);
         }
         e
     }

@@ -28,9 +28,18 @@ pub enum Reject {
     /// Body over the configured limit (413).
     #[error("request body too large")]
     BodyTooLarge,
-    /// The deployment has no replica to send to (503).
-    #[error("no replica of this deployment is available")]
-    NoReplica,
+    /// No replica slot freed up within the deployment's queue timeout (503).
+    #[error("no replica of this deployment became available within its queue timeout")]
+    QueueTimeout,
+    /// The deployment stopped serving while the request was queued (503).
+    #[error("the deployment stopped serving while the request was queued")]
+    Closed,
+    /// Queue full, parked-bytes budget used up, or REJECT_ON_FULL (429).
+    #[error(transparent)]
+    Overloaded(#[from] control::Overload),
+    /// The client went away while queued (499, nothing is sent).
+    #[error("client closed the connection while queued")]
+    ClientClosed,
     /// The replica could not be reached or broke the connection (502).
     #[error("the model replica failed to answer")]
     ReplicaFailed,
@@ -42,6 +51,12 @@ pub enum Reject {
     Internal,
 }
 
+/// nginx's "client closed request": logged and counted, never sent.
+pub const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(code) => code,
+    Err(_) => panic!("499 is a valid status code"),
+};
+
 impl Reject {
     /// The status code the client gets.
     pub fn status(self) -> StatusCode {
@@ -51,7 +66,9 @@ impl Reject {
             Reject::Url(_) | Reject::Route(_) => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Reject::NoReplica => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::QueueTimeout | Reject::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            Reject::ClientClosed => CLIENT_CLOSED,
             Reject::ReplicaFailed => StatusCode::BAD_GATEWAY,
             Reject::ReplicaTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,

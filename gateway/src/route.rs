@@ -11,6 +11,9 @@ pub enum Call<'a> {
     /// `.../sync/{route...}`: passed through to the replica's `/{route...}`.
     /// Holds the replica path, starting with `/`.
     Sync(&'a str),
+    /// `.../wake`: start the target if it is scaled to zero (202), without
+    /// a prediction.
+    Wake,
 }
 
 /// A parsed predict URL.
@@ -73,6 +76,7 @@ pub fn parse<'a>(host: Option<&'a str>, path: &'a str) -> Result<Route<'a>, Rout
     };
     let call = match rest {
         Some("predict") => Call::Predict,
+        Some("wake") => Call::Wake,
         Some(r) if r == "sync" || r.starts_with("sync/") => Call::Sync(match &r[4..] {
             "" => "/",
             route => route,
@@ -127,6 +131,7 @@ mod tests {
         let call = match r.call {
             Call::Predict => Call::Predict,
             Call::Sync(p) => Call::Sync(leak(p)),
+            Call::Wake => Call::Wake,
         };
         (r.model_id.to_owned(), target, call)
     }
@@ -155,6 +160,8 @@ mod tests {
             Call::Sync("/v1/chat/completions")
         );
         assert_eq!(ok(host, "/production/sync").2, Call::Sync("/"));
+        assert_eq!(ok(host, "/development/wake").2, Call::Wake);
+        assert_eq!(ok(host, "/deployment/d1/wake").2, Call::Wake);
     }
 
     #[test]
@@ -190,6 +197,7 @@ mod tests {
             "/deployment/",
             "/staging/predict",
             "/production/syncx",
+            "/production/wake/",
         ] {
             assert_eq!(parse(host, path), Err(UnknownRoute), "{path}");
         }

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use config::Config;
 use control::api::Api;
+use control::capacity::NodeCapacity;
 use control::health::HealthSettings;
+use control::provision::{LocalProvisioner, LocalSettings};
+use control::scaling::{self, Controller, ScalingSettings};
 use control::store::ConfigStore;
 use control::usage::{UsageLedger, UsageMeter};
 use control::{Reloader, Routing, Snapshot, WatchError};
@@ -31,7 +34,13 @@ pub enum StartError {
     /// The usage meter could not start.
     #[error("cannot start the usage meter: {0}")]
     Usage(std::io::Error),
+    /// The scaling controller could not start.
+    #[error("cannot start the scaling controller: {0}")]
+    Scaling(std::io::Error),
 }
+
+/// How long exiting waits for local replicas to stop.
+const REPLICA_STOP_LIMIT: Duration = Duration::from_secs(15);
 
 /// Runs the gateway until a signal stops it: SIGTERM drains in-flight
 /// requests (up to the grace period), SIGINT exits at once. Changes to the
@@ -57,6 +66,19 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
     let api = Arc::new(Api::new(Arc::clone(&routing), store, usage));
     control::health::start_background(Arc::clone(&routing), HealthSettings::default())
         .map_err(StartError::HealthChecks)?;
+    let events = Arc::new(tokio::sync::Notify::new());
+    let provisioner = LocalProvisioner::new(
+        LocalSettings::new(config.node.engine_binary.clone()),
+        Arc::clone(&events),
+    );
+    let controller = Controller::new(
+        Arc::clone(&routing),
+        Arc::new(provisioner),
+        events,
+        NodeCapacity::from_config(&config.node),
+        ScalingSettings::default(),
+    );
+    let scaling = Arc::new(scaling::start_background(controller).map_err(StartError::Scaling)?);
     let in_flight = Arc::new(InFlight::default());
 
     let threads = config.server.threads.map_or_else(
@@ -90,7 +112,10 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
     admin.threads = Some(1);
     server.add_service(admin);
 
-    shutdown::exit_when_drained(server.watch_execution_phase(), in_flight);
+    let stop_replicas = Arc::clone(&scaling);
+    shutdown::exit_when_drained(server.watch_execution_phase(), in_flight, move || {
+        stop_replicas.shutdown(REPLICA_STOP_LIMIT);
+    });
     log::info!(
         "serving {} model(s): predict on {}, admin on {}",
         config.models.len(),
@@ -98,5 +123,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         config.listeners.admin
     );
     server.run(RunArgs::default());
+    // Fast shutdown (SIGINT) ends up here; replicas go with the gateway.
+    scaling.shutdown(REPLICA_STOP_LIMIT);
     Ok(())
 }

@@ -39,10 +39,12 @@ impl Drop for InFlightGuard {
 }
 
 /// Starts a thread that, once the grace period begins, exits the process as
-/// soon as no request has been in flight for two polls in a row.
+/// soon as no request has been in flight for two polls in a row, after
+/// `before_exit` (which stops local replicas).
 pub fn exit_when_drained(
     mut phases: broadcast::Receiver<ExecutionPhase>,
     in_flight: Arc<InFlight>,
+    before_exit: impl FnOnce() + Send + 'static,
 ) {
     const POLL: Duration = Duration::from_millis(25);
     let watcher = move || {
@@ -66,6 +68,7 @@ pub fn exit_when_drained(
             std::thread::sleep(POLL);
         }
         log::info!("drained; exiting");
+        before_exit();
         std::process::exit(0);
     };
     std::thread::Builder::new()

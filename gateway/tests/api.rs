@@ -30,7 +30,8 @@ async fn reads_need_an_admin_key_and_report_status_and_revision() {
     // The health checker probes the replica: it becomes ACTIVE, 1 of 1 ready.
     eventually("deployment a ACTIVE", || async {
         let (_, d, _) = api(&gw, "GET", "/v1/models/m/deployments/a", None).await;
-        d["status"] == "ACTIVE" && d["replicas"] == json!({ "desired": 1, "ready": 1 })
+        d["status"] == "ACTIVE"
+            && (&d["replicas"]["desired"], &d["replicas"]["ready"]) == (&json!(1), &json!(1))
     })
     .await;
     let (status, d, _) = api(&gw, "GET", "/v1/models/m/deployments/production", None).await;

@@ -245,6 +245,7 @@ replicas = {{ source = "static", addresses = ["127.0.0.1:{dead}", "{}"] }}
 [[models.deployments]]
 id = "gone"
 replicas = {{ source = "static", addresses = ["127.0.0.1:{dead}"] }}
+queue = {{ timeout_secs = 1 }}
 "#,
         live.addr
     );
@@ -264,8 +265,9 @@ replicas = {{ source = "static", addresses = ["127.0.0.1:{dead}"] }}
         );
         assert_eq!(header(&resp, "x-replica-id"), "live");
     }
-    // Its only replica refuses connections: 502 until the health checker
-    // marks it unready, then 503 (no ready replica) without trying it.
+    // Its only replica refuses connections: 502, which takes it out of
+    // routing; later requests wait in the queue for a replica that never
+    // comes, and get 503 with Retry-After at the queue timeout.
     let mut statuses = Vec::new();
     for _ in 0..100 {
         let resp = post(
@@ -276,6 +278,9 @@ replicas = {{ source = "static", addresses = ["127.0.0.1:{dead}"] }}
         )
         .await;
         let status = resp.status().as_u16();
+        if status == 503 {
+            assert_eq!(header(&resp, "retry-after"), "5");
+        }
         assert!(resp.json::<serde_json::Value>().await.unwrap()["error"].is_string());
         statuses.push(status);
         if status == 503 {

@@ -33,8 +33,12 @@ pub struct NewDeployment {
     pub autoscaling: Option<AutoscalingPatch>,
     /// Where replicas come from.
     pub replicas: ReplicasSpec,
-    /// How a replica runs (an `[engine]` table, checked by validation).
+    /// How a replica runs (an `[engine]` table, checked by validation);
+    /// required with local replicas.
     pub engine: Option<toml::Table>,
+    /// Its activation queue (a `queue` table: `max_length`, `timeout_secs`,
+    /// `backpressure`; checked by validation). Default: the defaults.
+    pub queue: Option<toml::Table>,
 }
 
 /// Changes to a deployment; `None` leaves a setting as it is. Autoscaling
@@ -54,6 +58,8 @@ pub struct DeploymentPatch {
     pub replicas: Option<ReplicasSpec>,
     /// Replaces the whole engine table.
     pub engine: Option<toml::Table>,
+    /// Replaces the whole queue table.
+    pub queue: Option<toml::Table>,
 }
 
 impl DeploymentPatch {
@@ -64,6 +70,7 @@ impl DeploymentPatch {
             && self.predict_concurrency.is_none()
             && self.replicas.is_none()
             && self.engine.is_none()
+            && self.queue.is_none()
     }
 }
 
@@ -93,20 +100,26 @@ impl ResourcesSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicasSpec {
-    /// `"static"`: fixed replicas run elsewhere.
+    /// `"local"`: engine processes the gateway starts on this machine (the
+    /// deployment needs an `engine` table); `"static"`: fixed replicas run
+    /// elsewhere.
     pub source: String,
-    /// `ip:port` of each replica.
+    /// `ip:port` of each static replica; leave empty (or out) for local ones.
     #[serde(default)]
     pub addresses: Vec<String>,
 }
 
 impl ReplicasSpec {
     pub(super) fn values(&self) -> Vec<(String, Value)> {
-        let addresses: Array = self.addresses.iter().collect();
-        vec![
-            ("source".to_owned(), self.source.as_str().into()),
-            ("addresses".to_owned(), addresses.into()),
-        ]
+        let mut values = vec![("source".to_owned(), self.source.as_str().into())];
+        // Written for static replicas even when empty (the file says so
+        // explicitly); for any other source only when given, so that
+        // validation can refuse them.
+        if self.source == "static" || !self.addresses.is_empty() {
+            let addresses: Array = self.addresses.iter().collect();
+            values.push(("addresses".to_owned(), addresses.into()));
+        }
+        values
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 pub(crate) mod engine;
 mod models;
+mod node;
+mod queue;
 
 use crate::engine::EngineSettings;
 use crate::error::Problem;
@@ -62,6 +64,18 @@ impl Checker<'_> {
         value.as_deref()
     }
 
+    /// A CPU amount in cores (`> 0`, at most 1024) as thousandths of a core.
+    pub(crate) fn cores(&mut self, path: &ConfigPath, field: &str, value: f64) -> Option<u32> {
+        if value > 0.0 && value <= 1024.0 {
+            return Some((value * 1000.0).round() as u32);
+        }
+        self.error(
+            path.key(field),
+            format!("`{field}` is {value}; it must be more than 0 and at most 1024 cores"),
+        );
+        None
+    }
+
     fn socket_addr(&mut self, path: ConfigPath, text: Option<&str>, default: &str) -> SocketAddr {
         let fallback = default.parse().expect("default listener address is valid");
         let Some(text) = text else { return fallback };
@@ -82,6 +96,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Conf
         raw.listeners.unwrap_or_default(),
     );
     let server = server(&mut c, &root.key("server"), raw.server.unwrap_or_default());
+    let node = node::node(&mut c, &root.key("node"), raw.node.unwrap_or_default());
 
     let models_path = root.key("models");
     let mut models = Vec::with_capacity(raw.models.len());
@@ -126,6 +141,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Conf
         server,
         api_keys,
         models,
+        node,
     })
 }
 
@@ -206,8 +222,22 @@ fn server(c: &mut Checker<'_>, path: &ConfigPath, raw: RawServer) -> ServerSetti
             1,
             3600,
         )),
+        max_parked_bytes: match raw.max_parked_bytes {
+            None => DEFAULT_MAX_PARKED_BYTES,
+            Some(0) => {
+                c.error(
+                    path.key("max_parked_bytes"),
+                    "`max_parked_bytes` is 0; it must be at least 1",
+                );
+                DEFAULT_MAX_PARKED_BYTES
+            }
+            Some(bytes) => bytes,
+        },
     }
 }
+
+/// 64 MiB.
+const DEFAULT_MAX_PARKED_BYTES: u64 = 64 * 1024 * 1024;
 
 fn secs(s: u32) -> Duration {
     Duration::from_secs(u64::from(s))

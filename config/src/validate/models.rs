@@ -157,6 +157,7 @@ fn deployment(
         );
     }
     let replicas = replicas(c, &path.key("replicas"), raw.replicas);
+    let queue = super::queue::queue(c, &path.key("queue"), raw.queue.unwrap_or_default());
     let engine = match raw.engine {
         Some(e) => Some(super::engine::engine(
             c,
@@ -166,6 +167,12 @@ fn deployment(
         )?),
         None => None,
     };
+    if replicas == Some(ReplicaSource::Local) && engine.is_none() {
+        c.error(
+            path.key("engine"),
+            "missing `engine`: a deployment with local replicas needs an `engine` table (how its replicas run), or set `replicas = { source = \"static\", addresses = [...] }`",
+        );
+    }
     Some(Deployment {
         id: id?,
         name: raw.name.unwrap_or(default_name),
@@ -176,6 +183,7 @@ fn deployment(
         autoscaling,
         replicas: replicas?,
         engine,
+        queue,
     })
 }
 
@@ -202,14 +210,7 @@ fn resources(
             let default = Resources::default();
             let cpu_millis = match raw.cpu {
                 None => default.cpu_millis,
-                Some(cpu) if cpu > 0.0 && cpu <= 1024.0 => (cpu * 1000.0).round() as u32,
-                Some(cpu) => {
-                    c.error(
-                        path.key("cpu"),
-                        format!("`cpu` is {cpu}; it must be more than 0 and at most 1024 cores"),
-                    );
-                    return None;
-                }
+                Some(cpu) => c.cores(&path, "cpu", cpu)?,
             };
             let memory_mib = match raw.memory.as_deref().map(Resources::parse_memory) {
                 None => default.memory_mib,
@@ -314,23 +315,33 @@ fn replicas(
     path: &ConfigPath,
     raw: Option<RawReplicas>,
 ) -> Option<ReplicaSource> {
+    // No `replicas` key: the gateway starts the replicas itself.
     let Some(raw) = raw else {
-        c.error(path.clone(), "missing `replicas` (e.g. `replicas = { source = \"static\", addresses = [\"127.0.0.1:9001\"] }`)");
-        return None;
+        return Some(ReplicaSource::Local);
     };
     match raw.source.as_deref() {
         Some("static") => {}
+        Some("local") => {
+            if raw.addresses.is_some() {
+                c.error(
+                    path.key("addresses"),
+                    "`addresses` applies only to source = \"static\": the gateway starts local replicas itself and knows their addresses",
+                );
+                return None;
+            }
+            return Some(ReplicaSource::Local);
+        }
         Some(other) => {
             c.error(
                 path.key("source"),
-                format!("unknown replica source `{other}`: use \"static\""),
+                format!("unknown replica source `{other}`: use \"local\" or \"static\""),
             );
             return None;
         }
         None => {
             c.error(
                 path.key("source"),
-                "missing required key `source` (\"static\")",
+                "missing required key `source` (\"local\" or \"static\")",
             );
             return None;
         }

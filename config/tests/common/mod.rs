@@ -35,6 +35,7 @@ pub fn new_deployment(address: &str) -> NewDeployment {
             addresses: vec![address.to_owned()],
         },
         engine: None,
+        queue: None,
     }
 }
 

@@ -4,7 +4,8 @@
 use config::{Autoscaling, CleanupStrategy, Deployment, DeploymentKind, Model, ReplicaSource};
 use serde_json::{Value, json};
 
-use crate::snapshot::{Snapshot, Target};
+use crate::scaling::effective_autoscaling;
+use crate::snapshot::Snapshot;
 
 pub(super) fn model_view(m: &Model, snap: &Snapshot) -> Value {
     json!({
@@ -15,23 +16,47 @@ pub(super) fn model_view(m: &Model, snap: &Snapshot) -> Value {
     })
 }
 
-/// Status and replica counts come from the routing snapshot: `desired` is
-/// the configured replica count, `ready` those whose readiness probe passed.
+/// Status and replica counts come from the deployment's pool: `ready` are
+/// replicas whose readiness probe passed; for local replicas `desired`,
+/// `starting` and `pending` (with `pending_reason`) are the scaling
+/// controller's, for fixed ones `desired` is the configured count.
 pub(super) fn deployment_view(m: &Model, d: &Deployment, snap: &Snapshot) -> Value {
-    let ReplicaSource::Static { addresses } = &d.replicas;
-    let desired = if d.active { addresses.len() } else { 0 };
-    let route = snap
-        .model(&m.id)
-        .ok()
-        .and_then(|routes| routes.resolve(Target::Deployment(&d.id)).ok());
-    let ready = route.map_or(0, |r| r.replicas().ready_count());
-    let probed = route.map_or(0, |r| r.replicas().probed_count());
+    let pool = snap.deployment(&m.id, &d.id).map(|r| r.pool());
+    let (ready, probed) = pool.map_or((0, 0), |p| {
+        let set = p.replicas();
+        (set.ready_count(), set.probed_count())
+    });
+    let scale = pool.map(|p| p.status()).unwrap_or_default();
+    let instances: Vec<Value> = pool.map_or_else(Vec::new, |p| {
+        p.replicas()
+            .replicas()
+            .iter()
+            .map(|r| {
+                json!({
+                    "address": r.addr().to_string(),
+                    "health": format!("{:?}", r.health()).to_uppercase(),
+                    "in_flight": r.outstanding(),
+                })
+            })
+            .collect()
+    });
+    let desired = match (&d.replicas, d.active) {
+        (_, false) => 0,
+        (ReplicaSource::Static { addresses }, true) => addresses.len(),
+        (ReplicaSource::Local, true) => scale.desired as usize,
+    };
     let status = if !d.active {
         "INACTIVE"
-    } else if desired == 0 {
-        "SCALED_TO_ZERO"
     } else if ready > 0 {
         "ACTIVE"
+    } else if desired == 0 {
+        "SCALED_TO_ZERO"
+    } else if d.replicas == ReplicaSource::Local {
+        if scale.pending > 0 && scale.starting == 0 {
+            "DEPLOYING"
+        } else {
+            "WAKING_UP"
+        }
     } else if probed < desired {
         "DEPLOYING"
     } else {
@@ -49,23 +74,22 @@ pub(super) fn deployment_view(m: &Model, d: &Deployment, snap: &Snapshot) -> Val
         "is_development": d.kind == DeploymentKind::Development,
         "active": d.active,
         "status": status,
-        "replicas": { "desired": desired, "ready": ready },
+        "replicas": {
+            "desired": desired,
+            "ready": ready,
+            "starting": scale.starting,
+            "pending": scale.pending,
+            "pending_reason": scale.pending_reason,
+            "crashes": scale.crashes,
+            "instances": instances,
+        },
+        "queue": queue_view(pool.map(|p| &**p)),
         "environments": environments,
         "predict_concurrency": d.predict_concurrency,
         "resources": d.resources.to_string(),
         "autoscaling_settings": autoscaling_view(&d.autoscaling),
         "effective_autoscaling_settings": autoscaling_view(&effective_autoscaling(m, d)),
     })
-}
-
-/// The settings that govern a deployment: those of an environment that
-/// serves it (they apply once a promotion into it succeeded), else its own.
-fn effective_autoscaling(m: &Model, d: &Deployment) -> Autoscaling {
-    m.environments
-        .iter()
-        .filter(|e| e.deployment.as_deref() == Some(d.id.as_str()))
-        .find_map(|e| e.autoscaling)
-        .unwrap_or(d.autoscaling)
 }
 
 pub(super) fn environment_view(m: &Model, e: &config::Environment, snap: &Snapshot) -> Value {
@@ -83,6 +107,19 @@ pub(super) fn environment_view(m: &Model, e: &config::Environment, snap: &Snapsh
             "ramp_up_while_promoting": e.promotion.ramp_up,
             "ramp_up_duration_secs": e.promotion.ramp_up_duration,
         },
+    })
+}
+
+fn queue_view(pool: Option<&crate::pool::Pool>) -> Value {
+    let [parked_total, timed_out, client_closed, refused] =
+        pool.map_or([0; 4], |p| p.counters().get());
+    json!({
+        "parked": pool.map_or(0, |p| p.parked()),
+        "in_flight": pool.map_or(0, |p| p.in_flight()),
+        "parked_total": parked_total,
+        "timed_out": timed_out,
+        "client_closed": client_closed,
+        "refused": refused,
     })
 }
 

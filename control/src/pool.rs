@@ -1,0 +1,530 @@
+//! A deployment's runtime on the hot path: its current replicas, the
+//! concurrency limit of each, and the activation queue where requests park
+//! while no replica has a free slot.
+//!
+//! A request first tries to claim a slot directly ([`Pool::admit`]). When no
+//! routable replica has one, or other requests are already waiting (first
+//! come, first served), it parks in the pool's bounded FIFO. A parked
+//! request is handed a [`Lease`] as soon as a slot frees up: when a lease is
+//! dropped, when a replica joins the set, or when one becomes ready again.
+//! Slots are handed out one by one, so a burst that parked while the
+//! deployment was at zero is released only as far as each replica's
+//! concurrency allows (never flushed onto the first replica that comes up).
+//!
+//! Lost wake-ups are ruled out by ordering: a parker publishes itself
+//! (`parked += 1`) before it looks for a slot, and a releaser frees its slot
+//! before it looks for parkers, both with `SeqCst`; one of the two always
+//! sees the other.
+
+// The queue's lock is held for one push, pop or scan, never across an
+// await (`await_holding_lock` is denied): the std Mutex is the right tool.
+#![allow(clippy::disallowed_types)]
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use config::{Backpressure, QueueSettings};
+use tokio::sync::{Notify, oneshot};
+
+use crate::replicas::{Replica, ReplicaSet};
+
+/// What every pool of one gateway shares: the signal that wakes the scaling
+/// controller and the budget of bytes all parked requests may hold.
+#[derive(Debug)]
+pub struct Parking {
+    activations: Notify,
+    bytes: AtomicU64,
+    max_bytes: AtomicU64,
+}
+
+impl Parking {
+    /// A budget of `max_bytes` for parked requests.
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            activations: Notify::new(),
+            bytes: AtomicU64::new(0),
+            max_bytes: AtomicU64::new(max_bytes),
+        }
+    }
+
+    /// Changes the budget (on a config reload). Requests parked already stay.
+    pub fn set_max_bytes(&self, max_bytes: u64) {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes held by parked requests now.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when some pool needs a replica started (a request parked at
+    /// a deployment without routable replicas, or a wake call), or when the
+    /// config changed. Used by the scaling controller only.
+    pub async fn activated(&self) {
+        self.activations.notified().await;
+    }
+
+    /// Wakes the scaling controller.
+    pub fn activate(&self) {
+        self.activations.notify_one();
+    }
+
+    fn reserve(&self, bytes: u64) -> bool {
+        let max = self.max_bytes.load(Ordering::Relaxed);
+        self.bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|&total| total <= max)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: u64) {
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Why a request that cannot be served now is not parked either. All 429s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Overload {
+    /// REJECT_ON_FULL and every routable replica is at its concurrency limit.
+    #[error("every replica of this deployment is at its concurrency limit")]
+    Busy,
+    /// The deployment's queue holds `max_length` requests already.
+    #[error("the deployment's request queue is full")]
+    QueueFull,
+    /// Parked requests hold the gateway's whole parked-bytes budget.
+    #[error("too many queued request bytes in the gateway")]
+    TooManyParkedBytes,
+}
+
+/// What happens to a request now.
+#[derive(Debug)]
+pub enum Admission {
+    /// A replica slot, at once.
+    Go(Lease),
+    /// Parked: await [`Parked::lease`].
+    Park(Parked),
+    /// Refused (429).
+    Refuse(Overload),
+}
+
+/// The replica counts the scaling controller last published, for status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScaleStatus {
+    /// Replicas wanted.
+    pub desired: u32,
+    /// Replicas started but not yet ready.
+    pub starting: u32,
+    /// Replicas wanted that cannot start (see `pending_reason`).
+    pub pending: u32,
+    /// Why `pending` replicas cannot start (e.g. not enough CPU on the node).
+    pub pending_reason: Option<String>,
+    /// Replicas that exited unexpectedly since the gateway started.
+    pub crashes: u64,
+}
+
+/// How requests fared at the activation queue since the gateway started.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    /// Requests that had to park.
+    pub parked: AtomicU64,
+    /// Parked requests that waited longer than the queue timeout (503).
+    pub timed_out: AtomicU64,
+    /// Parked requests whose client went away (499).
+    pub client_closed: AtomicU64,
+    /// Requests refused instead of parked (429).
+    pub refused: AtomicU64,
+}
+
+impl QueueCounters {
+    /// The counts, in the order of the fields.
+    pub fn get(&self) -> [u64; 4] {
+        [
+            &self.parked,
+            &self.timed_out,
+            &self.client_closed,
+            &self.refused,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Lease>,
+}
+
+/// One deployment's replicas and activation queue. Shared (`Arc`) by every
+/// snapshot that routes to the deployment, so counts, health and parked
+/// requests survive config reloads.
+pub struct Pool {
+    replicas: ArcSwap<ReplicaSet>,
+    limit: AtomicU32,
+    queue: ArcSwap<QueueSettings>,
+    waiters: Mutex<VecDeque<Waiter>>,
+    parked: AtomicUsize,
+    /// Requests served by replicas that have left the set.
+    retired_served: AtomicU64,
+    next_waiter: AtomicU64,
+    /// Replicas a wake call or a promotion asked for (0: none).
+    wake_requested: AtomicU32,
+    status: ArcSwap<ScaleStatus>,
+    counters: QueueCounters,
+    parking: Arc<Parking>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("replicas", &self.replicas.load().len())
+            .field("limit", &self.limit())
+            .field("parked", &self.parked())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// An empty pool whose replicas each run `limit` requests at once.
+    pub fn new(limit: u32, queue: QueueSettings, parking: Arc<Parking>) -> Self {
+        Self {
+            replicas: ArcSwap::from_pointee(ReplicaSet::default()),
+            limit: AtomicU32::new(limit.max(1)),
+            queue: ArcSwap::from_pointee(queue),
+            waiters: Mutex::new(VecDeque::new()),
+            parked: AtomicUsize::new(0),
+            retired_served: AtomicU64::new(0),
+            next_waiter: AtomicU64::new(0),
+            wake_requested: AtomicU32::new(0),
+            status: ArcSwap::from_pointee(ScaleStatus::default()),
+            counters: QueueCounters::default(),
+            parking,
+        }
+    }
+
+    /// Applies changed settings (config reload). A higher limit frees slots
+    /// at once.
+    pub fn configure(self: &Arc<Self>, limit: u32, queue: QueueSettings) {
+        self.limit.store(limit.max(1), Ordering::SeqCst);
+        if **self.queue.load() != queue {
+            self.queue.store(Arc::new(queue));
+        }
+        self.dispatch();
+    }
+
+    /// Requests one replica runs at once (its `predict_concurrency`).
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// How long a request may stay parked.
+    pub fn queue_timeout(&self) -> Duration {
+        self.queue.load().timeout
+    }
+
+    /// The current replicas.
+    pub fn replicas(&self) -> arc_swap::Guard<Arc<ReplicaSet>> {
+        self.replicas.load()
+    }
+
+    /// Requests holding a slot on a current replica (computed, not
+    /// counted, to keep a shared counter off the hot path).
+    pub fn in_flight(&self) -> usize {
+        let set = self.replicas.load();
+        set.replicas()
+            .iter()
+            .map(|r| r.outstanding() as usize)
+            .sum()
+    }
+
+    /// Requests routed to the deployment's replicas so far (retries not
+    /// counted), including replicas that have left.
+    pub fn served(&self) -> u64 {
+        self.retired_served.load(Ordering::Relaxed) + self.replicas.load().served()
+    }
+
+    /// Requests waiting in the queue now.
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::SeqCst)
+    }
+
+    /// Replaces the replica set (config reload of fixed replicas, or the
+    /// scaling controller) and hands new capacity to parked requests.
+    pub fn set_replicas(self: &Arc<Self>, set: ReplicaSet) {
+        let old = self.replicas.swap(Arc::new(set));
+        let current = self.replicas.load();
+        let gone: u64 = old
+            .replicas()
+            .iter()
+            .filter(|r| !current.replicas().iter().any(|c| Arc::ptr_eq(c, r)))
+            .map(|r| r.served())
+            .sum();
+        self.retired_served.fetch_add(gone, Ordering::Relaxed);
+        self.dispatch();
+    }
+
+    /// Adds a replica that passed its readiness probe.
+    pub fn add_replica(self: &Arc<Self>, replica: Arc<Replica>) {
+        self.replicas.rcu(|set| set.with(Arc::clone(&replica)));
+        self.dispatch();
+    }
+
+    /// Takes a replica out of routing; requests already sent to it finish.
+    pub fn remove_replica(&self, replica: &Arc<Replica>) {
+        self.replicas.rcu(|set| set.without(replica));
+        // It gets no new requests now, so its count is final.
+        self.retired_served
+            .fetch_add(replica.served(), Ordering::Relaxed);
+    }
+
+    /// Call when some replica may have regained capacity by other means
+    /// than a lease ending (e.g. a probe found it ready again).
+    pub fn capacity_changed(self: &Arc<Self>) {
+        if self.parked() > 0 {
+            self.dispatch();
+        }
+    }
+
+    /// Asks for at least `replicas` replicas without a request: a `/wake`
+    /// call (one) or a promotion waiting for its target (its minimum).
+    /// They scale down again by the usual rules once idle.
+    pub fn wake(&self, replicas: u32) {
+        self.wake_requested.fetch_max(replicas, Ordering::SeqCst);
+        self.parking.activate();
+    }
+
+    /// Replicas a wake asked for since the last call (scaling controller).
+    pub fn take_wake(&self) -> u32 {
+        self.wake_requested.swap(0, Ordering::SeqCst)
+    }
+
+    /// How requests fared at the queue.
+    pub fn counters(&self) -> &QueueCounters {
+        &self.counters
+    }
+
+    /// The scaling controller's last published counts.
+    pub fn status(&self) -> ScaleStatus {
+        ScaleStatus::clone(&self.status.load())
+    }
+
+    /// Publishes the scaling controller's counts.
+    pub fn set_status(&self, status: ScaleStatus) {
+        if **self.status.load() != status {
+            self.status.store(Arc::new(status));
+        }
+    }
+
+    /// Fails every parked request (the deployment was deactivated or
+    /// deleted): their [`Parked::lease`] returns [`Closed`]. New requests
+    /// never reach a closed pool: routing answers 404 first.
+    pub fn close(&self) {
+        let drained: Vec<Waiter> = {
+            let mut waiters = self.lock_waiters();
+            self.parked.fetch_sub(waiters.len(), Ordering::SeqCst);
+            waiters.drain(..).collect()
+        };
+        // Dropping the senders outside the lock wakes the waiters.
+        drop(drained);
+    }
+
+    /// Claims a slot at once, parks the request, or refuses it.
+    /// `bytes` is what the request holds while parked (head + body).
+    pub fn admit(self: &Arc<Self>, bytes: u64) -> Admission {
+        // Nobody may overtake parked requests: first come, first served.
+        if self.parked() == 0
+            && let Some(lease) = self.claim()
+        {
+            return Admission::Go(lease);
+        }
+        let queue = **self.queue.load();
+        let outcome = if queue.backpressure == Backpressure::RejectOnFull
+            && self.replicas.load().routable_count() > 0
+        {
+            Err(Overload::Busy)
+        } else {
+            self.park(bytes, queue.max_length)
+        };
+        match outcome {
+            Ok(parked) => {
+                self.counters.parked.fetch_add(1, Ordering::Relaxed);
+                Admission::Park(parked)
+            }
+            Err(overload) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                Admission::Refuse(overload)
+            }
+        }
+    }
+
+    fn park(self: &Arc<Self>, bytes: u64, max_length: u32) -> Result<Parked, Overload> {
+        if !self.parking.reserve(bytes) {
+            return Err(Overload::TooManyParkedBytes);
+        }
+        // From here on `Parked`'s drop gives the bytes back.
+        let (tx, rx) = oneshot::channel();
+        let mut parked = Parked {
+            pool: Arc::clone(self),
+            id: self.next_waiter.fetch_add(1, Ordering::Relaxed),
+            rx,
+            bytes,
+            queued: false,
+        };
+        {
+            let mut waiters = self.lock_waiters();
+            if waiters.len() >= max_length as usize {
+                return Err(Overload::QueueFull);
+            }
+            waiters.push_back(Waiter { id: parked.id, tx });
+            self.parked.fetch_add(1, Ordering::SeqCst);
+        }
+        parked.queued = true;
+        if self.replicas.load().routable_count() == 0 {
+            // Scale from zero (or replace dead replicas) now, not at the
+            // controller's next tick.
+            self.parking.activate();
+        }
+        // A slot may have been freed between the failed claim and the push.
+        self.dispatch();
+        Ok(parked)
+    }
+
+    /// A slot on some routable replica, counted as served.
+    fn claim(self: &Arc<Self>) -> Option<Lease> {
+        let set = self.replicas.load();
+        let replica = set.claim(self.limit())?;
+        replica.count_served();
+        Some(self.lease(Arc::clone(replica)))
+    }
+
+    fn lease(self: &Arc<Self>, replica: Arc<Replica>) -> Lease {
+        Lease {
+            pool: Arc::clone(self),
+            replica,
+        }
+    }
+
+    /// Hands free slots to parked requests, oldest first.
+    fn dispatch(self: &Arc<Self>) {
+        let mut spare: Option<Lease> = None;
+        {
+            let mut waiters = self.lock_waiters();
+            while let Some(front) = waiters.front() {
+                if front.tx.is_closed() {
+                    // Timed out or disconnected; its drop is under way.
+                    waiters.pop_front();
+                    self.parked.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
+                let Some(lease) = spare.take().or_else(|| self.claim()) else {
+                    break;
+                };
+                let waiter = waiters.pop_front().expect("front exists");
+                self.parked.fetch_sub(1, Ordering::SeqCst);
+                // A waiter that left after the check above gives it back.
+                spare = waiter.tx.send(lease).err();
+            }
+        }
+        // Only when the queue emptied; dropped outside the lock, since a
+        // lease's drop may dispatch again.
+        drop(spare);
+    }
+
+    fn lock_waiters(&self) -> MutexGuard<'_, VecDeque<Waiter>> {
+        // A panic while holding this lock leaves the queue consistent
+        // (every step is a single push or pop), so poisoning is ignored.
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forget(&self, id: u64) {
+        let mut waiters = self.lock_waiters();
+        if let Some(at) = waiters.iter().position(|w| w.id == id) {
+            waiters.remove(at);
+            self.parked.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The deployment was deactivated or deleted while the request was parked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the deployment stopped serving while the request was queued")]
+pub struct Closed;
+
+/// A request waiting in a pool's queue. Dropping it (timeout, client gone)
+/// takes it out of the queue and gives its bytes back.
+#[derive(Debug)]
+pub struct Parked {
+    pool: Arc<Pool>,
+    id: u64,
+    rx: oneshot::Receiver<Lease>,
+    bytes: u64,
+    queued: bool,
+}
+
+impl Parked {
+    /// Waits for a replica slot. Cancel-safe: dropping the future (or the
+    /// `Parked`) while waiting loses no slot.
+    pub async fn lease(&mut self) -> Result<Lease, Closed> {
+        let lease = (&mut self.rx).await.map_err(|_| Closed)?;
+        self.queued = false;
+        Ok(lease)
+    }
+
+    /// How long it may wait, per the deployment's queue settings.
+    pub fn timeout(&self) -> Duration {
+        self.pool.queue_timeout()
+    }
+
+    /// The deployment's queue counters, to record how the wait ended.
+    pub fn counters(&self) -> &QueueCounters {
+        &self.pool.counters
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.pool.parking.give_back(self.bytes);
+        if self.queued {
+            self.pool.forget(self.id);
+        }
+        // A lease sent meanwhile sits in `rx` and is released with it.
+    }
+}
+
+/// A request's claim on one replica slot; gives the slot back when dropped,
+/// whatever path the request ends on, and hands it to a parked request.
+#[derive(Debug)]
+pub struct Lease {
+    pool: Arc<Pool>,
+    replica: Arc<Replica>,
+}
+
+impl Lease {
+    /// The leased replica.
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// A slot on another routable replica, for a retry after this one could
+    /// not be reached (which also takes this one out of routing).
+    pub fn retry_elsewhere(&self) -> Option<Lease> {
+        self.replica.mark_unreachable();
+        let set = self.pool.replicas.load();
+        let other = set.claim_other(self.pool.limit(), &self.replica)?;
+        Some(self.pool.lease(Arc::clone(other)))
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.replica.release();
+        if self.pool.parked.load(Ordering::SeqCst) > 0 {
+            self.pool.dispatch();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

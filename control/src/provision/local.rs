@@ -1,0 +1,230 @@
+//! Replicas as `engine` processes on this machine.
+//!
+//! Each replica binds port 0 and announces its address on its first stdout
+//! line; it becomes `Running` only after that line and a passing readiness
+//! probe. Its stdin is a pipe the gateway never writes to: the engine runs
+//! with `--exit-on-stdin-eof`, so when the gateway dies, however it dies,
+//! the kernel closes the pipe and every replica exits. No orphans.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::Notify;
+
+use super::{Instance, InstanceState, ProvisionError, Provisioner, ReplicaSpec};
+use crate::health;
+
+/// How local replicas are run.
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    /// The `engine` binary.
+    pub binary: PathBuf,
+    /// Longest a replica may take from spawn to ready (model loading).
+    pub start_timeout: Duration,
+    /// After SIGTERM, how long a replica may take to exit before SIGKILL.
+    pub stop_grace: Duration,
+}
+
+impl LocalSettings {
+    /// The defaults, with `binary` or else `engine` beside the running executable.
+    pub fn new(binary: Option<PathBuf>) -> Self {
+        let binary = binary.unwrap_or_else(|| {
+            std::env::current_exe()
+                .map(|exe| exe.with_file_name("engine"))
+                .unwrap_or_else(|_| PathBuf::from("engine"))
+        });
+        Self {
+            binary,
+            start_timeout: Duration::from_secs(300),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Starts `engine` processes; must be used within a Tokio runtime that
+/// outlives them (the scaling controller's).
+#[derive(Debug)]
+pub struct LocalProvisioner {
+    settings: LocalSettings,
+    events: Arc<Notify>,
+}
+
+impl LocalProvisioner {
+    /// A provisioner that notifies `events` on every replica state change.
+    pub fn new(settings: LocalSettings, events: Arc<Notify>) -> Self {
+        Self { settings, events }
+    }
+}
+
+impl Provisioner for LocalProvisioner {
+    fn start(&self, spec: &ReplicaSpec) -> Result<Arc<Instance>, ProvisionError> {
+        let instance = Arc::new(Instance::new(&spec.deployment, Arc::clone(&self.events)));
+        let mut command = Command::new(&self.settings.binary);
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--exit-on-stdin-eof",
+                "--replica-id",
+            ])
+            .arg(instance.name())
+            .args(spec.engine.to_args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // The last resort if the supervising task is dropped.
+            .kill_on_drop(true);
+        let child = command.spawn().map_err(|source| ProvisionError::Spawn {
+            binary: self.settings.binary.display().to_string(),
+            source,
+        })?;
+        log::info!(
+            "replica {} starting (pid {})",
+            instance.name(),
+            child.id().unwrap_or(0)
+        );
+        tokio::spawn(supervise(
+            child,
+            Arc::clone(&instance),
+            self.settings.clone(),
+        ));
+        Ok(instance)
+    }
+
+    fn stop(&self, instance: &Instance) {
+        instance.request_stop();
+    }
+}
+
+/// Follows one replica process from spawn to exit.
+async fn supervise(mut child: Child, instance: Arc<Instance>, settings: LocalSettings) {
+    // Held, never written: closing it is how the replica learns we are gone.
+    let _stdin = child.stdin.take();
+    let Some(stdout) = child.stdout.take() else {
+        instance.set_state(InstanceState::Exited {
+            reason: "no stdout pipe".into(),
+        });
+        return;
+    };
+    let startup = tokio::time::timeout(settings.start_timeout, announce(stdout));
+    let outcome = tokio::select! {
+        started = startup => match started {
+            Ok(Ok(addr)) => Ok(addr),
+            Ok(Err(why)) => Err(why),
+            Err(_) => Err(format!("not ready within {:?}", settings.start_timeout)),
+        },
+        status = child.wait() => Err(format!("exited before it was ready ({})", describe(status))),
+        () = instance.stop_requested() => {
+            terminate(&mut child, &instance, settings.stop_grace).await;
+            instance.set_state(InstanceState::Stopped);
+            return;
+        }
+    };
+    let addr = match outcome {
+        Ok(addr) => addr,
+        Err(reason) => {
+            // Whatever state it is in, it will not serve: make sure it is gone.
+            let _ = child.kill().await;
+            instance.set_state(InstanceState::Exited { reason });
+            return;
+        }
+    };
+    instance.set_state(InstanceState::Running(addr));
+    tokio::select! {
+        status = child.wait() => {
+            instance.set_state(InstanceState::Exited { reason: describe(status) });
+        }
+        () = instance.stop_requested() => {
+            terminate(&mut child, &instance, settings.stop_grace).await;
+            instance.set_state(InstanceState::Stopped);
+        }
+    }
+}
+
+/// Reads the ready line, then waits for the readiness probe to pass.
+/// Later stdout lines (there should be none) go to the log.
+async fn announce(stdout: ChildStdout) -> Result<std::net::SocketAddr, String> {
+    let mut lines = BufReader::new(stdout).lines();
+    let line = lines
+        .next_line()
+        .await
+        .map_err(|e| format!("reading its output: {e}"))?
+        .ok_or("closed its output before it was ready")?;
+    let addr = parse_ready_line(&line)?;
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            log::info!("replica {addr}: {line}");
+        }
+    });
+    // The engine announces itself only once loaded and warmed up, so the
+    // first probe normally passes; a few retries cover a slow accept.
+    let mut last = String::new();
+    for _ in 0..50 {
+        match health::probe(addr, Duration::from_secs(1)).await {
+            Ok(()) => return Ok(addr),
+            Err(why) => last = why,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("readiness probe kept failing: {last}"))
+}
+
+/// `{"event":"ready","addr":"127.0.0.1:PORT",...}` -> the address.
+fn parse_ready_line(line: &str) -> Result<std::net::SocketAddr, String> {
+    #[derive(serde::Deserialize)]
+    struct Ready {
+        event: String,
+        addr: std::net::SocketAddr,
+    }
+    match serde_json::from_str::<Ready>(line) {
+        Ok(ready) if ready.event == "ready" => Ok(ready.addr),
+        _ => Err(format!("unexpected first line: {:?}", line.trim_end())),
+    }
+}
+
+/// SIGTERM (the engine drains its own in-flight requests), then SIGKILL
+/// after the grace period.
+async fn terminate(child: &mut Child, instance: &Instance, grace: Duration) {
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(pid) = pid {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => log::info!("replica {} stopped ({})", instance.name(), describe(status)),
+        Err(_) => {
+            log::warn!(
+                "replica {} ignored SIGTERM for {grace:?}; killing it",
+                instance.name()
+            );
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("wait failed: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_lines_are_parsed_and_anything_else_refused() {
+        let addr =
+            parse_ready_line(r#"{"event":"ready","addr":"127.0.0.1:4000","backend":"onnx"}"#);
+        assert_eq!(addr.unwrap().port(), 4000);
+        assert!(parse_ready_line("thread main panicked").is_err());
+        assert!(parse_ready_line(r#"{"event":"other","addr":"127.0.0.1:1"}"#).is_err());
+    }
+}

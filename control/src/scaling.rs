@@ -1,0 +1,473 @@
+//! The scaling controller: one loop that owns every local replica. It wakes
+//! every tick (to sample load and let the autoscaler decide), when a request
+//! parks at a deployment without routable replicas or a wake call comes (to
+//! start one at once), when a replica changes state, and when the config
+//! changes. Each pass reconciles every local deployment:
+//!
+//! 1. follow its replicas: one that became ready joins routing; one that
+//!    exited unexpectedly leaves routing at once and is replaced after a
+//!    backoff;
+//! 2. decide how many it should run ([`Autoscaler`], plus: at least one
+//!    while requests are parked, or as many as a wake asked for; none while
+//!    inactive);
+//! 3. start what is missing if the node has room (else they stay pending,
+//!    with the reason in the deployment's status), or drain and stop what is
+//!    too many: taken out of routing first, stopped once its requests are
+//!    done. A replica still starting is never stopped for being idle.
+//!
+//! Time is Tokio's clock, so tests can pause and advance it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::{Autoscaling, Deployment, DeploymentKind, Model, ReplicaSource, Resources};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use crate::autoscaler::Autoscaler;
+use crate::capacity::{NodeCapacity, Usage};
+use crate::pool::{Pool, ScaleStatus};
+use crate::provision::{Instance, InstanceState, Provisioner, ReplicaSpec};
+use crate::replicas::Replica;
+use crate::routing::Routing;
+
+/// Timing of the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScalingSettings {
+    /// How often load is sampled and the autoscaler decides.
+    pub tick: Duration,
+    /// Longest a replica being scaled down may take to finish its requests.
+    pub drain_timeout: Duration,
+    /// First wait before replacing a crashed replica; doubles per crash.
+    pub restart_backoff: Duration,
+    /// Longest wait before replacing a crashed replica.
+    pub max_restart_backoff: Duration,
+    /// A replica that ran this long resets the backoff when it crashes.
+    pub stable_after: Duration,
+}
+
+impl Default for ScalingSettings {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(60),
+            restart_backoff: Duration::from_millis(500),
+            max_restart_backoff: Duration::from_secs(30),
+            stable_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The settings that govern a deployment: those of an environment that
+/// serves it (they apply once a promotion into it succeeded), else its own.
+pub fn effective_autoscaling(m: &Model, d: &Deployment) -> Autoscaling {
+    m.environments
+        .iter()
+        .filter(|e| e.deployment.as_deref() == Some(d.id.as_str()))
+        .find_map(|e| e.autoscaling)
+        .unwrap_or(d.autoscaling)
+}
+
+/// One replica the controller started.
+struct Tracked {
+    instance: Arc<Instance>,
+    /// Set once it is ready and in routing.
+    replica: Option<Arc<Replica>>,
+    resources: Resources,
+    running_since: Option<Instant>,
+    /// Being drained and stopped on purpose.
+    stopping: bool,
+}
+
+/// A local deployment's replicas and scaling state.
+struct Managed {
+    name: String,
+    pool: Arc<Pool>,
+    settings: (Autoscaling, bool),
+    autoscaler: Autoscaler,
+    replicas: Vec<Tracked>,
+    crashes: u64,
+    backoff: Duration,
+    restart_not_before: Option<Instant>,
+    last_desired: Option<u32>,
+    last_pending: Option<String>,
+}
+
+impl Managed {
+    fn live(&self) -> impl Iterator<Item = &Tracked> {
+        self.replicas.iter().filter(|t| !t.stopping)
+    }
+}
+
+/// Owns local replicas and scales them. Run it with [`Controller::run`] or
+/// [`start_background`].
+pub struct Controller {
+    routing: Arc<Routing>,
+    provisioner: Arc<dyn Provisioner>,
+    events: Arc<Notify>,
+    capacity: NodeCapacity,
+    settings: ScalingSettings,
+    deployments: HashMap<(String, String), Managed>,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("deployments", &self.deployments.len())
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// A controller starting replicas with `provisioner`, which must notify
+    /// `events` when a replica changes state.
+    pub fn new(
+        routing: Arc<Routing>,
+        provisioner: Arc<dyn Provisioner>,
+        events: Arc<Notify>,
+        capacity: NodeCapacity,
+        settings: ScalingSettings,
+    ) -> Self {
+        Self {
+            routing,
+            provisioner,
+            events,
+            capacity,
+            settings,
+            deployments: HashMap::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Reconciles until `shutdown` resolves, then stops every replica and
+    /// returns once they are all gone.
+    pub async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
+        let parking = Arc::clone(self.routing.load().parking());
+        let mut tick = tokio::time::interval(self.settings.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let sample = tokio::select! {
+                _ = tick.tick() => true,
+                () = parking.activated() => false,
+                () = self.events.notified() => false,
+                _ = &mut shutdown => break,
+            };
+            self.reconcile(sample);
+        }
+        self.stop_all().await;
+    }
+
+    /// One pass over every deployment; `sample` records the current load
+    /// for the autoscaler (once per tick, so the window averages ticks).
+    pub fn reconcile(&mut self, sample: bool) {
+        let now = Instant::now();
+        let snapshot = self.routing.load_full();
+        let config = Arc::clone(snapshot.config());
+        let mut deployments = std::mem::take(&mut self.deployments);
+        let mut used = Usage::default();
+        for t in deployments.values().flat_map(|m| &m.replicas) {
+            used.add(&t.resources);
+        }
+        let mut seen = HashSet::new();
+        for model in &config.models {
+            for d in &model.deployments {
+                let Some(route) = snapshot.deployment(&model.id, &d.id) else {
+                    continue;
+                };
+                let key = (model.id.clone(), d.id.clone());
+                if d.replicas != ReplicaSource::Local || d.engine.is_none() {
+                    continue; // fixed replicas: the snapshot applies them
+                }
+                seen.insert(key.clone());
+                let settings = (
+                    effective_autoscaling(model, d),
+                    d.kind == DeploymentKind::Development,
+                );
+                let managed = deployments.entry(key).or_insert_with(|| Managed {
+                    name: format!("{}/{}", model.id, d.id),
+                    pool: Arc::clone(route.pool()),
+                    settings,
+                    autoscaler: Autoscaler::new(settings.0, settings.1),
+                    replicas: Vec::new(),
+                    crashes: 0,
+                    backoff: Duration::ZERO,
+                    restart_not_before: None,
+                    last_desired: None,
+                    last_pending: None,
+                });
+                if managed.settings != settings {
+                    log::info!("autoscaler {}: settings changed", managed.name);
+                    managed.settings = settings;
+                    managed.autoscaler = Autoscaler::new(settings.0, settings.1);
+                }
+                self.step(d, managed, now, sample, &mut used);
+            }
+        }
+        // Deployments deleted, or no longer local: stop their replicas.
+        for (key, mut managed) in deployments {
+            if seen.contains(&key) {
+                self.deployments.insert(key, managed);
+            } else if managed
+                .replicas
+                .iter()
+                .any(|t| !t.instance.state().is_over())
+            {
+                for t in managed.replicas.iter_mut().filter(|t| !t.stopping) {
+                    self.retire(&managed.pool, t);
+                }
+                // Keep following them until they are gone.
+                self.follow(&mut managed, now);
+                if !managed.replicas.is_empty() {
+                    self.deployments.insert(key, managed);
+                }
+            }
+        }
+    }
+
+    fn step(&self, d: &Deployment, m: &mut Managed, now: Instant, sample: bool, used: &mut Usage) {
+        self.follow(m, now);
+        let current = m.live().count() as u32;
+        let in_flight = m.pool.in_flight();
+        let parked = m.pool.parked();
+        let t = now.duration_since(self.epoch);
+        let woken = m.pool.take_wake();
+        if sample {
+            m.autoscaler.observe(t, (in_flight + parked) as f64);
+        }
+        if woken > 0 {
+            // A wake counts as that much load seen now: the replicas it
+            // starts stay for the window, then scale down as usual.
+            m.autoscaler.observe(t, f64::from(woken));
+        }
+        let decision = m.autoscaler.decide(t, current);
+        let desired = if !d.active {
+            0
+        } else {
+            let ceiling = m.autoscaler.max_replicas();
+            let mut desired = decision.desired.max(woken.min(ceiling));
+            if parked > 0 && current == 0 {
+                desired = desired.max(1); // scale from zero at once
+            }
+            desired
+        };
+        if m.last_desired != Some(desired) {
+            log::info!(
+                "autoscaler {}: {current} -> {desired} replica(s) (in flight {in_flight}, parked {parked}, stable signal {:.2}, burst signal {:.2}, burst mode {}, wake {woken}, active {})",
+                m.name,
+                decision.stable_signal,
+                decision.burst_signal,
+                decision.burst,
+                d.active
+            );
+            m.last_desired = Some(desired);
+        }
+
+        let mut pending = 0;
+        let mut reason = None;
+        if desired > current {
+            for _ in current..desired {
+                if let Some(at) = m.restart_not_before.filter(|&at| now < at) {
+                    pending += 1;
+                    reason = Some(format!(
+                        "replacing a crashed replica in {:.1} s",
+                        at.duration_since(now).as_secs_f64()
+                    ));
+                    continue;
+                }
+                if let Err(why) = self.capacity.fits(used, &d.resources) {
+                    pending += 1;
+                    reason = Some(why);
+                    continue;
+                }
+                let spec = ReplicaSpec {
+                    deployment: m.name.clone(),
+                    engine: d.engine.clone().expect("local deployments have an engine"),
+                };
+                match self.provisioner.start(&spec) {
+                    Ok(instance) => {
+                        used.add(&d.resources);
+                        m.replicas.push(Tracked {
+                            instance,
+                            replica: None,
+                            resources: d.resources.clone(),
+                            running_since: None,
+                            stopping: false,
+                        });
+                    }
+                    Err(e) => {
+                        pending += 1;
+                        reason = Some(e.to_string());
+                    }
+                }
+            }
+            if reason.is_some() && reason != m.last_pending {
+                let why = reason.as_deref().unwrap_or_default();
+                log::warn!("{}: {pending} replica(s) pending: {why}", m.name);
+            }
+        } else if desired < current {
+            // Ready replicas only, least busy first: a starting replica is
+            // never idle, it just has not served yet. Deactivation stops all.
+            let mut victims: Vec<usize> = (0..m.replicas.len())
+                .filter(|&i| {
+                    let t = &m.replicas[i];
+                    !t.stopping && (t.replica.is_some() || !d.active)
+                })
+                .collect();
+            victims.sort_by_key(|&i| {
+                m.replicas[i]
+                    .replica
+                    .as_ref()
+                    .map_or(0, |r| r.outstanding())
+            });
+            for i in victims.into_iter().take((current - desired) as usize) {
+                self.retire(&m.pool, &mut m.replicas[i]);
+            }
+        }
+        m.last_pending.clone_from(&reason);
+        let starting = m.live().filter(|t| t.replica.is_none()).count() as u32;
+        m.pool.set_status(ScaleStatus {
+            desired,
+            starting,
+            pending,
+            pending_reason: reason,
+            crashes: m.crashes,
+        });
+    }
+
+    /// Applies replica state changes: ready ones join routing, exited ones
+    /// leave it (and, if unexpected, are counted and replaced after a backoff).
+    fn follow(&self, m: &mut Managed, now: Instant) {
+        let settings = self.settings;
+        m.replicas.retain_mut(|t| match t.instance.state() {
+            InstanceState::Starting => true,
+            InstanceState::Running(addr) => {
+                if t.replica.is_none() && !t.stopping {
+                    let replica = Arc::new(Replica::ready(addr));
+                    m.pool.add_replica(Arc::clone(&replica));
+                    t.replica = Some(replica);
+                    t.running_since = Some(now);
+                    log::info!("replica {} is ready at {addr}", t.instance.name());
+                }
+                true
+            }
+            InstanceState::Exited { reason } => {
+                if let Some(replica) = &t.replica {
+                    m.pool.remove_replica(replica);
+                }
+                if !t.stopping {
+                    m.crashes += 1;
+                    let ran_long = t
+                        .running_since
+                        .is_some_and(|since| now.duration_since(since) >= settings.stable_after);
+                    m.backoff = if ran_long || m.backoff.is_zero() {
+                        settings.restart_backoff
+                    } else {
+                        (m.backoff * 2).min(settings.max_restart_backoff)
+                    };
+                    m.restart_not_before = Some(now + m.backoff);
+                    log::warn!(
+                        "replica {} exited unexpectedly ({reason}); replacing it in {:?}",
+                        t.instance.name(),
+                        m.backoff
+                    );
+                }
+                false
+            }
+            InstanceState::Stopped => false,
+        });
+    }
+
+    /// Takes a replica out of routing, lets its requests finish (up to the
+    /// drain timeout), then stops it.
+    fn retire(&self, pool: &Pool, t: &mut Tracked) {
+        t.stopping = true;
+        let provisioner = Arc::clone(&self.provisioner);
+        let instance = Arc::clone(&t.instance);
+        let Some(replica) = t.replica.clone() else {
+            provisioner.stop(&instance);
+            return;
+        };
+        pool.remove_replica(&replica);
+        log::info!("replica {} draining", instance.name());
+        let timeout = self.settings.drain_timeout;
+        tokio::spawn(async move {
+            let deadline = Instant::now() + timeout;
+            while replica.outstanding() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            provisioner.stop(&instance);
+        });
+    }
+
+    /// Stops every replica at once (the gateway is exiting: its own
+    /// requests are drained already) and waits until all are gone.
+    async fn stop_all(&mut self) {
+        let instances: Vec<Arc<Instance>> = self
+            .deployments
+            .values()
+            .flat_map(|m| &m.replicas)
+            .map(|t| Arc::clone(&t.instance))
+            .collect();
+        for instance in &instances {
+            self.provisioner.stop(instance);
+        }
+        while instances.iter().any(|i| !i.state().is_over()) {
+            self.events.notified().await;
+        }
+        log::info!("stopped {} replica(s)", instances.len());
+    }
+}
+
+// The handle's two locks are taken once, by the thread that exits the
+// process, never on a runtime.
+#[allow(clippy::disallowed_types)]
+type Once<T> = std::sync::Mutex<T>;
+
+/// The controller running on its own thread (with its own runtime, which
+/// supervises the replica processes), and the way to stop it.
+#[derive(Debug)]
+pub struct ControllerHandle {
+    shutdown: Once<Option<oneshot::Sender<()>>>,
+    done: Once<std::sync::mpsc::Receiver<()>>,
+}
+
+/// Starts `controller` on a thread of its own.
+pub fn start_background(controller: Controller) -> std::io::Result<ControllerHandle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (shutdown_tx, shutdown_rx) = oneshot::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("scaling".into())
+        .spawn(move || {
+            runtime.block_on(controller.run(shutdown_rx));
+            let _ = done_tx.send(());
+        })?;
+    Ok(ControllerHandle {
+        shutdown: Once::new(Some(shutdown_tx)),
+        done: Once::new(done_rx),
+    })
+}
+
+impl ControllerHandle {
+    /// Stops every replica and waits (up to `limit`) until they are gone.
+    /// Later calls return at once.
+    pub fn shutdown(&self, limit: Duration) {
+        let sender = self
+            .shutdown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(sender) = sender {
+            let _ = sender.send(());
+            let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            if done.recv_timeout(limit).is_err() {
+                log::warn!("replicas still stopping after {limit:?}; exiting anyway");
+            }
+        }
+    }
+}
