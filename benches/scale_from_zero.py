@@ -92,13 +92,14 @@ def ttfb(port, results, index, start_barrier):
     """One predict call; records the wall-clock time its response head arrived."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     start_barrier.wait()
+    sent = time.time()
     conn.request("POST", "/models/m/production/predict", body=BODY,
                  headers={"Authorization": f"Api-Key {KEY}"})
     resp = conn.getresponse()  # returns once the status line and headers are in
     first_byte = time.time()
     resp.read()
     conn.close()
-    results[index] = (resp.status, first_byte)
+    results[index] = (resp.status, sent, first_byte)
 
 
 def deployment(admin):
@@ -116,9 +117,8 @@ def wait_for(what, check, limit=60):
     raise SystemExit(f"timed out waiting for {what}")
 
 
-def round_trip(predict, admin, burst):
-    d = deployment(admin)
-    assert d["status"] == "SCALED_TO_ZERO", d["status"]
+def fire(predict, burst):
+    """`burst` concurrent predict calls: (status, sent, first byte) each."""
     results = [None] * burst
     barrier = threading.Barrier(burst)
     threads = [threading.Thread(target=ttfb, args=(predict, results, i, barrier)) for i in range(burst)]
@@ -127,19 +127,30 @@ def round_trip(predict, admin, burst):
     for t in threads:
         t.join()
     assert all(r and r[0] == 200 for r in results), results
+    return results
+
+
+def round_trip(predict, admin, burst):
+    """(cold, warm): each request's time to first byte past the replica's
+    ready time, woken from zero; then the same burst on the ready replica,
+    past each request's send time (what serving the burst costs anyway)."""
+    d = deployment(admin)
+    assert d["status"] == "SCALED_TO_ZERO", d["status"]
+    results = fire(predict, burst)
     instances = deployment(admin)["replicas"]["instances"]
     assert len(instances) == 1, instances
     host, port = instances[0]["address"].rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     conn.request("GET", "/info")
     ready_at = json.loads(conn.getresponse().read())["ready_at_unix_us"] / 1e6
-    overheads = sorted((first_byte - ready_at) * 1000 for _, first_byte in results)
+    cold = sorted((first_byte - ready_at) * 1000 for _, _, first_byte in results)
+    warm = sorted((first_byte - sent) * 1000 for _, sent, first_byte in fire(predict, burst))
     # Back to zero for the next round.
     call(admin, "POST", "/v1/models/m/deployments/d/deactivate", ADMIN)
     wait_for("replica stopped", lambda: not deployment(admin)["replicas"]["instances"])
     call(admin, "POST", "/v1/models/m/deployments/d/activate", ADMIN)
     wait_for("reactivated", lambda: deployment(admin)["status"] == "SCALED_TO_ZERO")
-    return overheads
+    return cold, warm
 
 
 def main():
@@ -161,21 +172,27 @@ def main():
     try:
         wait_for("gateway", lambda: _ready(predict))
         wait_for("controller", lambda: deployment(admin)["status"] == "SCALED_TO_ZERO")
-        single, bursts = [], []
+        single, bursts, warm_bursts = [], [], []
         for _ in range(args.rounds):
-            single.append(round_trip(predict, admin, 1)[0])
-            bursts.append(round_trip(predict, admin, args.burst))
-        first = [b[0] for b in bursts]
-        median = [statistics.median(b) for b in bursts]
-        p95 = [b[int(len(b) * 0.95) - 1] for b in bursts]
-        last = [b[-1] for b in bursts]
-        print(f"scale-from-zero overhead (TTFB minus the replica's ready time), "
-              f"{args.rounds} rounds, load delay {args.load_delay_ms} ms, medians over rounds:")
-        print(f"  1 request:            {statistics.median(single):7.2f} ms   (rounds: {', '.join(f'{x:.2f}' for x in single)})")
-        print(f"  burst of {args.burst:3}, first:  {statistics.median(first):7.2f} ms")
-        print(f"  burst of {args.burst:3}, median: {statistics.median(median):7.2f} ms")
-        print(f"  burst of {args.burst:3}, p95:    {statistics.median(p95):7.2f} ms")
-        print(f"  burst of {args.burst:3}, last:   {statistics.median(last):7.2f} ms")
+            single.append(round_trip(predict, admin, 1)[0][0])
+            cold, warm = round_trip(predict, admin, args.burst)
+            bursts.append(cold)
+            warm_bursts.append(warm)
+
+        def row(label, runs):
+            stat = lambda pick: statistics.median(pick(b) for b in runs)
+            first = stat(lambda b: b[0])
+            median = stat(statistics.median)
+            p95 = stat(lambda b: b[max(0, int(len(b) * 0.95) - 1)])
+            last = stat(lambda b: b[-1])
+            print(f"  {label:<34} {first:8.2f} {median:8.2f} {p95:8.2f} {last:8.2f}")
+
+        print(f"{args.rounds} rounds, replica load delay {args.load_delay_ms} ms; medians over rounds, ms")
+        print(f"  1 request from zero, TTFB - ready: {statistics.median(single):8.2f}"
+              f"   (rounds: {', '.join(f'{x:.2f}' for x in single)})")
+        print(f"  {'burst of ' + str(args.burst):<34} {'first':>8} {'median':>8} {'p95':>8} {'last':>8}")
+        row("from zero, TTFB - ready", bursts)
+        row("on the ready replica, TTFB - sent", warm_bursts)
     finally:
         gateway.terminate()
         gateway.wait(timeout=30)

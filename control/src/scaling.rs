@@ -234,6 +234,11 @@ impl Controller {
         let parked = m.pool.parked();
         let t = now.duration_since(self.epoch);
         let woken = m.pool.take_wake();
+        if !d.active {
+            // Reactivation starts afresh from min_replica, not from the
+            // load seen before the deactivation.
+            m.autoscaler = Autoscaler::new(m.settings.0, m.settings.1);
+        }
         if sample {
             m.autoscaler.observe(t, (in_flight + parked) as f64);
         }
