@@ -216,6 +216,9 @@ scope = "all"
 id = "bench"
 [[models.deployments]]
 id = "d1"
+# nginx answers any number of requests at once; at the default (1) the
+# gateway would hold wrk's other 31 connections in the activation queue.
+predict_concurrency = 1024
 replicas = {{ source = "static", addresses = ["127.0.0.1:{up}"] }}
 [[models.environments]]
 name = "production"
