@@ -465,7 +465,8 @@ pub struct Parked {
 
 impl Parked {
     /// Waits for a replica slot. Cancel-safe: dropping the future (or the
-    /// `Parked`) while waiting loses no slot.
+    /// `Parked`) while waiting loses no slot. Once it has returned, do not
+    /// call it again.
     pub async fn lease(&mut self) -> Result<Lease, Closed> {
         let lease = (&mut self.rx).await.map_err(|_| Closed)?;
         self.queued = false;

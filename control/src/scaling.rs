@@ -476,3 +476,6 @@ impl ControllerHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
