@@ -258,6 +258,13 @@ impl Controller {
             }
             desired
         };
+        log::debug!(
+            "autoscaler {}: want {desired} of {current} (in flight {in_flight}, parked {parked}, stable {:.2}, burst {:.2}, burst mode {}, wake {woken})",
+            m.name,
+            decision.stable_signal,
+            decision.burst_signal,
+            decision.burst
+        );
         if m.last_desired != Some(desired) {
             log::info!(
                 "autoscaler {}: {current} -> {desired} replica(s) (in flight {in_flight}, parked {parked}, stable signal {:.2}, burst signal {:.2}, burst mode {}, wake {woken}, active {})",
