@@ -30,11 +30,13 @@ mod input;
 mod lookup;
 mod tree;
 
+use std::time::Duration;
+
 use toml_edit::{DocumentMut, Item, Table, Value};
 
 pub use input::{
     AutoscalingPatch, AutoscalingScope, DeploymentPatch, EnvironmentPatch, NewDeployment,
-    NewEnvironment, PromotionPatch, ReplicasSpec, ResourcesSpec,
+    NewEnvironment, PromotionPatch, ReplicasSpec, ResourcesSpec, RollbackPatch,
 };
 
 use crate::error::{ConfigErrors, Problem};
@@ -187,29 +189,44 @@ impl ConfigDocument {
     }
 
     /// Activates or deactivates a deployment. Environments may keep serving
-    /// an inactive deployment; they answer 404 until it is active again.
+    /// an inactive deployment; they answer 404 until it is active again. A
+    /// deployment a rollout moves traffic to stays active until the rollout
+    /// is cleared.
     pub fn set_deployment_active(
         &mut self,
         model: &str,
         deployment: &str,
         active: bool,
     ) -> Result<Changed, EditError> {
-        let id = self.resolve_deployment(model, deployment)?;
+        let m = self.model(model)?;
+        let id = deployment_of(m, deployment)?.id.clone();
+        if !active && let Some(env) = rolling_out_to(m, &id) {
+            return Err(EditError::Conflict(format!(
+                "deployment `{id}` of model `{model}` is being rolled out in environment `{}`; clear the rollout first",
+                env.name
+            )));
+        }
         self.change(|doc| {
             tree::set(&mut deployment_table(doc, model, &id)?, "active", active);
             Ok(())
         })
     }
 
-    /// Deletes a deployment no environment serves. Later deployments named
-    /// by their position (`deployment-N` by default) get that name written
-    /// down, so deleting one does not rename the others.
+    /// Deletes a deployment no environment serves or rolls out to. Later
+    /// deployments named by their position (`deployment-N` by default) get
+    /// that name written down, so deleting one does not rename the others.
     pub fn delete_deployment(&mut self, model: &str, deployment: &str) -> Result<(), EditError> {
         let m = self.model(model)?;
         let d = deployment_of(m, deployment)?;
         if let Some(env) = serving(m, &d.id) {
             return Err(EditError::Conflict(format!(
                 "deployment `{}` of model `{model}` serves environment `{}`; point the environment elsewhere first",
+                d.id, env.name
+            )));
+        }
+        if let Some(env) = rolling_out_to(m, &d.id) {
+            return Err(EditError::Conflict(format!(
+                "deployment `{}` of model `{model}` is being rolled out in environment `{}`; clear the rollout first",
                 d.id, env.name
             )));
         }
@@ -286,7 +303,9 @@ impl ConfigDocument {
         })
     }
 
-    /// Merges autoscaling and promotion settings into an environment.
+    /// Merges autoscaling and promotion settings into an environment. A
+    /// promotion `rollback` patch is merged into the `rollback` table (an
+    /// inline one when created).
     pub fn update_environment(
         &mut self,
         model: &str,
@@ -295,18 +314,26 @@ impl ConfigDocument {
     ) -> Result<Changed, EditError> {
         environment_of(self.model(model)?, environment)?;
         let autoscaling = patch.autoscaling.map(|a| a.values()).unwrap_or_default();
-        let promotion = patch.promotion.map(|p| p.values()).unwrap_or_default();
+        let promotion = patch.promotion.unwrap_or_default();
         // Even an empty `[autoscaling]` would override the deployment's own.
         if autoscaling.is_empty() && promotion.is_empty() {
             return Ok(Changed::Unchanged);
         }
         self.change(|doc| {
             let mut entry = environment_table(doc, model, environment)?;
-            for (key, values) in [("autoscaling", autoscaling), ("promotion", promotion)] {
-                if !values.is_empty() {
+            if !autoscaling.is_empty() {
+                tree::merge(
+                    &mut tree::child(entry.reborrow(), "autoscaling", Form::Section),
+                    autoscaling,
+                );
+            }
+            if !promotion.is_empty() {
+                let mut table = tree::child(entry, "promotion", Form::Section);
+                tree::merge(&mut table, promotion.values());
+                if let Some(rollback) = promotion.rollback {
                     tree::merge(
-                        &mut tree::child(entry.reborrow(), key, Form::Section),
-                        values,
+                        &mut tree::child(table, "rollback", Form::Inline),
+                        rollback.values(),
                     );
                 }
             }
@@ -359,6 +386,76 @@ impl ConfigDocument {
                 "deployment",
                 id,
             );
+            Ok(())
+        })
+    }
+
+    /// Starts (or replaces) a canary rollout in an environment: traffic
+    /// moves from the deployment it serves to `deployment` (an id or alias;
+    /// active, and not the one it serves) in 10 equal stages over
+    /// `duration` (whole seconds, 1 s to 24 h), from `started_at_ms`
+    /// (milliseconds since the Unix epoch). Writes the environment's
+    /// `rollout` table; the routing is the caller's.
+    pub fn start_rollout(
+        &mut self,
+        model: &str,
+        environment: &str,
+        deployment: &str,
+        started_at_ms: u64,
+        duration: Duration,
+    ) -> Result<Changed, EditError> {
+        let m = self.model(model)?;
+        let env = environment_of(m, environment)?;
+        let id = servable(m, deployment)?.id.clone();
+        match env.deployment.as_deref() {
+            None => {
+                return Err(EditError::Conflict(format!(
+                    "environment `{environment}` of model `{model}` serves no deployment to roll out from; point it at one first"
+                )));
+            }
+            Some(current) if current == id => {
+                return Err(EditError::Conflict(format!(
+                    "environment `{environment}` of model `{model}` already serves deployment `{id}`"
+                )));
+            }
+            Some(_) => {}
+        }
+        let started_at_ms = i64::try_from(started_at_ms).map_err(|_| {
+            EditError::BadRequest(format!(
+                "a rollout's start ({started_at_ms} ms) does not fit a TOML integer"
+            ))
+        })?;
+        if duration.subsec_nanos() != 0 {
+            return Err(EditError::BadRequest(format!(
+                "a rollout's duration is whole seconds, not {duration:?}"
+            )));
+        }
+        // Its range is checked by validation, with the other ranges.
+        let duration_secs = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
+        let values = vec![
+            kv("deployment", id),
+            kv("started_at_ms", started_at_ms),
+            kv("duration_secs", duration_secs),
+        ];
+        self.change(|doc| {
+            let mut entry = environment_table(doc, model, environment)?;
+            tree::replace_table(&mut entry, "rollout", values, Form::Section);
+            Ok(())
+        })
+    }
+
+    /// Ends an environment's rollout, wherever it stands: removes its
+    /// `rollout` table (`Unchanged` when it has none). Completing a rollout
+    /// is this and [`point_environment`](Self::point_environment) at its
+    /// deployment, in that order (an environment cannot roll out to the
+    /// deployment it serves).
+    pub fn clear_rollout(&mut self, model: &str, environment: &str) -> Result<Changed, EditError> {
+        let m = self.model(model)?;
+        if environment_of(m, environment)?.rollout.is_none() {
+            return Ok(Changed::Unchanged);
+        }
+        self.change(|doc| {
+            tree::remove(&mut environment_table(doc, model, environment)?, "rollout");
             Ok(())
         })
     }
@@ -510,13 +607,19 @@ fn environment_entry(new: &NewEnvironment, deployment: Option<String>) -> Table 
     let mut values = vec![kv("name", new.name.as_str())];
     values.extend(deployment.map(|d| kv("deployment", d)));
     let mut entry = table_of(values);
-    for (key, settings) in [
-        ("autoscaling", new.autoscaling.map(|a| a.values())),
-        ("promotion", new.promotion.map(|p| p.values())),
-    ] {
-        if let Some(settings) = settings.filter(|s| !s.is_empty()) {
-            entry.insert(key, Item::Table(table_of(settings)));
+    if let Some(autoscaling) = new
+        .autoscaling
+        .map(|a| a.values())
+        .filter(|v| !v.is_empty())
+    {
+        entry.insert("autoscaling", Item::Table(table_of(autoscaling)));
+    }
+    if let Some(promotion) = new.promotion.filter(|p| !p.is_empty()) {
+        let mut table = table_of(promotion.values());
+        if let Some(rollback) = promotion.rollback {
+            table.insert("rollback", Item::Value(inline_of(rollback.values()).into()));
         }
+        entry.insert("promotion", Item::Table(table));
     }
     entry
 }

@@ -73,6 +73,9 @@ pub struct SyntheticSettings {
     pub jitter: Duration,
     /// Simulated model loading before the replica is ready.
     pub load_delay: Duration,
+    /// Percent of predictions that fail (HTTP 500), at random, to test
+    /// rollbacks. Default 0, 0-100.
+    pub error_percent: u32,
 }
 
 impl EngineSettings {
@@ -99,6 +102,7 @@ impl EngineSettings {
                 args.millis("per-item-ms", profile.per_item);
                 args.millis("jitter-ms", profile.jitter);
                 args.millis("load-delay-ms", profile.load_delay);
+                args.number("error-percent", profile.error_percent);
             }
         }
         args.number("predict-concurrency", self.predict_concurrency);
@@ -168,6 +172,7 @@ mod tests {
                 per_item: Duration::from_millis(1),
                 jitter: Duration::ZERO,
                 load_delay: Duration::from_millis(200),
+                error_percent: 10,
             }),
             predict_concurrency: 3,
             queue_size: 7,
@@ -188,6 +193,8 @@ mod tests {
                 "0",
                 "--load-delay-ms",
                 "200",
+                "--error-percent",
+                "10",
                 "--predict-concurrency",
                 "3",
                 "--queue-size",

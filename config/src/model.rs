@@ -282,7 +282,7 @@ pub enum CleanupStrategy {
 }
 
 /// How promotions into an environment behave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Promotion {
     /// What happens to the previous deployment. Default SCALE_TO_ZERO.
     pub cleanup_strategy: CleanupStrategy,
@@ -290,6 +290,9 @@ pub struct Promotion {
     pub ramp_up: bool,
     /// Seconds over which a ramp-up moves traffic, in 10 stages. Default 600.
     pub ramp_up_duration: u32,
+    /// Cancels a rollout into this environment when the new deployment does
+    /// worse than the old one; `None` (default) = no automatic rollback.
+    pub rollback: Option<RollbackGuard>,
 }
 
 impl Default for Promotion {
@@ -298,8 +301,47 @@ impl Default for Promotion {
             cleanup_strategy: CleanupStrategy::ScaleToZero,
             ramp_up: false,
             ramp_up_duration: 600,
+            rollback: None,
         }
     }
+}
+
+/// Cancels a rollout automatically when the new deployment does worse than the old one over the current stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RollbackGuard {
+    /// Most the new deployment's error rate may exceed the old one's, as a
+    /// fraction (0.05 = 5 percentage points). Default 0.05, 0-1 (written
+    /// `max_error_rate_increase_pct`, 0-100).
+    pub max_error_rate_increase: f64,
+    /// Most the new deployment's p99 latency may exceed the old one's.
+    /// Default 250 ms, 0-600000 ms.
+    pub max_p99_increase: Duration,
+    /// Requests each side must have answered in the stage before they are
+    /// compared. Default 50, 1-1000000.
+    pub min_requests: u32,
+}
+
+impl Default for RollbackGuard {
+    fn default() -> Self {
+        Self {
+            max_error_rate_increase: 0.05,
+            max_p99_increase: Duration::from_millis(250),
+            min_requests: 50,
+        }
+    }
+}
+
+/// A canary rollout in progress: traffic moves from the environment's
+/// deployment to `deployment` in 10 equal stages over `duration`, starting at `started_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    /// The deployment traffic moves to: active, of the same model, not the
+    /// one the environment serves.
+    pub deployment: String,
+    /// When the rollout started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// How long the whole rollout takes; 1 s to 24 h, whole seconds.
+    pub duration: Duration,
 }
 
 /// A stable endpoint pointing at one deployment.
@@ -313,6 +355,8 @@ pub struct Environment {
     pub autoscaling: Option<Autoscaling>,
     /// Promotion behaviour.
     pub promotion: Promotion,
+    /// A canary rollout from `deployment` to another deployment, in progress.
+    pub rollout: Option<Rollout>,
 }
 
 /// The environment every model has.

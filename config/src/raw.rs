@@ -105,6 +105,22 @@ pub(crate) struct RawPromotion {
     pub(crate) cleanup_strategy: Option<String>,
     pub(crate) ramp_up: Option<bool>,
     pub(crate) ramp_up_duration: Option<i64>,
+    pub(crate) rollback: Option<RawRollback>,
+}
+
+/// A float field takes integers too (`5` or `5.0`).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawRollback {
+    pub(crate) max_error_rate_increase_pct: Option<f64>,
+    pub(crate) max_p99_increase_ms: Option<i64>,
+    pub(crate) min_requests: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawRollout {
+    pub(crate) deployment: Option<String>,
+    pub(crate) started_at_ms: Option<i64>,
+    pub(crate) duration_secs: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +129,7 @@ pub(crate) struct RawEnvironment {
     pub(crate) deployment: Option<String>,
     pub(crate) autoscaling: Option<RawAutoscaling>,
     pub(crate) promotion: Option<RawPromotion>,
+    pub(crate) rollout: Option<RawRollout>,
 }
 
 /// A model with its sections; `None` where a section failed to parse (its
@@ -153,6 +170,7 @@ pub(crate) struct RawEngine {
     pub(crate) per_item_ms: Option<i64>,
     pub(crate) jitter_ms: Option<i64>,
     pub(crate) load_delay_ms: Option<i64>,
+    pub(crate) error_percent: Option<i64>,
 }
 
 /// A replica's own settings file: `[engine]` only.

@@ -424,6 +424,7 @@ fn edits_that_change_nothing_report_unchanged_and_leave_the_text() {
                     cleanup_strategy: Some(CleanupStrategy::ScaleToZero),
                     ramp_up_duration: Some(600),
                     ramp_up: None,
+                    rollback: None,
                 }),
                 autoscaling: None,
             },
@@ -542,6 +543,7 @@ fn new_environments_take_their_settings() {
             cleanup_strategy: Some(CleanupStrategy::Deactivate),
             ramp_up: Some(true),
             ramp_up_duration: Some(120),
+            rollback: None,
         }),
         ..new_environment("canary", Some("production"))
     };

@@ -71,6 +71,7 @@ fn a_synthetic_profile_is_read_in_milliseconds() {
             per_item: Duration::from_millis(1),
             jitter: Duration::from_millis(3),
             load_delay: Duration::from_millis(200),
+            error_percent: 0,
         })
     );
 }

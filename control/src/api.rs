@@ -88,15 +88,21 @@ type Answer = Result<(StatusCode, Value, Option<Revision>), Failure>;
 
 impl Api {
     /// An API over `store`'s file, reporting readiness from `routing` and
-    /// usage from `usage`.
-    pub fn new(routing: Arc<Routing>, store: Arc<ConfigStore>, usage: Arc<UsageLedger>) -> Self {
-        let promotions = Promotions::new(Arc::clone(&routing), Arc::clone(&store));
-        Self {
+    /// usage from `usage`. Resumes the rollouts the config has in progress;
+    /// fails if the promotions' thread cannot start.
+    pub fn new(
+        routing: Arc<Routing>,
+        store: Arc<ConfigStore>,
+        usage: Arc<UsageLedger>,
+    ) -> std::io::Result<Self> {
+        let promotions = Promotions::new(Arc::clone(&routing), Arc::clone(&store))?;
+        promotions.resume(routing.load().config());
+        Ok(Self {
             routing,
             store,
             promotions,
             usage,
-        }
+        })
     }
 
     /// Answers one request. Authentication: an admin-scoped key.

@@ -16,6 +16,7 @@ pub mod promotion;
 pub mod provision;
 mod reload;
 mod replicas;
+pub mod rollout;
 mod routing;
 pub mod scaling;
 mod snapshot;
@@ -29,4 +30,7 @@ pub use pool::{Admission, Closed, Lease, Overload, Parked, Parking, Pool, ScaleS
 pub use reload::{Outcome, Reloader, WatchError};
 pub use replicas::{Health, Replica, ReplicaSet};
 pub use routing::Routing;
-pub use snapshot::{DeploymentRoute, ModelRoutes, RouteError, Snapshot, Target};
+pub use snapshot::{
+    DeploymentRoute, EnvironmentRoute, ModelRoutes, Resolved, RolloutRoute, RolloutRuntime,
+    RouteError, SidePreference, Snapshot, Target,
+};

@@ -333,11 +333,22 @@ impl Pool {
     /// Claims a slot at once, parks the request, or refuses it.
     /// `bytes` is what the request holds while parked (head + body).
     pub fn admit(self: &Arc<Self>, bytes: u64) -> Admission {
+        self.admit_with_affinity(bytes, None)
+    }
+
+    /// [`admit`](Self::admit), preferring the replica a session key maps
+    /// to (see [`ReplicaSet::claim_affine`]); any replica if it is full.
+    pub fn admit_with_affinity(self: &Arc<Self>, bytes: u64, session: Option<u64>) -> Admission {
         // Nobody may overtake parked requests: first come, first served.
-        if self.parked() == 0
-            && let Some(lease) = self.claim()
-        {
-            return Admission::Go(lease);
+        if self.parked() == 0 {
+            let set = self.replicas.load();
+            let claimed = session
+                .and_then(|key| set.claim_affine(self.limit(), key))
+                .or_else(|| set.claim(self.limit()));
+            if let Some(replica) = claimed {
+                replica.count_served();
+                return Admission::Go(self.lease(Arc::clone(replica)));
+            }
         }
         let queue = **self.queue.load();
         let outcome = if queue.backpressure == Backpressure::RejectOnFull

@@ -7,6 +7,14 @@
 //! snapshot swaps in one store, so requests in flight finish where they
 //! started and new ones go to the new deployment. At most one promotion per
 //! environment runs at a time.
+//!
+//! With `ramp_up`, the environment instead gets a persisted rollout (start
+//! time and duration in the config file): routing moves traffic to the new
+//! deployment in ten stages (see [`crate::rollout`]), and this task watches
+//! it: cancel removes the rollout (all traffic back at once), the rollback
+//! guard removes it when the new deployment does worse, and at the end one
+//! edit removes it and points the environment at the new deployment. A
+//! gateway that restarts mid-rollout resumes it ([`Promotions::resume`]).
 
 // A plain mutex is right here: it guards a small map of control-plane
 // state, is never held across an await, and requests never take it.
@@ -20,6 +28,7 @@ use config::edit::EditError;
 use config::{CleanupStrategy, Config};
 use serde_json::{Value, json};
 
+use crate::rollout::{self, Phase, STAGES};
 use crate::routing::Routing;
 use crate::snapshot::Target;
 use crate::store::{ConfigStore, StoreError};
@@ -40,6 +49,8 @@ pub enum PromotionStatus {
     Cancelled,
     /// Gave up (see the reason); the environment kept its deployment.
     Failed,
+    /// The rollback guard cancelled the rollout (see the reason).
+    RolledBack,
 }
 
 impl PromotionStatus {
@@ -49,6 +60,7 @@ impl PromotionStatus {
             Self::Succeeded => "SUCCEEDED",
             Self::Cancelled => "CANCELLED",
             Self::Failed => "FAILED",
+            Self::RolledBack => "ROLLED_BACK",
         }
     }
 }
@@ -60,6 +72,8 @@ struct Entry {
     reason: Option<String>,
     /// Set while the final edit is being written: too late to cancel.
     switching: bool,
+    /// The rollout's stage, once traffic moves (ramp-up only).
+    stage: Option<u32>,
 }
 
 /// Why a promotion could not start or be cancelled.
@@ -89,16 +103,31 @@ pub struct Promotions {
     routing: Arc<Routing>,
     store: Arc<ConfigStore>,
     entries: std::sync::Mutex<HashMap<(String, String), Entry>>,
+    /// Promotions run here, whoever starts them (an API call, a restart).
+    runtime: tokio::runtime::Handle,
+    /// Wakes rollouts that wait for their next check (a cancel).
+    cancelled: tokio::sync::Notify,
 }
 
 impl Promotions {
     /// Promotions that edit `store` and watch readiness in `routing`.
-    pub fn new(routing: Arc<Routing>, store: Arc<ConfigStore>) -> Arc<Self> {
-        Arc::new(Self {
+    ///
+    /// Starts the thread promotions run on; fails if it cannot.
+    pub fn new(routing: Arc<Routing>, store: Arc<ConfigStore>) -> std::io::Result<Arc<Self>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("promotions".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+        Ok(Arc::new(Self {
             routing,
             store,
             entries: std::sync::Mutex::new(HashMap::new()),
-        })
+            runtime: handle,
+            cancelled: tokio::sync::Notify::new(),
+        }))
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
@@ -134,13 +163,60 @@ impl Promotions {
                     status: PromotionStatus::InProgress,
                     reason: None,
                     switching: false,
+                    stage: None,
                 },
             );
         }
         log::info!("promotion of {model}/{deployment} into `{environment}` started");
+        self.spawn(key, false);
+        Ok(())
+    }
+
+    /// Picks up the rollouts `config` has in progress (the gateway
+    /// restarted mid-rollout): routing already splits by their persisted
+    /// start time; this resumes watching and completing them.
+    pub fn resume(self: &Arc<Self>, config: &Config) {
+        for model in &config.models {
+            for env in &model.environments {
+                let Some(rollout) = &env.rollout else {
+                    continue;
+                };
+                let key = (model.id.clone(), env.name.clone());
+                self.entries().insert(
+                    key.clone(),
+                    Entry {
+                        deployment: rollout.deployment.clone(),
+                        status: PromotionStatus::InProgress,
+                        reason: None,
+                        switching: false,
+                        stage: None,
+                    },
+                );
+                log::info!(
+                    "resuming the rollout of {}/{} into `{}`",
+                    model.id,
+                    rollout.deployment,
+                    env.name
+                );
+                self.spawn(key, true);
+            }
+        }
+    }
+
+    /// Runs a promotion on the promotions' own thread; `resumed`: its
+    /// rollout is already in the config.
+    fn spawn(self: &Arc<Self>, key: (String, String), resumed: bool) {
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let (status, reason) = this.run(&key, &key.0, &key.1).await;
+        self.runtime.spawn(async move {
+            let (status, reason) = if resumed {
+                let deployment = this.entries().get(&key).map(|e| e.deployment.clone());
+                match deployment {
+                    Some(d) => this.follow_rollout(&key, &d).await,
+                    None => (PromotionStatus::Failed, Some("lost its state".into())),
+                }
+            } else {
+                this.run(&key, &key.0, &key.1).await
+            };
             let mut entries = this.entries();
             if let Some(e) = entries.get_mut(&key)
                 && e.status == PromotionStatus::InProgress
@@ -160,7 +236,6 @@ impl Promotions {
                 e.reason = reason;
             }
         });
-        Ok(())
     }
 
     /// Cancels the running promotion into `environment`.
@@ -173,6 +248,8 @@ impl Promotions {
             Some(e) if e.status == PromotionStatus::InProgress => {
                 e.status = PromotionStatus::Cancelled;
                 log::info!("promotion into {model}/{environment} cancelled");
+                // A rollout's traffic goes back now, not at its next check.
+                self.cancelled.notify_waiters();
                 Ok(())
             }
             _ => Err(PromotionError::NoneInProgress(environment.to_owned())),
@@ -191,11 +268,28 @@ impl Promotions {
             .entries()
             .get(&(model.to_owned(), environment.to_owned()))
         {
-            Some(e) => json!({
-                "deployment_id": e.deployment,
-                "status": e.status.as_str(),
-                "reason": e.reason,
-            }),
+            Some(e) => {
+                let state = match (e.status, e.stage) {
+                    (PromotionStatus::InProgress, None) => "WAITING_FOR_REPLICAS",
+                    (PromotionStatus::InProgress, Some(_)) => "RAMPING",
+                    (PromotionStatus::Succeeded, _) => "COMPLETED",
+                    (status, _) => status.as_str(),
+                };
+                let rollout = e.stage.map(|k| {
+                    json!({
+                        "stage": k,
+                        "stages": STAGES,
+                        "percent_to_new": Phase::Stage(k).percent(),
+                    })
+                });
+                json!({
+                    "deployment_id": e.deployment,
+                    "status": e.status.as_str(),
+                    "state": state,
+                    "rollout": rollout,
+                    "reason": e.reason,
+                })
+            }
             None => Value::Null,
         }
     }
@@ -234,6 +328,30 @@ impl Promotions {
             }
             tokio::time::sleep(POLL).await;
         }
+        let ramp = {
+            let snapshot = self.routing.load();
+            snapshot
+                .config()
+                .models
+                .iter()
+                .find(|m| m.id == model)
+                .and_then(|m| m.environment(environment))
+                .filter(|e| e.promotion.ramp_up)
+                .map(|e| Duration::from_secs(u64::from(e.promotion.ramp_up_duration)))
+        };
+        if let Some(duration) = ramp {
+            let (m, env, dep) = (model.to_owned(), environment.to_owned(), deployment.clone());
+            let started = self
+                .edit(move |doc| {
+                    doc.start_rollout(&m, &env, &dep, rollout::now_ms(), duration)
+                        .map(|_| ())
+                })
+                .await;
+            if let Err(reason) = started {
+                return (PromotionStatus::Failed, Some(reason));
+            }
+            return self.follow_rollout(key, &deployment).await;
+        }
         // Past this point a cancel answers 409: the edit is being written.
         match self.entries().get_mut(key) {
             Some(e) if e.status == PromotionStatus::InProgress => e.switching = true,
@@ -253,6 +371,123 @@ impl Promotions {
                 Some(format!("the edit panicked: {e}")),
             ),
         }
+    }
+
+    /// One config edit on a blocking thread; the error as text. `change`
+    /// may run more than once (a racing hand edit makes the store redo it
+    /// on the new text).
+    async fn edit(
+        &self,
+        change: impl Fn(&mut config::edit::ConfigDocument) -> Result<(), EditError> + Send + 'static,
+    ) -> Result<(), String> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.edit(None, |doc| change(doc)))
+            .await
+            .map_err(|e| format!("the edit panicked: {e}"))?
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Watches a rollout that is in the config: stage by stage, the
+    /// rollback guard, cancel, and the final switch.
+    async fn follow_rollout(
+        &self,
+        key: &(String, String),
+        deployment: &str,
+    ) -> (PromotionStatus, Option<String>) {
+        let (model, environment) = (key.0.as_str(), key.1.as_str());
+        loop {
+            if !self.still_running(key) {
+                let outcome = self.remove_rollout(model, environment).await;
+                return (PromotionStatus::Cancelled, outcome.err());
+            }
+            let snapshot = self.routing.load_full();
+            let Some(env) = snapshot
+                .config()
+                .models
+                .iter()
+                .find(|m| m.id == model)
+                .and_then(|m| m.environment(environment))
+            else {
+                return (
+                    PromotionStatus::Cancelled,
+                    Some("the environment is gone".into()),
+                );
+            };
+            let guard = env.promotion.rollback;
+            let Some(rollout) = snapshot
+                .model(model)
+                .ok()
+                .and_then(|m| m.environment_route(environment))
+                .and_then(|e| e.rollout())
+            else {
+                return (
+                    PromotionStatus::Cancelled,
+                    Some("the rollout was removed from the config".into()),
+                );
+            };
+            match rollout.phase(rollout::now_ms()) {
+                Phase::Stage(stage) => {
+                    let stats = rollout.runtime().stats();
+                    if stats.enter_stage(stage) {
+                        log::info!(
+                            "rollout of {model}/{deployment} into `{environment}`: stage {stage} of {STAGES}, {}% to the new deployment",
+                            Phase::Stage(stage).percent()
+                        );
+                    }
+                    if let Some(e) = self.entries().get_mut(key) {
+                        e.stage = Some(stage);
+                    }
+                    let (stable, canary) = stats.summaries();
+                    if let Some(reason) =
+                        guard.and_then(|g| rollout::rollback_reason(&g, &stable, &canary))
+                    {
+                        log::warn!(
+                            "rollout of {model}/{deployment} into `{environment}` rolled back: {reason}"
+                        );
+                        if let Err(e) = self.remove_rollout(model, environment).await {
+                            return (
+                                PromotionStatus::Failed,
+                                Some(format!("{reason}; and removing the rollout failed: {e}")),
+                            );
+                        }
+                        return (PromotionStatus::RolledBack, Some(reason));
+                    }
+                }
+                Phase::Complete => {
+                    match self.entries().get_mut(key) {
+                        Some(e) if e.status == PromotionStatus::InProgress => e.switching = true,
+                        _ => continue, // cancelled meanwhile: the loop removes it
+                    }
+                    let (m, env, dep) = (
+                        model.to_owned(),
+                        environment.to_owned(),
+                        deployment.to_owned(),
+                    );
+                    let switched = self
+                        .edit(move |doc| {
+                            doc.clear_rollout(&m, &env)?;
+                            switch(doc, &m, &env, &dep)
+                        })
+                        .await;
+                    return match switched {
+                        Ok(()) => (PromotionStatus::Succeeded, None),
+                        Err(reason) => (PromotionStatus::Failed, Some(reason)),
+                    };
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                () = self.cancelled.notified() => {}
+            }
+        }
+    }
+
+    /// Removes the rollout: all traffic back to the environment's deployment.
+    async fn remove_rollout(&self, model: &str, environment: &str) -> Result<(), String> {
+        let (m, env) = (model.to_owned(), environment.to_owned());
+        self.edit(move |doc| doc.clear_rollout(&m, &env).map(|_| ()))
+            .await
     }
 
     /// Whether `deployment` has as many ready replicas as the promotion

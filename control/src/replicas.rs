@@ -48,6 +48,8 @@ pub struct Replica {
     health: AtomicU8,
     /// Consecutive failed probes; only the health checker touches it.
     failures: AtomicU32,
+    /// A hash of the address, for session affinity.
+    key: u64,
 }
 
 impl Replica {
@@ -68,6 +70,11 @@ impl Replica {
             served: AtomicU64::new(0),
             health: AtomicU8::new(health.as_u8()),
             failures: AtomicU32::new(0),
+            key: mix(match addr.ip() {
+                std::net::IpAddr::V4(ip) => u64::from(ip.to_bits()),
+                std::net::IpAddr::V6(ip) => (ip.to_bits() as u64) ^ ((ip.to_bits() >> 64) as u64),
+            } << 16
+                | u64::from(addr.port())),
         }
     }
 
@@ -325,6 +332,19 @@ impl ReplicaSet {
             .find(|r| r.is_routable() && r.try_claim(limit))
     }
 
+    /// Claims a slot on the replica a session key maps to: the routable
+    /// replica with the highest `mix(key ^ replica)` (rendezvous hashing,
+    /// so a replica joining or leaving moves only the sessions it gains or
+    /// had). `None` if that replica is full.
+    pub fn claim_affine(&self, limit: u32, key: u64) -> Option<&Arc<Replica>> {
+        let best = self
+            .replicas
+            .iter()
+            .filter(|r| r.is_routable())
+            .max_by_key(|r| mix(key ^ r.key))?;
+        best.try_claim(limit).then_some(best)
+    }
+
     /// Claims a slot on a routable replica other than `not` (for a retry
     /// after `not` could not be reached).
     pub fn claim_other(&self, limit: u32, not: &Arc<Replica>) -> Option<&Arc<Replica>> {
@@ -334,6 +354,13 @@ impl ReplicaSet {
             .map(|i| &self.replicas[(start + i) % n])
             .find(|r| !Arc::ptr_eq(r, not) && r.is_routable() && r.try_claim(limit))
     }
+}
+
+/// SplitMix64's finaliser: a cheap, well-spread 64-bit mix.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 #[cfg(test)]
@@ -548,5 +575,30 @@ mod tests {
         let bigger = smaller.with(Arc::new(Replica::ready("127.0.0.1:1".parse().unwrap())));
         assert_eq!(bigger.len(), 2);
         assert_eq!(bigger.ready_count(), 1);
+    }
+
+    #[test]
+    fn sessions_map_to_one_replica_and_few_move_when_one_joins() {
+        let four = set(4);
+        let five = four.with(Arc::new(Replica::new("127.0.0.1:9100".parse().unwrap())));
+        let home = |set: &ReplicaSet, key: u64| {
+            let r = set.claim_affine(u32::MAX, key).unwrap();
+            r.release();
+            r.addr()
+        };
+        let mut moved = 0;
+        for key in 0..1000u64 {
+            let key = mix(key);
+            assert_eq!(home(&four, key), home(&four, key), "stable");
+            if home(&four, key) != home(&five, key) {
+                moved += 1;
+                assert_eq!(home(&five, key).port(), 9100, "only to the new replica");
+            }
+        }
+        // About a fifth move, to the new replica; none between old ones.
+        assert!((120..280).contains(&moved), "{moved}");
+        let full = set(1);
+        assert!(full.claim_affine(1, 7).is_some());
+        assert!(full.claim_affine(1, 7).is_none(), "its replica is full");
     }
 }

@@ -9,6 +9,7 @@ use http::HeaderValue;
 use crate::auth::KeyTable;
 use crate::pool::{Parking, Pool};
 use crate::replicas::{Replica, ReplicaSet};
+use crate::rollout::{Phase, RolloutStats, Schedule, Side, sticky_side};
 
 /// Which deployment of a model a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,40 +78,180 @@ impl DeploymentRoute {
     }
 }
 
+/// A rollout's state that must outlive snapshots: the split's position and
+/// the statistics the rollback guard reads.
+#[derive(Debug, Default)]
+pub struct RolloutRuntime {
+    schedule: Schedule,
+    stats: RolloutStats,
+}
+
+impl RolloutRuntime {
+    /// Both sides' statistics over the current stage.
+    pub fn stats(&self) -> &RolloutStats {
+        &self.stats
+    }
+}
+
+/// A canary rollout as routing needs it.
+#[derive(Debug)]
+pub struct RolloutRoute {
+    canary: Arc<DeploymentRoute>,
+    started_at_ms: u64,
+    duration_ms: u64,
+    runtime: Arc<RolloutRuntime>,
+}
+
+impl RolloutRoute {
+    /// The deployment traffic moves to.
+    pub fn canary(&self) -> &Arc<DeploymentRoute> {
+        &self.canary
+    }
+
+    /// Where the rollout stands at `now_ms` (Unix milliseconds).
+    pub fn phase(&self, now_ms: u64) -> Phase {
+        Phase::at(now_ms.saturating_sub(self.started_at_ms), self.duration_ms)
+    }
+
+    /// The split's position and the statistics.
+    pub fn runtime(&self) -> &Arc<RolloutRuntime> {
+        &self.runtime
+    }
+}
+
+/// What an environment serves: its deployment, and the one a rollout is
+/// moving traffic to, if any.
+#[derive(Debug)]
+pub struct EnvironmentRoute {
+    stable: Arc<DeploymentRoute>,
+    rollout: Option<RolloutRoute>,
+}
+
+impl EnvironmentRoute {
+    /// The rollout in progress, if any.
+    pub fn rollout(&self) -> Option<&RolloutRoute> {
+        self.rollout.as_ref()
+    }
+}
+
+/// How a request chooses a side of a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SidePreference {
+    /// The smooth split decides.
+    Split,
+    /// A session (hash of its id) sticks to one side.
+    Session(u64),
+    /// Forced (admin testing).
+    Pinned(Side),
+}
+
+/// The deployment a request goes to, and the rollout side it counts for.
+#[derive(Debug)]
+pub struct Resolved<'a> {
+    /// Where it goes.
+    pub route: &'a Arc<DeploymentRoute>,
+    /// The rollout it is part of, and its side.
+    pub rollout: Option<(&'a Arc<RolloutRuntime>, Side)>,
+}
+
 /// A model's deployments and environments, resolved to deployment routes.
 #[derive(Debug)]
 pub struct ModelRoutes {
     deployments: HashMap<Box<str>, Arc<DeploymentRoute>>,
-    environments: HashMap<Box<str>, Option<Arc<DeploymentRoute>>>,
-    production: Option<Arc<DeploymentRoute>>,
+    environments: HashMap<Box<str>, Option<Arc<EnvironmentRoute>>>,
+    production: Option<Arc<EnvironmentRoute>>,
     development: Option<Arc<DeploymentRoute>>,
 }
 
 impl ModelRoutes {
-    /// The active deployment a target names.
+    fn environment(
+        &self,
+        target: Target<'_>,
+    ) -> Result<Option<&Arc<EnvironmentRoute>>, RouteError> {
+        Ok(match target {
+            Target::Production => Some(
+                self.production
+                    .as_ref()
+                    .ok_or(RouteError::EmptyEnvironment)?,
+            ),
+            Target::Environment(name) => Some(
+                self.environments
+                    .get(name)
+                    .ok_or(RouteError::UnknownEnvironment)?
+                    .as_ref()
+                    .ok_or(RouteError::EmptyEnvironment)?,
+            ),
+            Target::Development | Target::Deployment(_) => None,
+        })
+    }
+
+    /// The active deployment a target names; for an environment in a
+    /// rollout, the deployment it points at (the control plane's view).
     pub fn resolve(&self, target: Target<'_>) -> Result<&Arc<DeploymentRoute>, RouteError> {
-        let route = match target {
-            Target::Production => self
-                .production
-                .as_ref()
-                .ok_or(RouteError::EmptyEnvironment)?,
-            Target::Environment(name) => self
-                .environments
-                .get(name)
-                .ok_or(RouteError::UnknownEnvironment)?
-                .as_ref()
-                .ok_or(RouteError::EmptyEnvironment)?,
-            Target::Development => self.development.as_ref().ok_or(RouteError::NoDevelopment)?,
-            Target::Deployment(id) => self
-                .deployments
-                .get(id)
-                .ok_or(RouteError::UnknownDeployment)?,
+        let route = match self.environment(target)? {
+            Some(env) => &env.stable,
+            None => match target {
+                Target::Development => {
+                    self.development.as_ref().ok_or(RouteError::NoDevelopment)?
+                }
+                Target::Deployment(id) => self
+                    .deployments
+                    .get(id)
+                    .ok_or(RouteError::UnknownDeployment)?,
+                Target::Production | Target::Environment(_) => unreachable!("environments above"),
+            },
         };
-        if route.active {
-            Ok(route)
-        } else {
-            Err(RouteError::Inactive)
-        }
+        active(route)
+    }
+
+    /// Where one request goes. An environment in a rollout splits by the
+    /// stage at `now_ms()` (read only then); deployment and development
+    /// targets never split.
+    pub fn resolve_request(
+        &self,
+        target: Target<'_>,
+        preference: SidePreference,
+        now_ms: impl FnOnce() -> u64,
+    ) -> Result<Resolved<'_>, RouteError> {
+        let Some(env) = self.environment(target)? else {
+            return Ok(Resolved {
+                route: self.resolve(target)?,
+                rollout: None,
+            });
+        };
+        let Some(rollout) = &env.rollout else {
+            return Ok(Resolved {
+                route: active(&env.stable)?,
+                rollout: None,
+            });
+        };
+        let percent = rollout.phase(now_ms()).percent();
+        let side = match preference {
+            SidePreference::Pinned(side) => side,
+            SidePreference::Session(hash) => sticky_side(hash, percent),
+            SidePreference::Split => rollout.runtime.schedule.next(percent),
+        };
+        let route = match side {
+            Side::Stable => &env.stable,
+            Side::Canary => &rollout.canary,
+        };
+        Ok(Resolved {
+            route: active(route)?,
+            rollout: Some((&rollout.runtime, side)),
+        })
+    }
+
+    /// An environment's route (control plane: rollout status and guard).
+    pub fn environment_route(&self, name: &str) -> Option<&Arc<EnvironmentRoute>> {
+        self.environments.get(name)?.as_ref()
+    }
+}
+
+fn active(route: &Arc<DeploymentRoute>) -> Result<&Arc<DeploymentRoute>, RouteError> {
+    if route.active {
+        Ok(route)
+    } else {
+        Err(RouteError::Inactive)
     }
 }
 
@@ -171,15 +312,25 @@ impl Snapshot {
                 }
                 deployments.insert(d.id.as_str().into(), route);
             }
-            let environments: HashMap<Box<str>, Option<Arc<DeploymentRoute>>> = model
+            let environments: HashMap<Box<str>, Option<Arc<EnvironmentRoute>>> = model
                 .environments
                 .iter()
                 .map(|e| {
+                    let old_env = old.and_then(|o| o.environments.get(e.name.as_str())?.as_ref());
                     let route = e
                         .deployment
                         .as_deref()
                         .and_then(|id| deployments.get(id))
-                        .cloned();
+                        .map(|stable| {
+                            let rollout = e.rollout.as_ref().and_then(|r| {
+                                let canary = deployments.get(r.deployment.as_str())?;
+                                Some(rollout_route(r, canary, old_env))
+                            });
+                            Arc::new(EnvironmentRoute {
+                                stable: Arc::clone(stable),
+                                rollout,
+                            })
+                        });
                     (e.name.as_str().into(), route)
                 })
                 .collect();
@@ -250,6 +401,26 @@ impl Snapshot {
     /// the control plane (health checks, status), not the hot path.
     pub fn deployments(&self) -> impl Iterator<Item = &Arc<DeploymentRoute>> {
         self.models.values().flat_map(|m| m.deployments.values())
+    }
+}
+
+/// A rollout's route, keeping the runtime of the same rollout (same
+/// canary, same start) from the previous snapshot.
+fn rollout_route(
+    r: &config::Rollout,
+    canary: &Arc<DeploymentRoute>,
+    old: Option<&Arc<EnvironmentRoute>>,
+) -> RolloutRoute {
+    let started_at_ms = r.started_at_ms;
+    let runtime = old
+        .and_then(|o| o.rollout.as_ref())
+        .filter(|o| o.canary.id == canary.id && o.started_at_ms == started_at_ms)
+        .map_or_else(Arc::default, |o| Arc::clone(&o.runtime));
+    RolloutRoute {
+        canary: Arc::clone(canary),
+        started_at_ms,
+        duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+        runtime,
     }
 }
 

@@ -39,6 +39,12 @@ pub trait Backend: Send + Sync + 'static {
 /// A backend that does no inference: it waits as its profile says (fixed
 /// cost per batch plus a cost per item) and describes each input and the
 /// batch it ran in. For load, routing, batching and autoscaling tests.
+///
+/// With `error_percent`, that share of predictions fails at random (HTTP
+/// 500), for rollback tests. The failure is decided per request when its
+/// inputs are checked, before batching: a failed request fails alone, and
+/// the warm-up prediction (which is not checked) always passes, so such a
+/// replica still becomes ready.
 #[derive(Debug, Clone, Copy)]
 pub struct Synthetic {
     profile: SyntheticSettings,
@@ -72,6 +78,16 @@ pub fn input_texts(input: &Value) -> Result<Vec<&str>, BackendError> {
 impl Backend for Synthetic {
     fn name(&self) -> &'static str {
         "synthetic"
+    }
+
+    async fn check(&self, inputs: Vec<String>) -> Result<Vec<String>, BackendError> {
+        let percent = self.profile.error_percent;
+        if percent > 0 && fastrand::u32(0..100) < percent {
+            return Err(BackendError::Failed(format!(
+                "synthetic failure (error_percent = {percent})"
+            )));
+        }
+        Ok(inputs)
     }
 
     async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, BackendError> {

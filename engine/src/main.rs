@@ -98,6 +98,9 @@ struct EngineFlags {
     /// Synthetic: ms of simulated model loading before the replica is ready.
     #[arg(long)]
     load_delay_ms: Option<i64>,
+    /// Synthetic: percent of predictions that fail with 500, at random (default 0).
+    #[arg(long)]
+    error_percent: Option<i64>,
 }
 
 impl EngineFlags {
@@ -125,6 +128,7 @@ impl EngineFlags {
             ("per_item_ms", self.per_item_ms),
             ("jitter_ms", self.jitter_ms),
             ("load_delay_ms", self.load_delay_ms),
+            ("error_percent", self.error_percent),
         ] {
             put(key, value.map(toml::Value::Integer));
         }
@@ -310,6 +314,7 @@ fn engine_info(engine: &EngineSettings) -> serde_json::Value {
             "per_item_ms": ms(p.per_item),
             "jitter_ms": ms(p.jitter),
             "load_delay_ms": ms(p.load_delay),
+            "error_percent": p.error_percent,
         }),
         EngineBackend::Onnx(m) | EngineBackend::TensorRt(m) => json!({
             "model": m.model,

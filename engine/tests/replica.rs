@@ -71,6 +71,71 @@ async fn bad_input_gets_4xx_json_and_the_replica_stays_healthy() {
 }
 
 #[tokio::test]
+async fn error_percent_fails_that_share_of_predictions_with_500_json() {
+    // Every prediction fails, yet the replica becomes ready (the warm-up
+    // is not a prediction) and stays live.
+    let failing = start(&["--error-percent", "100"]);
+    let http = reqwest::Client::new();
+    for body in [r#"{"text": "x"}"#, r#"{"text": "x", "stream": true}"#] {
+        let resp = http
+            .post(failing.url("/predict"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 500, "{body}");
+        let json: serde_json::Value = resp.json().await.unwrap();
+        assert!(
+            json["error"]
+                .as_str()
+                .unwrap()
+                .contains("synthetic failure"),
+            "{json}"
+        );
+    }
+    let ready = http.get(failing.url("/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let info: serde_json::Value = http
+        .get(failing.url("/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["engine"]["error_percent"], 100, "{info}");
+
+    let healthy = start(&["--error-percent", "0"]);
+    for _ in 0..20 {
+        let resp = http
+            .post(healthy.url("/predict"))
+            .body(r#"{"text": "x"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+
+    // A share, at random per request: 200 at 50% fail 100 +- 40 times.
+    let half = start(&["--error-percent", "50"]);
+    let mut failed = 0;
+    for _ in 0..200 {
+        let resp = http
+            .post(half.url("/predict"))
+            .body(r#"{"text": "x"}"#)
+            .send()
+            .await
+            .unwrap();
+        match resp.status().as_u16() {
+            500 => failed += 1,
+            200 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!((60..=140).contains(&failed), "{failed} of 200 failed");
+}
+
+#[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let mut r = start(&["--fixed-ms", "500"]);
     let predict = format!("{}/predict", r.base);
@@ -300,6 +365,7 @@ async fn settings_passed_as_to_args_take_effect() {
             per_item: Duration::from_millis(1),
             jitter: Duration::ZERO,
             load_delay: Duration::from_millis(20),
+            error_percent: 0,
         }),
         predict_concurrency: 3,
         queue_size: 7,
@@ -332,6 +398,7 @@ async fn settings_passed_as_to_args_take_effect() {
             "per_item_ms": 1,
             "jitter_ms": 0,
             "load_delay_ms": 20,
+            "error_percent": 0,
         }),
         "{info}"
     );

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use control::{Admission, Lease, Parked, Routing};
+use control::rollout::{self, Side};
+use control::{Admission, Lease, Parked, RolloutRuntime, Routing, SidePreference};
 use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -23,6 +24,14 @@ use crate::shutdown::{InFlight, InFlightGuard};
 /// rather than a `HeaderName`: Pingora copies a `HeaderName` into a
 /// title-cased buffer on every insert.
 pub const DEPLOYMENT_HEADER: &str = "x-deployment-id";
+
+/// Request header that keeps a session on one side of a rollout and on one
+/// replica of that side.
+pub const SESSION_HEADER: &str = "x-session-id";
+
+/// Request header that forces a side of a rollout (`stable` or `canary`);
+/// admin-scoped keys only.
+pub const SIDE_HEADER: &str = "x-rollout-side";
 
 /// Upstream settings applied to every replica connection.
 #[derive(Debug, Clone)]
@@ -81,7 +90,29 @@ impl Gateway {
         if route.call == Call::Predict && req.method != Method::POST {
             return Err(Reject::MethodNotAllowed);
         }
-        let deployment = snapshot.model(route.model_id)?.resolve(route.target)?;
+        let session = req
+            .headers
+            .get(SESSION_HEADER)
+            .map(|v| session_hash(v.as_bytes()));
+        let preference = match req.headers.get(SIDE_HEADER) {
+            Some(value) => {
+                if !principal.is_admin() {
+                    return Err(Reject::SideNeedsAdmin);
+                }
+                match value.as_bytes() {
+                    b"stable" => SidePreference::Pinned(Side::Stable),
+                    b"canary" => SidePreference::Pinned(Side::Canary),
+                    _ => return Err(Reject::BadSide),
+                }
+            }
+            None => session.map_or(SidePreference::Split, SidePreference::Session),
+        };
+        let resolved = snapshot.model(route.model_id)?.resolve_request(
+            route.target,
+            preference,
+            rollout::now_ms,
+        )?;
+        let deployment = resolved.route;
         if content_length(req).is_some_and(|n| n > self.upstream.max_request_body_bytes) {
             return Err(Reject::BodyTooLarge);
         }
@@ -94,7 +125,13 @@ impl Gateway {
         }
         ctx.upstream_uri = Some(upstream_uri(route.call, req.uri.query()).ok_or(Reject::Internal)?);
         ctx.deployment = Some(deployment.id_header().clone());
-        match deployment.pool().admit(parked_bytes(req)) {
+        ctx.rollout = resolved
+            .rollout
+            .map(|(runtime, side)| (Arc::clone(runtime), side));
+        match deployment
+            .pool()
+            .admit_with_affinity(parked_bytes(req), session)
+        {
             Admission::Go(lease) => {
                 ctx.lease = Some(lease);
                 Ok(Next::Proxy)
@@ -144,6 +181,15 @@ enum Next {
     Park(Parked),
     /// A wake call: answer 202.
     Woken,
+}
+
+/// A session id's hash: the same on every gateway built from this code
+/// (`DefaultHasher::new` has fixed keys).
+fn session_hash(id: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut hasher = DefaultHasher::new();
+    hasher.write(id);
+    hasher.finish()
 }
 
 /// What a parked request holds against the gateway's parked-bytes budget:
@@ -201,6 +247,9 @@ async fn client_gone(session: &mut Session, max_body: u64) {
 #[derive(Debug)]
 pub struct RequestCtx {
     lease: Option<Lease>,
+    /// The rollout this request counts for, and its side.
+    rollout: Option<(Arc<RolloutRuntime>, Side)>,
+    started: tokio::time::Instant,
     deployment: Option<HeaderValue>,
     upstream_uri: Option<Uri>,
     body_bytes: u64,
@@ -236,6 +285,8 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             lease: None,
+            rollout: None,
+            started: tokio::time::Instant::now(),
             deployment: None,
             upstream_uri: None,
             body_bytes: 0,
@@ -401,6 +452,15 @@ impl ProxyHttp for Gateway {
             upstream_response.insert_header(DEPLOYMENT_HEADER, id)?;
         }
         Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // Feed the rollout guard: a 5xx or no response at all is a failure.
+        if let Some((runtime, side)) = &ctx.rollout {
+            let status = session.response_written().map(|r| r.status.as_u16());
+            let failed = e.is_some() || status.is_none_or(|s| s >= 500);
+            runtime.stats().record(*side, failed, ctx.started.elapsed());
+        }
     }
 
     async fn fail_to_proxy(

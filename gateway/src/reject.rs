@@ -22,6 +22,12 @@ pub enum Reject {
     /// Unknown or inactive model, environment or deployment (404).
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// `x-rollout-side` with a key that is not admin-scoped (403).
+    #[error("x-rollout-side needs an admin-scoped key")]
+    SideNeedsAdmin,
+    /// `x-rollout-side` other than `stable` or `canary` (400).
+    #[error("x-rollout-side must be `stable` or `canary`")]
+    BadSide,
     /// Predict needs POST (405).
     #[error("method not allowed: predict takes POST")]
     MethodNotAllowed,
@@ -62,7 +68,8 @@ impl Reject {
     pub fn status(self) -> StatusCode {
         match self {
             Reject::Auth(AuthError::Missing | AuthError::Invalid) => StatusCode::UNAUTHORIZED,
-            Reject::Auth(AuthError::Forbidden) => StatusCode::FORBIDDEN,
+            Reject::Auth(AuthError::Forbidden) | Reject::SideNeedsAdmin => StatusCode::FORBIDDEN,
+            Reject::BadSide => StatusCode::BAD_REQUEST,
             Reject::Url(_) | Reject::Route(_) => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

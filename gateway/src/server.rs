@@ -34,6 +34,9 @@ pub enum StartError {
     /// The usage meter could not start.
     #[error("cannot start the usage meter: {0}")]
     Usage(std::io::Error),
+    /// The promotions' thread could not start.
+    #[error("cannot start promotions: {0}")]
+    Promotions(std::io::Error),
     /// The scaling controller could not start.
     #[error("cannot start the scaling controller: {0}")]
     Scaling(std::io::Error),
@@ -63,7 +66,8 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
     )
     .start_background()
     .map_err(StartError::Usage)?;
-    let api = Arc::new(Api::new(Arc::clone(&routing), store, usage));
+    let api =
+        Arc::new(Api::new(Arc::clone(&routing), store, usage).map_err(StartError::Promotions)?);
     control::health::start_background(Arc::clone(&routing), HealthSettings::default())
         .map_err(StartError::HealthChecks)?;
     let events = Arc::new(tokio::sync::Notify::new());

@@ -175,7 +175,7 @@ pub enum AutoscalingScope {
 }
 
 /// Promotion settings to merge into an environment's `promotion` table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromotionPatch {
     /// `"SCALE_TO_ZERO"`, `"KEEP"` or `"DEACTIVATE"`.
@@ -185,9 +185,13 @@ pub struct PromotionPatch {
     pub ramp_up: Option<bool>,
     /// Seconds a ramp-up takes.
     pub ramp_up_duration: Option<i64>,
+    /// Merged into its `rollback` inline table, which is created when
+    /// missing (even from an empty patch: the guard, with its defaults).
+    pub rollback: Option<RollbackPatch>,
 }
 
 impl PromotionPatch {
+    /// The scalar settings; the rollback guard is [`Self::rollback`].
     pub(super) fn values(&self) -> Vec<(String, Value)> {
         let mut values = Vec::new();
         push(
@@ -197,6 +201,39 @@ impl PromotionPatch {
         );
         push(&mut values, "ramp_up", self.ramp_up);
         push(&mut values, "ramp_up_duration", self.ramp_up_duration);
+        values
+    }
+
+    /// Nothing to write.
+    pub(super) fn is_empty(&self) -> bool {
+        self.values().is_empty() && self.rollback.is_none()
+    }
+}
+
+/// Rollback guard settings to merge into a `promotion.rollback` table;
+/// `None` leaves a setting as it is (or at its default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackPatch {
+    /// Most the new deployment's error rate may exceed the old one's, in
+    /// percentage points (0-100; default 5).
+    pub max_error_rate_increase_pct: Option<f64>,
+    /// Most its p99 latency may exceed the old one's, in ms (default 250).
+    pub max_p99_increase_ms: Option<i64>,
+    /// Requests per side in a stage before they are compared (default 50).
+    pub min_requests: Option<i64>,
+}
+
+impl RollbackPatch {
+    pub(super) fn values(&self) -> Vec<(String, Value)> {
+        let mut values = Vec::new();
+        push(
+            &mut values,
+            "max_error_rate_increase_pct",
+            self.max_error_rate_increase_pct,
+        );
+        push(&mut values, "max_p99_increase_ms", self.max_p99_increase_ms);
+        push(&mut values, "min_requests", self.min_requests);
         values
     }
 }

@@ -66,6 +66,14 @@ pub(super) fn serving<'m>(model: &'m Model, id: &str) -> Option<&'m Environment>
         .find(|e| e.deployment.as_deref() == Some(id))
 }
 
+/// The first environment with a rollout to deployment `id`.
+pub(super) fn rolling_out_to<'m>(model: &'m Model, id: &str) -> Option<&'m Environment> {
+    model
+        .environments
+        .iter()
+        .find(|e| e.rollout.as_ref().is_some_and(|r| r.deployment == id))
+}
+
 /// The ids and names of the regular deployments after `id`: those without
 /// a `name` key are named by their position, which a deletion shifts.
 pub(super) fn positional_names_after(model: &Model, id: &str) -> Vec<(String, String)> {

@@ -8,7 +8,13 @@ use crate::engine::*;
 use crate::path::ConfigPath;
 use crate::raw::RawEngine;
 
-const SYNTHETIC_KEYS: [&str; 4] = ["fixed_ms", "per_item_ms", "jitter_ms", "load_delay_ms"];
+const SYNTHETIC_KEYS: [&str; 5] = [
+    "fixed_ms",
+    "per_item_ms",
+    "jitter_ms",
+    "load_delay_ms",
+    "error_percent",
+];
 const MODEL_KEYS: [&str; 5] = ["model", "tokenizer", "onnxruntime", "max_tokens", "threads"];
 
 /// `deployment_concurrency` is set when the table belongs to a deployment,
@@ -77,7 +83,8 @@ fn backend(c: &mut Checker<'_>, path: &ConfigPath, raw: &RawEngine) -> Option<En
         "fixed_ms" => raw.fixed_ms.is_some(),
         "per_item_ms" => raw.per_item_ms.is_some(),
         "jitter_ms" => raw.jitter_ms.is_some(),
-        _ => raw.load_delay_ms.is_some(),
+        "load_delay_ms" => raw.load_delay_ms.is_some(),
+        _ => raw.error_percent.is_some(),
     };
     let misplaced = |c: &mut Checker<'_>, keys: &[&str], backend: &str| {
         for key in keys.iter().filter(|k| set(k)) {
@@ -96,6 +103,7 @@ fn backend(c: &mut Checker<'_>, path: &ConfigPath, raw: &RawEngine) -> Option<En
                 per_item: profile("per_item_ms", raw.per_item_ms),
                 jitter: profile("jitter_ms", raw.jitter_ms),
                 load_delay: profile("load_delay_ms", raw.load_delay_ms),
+                error_percent: c.ranged(path, "error_percent", raw.error_percent, 0, 0, 100),
             }))
         }
         name @ ("onnx" | "tensorrt") => {

@@ -9,6 +9,7 @@ pub(crate) mod engine;
 mod models;
 mod node;
 mod queue;
+mod rollout;
 
 use crate::engine::EngineSettings;
 use crate::error::Problem;
@@ -37,6 +38,34 @@ impl Checker<'_> {
         max: u32,
     ) -> u32 {
         let Some(value) = value else { return default };
+        self.within(path, field, value, min, max).unwrap_or(default)
+    }
+
+    /// A required integer setting within `min..=max`; `None` when it is
+    /// missing or out of range (both reported).
+    pub(crate) fn required_ranged(
+        &mut self,
+        path: &ConfigPath,
+        field: &str,
+        value: Option<i64>,
+        min: u32,
+        max: u32,
+    ) -> Option<u32> {
+        let Some(value) = value else {
+            self.error(path.key(field), format!("missing required key `{field}`"));
+            return None;
+        };
+        self.within(path, field, value, min, max)
+    }
+
+    fn within(
+        &mut self,
+        path: &ConfigPath,
+        field: &str,
+        value: i64,
+        min: u32,
+        max: u32,
+    ) -> Option<u32> {
         if value < i64::from(min) || value > i64::from(max) {
             let range = if max == u32::MAX {
                 format!("at least {min}")
@@ -47,9 +76,9 @@ impl Checker<'_> {
                 path.key(field),
                 format!("`{field}` is {value}; it must be {range}"),
             );
-            return default;
+            return None;
         }
-        value as u32
+        Some(value as u32)
     }
 
     pub(crate) fn required<'a>(

@@ -76,6 +76,9 @@ pub(super) fn model(c: &mut Checker<'_>, path: &ConfigPath, raw: RawModel) -> Op
                 ),
             );
         }
+        if let Some(rollout) = &env.rollout {
+            super::rollout::check_deployments(c, &path.key("rollout"), &env, rollout, &deployments);
+        }
         environments.push(env);
     }
     if !environments.iter().any(|e| e.name == PRODUCTION) {
@@ -86,6 +89,7 @@ pub(super) fn model(c: &mut Checker<'_>, path: &ConfigPath, raw: RawModel) -> Op
                 deployment: None,
                 autoscaling: None,
                 promotion: Promotion::default(),
+                rollout: None,
             },
         );
     }
@@ -400,12 +404,20 @@ fn environment(c: &mut Checker<'_>, path: &ConfigPath, raw: RawEnvironment) -> O
             1,
             86_400,
         ),
+        rollback: promotion
+            .rollback
+            .map(|r| super::rollout::rollback(c, &promotion_path.key("rollback"), r)),
+    };
+    let rollout = match raw.rollout {
+        Some(r) => Some(super::rollout::rollout(c, &path.key("rollout"), r)?),
+        None => None,
     };
     Some(Environment {
         name: name?,
         deployment: raw.deployment,
         autoscaling,
         promotion,
+        rollout,
     })
 }
 

@@ -94,9 +94,29 @@ pub(super) fn deployment_view(m: &Model, d: &Deployment, snap: &Snapshot) -> Val
 
 pub(super) fn environment_view(m: &Model, e: &config::Environment, snap: &Snapshot) -> Value {
     let current = e.deployment.as_deref().and_then(|id| m.deployment(id));
+    // The persisted rollout, as every gateway reading this config splits.
+    let rollout = e.rollout.as_ref().map(|r| {
+        let elapsed = crate::rollout::now_ms().saturating_sub(r.started_at_ms);
+        let phase = crate::rollout::Phase::at(
+            elapsed,
+            u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+        );
+        json!({
+            "deployment_id": r.deployment,
+            "started_at_ms": r.started_at_ms,
+            "duration_secs": r.duration.as_secs(),
+            "stage": match phase {
+                crate::rollout::Phase::Stage(k) => k,
+                crate::rollout::Phase::Complete => crate::rollout::STAGES,
+            },
+            "stages": crate::rollout::STAGES,
+            "percent_to_new": phase.percent(),
+        })
+    });
     json!({
         "name": e.name,
         "deployment": current.map(|d| deployment_view(m, d, snap)),
+        "rollout": rollout,
         "autoscaling_settings": e.autoscaling.as_ref().map(autoscaling_view),
         "promotion_settings": {
             "promotion_cleanup_strategy": match e.promotion.cleanup_strategy {
@@ -106,6 +126,11 @@ pub(super) fn environment_view(m: &Model, e: &config::Environment, snap: &Snapsh
             },
             "ramp_up_while_promoting": e.promotion.ramp_up,
             "ramp_up_duration_secs": e.promotion.ramp_up_duration,
+            "rollback": e.promotion.rollback.map(|g| json!({
+                "max_error_rate_increase_pct": g.max_error_rate_increase * 100.0,
+                "max_p99_increase_ms": g.max_p99_increase.as_millis() as u64,
+                "min_requests": g.min_requests,
+            })),
         },
     })
 }

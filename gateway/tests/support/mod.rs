@@ -67,10 +67,17 @@ fn target_dir_binary(name: &str) -> PathBuf {
     path
 }
 
-/// Starts an engine replica on port 0 and waits for its ready line.
+/// Starts an engine replica (on port 0 unless `extra` has `--listen`) and
+/// waits for its ready line.
 pub fn engine(replica_id: &str, extra: &[&str]) -> Proc {
+    let listen: &[&str] = if extra.contains(&"--listen") {
+        &[]
+    } else {
+        &["--listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(target_dir_binary("engine"))
-        .args(["--listen", "127.0.0.1:0", "--replica-id", replica_id])
+        .args(listen)
+        .args(["--replica-id", replica_id])
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -147,6 +154,28 @@ pub fn gateway_with(server: &str, body: &str) -> Gateway {
         // Most likely a port was taken meanwhile: try new ones.
     }
     panic!("gateway did not become ready");
+}
+
+/// Starts the gateway again on the same config file and ports, after it
+/// exited, and waits until it is ready.
+pub fn restart(gw: &mut Gateway) {
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("serve")
+        .arg("--config")
+        .arg(gw.config.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn gateway");
+    gw.proc = Proc {
+        child,
+        addr: gw.proc.addr,
+    };
+    assert!(
+        wait_ready(&mut gw.proc),
+        "the restarted gateway became ready"
+    );
 }
 
 fn wait_ready(proc: &mut Proc) -> bool {
