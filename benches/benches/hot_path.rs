@@ -49,6 +49,59 @@ fn route_resolution(c: &mut Criterion) {
     group.finish();
 }
 
+/// An environment in a rollout (stage from the wall clock, then the smooth
+/// split) against one without.
+fn rollout_split(c: &mut Criterion) {
+    let started = control::rollout::now_ms() - 300_000;
+    let text = format!(
+        r#"
+[[models]]
+id = "m"
+[[models.deployments]]
+id = "a"
+replicas = {{ source = "static", addresses = ["127.0.0.1:9001"] }}
+[[models.deployments]]
+id = "b"
+replicas = {{ source = "static", addresses = ["127.0.0.1:9002"] }}
+[[models.environments]]
+name = "production"
+deployment = "a"
+[models.environments.rollout]
+deployment = "b"
+started_at_ms = {started}
+duration_secs = 1000
+[[models.environments]]
+name = "plain"
+deployment = "a"
+"#
+    );
+    let config = config::load_str(&text, "bench.toml").expect("valid bench config");
+    let routing = Routing::new(Snapshot::build(&config, None));
+    let mut group = c.benchmark_group("resolve_request");
+    for (name, target) in [
+        ("no_rollout", control::Target::Environment("plain")),
+        ("rollout_split", control::Target::Production),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let snapshot = routing.load();
+                let resolved = snapshot
+                    .model("m")
+                    .and_then(|m| {
+                        m.resolve_request(
+                            black_box(target),
+                            control::SidePreference::Split,
+                            control::rollout::now_ms,
+                        )
+                    })
+                    .expect("resolves");
+                black_box(resolved.route.id().len())
+            });
+        });
+    }
+    group.finish();
+}
+
 fn auth_check(c: &mut Criterion) {
     let routing = routing(10);
     let header = b"Api-Key igw_bench_key";
@@ -111,5 +164,11 @@ fn replica_admission(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route_resolution, auth_check, replica_admission);
+criterion_group!(
+    benches,
+    route_resolution,
+    rollout_split,
+    auth_check,
+    replica_admission
+);
 criterion_main!(benches);
