@@ -201,7 +201,8 @@ fn parked_bytes(req: &RequestHeader) -> u64 {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum::<usize>()
-        + req.uri.to_string().len()
+        + req.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
+        + req.uri.authority().map_or(0, |a| a.as_str().len())
         + 16;
     head as u64 + content_length(req).unwrap_or(0)
 }
