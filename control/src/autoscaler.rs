@@ -62,6 +62,15 @@ impl Autoscaler {
         }
     }
 
+    /// The load that `replicas` replicas serve at the target utilisation:
+    /// what a wake for that many counts as.
+    pub fn load_for(&self, replicas: u32) -> f64 {
+        f64::from(replicas)
+            * f64::from(self.settings.concurrency_target)
+            * f64::from(self.settings.target_utilization_percentage)
+            / 100.0
+    }
+
     /// The most replicas it will ever want.
     pub fn max_replicas(&self) -> u32 {
         self.max

@@ -45,6 +45,9 @@ pub struct ScalingSettings {
     pub max_restart_backoff: Duration,
     /// A replica that ran this long resets the backoff when it crashes.
     pub stable_after: Duration,
+    /// A running replica that fails its readiness probes this long (hung,
+    /// or lost its model) is stopped and replaced.
+    pub unready_timeout: Duration,
 }
 
 impl Default for ScalingSettings {
@@ -55,6 +58,7 @@ impl Default for ScalingSettings {
             restart_backoff: Duration::from_millis(500),
             max_restart_backoff: Duration::from_secs(30),
             stable_after: Duration::from_secs(60),
+            unready_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -76,6 +80,8 @@ struct Tracked {
     replica: Option<Arc<Replica>>,
     resources: Resources,
     running_since: Option<Instant>,
+    /// Since when its readiness probes have been failing.
+    unready_since: Option<Instant>,
     /// Being drained and stopped on purpose.
     stopping: bool,
 }
@@ -243,9 +249,10 @@ impl Controller {
             m.autoscaler.observe(t, (in_flight + parked) as f64);
         }
         if woken > 0 {
-            // A wake counts as that much load seen now: the replicas it
-            // starts stay for the window, then scale down as usual.
-            m.autoscaler.observe(t, f64::from(woken));
+            // A wake counts as the load those replicas serve, seen now:
+            // they stay for the window, then scale down as usual.
+            let load = m.autoscaler.load_for(woken);
+            m.autoscaler.observe(t, load);
         }
         let decision = m.autoscaler.decide(t, current);
         let desired = if !d.active {
@@ -306,6 +313,7 @@ impl Controller {
                             replica: None,
                             resources: d.resources.clone(),
                             running_since: None,
+                            unready_since: None,
                             stopping: false,
                         });
                     }
@@ -362,6 +370,29 @@ impl Controller {
                     t.replica = Some(replica);
                     t.running_since = Some(now);
                     log::info!("replica {} is ready at {addr}", t.instance.name());
+                }
+                let unready = t
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| r.health() == crate::replicas::Health::Unready);
+                if !unready || t.stopping {
+                    t.unready_since = None;
+                } else if now.duration_since(*t.unready_since.get_or_insert(now))
+                    >= settings.unready_timeout
+                {
+                    // Alive but not answering: its requests are lost
+                    // anyway, so no drain. A replacement starts at once.
+                    m.crashes += 1;
+                    log::warn!(
+                        "replica {} failed its readiness probes for {:?}; replacing it",
+                        t.instance.name(),
+                        settings.unready_timeout
+                    );
+                    t.stopping = true;
+                    if let Some(replica) = &t.replica {
+                        m.pool.remove_replica(replica);
+                    }
+                    self.provisioner.stop(&t.instance);
                 }
                 true
             }

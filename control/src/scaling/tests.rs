@@ -56,7 +56,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let config = config::load_str(CONFIG, "t").unwrap();
+    setup_with(CONFIG)
+}
+
+fn setup_with(text: &str) -> Setup {
+    let config = config::load_str(text, "t").unwrap();
     let routing = Arc::new(Routing::new(Snapshot::build(&config, None)));
     let pool = Arc::clone(routing.load().deployment("m", "d").unwrap().pool());
     let events = Arc::new(Notify::new());
@@ -192,4 +196,35 @@ async fn scale_down_waits_its_delay_steps_by_the_rate_and_reaches_zero() {
         "a full delay between steps: {changes:?}"
     );
     assert_eq!(pool.status().desired, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_stays_unready_is_replaced() {
+    let Setup {
+        mut controller,
+        pool,
+        provisioner,
+    } = setup_with(&CONFIG.replace("min_replica = 0", "min_replica = 1"));
+    controller.reconcile(false);
+    controller.reconcile(false);
+    assert_eq!(pool.replicas().len(), 1);
+    let first = Arc::clone(&pool.replicas().replicas()[0]);
+    // Its probes fail from now on (the health checker would do this).
+    first.mark_unreachable();
+    for _ in 0..29 {
+        tick(&mut controller).await;
+        assert!(
+            Arc::ptr_eq(&pool.replicas().replicas()[0], &first),
+            "kept while < 30 s"
+        );
+    }
+    for _ in 0..3 {
+        tick(&mut controller).await;
+    }
+    let started = provisioner.started.lock().unwrap();
+    assert_eq!(started.len(), 2, "a replacement started");
+    assert_eq!(started[0].state(), InstanceState::Stopped);
+    assert_eq!(pool.replicas().len(), 1);
+    assert!(!Arc::ptr_eq(&pool.replicas().replicas()[0], &first));
+    assert_eq!(pool.status().crashes, 1);
 }
