@@ -1,10 +1,18 @@
-//! `loadtest`: closed-loop load over keep-alive HTTP/1.1 connections.
+//! `loadtest`: load over keep-alive HTTP/1.1 connections, closed or open loop.
 //!
-//! Each connection sends a request, reads the whole response, and sends the
-//! next: the rate is whatever the server sustains (capacity). Latency goes
-//! into an HdrHistogram per connection; requests that end during the
-//! warm-up are not recorded. Any status other than 2xx counts as a failure.
-//! Open-loop (constant arrival rate) runs and named scenarios build on this.
+//! Closed loop (the default): each connection sends a request, reads the
+//! whole response, and sends the next: the rate is whatever the server
+//! sustains (capacity), and latency runs from each send.
+//!
+//! Open loop (`--rate R`): requests follow a timetable, request n due at
+//! `start + n / R`, dealt round-robin to the connections, and latency runs
+//! from the *scheduled* time. A connection still waiting for an answer
+//! sends its next request late, and that lateness counts: a server that
+//! stalls cannot hide the queue it causes (no coordinated omission).
+//!
+//! Latency goes into an HdrHistogram per connection; requests that end
+//! during the warm-up are not recorded. Any status other than 2xx counts as
+//! a failure.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,7 +32,7 @@ use tokio::time::Instant;
 #[command(
     name = "loadtest",
     version,
-    about = "Closed-loop HTTP/1.1 load generator"
+    about = "HTTP/1.1 load generator: closed loop, or open loop at a fixed rate"
 )]
 struct Args {
     /// Target URL (http only), e.g. http://127.0.0.1:8080/models/m/production/predict
@@ -42,9 +50,14 @@ struct Args {
     /// Request body from a file.
     #[arg(long)]
     body_file: Option<PathBuf>,
-    /// Concurrent keep-alive connections.
+    /// Concurrent keep-alive connections (open loop: the most requests in
+    /// flight; size it above rate x expected latency).
     #[arg(long, short, default_value_t = 32)]
     connections: usize,
+    /// Open loop: requests per second on a fixed timetable, latency from
+    /// each request's scheduled time. Without it: closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Seconds measured, after the warm-up.
     #[arg(long, short, default_value_t = 10.0)]
     duration: f64,
@@ -95,8 +108,12 @@ struct Plan {
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
+    start: Instant,
     measure_from: Instant,
     end: Instant,
+    /// Open loop: time between two requests of one connection.
+    interval: Option<Duration>,
+    connections: usize,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -127,6 +144,16 @@ async fn main() -> anyhow::Result<()> {
         }
         (None, None) => Bytes::new(),
     };
+    if args.connections == 0 {
+        bail!("--connections must be at least 1");
+    }
+    let interval = match args.rate {
+        Some(rate) if rate.is_finite() && rate > 0.0 => {
+            Some(Duration::from_secs_f64(args.connections as f64 / rate))
+        }
+        Some(rate) => bail!("--rate must be a positive number of requests per second, not {rate}"),
+        None => None,
+    };
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let plan = std::sync::Arc::new(Plan {
@@ -135,11 +162,14 @@ async fn main() -> anyhow::Result<()> {
         method: args.method.clone(),
         headers,
         body,
+        start,
         measure_from,
         end: measure_from + Duration::from_secs_f64(args.duration),
+        interval,
+        connections: args.connections,
     });
     let tasks: Vec<_> = (0..args.connections)
-        .map(|_| tokio::spawn(connection(std::sync::Arc::clone(&plan))))
+        .map(|j| tokio::spawn(connection(std::sync::Arc::clone(&plan), j)))
         .collect();
     let mut total = Tally::new();
     for task in tasks {
@@ -148,8 +178,14 @@ async fn main() -> anyhow::Result<()> {
     report(&args, &total)
 }
 
-async fn connection(plan: std::sync::Arc<Plan>) -> Tally {
+/// One connection's requests; `index` places its share of an open-loop
+/// timetable (request n goes to connection n mod connections).
+async fn connection(plan: std::sync::Arc<Plan>, index: usize) -> Tally {
     let mut tally = Tally::new();
+    // Open loop: when this connection's next request is due.
+    let mut due = plan
+        .interval
+        .map(|i| plan.start + i.mul_f64(index as f64 / plan.connections as f64));
     let path = plan
         .uri
         .path_and_query()
@@ -183,7 +219,17 @@ async fn connection(plan: std::sync::Arc<Plan>) -> Tally {
             let req = req
                 .body(Full::new(plan.body.clone()))
                 .expect("valid request parts");
-            let sent = Instant::now();
+            if let (Some(at), Some(interval)) = (due.as_mut(), plan.interval) {
+                if *at >= plan.end {
+                    break 'connect;
+                }
+                tokio::time::sleep_until(*at).await;
+                *at += interval;
+            }
+            // Open loop: from when it was due, late or not.
+            let sent = due.map_or_else(Instant::now, |next| {
+                next - plan.interval.unwrap_or_default()
+            });
             let response = match sender.send_request(req).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -233,8 +279,12 @@ fn report(args: &Args, t: &Tally) -> anyhow::Result<()> {
     let rate = requests as f64 / args.duration;
     let h = &t.latency_us;
     let pct = |q: f64| h.value_at_quantile(q);
+    let mode = match args.rate {
+        Some(rate) => format!("open loop at {rate} req/s"),
+        None => "closed loop".to_owned(),
+    };
     println!(
-        "{} {} x {} connections, {:.1} s (+{:.1} s warm-up)",
+        "{} {} x {} connections, {mode}, {:.1} s (+{:.1} s warm-up)",
         args.method, args.url, args.connections, args.duration, args.warmup
     );
     println!(
@@ -256,6 +306,8 @@ fn report(args: &Args, t: &Tally) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "url": args.url.to_string(),
+            "mode": if args.rate.is_some() { "open" } else { "closed" },
+            "target_rate": args.rate,
             "connections": args.connections,
             "duration_s": args.duration,
             "requests": requests,
