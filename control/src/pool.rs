@@ -333,12 +333,18 @@ impl Pool {
     /// Claims a slot at once, parks the request, or refuses it.
     /// `bytes` is what the request holds while parked (head + body).
     pub fn admit(self: &Arc<Self>, bytes: u64) -> Admission {
-        self.admit_with_affinity(bytes, None)
+        self.admit_with_affinity(|| bytes, None)
     }
 
     /// [`admit`](Self::admit), preferring the replica a session key maps
     /// to (see [`ReplicaSet::claim_affine`]); any replica if it is full.
-    pub fn admit_with_affinity(self: &Arc<Self>, bytes: u64, session: Option<u64>) -> Admission {
+    /// `bytes` is asked only when the request must park, so the direct
+    /// path does not size the request.
+    pub fn admit_with_affinity(
+        self: &Arc<Self>,
+        bytes: impl FnOnce() -> u64,
+        session: Option<u64>,
+    ) -> Admission {
         // Nobody may overtake parked requests: first come, first served.
         if self.parked() == 0 {
             let set = self.replicas.load();
@@ -356,7 +362,7 @@ impl Pool {
         {
             Err(Overload::Busy)
         } else {
-            self.park(bytes, queue.max_length)
+            self.park(bytes(), queue.max_length)
         };
         match outcome {
             Ok(parked) => {

@@ -130,7 +130,7 @@ impl Gateway {
             .map(|(runtime, side)| (Arc::clone(runtime), side));
         match deployment
             .pool()
-            .admit_with_affinity(parked_bytes(req), session)
+            .admit_with_affinity(|| parked_bytes(req), session)
         {
             Admission::Go(lease) => {
                 ctx.lease = Some(lease);
@@ -155,11 +155,14 @@ impl Gateway {
             () = client_gone(session, self.upstream.max_request_body_bytes) => Err(Reject::ClientClosed),
         };
         let counters = parked.counters();
-        match outcome {
-            Err(Reject::QueueTimeout) => counters.timed_out.fetch_add(1, Ordering::Relaxed),
-            Err(Reject::ClientClosed) => counters.client_closed.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
+        let counter = match outcome {
+            Err(Reject::QueueTimeout) => Some(&counters.timed_out),
+            Err(Reject::ClientClosed) => Some(&counters.client_closed),
+            _ => None,
         };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         outcome
     }
 
@@ -218,11 +221,7 @@ const PARKED_BODY_LIMIT: u64 = 64 * 1024;
 /// or unframed body is not read, and then a close is noticed only once the
 /// request leaves the queue.
 async fn client_gone(session: &mut Session, max_body: u64) {
-    let declared = session
-        .req_header()
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = content_length(session.req_header());
     let chunked = session
         .req_header()
         .headers
