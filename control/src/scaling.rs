@@ -222,7 +222,7 @@ impl Controller {
                 .any(|t| !t.instance.state().is_over())
             {
                 for t in managed.replicas.iter_mut().filter(|t| !t.stopping) {
-                    self.retire(&managed.pool, t);
+                    self.retire(&managed.pool, t, true);
                 }
                 // Keep following them until they are gone.
                 self.follow(&mut managed, now);
@@ -343,7 +343,7 @@ impl Controller {
                     .map_or(0, |r| r.outstanding())
             });
             for i in victims.into_iter().take((current - desired) as usize) {
-                self.retire(&m.pool, &mut m.replicas[i]);
+                self.retire(&m.pool, &mut m.replicas[i], true);
             }
         }
         m.last_pending.clone_from(&reason);
@@ -388,11 +388,7 @@ impl Controller {
                         t.instance.name(),
                         settings.unready_timeout
                     );
-                    t.stopping = true;
-                    if let Some(replica) = &t.replica {
-                        m.pool.remove_replica(replica);
-                    }
-                    self.provisioner.stop(&t.instance);
+                    self.retire(&m.pool, t, false);
                 }
                 true
             }
@@ -423,9 +419,9 @@ impl Controller {
         });
     }
 
-    /// Takes a replica out of routing, lets its requests finish (up to the
-    /// drain timeout), then stops it.
-    fn retire(&self, pool: &Pool, t: &mut Tracked) {
+    /// Takes a replica out of routing, lets its requests finish (with
+    /// `drain`, up to the drain timeout), then stops it.
+    fn retire(&self, pool: &Pool, t: &mut Tracked, drain: bool) {
         t.stopping = true;
         let provisioner = Arc::clone(&self.provisioner);
         let instance = Arc::clone(&t.instance);
@@ -434,6 +430,10 @@ impl Controller {
             return;
         };
         pool.remove_replica(&replica);
+        if !drain {
+            provisioner.stop(&instance);
+            return;
+        }
         log::info!("replica {} draining", instance.name());
         let timeout = self.settings.drain_timeout;
         tokio::spawn(async move {
