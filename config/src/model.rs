@@ -44,6 +44,13 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The model with this id.
+    pub fn model(&self, id: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.id == id)
+    }
+}
+
 /// Listener addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listeners {

@@ -334,9 +334,7 @@ impl Api {
             .edit(None, move |doc| {
                 let m = doc
                     .config()
-                    .models
-                    .iter()
-                    .find(|m| m.id == model_id)
+                    .model(&model_id)
                     .ok_or_else(|| EditError::NotFound(format!("model `{model_id}`")))?;
                 if m.environment(&env_name).is_none() {
                     return Err(EditError::NotFound(format!(
@@ -346,9 +344,7 @@ impl Api {
                 let id = doc.resolve_deployment(&model_id, &dep_id)?;
                 let d = doc
                     .config()
-                    .models
-                    .iter()
-                    .find(|m| m.id == model_id)
+                    .model(&model_id)
                     .and_then(|m| m.deployment(&id))
                     .cloned();
                 match d {
@@ -455,16 +451,11 @@ fn delete_environment(
 ) -> Result<Option<String>, EditError> {
     let previous = doc.delete_environment(model, env)?;
     let Some(dep) = previous else { return Ok(None) };
-    let still_served = doc
-        .config()
-        .models
-        .iter()
-        .find(|m| m.id == model)
-        .is_some_and(|m| {
-            m.environments
-                .iter()
-                .any(|e| e.deployment.as_deref() == Some(dep.as_str()))
-        });
+    let still_served = doc.config().model(model).is_some_and(|m| {
+        m.environments
+            .iter()
+            .any(|e| e.deployment.as_deref() == Some(dep.as_str()))
+    });
     if still_served {
         return Ok(None);
     }
@@ -507,9 +498,7 @@ fn not_allowed() -> Failure {
 
 fn find_model<'a>(doc: &'a ConfigDocument, id: &str) -> Result<&'a Model, Failure> {
     doc.config()
-        .models
-        .iter()
-        .find(|m| m.id == id)
+        .model(id)
         .ok_or_else(|| Failure::new(StatusCode::NOT_FOUND, format!("model `{id}` not found")))
 }
 

@@ -332,9 +332,7 @@ impl Promotions {
             let snapshot = self.routing.load();
             snapshot
                 .config()
-                .models
-                .iter()
-                .find(|m| m.id == model)
+                .model(model)
                 .and_then(|m| m.environment(environment))
                 .filter(|e| e.promotion.ramp_up)
                 .map(|e| Duration::from_secs(u64::from(e.promotion.ramp_up_duration)))
@@ -352,25 +350,35 @@ impl Promotions {
             }
             return self.follow_rollout(key, &deployment).await;
         }
-        // Past this point a cancel answers 409: the edit is being written.
+        self.complete(key, &deployment)
+            .await
+            .unwrap_or((PromotionStatus::Cancelled, None))
+    }
+
+    /// The final edit: remove the rollout if there is one, point the
+    /// environment at `deployment`, apply the cleanup strategy. `None` if
+    /// the promotion was cancelled first; past the check a cancel answers
+    /// 409, since the edit is being written.
+    async fn complete(
+        &self,
+        key: &(String, String),
+        deployment: &str,
+    ) -> Option<(PromotionStatus, Option<String>)> {
         match self.entries().get_mut(key) {
             Some(e) if e.status == PromotionStatus::InProgress => e.switching = true,
-            _ => return (PromotionStatus::Cancelled, None),
+            _ => return None,
         }
-        let store = Arc::clone(&self.store);
-        let (m, env, dep) = (model.to_owned(), environment.to_owned(), deployment.clone());
-        let switched = tokio::task::spawn_blocking(move || {
-            store.edit(None, |doc| switch(doc, &m, &env, &dep))
+        let (m, env, dep) = (key.0.clone(), key.1.clone(), deployment.to_owned());
+        let switched = self
+            .edit(move |doc| {
+                doc.clear_rollout(&m, &env)?;
+                switch(doc, &m, &env, &dep)
+            })
+            .await;
+        Some(match switched {
+            Ok(()) => (PromotionStatus::Succeeded, None),
+            Err(reason) => (PromotionStatus::Failed, Some(reason)),
         })
-        .await;
-        match switched {
-            Ok(Ok(_)) => (PromotionStatus::Succeeded, None),
-            Ok(Err(e)) => (PromotionStatus::Failed, Some(e.to_string())),
-            Err(e) => (
-                PromotionStatus::Failed,
-                Some(format!("the edit panicked: {e}")),
-            ),
-        }
     }
 
     /// One config edit on a blocking thread; the error as text. `change`
@@ -404,9 +412,7 @@ impl Promotions {
             let snapshot = self.routing.load_full();
             let Some(env) = snapshot
                 .config()
-                .models
-                .iter()
-                .find(|m| m.id == model)
+                .model(model)
                 .and_then(|m| m.environment(environment))
             else {
                 return (
@@ -454,27 +460,10 @@ impl Promotions {
                         return (PromotionStatus::RolledBack, Some(reason));
                     }
                 }
-                Phase::Complete => {
-                    match self.entries().get_mut(key) {
-                        Some(e) if e.status == PromotionStatus::InProgress => e.switching = true,
-                        _ => continue, // cancelled meanwhile: the loop removes it
-                    }
-                    let (m, env, dep) = (
-                        model.to_owned(),
-                        environment.to_owned(),
-                        deployment.to_owned(),
-                    );
-                    let switched = self
-                        .edit(move |doc| {
-                            doc.clear_rollout(&m, &env)?;
-                            switch(doc, &m, &env, &dep)
-                        })
-                        .await;
-                    return match switched {
-                        Ok(()) => (PromotionStatus::Succeeded, None),
-                        Err(reason) => (PromotionStatus::Failed, Some(reason)),
-                    };
-                }
+                Phase::Complete => match self.complete(key, deployment).await {
+                    Some(outcome) => return outcome,
+                    None => continue, // cancelled meanwhile: the loop removes it
+                },
             }
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
@@ -535,9 +524,7 @@ fn needed_replicas(
     deployment: &str,
 ) -> Result<usize, String> {
     let m = config
-        .models
-        .iter()
-        .find(|m| m.id == model)
+        .model(model)
         .ok_or_else(|| format!("model `{model}` was deleted"))?;
     let target = m
         .deployment(deployment)
@@ -570,9 +557,7 @@ fn switch(
     let (previous, cleanup) = {
         let m = doc
             .config()
-            .models
-            .iter()
-            .find(|m| m.id == model)
+            .model(model)
             .ok_or_else(|| EditError::NotFound(format!("model `{model}`")))?;
         let env = m
             .environment(environment)
