@@ -37,6 +37,14 @@ impl Phase {
         Phase::Stage(stage + 1)
     }
 
+    /// The phase of a persisted rollout at `now_ms` (Unix milliseconds).
+    pub fn of(rollout: &config::Rollout, now_ms: u64) -> Self {
+        Self::at(
+            now_ms.saturating_sub(rollout.started_at_ms),
+            u64::try_from(rollout.duration.as_millis()).unwrap_or(u64::MAX),
+        )
+    }
+
     /// Percent of requests that go to the canary.
     pub fn percent(self) -> u32 {
         match self {

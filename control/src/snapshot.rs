@@ -97,8 +97,7 @@ impl RolloutRuntime {
 #[derive(Debug)]
 pub struct RolloutRoute {
     canary: Arc<DeploymentRoute>,
-    started_at_ms: u64,
-    duration_ms: u64,
+    rollout: config::Rollout,
     runtime: Arc<RolloutRuntime>,
 }
 
@@ -110,7 +109,7 @@ impl RolloutRoute {
 
     /// Where the rollout stands at `now_ms` (Unix milliseconds).
     pub fn phase(&self, now_ms: u64) -> Phase {
-        Phase::at(now_ms.saturating_sub(self.started_at_ms), self.duration_ms)
+        Phase::of(&self.rollout, now_ms)
     }
 
     /// The split's position and the statistics.
@@ -411,15 +410,13 @@ fn rollout_route(
     canary: &Arc<DeploymentRoute>,
     old: Option<&Arc<EnvironmentRoute>>,
 ) -> RolloutRoute {
-    let started_at_ms = r.started_at_ms;
     let runtime = old
         .and_then(|o| o.rollout.as_ref())
-        .filter(|o| o.canary.id == canary.id && o.started_at_ms == started_at_ms)
+        .filter(|o| o.canary.id == canary.id && o.rollout.started_at_ms == r.started_at_ms)
         .map_or_else(Arc::default, |o| Arc::clone(&o.runtime));
     RolloutRoute {
         canary: Arc::clone(canary),
-        started_at_ms,
-        duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+        rollout: r.clone(),
         runtime,
     }
 }

@@ -96,11 +96,7 @@ pub(super) fn environment_view(m: &Model, e: &config::Environment, snap: &Snapsh
     let current = e.deployment.as_deref().and_then(|id| m.deployment(id));
     // The persisted rollout, as every gateway reading this config splits.
     let rollout = e.rollout.as_ref().map(|r| {
-        let elapsed = crate::rollout::now_ms().saturating_sub(r.started_at_ms);
-        let phase = crate::rollout::Phase::at(
-            elapsed,
-            u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
-        );
+        let phase = crate::rollout::Phase::of(r, crate::rollout::now_ms());
         json!({
             "deployment_id": r.deployment,
             "started_at_ms": r.started_at_ms,
