@@ -28,6 +28,7 @@ mod model;
 mod parse;
 mod path;
 mod raw;
+mod ready;
 mod resources;
 mod validate;
 pub mod watch;
@@ -38,6 +39,7 @@ pub use error::{ConfigError, ConfigErrors, Location};
 pub use keys::{GeneratedKey, KEY_PREFIX, generate_key, key_digest};
 pub use model::*;
 pub use path::{ConfigPath, Segment};
+pub use ready::{ReadyLine, ReadyLineError};
 pub use resources::Resources;
 
 use std::path::Path;

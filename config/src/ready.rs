@@ -48,7 +48,12 @@ impl ReadyLine {
         if stdout.read_line(&mut line)? == 0 {
             return Err(ReadyLineError::Closed);
         }
-        match serde_json::from_str::<ReadyLine>(&line) {
+        Self::parse(&line)
+    }
+
+    /// Parses one line (with or without its newline).
+    pub fn parse(line: &str) -> Result<Self, ReadyLineError> {
+        match serde_json::from_str::<ReadyLine>(line) {
             Ok(ready) if ready.event == "ready" => Ok(ready),
             _ => Err(ReadyLineError::Malformed(line.trim_end().to_owned())),
         }

@@ -15,7 +15,6 @@
 pub mod admission;
 pub mod backend;
 pub mod batching;
-pub mod ready;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "tensorrt")]
@@ -25,5 +24,5 @@ pub mod watch;
 
 pub use backend::{Backend, BackendError, Output, Synthetic};
 pub use batching::{BatchSettings, Batcher};
-pub use ready::{ReadyLine, ReadyLineError};
+pub use config::{ReadyLine, ReadyLineError};
 pub use server::{Loader, ServerSettings, serve};

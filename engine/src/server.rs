@@ -25,8 +25,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::admission::{Admission, Slot};
 use crate::backend::{Backend, BackendError, Output, input_texts};
 use crate::batching::{BatchSettings, Batcher};
-use crate::ready::ReadyLine;
 use crate::telemetry;
+use config::ReadyLine;
 
 type Body = BoxBody<Bytes, Infallible>;
 

@@ -154,7 +154,9 @@ async fn announce(stdout: ChildStdout) -> Result<std::net::SocketAddr, String> {
         .await
         .map_err(|e| format!("reading its output: {e}"))?
         .ok_or("closed its output before it was ready")?;
-    let addr = parse_ready_line(&line)?;
+    let addr = config::ReadyLine::parse(&line)
+        .map_err(|e| e.to_string())?
+        .addr;
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             log::info!("replica {addr}: {line}");
@@ -171,19 +173,6 @@ async fn announce(stdout: ChildStdout) -> Result<std::net::SocketAddr, String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(format!("readiness probe kept failing: {last}"))
-}
-
-/// `{"event":"ready","addr":"127.0.0.1:PORT",...}` -> the address.
-fn parse_ready_line(line: &str) -> Result<std::net::SocketAddr, String> {
-    #[derive(serde::Deserialize)]
-    struct Ready {
-        event: String,
-        addr: std::net::SocketAddr,
-    }
-    match serde_json::from_str::<Ready>(line) {
-        Ok(ready) if ready.event == "ready" => Ok(ready.addr),
-        _ => Err(format!("unexpected first line: {:?}", line.trim_end())),
-    }
 }
 
 /// SIGTERM (the engine drains its own in-flight requests), then SIGKILL
@@ -212,19 +201,5 @@ fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
     match status {
         Ok(status) => status.to_string(),
         Err(e) => format!("wait failed: {e}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ready_lines_are_parsed_and_anything_else_refused() {
-        let addr =
-            parse_ready_line(r#"{"event":"ready","addr":"127.0.0.1:4000","backend":"onnx"}"#);
-        assert_eq!(addr.unwrap().port(), 4000);
-        assert!(parse_ready_line("thread main panicked").is_err());
-        assert!(parse_ready_line(r#"{"event":"other","addr":"127.0.0.1:1"}"#).is_err());
     }
 }
