@@ -1,5 +1,7 @@
 //! The load generator against a real engine replica with a known latency.
 
+mod support;
+
 use std::io::BufReader;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -35,47 +37,20 @@ fn engine(fixed_ms: u64) -> Engine {
 }
 
 fn run(url: &str, extra: &[&str]) -> serde_json::Value {
-    let out = tempfile_path();
-    let status = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "--url",
-            url,
-            "--connections",
-            "4",
-            "--duration",
-            "1",
-            "--warmup",
-            "0.2",
-        ])
-        .args([
-            "--body",
-            r#"{"text":"hi"}"#,
-            "--json",
-            out.to_str().unwrap(),
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let json = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    let _ = std::fs::remove_file(out);
-    json
-}
-
-fn tempfile_path() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "loadtest-{}-{}.json",
-        std::process::id(),
-        unique_suffix()
-    ))
-}
-
-fn unique_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+    let mut args = vec![
+        "--url",
+        url,
+        "--connections",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--body",
+        r#"{"text":"hi"}"#,
+    ];
+    args.extend_from_slice(extra);
+    support::run_loadtest(&args)
 }
 
 #[test]

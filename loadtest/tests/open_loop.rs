@@ -4,7 +4,8 @@
 
 #![allow(clippy::disallowed_methods)] // a test server on its own thread, wall-clock stall window
 
-use std::process::{Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,32 +77,19 @@ fn server(delay: Duration, stall: bool) -> String {
 }
 
 fn run(addr: &str, extra: &[&str]) -> serde_json::Value {
-    let out = std::env::temp_dir().join(format!(
-        "loadtest-open-{}-{}.json",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let status = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["--url", &format!("http://{addr}/"), "--method", "GET"])
-        .args([
-            "--duration",
-            "3",
-            "--warmup",
-            "0",
-            "--json",
-            out.to_str().unwrap(),
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let json = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    let _ = std::fs::remove_file(out);
-    json
+    let url = format!("http://{addr}/");
+    let mut args = vec![
+        "--url",
+        &url,
+        "--method",
+        "GET",
+        "--duration",
+        "3",
+        "--warmup",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    support::run_loadtest(&args)
 }
 
 fn ms(result: &serde_json::Value, q: &str) -> f64 {
