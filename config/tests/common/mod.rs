@@ -8,6 +8,8 @@ use config::edit::{
     AutoscalingPatch, AutoscalingScope, ConfigDocument, NewDeployment, NewEnvironment, ReplicasSpec,
 };
 
+pub mod rollout;
+
 pub const EXAMPLE: &str = include_str!("../../../examples/gateway.toml");
 pub const MODEL: &str = "demo1";
 
