@@ -36,10 +36,16 @@ impl Config {
                 engine.resolve_paths(base);
             }
         }
-        if let Some(binary) = &mut self.node.engine_binary
-            && binary.is_relative()
+        for path in [
+            self.node.engine_binary.as_mut(),
+            self.server.access_log.path.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
-            *binary = base.join(&*binary);
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
         }
     }
 }
@@ -81,6 +87,40 @@ pub struct ServerSettings {
     /// parked requests, across every deployment's activation queue; beyond
     /// it, new requests that would park get 429. Default 64 MiB, at least 1.
     pub max_parked_bytes: u64,
+    /// One JSON line per request (`[server.access_log]`).
+    pub access_log: AccessLog,
+}
+
+/// Which requests get an access log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogMode {
+    /// `off` (default): none.
+    #[default]
+    Off,
+    /// `sampled`: each request with probability `sample_rate`.
+    Sampled,
+    /// `all`: every request.
+    All,
+}
+
+/// The access log: where it goes and which requests it records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessLog {
+    /// Off, sampled or all.
+    pub mode: AccessLogMode,
+    /// Sampled mode: requests logged per million (from `sample_rate`, a
+    /// fraction in (0, 1], default 0.01).
+    pub sample_per_million: u32,
+    /// The file lines are appended to (relative to the config file's
+    /// directory); `None` = standard output.
+    pub path: Option<PathBuf>,
+}
+
+impl AccessLog {
+    /// Whether any request is logged.
+    pub fn enabled(&self) -> bool {
+        self.mode != AccessLogMode::Off
+    }
 }
 
 /// The machine the gateway runs on, as capacity for the replicas it starts

@@ -22,6 +22,14 @@ pub(crate) struct RawServer {
     pub(crate) max_request_body_bytes: Option<u64>,
     pub(crate) usage_interval_secs: Option<u32>,
     pub(crate) max_parked_bytes: Option<u64>,
+    pub(crate) access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawAccessLog {
+    pub(crate) mode: Option<String>,
+    pub(crate) sample_rate: Option<f64>,
+    pub(crate) path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -21,10 +21,12 @@ use serde_json::{Value, json};
 
 mod views;
 
-use views::{deployment_view, environment_view, model_view};
+use tokio::time::Instant;
+use views::{deployment_view, environment_view, metrics_view, model_view};
 
 use crate::promotion::{PromotionError, Promotions};
 use crate::routing::Routing;
+use crate::scaling::ReplicaCounts;
 use crate::snapshot::Snapshot;
 use crate::store::{ConfigStore, Revision, StoreError};
 use crate::usage::UsageLedger;
@@ -207,6 +209,12 @@ impl Api {
                 }
                 _ => Err(not_allowed()),
             },
+            ["v1", "models", model, "deployments", dep, "metrics"] if m == Method::GET => {
+                Ok((StatusCode::OK, self.deployment_metrics(model, dep)?, None))
+            }
+            ["v1", "models", model, "environments", env, "metrics"] if m == Method::GET => {
+                Ok((StatusCode::OK, self.environment_metrics(model, env)?, None))
+            }
             ["v1", "models", model, "deployments", dep, action] if m == Method::PATCH || m == Method::POST => {
                 self.deployment_action(req, model, dep, action, if_match).await
             }
@@ -429,6 +437,54 @@ impl Api {
         let mut view = environment_view(m, e, &self.routing.load());
         view["promotion"] = self.promotions.describe(model, env);
         Ok(view)
+    }
+
+    /// The last minute of a deployment, as the serving snapshot counted it.
+    fn deployment_metrics(&self, model: &str, dep: &str) -> Result<Value, Failure> {
+        let snap = self.routing.load();
+        let d = snap
+            .config()
+            .model(model)
+            .and_then(|m| m.deployment(dep))
+            .ok_or_else(|| {
+                Failure::new(
+                    StatusCode::NOT_FOUND,
+                    format!("deployment `{dep}` of model `{model}` not found"),
+                )
+            })?;
+        let route = snap.deployment(model, dep);
+        let summary = route.map(|r| r.recent().summary(Instant::now()));
+        let replicas = ReplicaCounts::of(d, route.map(|r| &**r.pool()));
+        Ok(metrics_view(
+            summary.unwrap_or_default(),
+            Some((dep, replicas)),
+        ))
+    }
+
+    /// The last minute of an environment, across its deployments.
+    fn environment_metrics(&self, model: &str, env: &str) -> Result<Value, Failure> {
+        let snap = self.routing.load();
+        let e = snap
+            .config()
+            .model(model)
+            .and_then(|m| m.environment(env))
+            .ok_or_else(|| {
+                Failure::new(
+                    StatusCode::NOT_FOUND,
+                    format!("environment `{env}` of model `{model}` not found"),
+                )
+            })?;
+        let route = snap
+            .model(model)
+            .ok()
+            .and_then(|m| m.environment_route(env));
+        let summary = route.map(|r| r.recent().summary(Instant::now()));
+        let current = e.deployment.as_deref().and_then(|id| {
+            let d = snap.config().model(model)?.deployment(id)?;
+            let pool = snap.deployment(model, id).map(|r| &**r.pool());
+            Some((id, ReplicaCounts::of(d, pool)))
+        });
+        Ok(metrics_view(summary.unwrap_or_default(), current))
     }
 
     fn with_promotions(&self, model: &str, mut v: Value) -> Value {

@@ -9,6 +9,7 @@
 pub mod api;
 mod auth;
 mod autoscaler;
+mod buckets;
 pub mod capacity;
 pub mod health;
 pub mod pool;
@@ -21,6 +22,7 @@ mod routing;
 pub mod scaling;
 mod snapshot;
 pub mod store;
+pub mod telemetry;
 pub mod usage;
 
 pub use auth::{AuthError, KeyTable, Principal};

@@ -100,6 +100,20 @@ pub enum Overload {
     TooManyParkedBytes,
 }
 
+impl Overload {
+    /// Every reason, in the order of their counters.
+    pub const ALL: [Self; 3] = [Self::Busy, Self::QueueFull, Self::TooManyParkedBytes];
+
+    /// The reason as a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Busy => "reject_on_full",
+            Self::QueueFull => "queue_full",
+            Self::TooManyParkedBytes => "bytes_cap",
+        }
+    }
+}
+
 /// What happens to a request now.
 #[derive(Debug)]
 pub enum Admission {
@@ -112,7 +126,7 @@ pub enum Admission {
 }
 
 /// The replica counts the scaling controller last published, for status.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScaleStatus {
     /// Replicas wanted.
     pub desired: u32,
@@ -124,6 +138,12 @@ pub struct ScaleStatus {
     pub pending_reason: Option<String>,
     /// Replicas that exited unexpectedly since the gateway started.
     pub crashes: u64,
+    /// The autoscaler's stable-window signal at its last decision.
+    pub stable_signal: f64,
+    /// Its burst-window signal.
+    pub burst_signal: f64,
+    /// Whether it was in burst mode.
+    pub burst_mode: bool,
 }
 
 /// How requests fared at the activation queue since the gateway started.
@@ -135,20 +155,26 @@ pub struct QueueCounters {
     pub timed_out: AtomicU64,
     /// Parked requests whose client went away (499).
     pub client_closed: AtomicU64,
-    /// Requests refused instead of parked (429).
-    pub refused: AtomicU64,
+    /// Requests refused instead of parked (429), by [`Overload`] reason in
+    /// the order of [`Overload::ALL`].
+    pub refused: [AtomicU64; 3],
 }
 
 impl QueueCounters {
-    /// The counts, in the order of the fields.
+    /// Parked, timed out, client closed, and refused for any reason.
     pub fn get(&self) -> [u64; 4] {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
-            &self.parked,
-            &self.timed_out,
-            &self.client_closed,
-            &self.refused,
+            load(&self.parked),
+            load(&self.timed_out),
+            load(&self.client_closed),
+            self.refused.iter().map(load).sum(),
         ]
-        .map(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Refusals for one reason.
+    pub fn refused(&self, why: Overload) -> u64 {
+        self.refused[why as usize].load(Ordering::Relaxed)
     }
 }
 
@@ -370,7 +396,7 @@ impl Pool {
                 Admission::Park(parked)
             }
             Err(overload) => {
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                self.counters.refused[overload as usize].fetch_add(1, Ordering::Relaxed);
                 Admission::Refuse(overload)
             }
         }

@@ -32,6 +32,7 @@ use crate::rollout::{self, Phase, STAGES};
 use crate::routing::Routing;
 use crate::snapshot::Target;
 use crate::store::{ConfigStore, StoreError};
+use crate::telemetry;
 
 /// How often a promotion checks the new deployment's readiness.
 const POLL: Duration = Duration::from_millis(200);
@@ -451,6 +452,14 @@ impl Promotions {
                         log::warn!(
                             "rollout of {model}/{deployment} into `{environment}` rolled back: {reason}"
                         );
+                        metrics::counter!(
+                            telemetry::CANARY_ROLLBACKS,
+                            "model" => model.to_owned(),
+                            "environment" => environment.to_owned(),
+                            "reason" => reason.label(),
+                        )
+                        .increment(1);
+                        let reason = reason.to_string();
                         if let Err(e) = self.remove_rollout(model, environment).await {
                             return (
                                 PromotionStatus::Failed,

@@ -18,6 +18,7 @@ use config::{Config, ConfigErrors};
 
 use crate::routing::Routing;
 use crate::snapshot::Snapshot;
+use crate::telemetry;
 
 /// Events closer together than this are one change.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -46,9 +47,19 @@ pub enum Outcome {
     Rejected(ConfigErrors),
 }
 
+/// The revision serving now, and since when.
+fn record_applied(revision: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    metrics::gauge!(telemetry::CONFIG_REVISION).set(revision as f64);
+    metrics::gauge!(telemetry::CONFIG_LAST_RELOAD).set(now.as_secs_f64());
+}
+
 impl Reloader {
     /// A reloader for `path`, whose `initial` config `routing` already serves.
     pub fn new(path: &Path, initial: Config, routing: Arc<Routing>) -> Self {
+        record_applied(1);
         Self {
             path: path.to_owned(),
             routing,
@@ -64,6 +75,7 @@ impl Reloader {
             Ok(config) => config,
             Err(errors) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "rejected").increment(1);
                 return Outcome::Rejected(errors);
             }
         };
@@ -84,9 +96,10 @@ impl Reloader {
         let snapshot = Snapshot::build(&config, Some(&self.routing.load_full()));
         self.routing.publish(snapshot);
         *current = config;
-        Outcome::Applied {
-            revision: self.revision.fetch_add(1, Ordering::Relaxed) + 1,
-        }
+        let revision = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "applied").increment(1);
+        record_applied(revision);
+        Outcome::Applied { revision }
     }
 
     /// The config routing serves now (the last one applied).

@@ -13,6 +13,8 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::buckets;
+
 /// How many equal stages a rollout moves traffic in.
 pub const STAGES: u32 = 10;
 
@@ -105,35 +107,12 @@ pub fn sticky_side(session_hash: u64, percent: u32) -> Side {
     }
 }
 
-/// Log-scale latency buckets: 4 per power of two of microseconds (at most
-/// 19% wide), up to 2^40 us.
-const BUCKETS: usize = 41 * 4;
-
-fn bucket(us: u64) -> usize {
-    if us < 4 {
-        return us as usize;
-    }
-    let exp = 63 - us.leading_zeros() as usize; // >= 2
-    let sub = ((us >> (exp - 2)) & 3) as usize;
-    ((exp - 1) * 4 + sub).min(BUCKETS - 1)
-}
-
-/// The largest latency (us) that falls in bucket `i`.
-fn bucket_upper(i: usize) -> u64 {
-    if i < 4 {
-        return i as u64;
-    }
-    let exp = i / 4 + 1;
-    let sub = (i % 4) as u64;
-    ((4 + sub + 1) << (exp - 2)) - 1
-}
-
 /// Requests, server errors and latencies of one side, since the stage began.
 #[derive(Debug)]
 pub struct SideStats {
     requests: AtomicU64,
     errors: AtomicU64,
-    latency: [AtomicU64; BUCKETS],
+    latency: [AtomicU64; buckets::BUCKETS],
 }
 
 impl Default for SideStats {
@@ -163,8 +142,7 @@ impl SideStats {
         if failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.latency[bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.latency[buckets::bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn reset(&self) {
@@ -177,22 +155,8 @@ impl SideStats {
 
     /// Requests, error rate and p99 so far.
     pub fn summary(&self) -> SideSummary {
-        let counts: Vec<u64> = self
-            .latency
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        let rank = total.saturating_mul(99).div_ceil(100);
-        let mut seen = 0;
-        let mut p99 = 0;
-        for (i, n) in counts.iter().enumerate() {
-            seen += n;
-            if seen >= rank && total > 0 {
-                p99 = bucket_upper(i);
-                break;
-            }
-        }
+        let counts = self.latency.each_ref().map(|b| b.load(Ordering::Relaxed));
+        let p99 = buckets::quantile(&counts, 0.99);
         let requests = self.requests.load(Ordering::Relaxed);
         let errors = self.errors.load(Ordering::Relaxed);
         SideSummary {
@@ -202,7 +166,7 @@ impl SideStats {
             } else {
                 errors as f64 / requests as f64
             },
-            p99: Duration::from_micros(p99),
+            p99,
         }
     }
 }
@@ -241,33 +205,60 @@ impl RolloutStats {
     }
 }
 
+/// Why the guard rolls a canary back, with the figures that show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollback {
+    /// The canary's error rate rose more than allowed.
+    ErrorRate(String),
+    /// The canary's p99 latency rose more than allowed.
+    Latency(String),
+}
+
+impl Rollback {
+    /// The cause as a metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::ErrorRate(_) => "error_rate",
+            Self::Latency(_) => "latency",
+        }
+    }
+}
+
+impl std::fmt::Display for Rollback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ErrorRate(why) | Self::Latency(why) => f.write_str(why),
+        }
+    }
+}
+
 /// The guard's verdict: why the canary must be rolled back, if it must.
 pub fn rollback_reason(
     guard: &config::RollbackGuard,
     stable: &SideSummary,
     canary: &SideSummary,
-) -> Option<String> {
+) -> Option<Rollback> {
     if canary.requests < u64::from(guard.min_requests) {
         return None;
     }
     if canary.error_rate > stable.error_rate + guard.max_error_rate_increase {
-        return Some(format!(
+        return Some(Rollback::ErrorRate(format!(
             "error rate {:.1}% on the new deployment vs {:.1}% on the old one over {} and {} requests (allowed increase {:.1} points)",
             canary.error_rate * 100.0,
             stable.error_rate * 100.0,
             canary.requests,
             stable.requests,
             guard.max_error_rate_increase * 100.0
-        ));
+        )));
     }
     // Latency needs both sides measured to compare.
     if stable.requests >= u64::from(guard.min_requests)
         && canary.p99 > stable.p99 + guard.max_p99_increase
     {
-        return Some(format!(
+        return Some(Rollback::Latency(format!(
             "p99 latency {:?} on the new deployment vs {:?} on the old one (allowed increase {:?})",
             canary.p99, stable.p99, guard.max_p99_increase
-        ));
+        )));
     }
     None
 }

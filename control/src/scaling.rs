@@ -31,6 +31,7 @@ use crate::pool::{Pool, ScaleStatus};
 use crate::provision::{Instance, InstanceState, Provisioner, ReplicaSpec};
 use crate::replicas::Replica;
 use crate::routing::Routing;
+use crate::telemetry;
 
 /// Timing of the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,12 +74,55 @@ pub fn effective_autoscaling(m: &Model, d: &Deployment) -> Autoscaling {
         .unwrap_or(d.autoscaling)
 }
 
+/// A deployment's replicas as status and metrics report them: `ready` are
+/// replicas whose readiness probe passed; for local replicas `desired`,
+/// `starting` and `pending` are the scaling controller's, for fixed ones
+/// `desired` is the configured count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaCounts {
+    /// Replicas wanted.
+    pub desired: usize,
+    /// Probed ready.
+    pub ready: usize,
+    /// Probed at least once (fixed replicas), ready or not.
+    pub probed: usize,
+    /// Started, not ready yet.
+    pub starting: u32,
+    /// Wanted but cannot start yet.
+    pub pending: u32,
+}
+
+impl ReplicaCounts {
+    /// The counts of deployment `d` served by `pool`.
+    pub fn of(d: &Deployment, pool: Option<&Pool>) -> Self {
+        let (ready, probed) = pool.map_or((0, 0), |p| {
+            let set = p.replicas();
+            (set.ready_count(), set.probed_count())
+        });
+        let scale = pool.map(Pool::status).unwrap_or_default();
+        let desired = match (&d.replicas, d.active) {
+            (_, false) => 0,
+            (ReplicaSource::Static { addresses }, true) => addresses.len(),
+            (ReplicaSource::Local, true) => scale.desired as usize,
+        };
+        Self {
+            desired,
+            ready,
+            probed,
+            starting: scale.starting,
+            pending: scale.pending,
+        }
+    }
+}
+
 /// One replica the controller started.
 struct Tracked {
     instance: Arc<Instance>,
     /// Set once it is ready and in routing.
     replica: Option<Arc<Replica>>,
     resources: Resources,
+    /// When the controller decided to start it.
+    started: Instant,
     running_since: Option<Instant>,
     /// Since when its readiness probes have been failing.
     unready_since: Option<Instant>,
@@ -98,6 +142,8 @@ struct Managed {
     restart_not_before: Option<Instant>,
     last_desired: Option<u32>,
     last_pending: Option<String>,
+    /// Decision-to-ready time of its replicas.
+    cold_start: metrics::Histogram,
 }
 
 impl Managed {
@@ -203,6 +249,11 @@ impl Controller {
                     restart_not_before: None,
                     last_desired: None,
                     last_pending: None,
+                    cold_start: metrics::histogram!(
+                        telemetry::REPLICA_COLD_START,
+                        "model" => model.id.clone(),
+                        "deployment" => d.id.clone(),
+                    ),
                 });
                 if managed.settings != settings {
                     log::info!("autoscaler {}: settings changed", managed.name);
@@ -312,6 +363,7 @@ impl Controller {
                             instance,
                             replica: None,
                             resources: d.resources.clone(),
+                            started: now,
                             running_since: None,
                             unready_since: None,
                             stopping: false,
@@ -354,6 +406,9 @@ impl Controller {
             pending,
             pending_reason: reason,
             crashes: m.crashes,
+            stable_signal: decision.stable_signal,
+            burst_signal: decision.burst_signal,
+            burst_mode: decision.burst,
         });
     }
 
@@ -369,7 +424,13 @@ impl Controller {
                     m.pool.add_replica(Arc::clone(&replica));
                     t.replica = Some(replica);
                     t.running_since = Some(now);
-                    log::info!("replica {} is ready at {addr}", t.instance.name());
+                    let cold_start = now.duration_since(t.started);
+                    m.cold_start.record(cold_start);
+                    log::info!(
+                        "replica {} is ready at {addr} after {:.2} s",
+                        t.instance.name(),
+                        cold_start.as_secs_f64()
+                    );
                 }
                 let unready = t
                     .replica

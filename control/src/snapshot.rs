@@ -10,6 +10,7 @@ use crate::auth::KeyTable;
 use crate::pool::{Parking, Pool};
 use crate::replicas::{Replica, ReplicaSet};
 use crate::rollout::{Phase, RolloutStats, Schedule, Side, sticky_side};
+use crate::telemetry::{RecentStats, RouteMetrics};
 
 /// Which deployment of a model a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,11 @@ pub struct DeploymentRoute {
     id_header: HeaderValue,
     active: bool,
     pool: Arc<Pool>,
+    /// Its last minute, whichever way requests reached it (kept across
+    /// snapshots, like the pool).
+    recent: Arc<RecentStats>,
+    /// Handles for requests that name the deployment (or development).
+    metrics: Arc<RouteMetrics>,
 }
 
 impl DeploymentRoute {
@@ -76,6 +82,11 @@ impl DeploymentRoute {
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
     }
+
+    /// What it served over the last minute.
+    pub fn recent(&self) -> &Arc<RecentStats> {
+        &self.recent
+    }
 }
 
 /// A rollout's state that must outlive snapshots: the split's position and
@@ -97,6 +108,8 @@ impl RolloutRuntime {
 #[derive(Debug)]
 pub struct RolloutRoute {
     canary: Arc<DeploymentRoute>,
+    /// Handles for the environment's requests sent to the canary.
+    metrics: Arc<RouteMetrics>,
     rollout: config::Rollout,
     runtime: Arc<RolloutRuntime>,
 }
@@ -124,9 +137,18 @@ impl RolloutRoute {
 pub struct EnvironmentRoute {
     stable: Arc<DeploymentRoute>,
     rollout: Option<RolloutRoute>,
+    /// Its last minute, across deployments and promotions.
+    recent: Arc<RecentStats>,
+    /// Handles for its requests sent to `stable`.
+    metrics: Arc<RouteMetrics>,
 }
 
 impl EnvironmentRoute {
+    /// What it served over the last minute.
+    pub fn recent(&self) -> &Arc<RecentStats> {
+        &self.recent
+    }
+
     /// The rollout in progress, if any.
     pub fn rollout(&self) -> Option<&RolloutRoute> {
         self.rollout.as_ref()
@@ -151,6 +173,8 @@ pub struct Resolved<'a> {
     pub route: &'a Arc<DeploymentRoute>,
     /// The rollout it is part of, and its side.
     pub rollout: Option<(&'a Arc<RolloutRuntime>, Side)>,
+    /// Where it is counted.
+    pub metrics: &'a Arc<RouteMetrics>,
 }
 
 /// A model's deployments and environments, resolved to deployment routes.
@@ -213,15 +237,18 @@ impl ModelRoutes {
         now_ms: impl FnOnce() -> u64,
     ) -> Result<Resolved<'_>, RouteError> {
         let Some(env) = self.environment(target)? else {
+            let route = self.resolve(target)?;
             return Ok(Resolved {
-                route: self.resolve(target)?,
+                route,
                 rollout: None,
+                metrics: &route.metrics,
             });
         };
         let Some(rollout) = &env.rollout else {
             return Ok(Resolved {
                 route: active(&env.stable)?,
                 rollout: None,
+                metrics: &env.metrics,
             });
         };
         let percent = rollout.phase(now_ms()).percent();
@@ -230,13 +257,14 @@ impl ModelRoutes {
             SidePreference::Session(hash) => sticky_side(hash, percent),
             SidePreference::Split => rollout.runtime.schedule.next(percent),
         };
-        let route = match side {
-            Side::Stable => &env.stable,
-            Side::Canary => &rollout.canary,
+        let (route, metrics) = match side {
+            Side::Stable => (&env.stable, &env.metrics),
+            Side::Canary => (&rollout.canary, &rollout.metrics),
         };
         Ok(Resolved {
             route: active(route)?,
             rollout: Some((&rollout.runtime, side)),
+            metrics,
         })
     }
 
@@ -261,6 +289,8 @@ pub struct Snapshot {
     keys: KeyTable,
     config: Arc<Config>,
     parking: Arc<Parking>,
+    /// Handles for requests that resolve to no deployment.
+    unrouted: Arc<RouteMetrics>,
 }
 
 impl Snapshot {
@@ -300,11 +330,23 @@ impl Snapshot {
                 if !d.active {
                     pool.close();
                 }
+                let old_route = old.and_then(|o| o.deployments.get(d.id.as_str()));
+                let recent = old_route.map_or_else(Arc::default, |r| Arc::clone(&r.recent));
+                let metrics = RouteMetrics::reuse_or_new(
+                    old_route.map(|r| &r.metrics),
+                    &model.id,
+                    "",
+                    &d.id,
+                    Some(&recent),
+                    None,
+                );
                 let route = Arc::new(DeploymentRoute {
                     id: d.id.as_str().into(),
                     id_header: HeaderValue::from_str(&d.id).expect("validated ids are header-safe"),
                     active: d.active,
                     pool,
+                    recent,
+                    metrics,
                 });
                 if d.kind == DeploymentKind::Development {
                     development = Some(Arc::clone(&route));
@@ -321,13 +363,31 @@ impl Snapshot {
                         .as_deref()
                         .and_then(|id| deployments.get(id))
                         .map(|stable| {
+                            let recent =
+                                old_env.map_or_else(Arc::default, |o| Arc::clone(&o.recent));
+                            let env_metrics =
+                                |old: Option<&Arc<RouteMetrics>>, d: &DeploymentRoute| {
+                                    RouteMetrics::reuse_or_new(
+                                        old,
+                                        &model.id,
+                                        &e.name,
+                                        &d.id,
+                                        Some(&d.recent),
+                                        Some(&recent),
+                                    )
+                                };
                             let rollout = e.rollout.as_ref().and_then(|r| {
                                 let canary = deployments.get(r.deployment.as_str())?;
-                                Some(rollout_route(r, canary, old_env))
+                                let old_rollout = old_env.and_then(|o| o.rollout.as_ref());
+                                let metrics = env_metrics(old_rollout.map(|o| &o.metrics), canary);
+                                Some(rollout_route(r, canary, old_rollout, metrics))
                             });
+                            let metrics = env_metrics(old_env.map(|o| &o.metrics), stable);
                             Arc::new(EnvironmentRoute {
                                 stable: Arc::clone(stable),
                                 rollout,
+                                recent,
+                                metrics,
                             })
                         });
                     (e.name.as_str().into(), route)
@@ -357,11 +417,16 @@ impl Snapshot {
                 }
             }
         }
+        let unrouted = previous.map_or_else(
+            || Arc::new(RouteMetrics::new("", "", "", None, None)),
+            |p| Arc::clone(&p.unrouted),
+        );
         Self {
             models,
             keys: KeyTable::new(&config.api_keys),
             config: Arc::new(config.clone()),
             parking,
+            unrouted,
         }
     }
 
@@ -386,6 +451,12 @@ impl Snapshot {
         self.models.get(id).ok_or(RouteError::UnknownModel)
     }
 
+    /// Where requests that resolve to no deployment are counted (401, 404
+    /// for an unknown model...): empty labels, whatever the client sent.
+    pub fn unrouted_metrics(&self) -> &Arc<RouteMetrics> {
+        &self.unrouted
+    }
+
     /// The API keys.
     pub fn keys(&self) -> &KeyTable {
         &self.keys
@@ -408,14 +479,15 @@ impl Snapshot {
 fn rollout_route(
     r: &config::Rollout,
     canary: &Arc<DeploymentRoute>,
-    old: Option<&Arc<EnvironmentRoute>>,
+    old: Option<&RolloutRoute>,
+    metrics: Arc<RouteMetrics>,
 ) -> RolloutRoute {
     let runtime = old
-        .and_then(|o| o.rollout.as_ref())
         .filter(|o| o.canary.id == canary.id && o.rollout.started_at_ms == r.started_at_ms)
         .map_or_else(Arc::default, |o| Arc::clone(&o.runtime));
     RolloutRoute {
         canary: Arc::clone(canary),
+        metrics,
         rollout: r.clone(),
         runtime,
     }

@@ -225,6 +225,18 @@ async fn run(args: Args, engine: EngineSettings) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("binding {}: {e}", args.listen)))?;
     let metrics = engine::telemetry::install()
         .map_err(|e| std::io::Error::other(format!("installing the metrics recorder: {e}")))?;
+    {
+        // Fold histogram samples into buckets between scrapes, so memory
+        // stays flat when nobody scrapes.
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.run_upkeep();
+            }
+        });
+    }
     let reloads = Arc::new(ModelReloads::default());
     let info = {
         let reloads = Arc::clone(&reloads);

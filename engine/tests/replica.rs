@@ -297,29 +297,8 @@ async fn metrics_count_what_happened() {
     assert_eq!(value("igw_engine_batch_size_sum"), 6.0);
     assert_eq!(value("igw_engine_queue_wait_seconds_count"), 3.0);
 
-    // promtool, where installed (CI installs it), must accept the exposition.
-    if let Ok(mut child) = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    // promtool must accept the exposition (CI installs it).
+    config::test_util::promtool_check(&text);
 }
 
 #[tokio::test]

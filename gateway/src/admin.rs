@@ -1,5 +1,6 @@
-//! The admin listener: health checks and the management API
-//! ([`control::api::Api`], admin keys only).
+//! The admin listener: health checks, Prometheus metrics (`GET /metrics`,
+//! unauthenticated like the health checks: bind this listener to a private
+//! address) and the management API ([`control::api::Api`], admin keys only).
 
 use std::sync::Arc;
 
@@ -10,16 +11,19 @@ use http::{Request, Response, StatusCode, header};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
+use crate::telemetry::Exporter;
+
 /// Serves the admin listener.
 #[derive(Debug)]
 pub struct Admin {
     api: Arc<Api>,
+    exporter: Exporter,
 }
 
 impl Admin {
-    /// Health checks plus `api` under `/v1/`.
-    pub fn new(api: Arc<Api>) -> Self {
-        Self { api }
+    /// Health checks, `/metrics` from `exporter`, and `api` under `/v1/`.
+    pub fn new(api: Arc<Api>, exporter: Exporter) -> Self {
+        Self { api, exporter }
     }
 }
 
@@ -29,6 +33,18 @@ impl ServeHttp for Admin {
         match session.req_header().uri.path() {
             "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#),
             "/readyz" => json(StatusCode::OK, r#"{"status":"ready"}"#),
+            "/metrics" => {
+                let body = self.exporter.render().into_bytes();
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )
+                    .header(header::CONTENT_LENGTH, body.len())
+                    .body(body)
+                    .expect("static response parts are valid")
+            }
             path if path.starts_with("/v1/") || path == "/v1" => {
                 let body = match read_body(session).await {
                     Ok(body) => body,

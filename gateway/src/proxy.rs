@@ -16,6 +16,10 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use control::telemetry::{Finished, RouteMetrics};
+use tokio::time::Instant;
+
+use crate::access_log::{AccessLogger, Entry};
 use crate::reject::{Reject, send_json, send_json_error};
 use crate::route::{self, Call};
 use crate::shutdown::{InFlight, InFlightGuard};
@@ -32,6 +36,11 @@ pub const SESSION_HEADER: &str = "x-session-id";
 /// Request header that forces a side of a rollout (`stable` or `canary`);
 /// admin-scoped keys only.
 pub const SIDE_HEADER: &str = "x-rollout-side";
+
+/// Request header carrying a request's id: taken from the client or
+/// generated (for requests the access log records), and passed to the
+/// replica.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Upstream settings applied to every replica connection.
 #[derive(Debug, Clone)]
@@ -53,6 +62,7 @@ pub struct Gateway {
     routing: Arc<Routing>,
     upstream: UpstreamSettings,
     in_flight: Arc<InFlight>,
+    access_log: Option<Arc<AccessLogger>>,
 }
 
 impl Gateway {
@@ -61,11 +71,13 @@ impl Gateway {
         routing: Arc<Routing>,
         upstream: UpstreamSettings,
         in_flight: Arc<InFlight>,
+        access_log: Option<Arc<AccessLogger>>,
     ) -> Self {
         Self {
             routing,
             upstream,
             in_flight,
+            access_log,
         }
     }
 
@@ -113,6 +125,7 @@ impl Gateway {
             rollout::now_ms,
         )?;
         let deployment = resolved.route;
+        ctx.metrics = Some(Arc::clone(resolved.metrics));
         if content_length(req).is_some_and(|n| n > self.upstream.max_request_body_bytes) {
             return Err(Reject::BodyTooLarge);
         }
@@ -247,9 +260,24 @@ async fn client_gone(session: &mut Session, max_body: u64) {
 #[derive(Debug)]
 pub struct RequestCtx {
     lease: Option<Lease>,
+    /// Where the request is counted, once it resolved to a deployment.
+    metrics: Option<Arc<RouteMetrics>>,
+    /// Its id, when the access log records it (and whether the gateway
+    /// made it up, so it must be passed on).
+    request_id: Option<(HeaderValue, bool)>,
+    queue_wait: Option<Duration>,
+    upstream_started: Option<Instant>,
+    first_byte: Option<Duration>,
+    upstream_done: Option<Instant>,
+    /// The replica that answered, once its lease is given back.
+    replica: Option<std::net::SocketAddr>,
+    /// The status counted when none was sent (499: the client left).
+    unsent_status: Option<u16>,
+    /// `/healthz` or `/readyz`: not counted as a request.
+    health_check: bool,
     /// The rollout this request counts for, and its side.
     rollout: Option<(Arc<RolloutRuntime>, Side)>,
-    started: tokio::time::Instant,
+    started: Instant,
     deployment: Option<HeaderValue>,
     upstream_uri: Option<Uri>,
     body_bytes: u64,
@@ -285,8 +313,17 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             lease: None,
+            metrics: None,
+            request_id: None,
+            queue_wait: None,
+            upstream_started: None,
+            first_byte: None,
+            upstream_done: None,
+            replica: None,
+            unsent_status: None,
+            health_check: false,
             rollout: None,
-            started: tokio::time::Instant::now(),
+            started: Instant::now(),
             deployment: None,
             upstream_uri: None,
             body_bytes: 0,
@@ -296,7 +333,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        match session.req_header().uri.path() {
+        let path = session.req_header().uri.path();
+        ctx.health_check = path == "/healthz" || path == "/readyz";
+        match path {
             "/healthz" => {
                 send_json(
                     session,
@@ -321,6 +360,12 @@ impl ProxyHttp for Gateway {
             }
             _ => {}
         }
+        if let Some(log) = &self.access_log
+            && log.sample()
+        {
+            let from_client = session.req_header().headers.get(REQUEST_ID_HEADER);
+            ctx.request_id = Some(log.request_id(from_client));
+        }
         let outcome = match self.admit(session.req_header(), ctx) {
             Ok(Next::Proxy) => return Ok(false),
             Ok(Next::Woken) => {
@@ -328,7 +373,12 @@ impl ProxyHttp for Gateway {
                 send_json(session, StatusCode::ACCEPTED, body, &[]).await?;
                 return Ok(true);
             }
-            Ok(Next::Park(mut parked)) => self.wait_parked(session, &mut parked).await,
+            Ok(Next::Park(mut parked)) => {
+                let parked_at = Instant::now();
+                let outcome = self.wait_parked(session, &mut parked).await;
+                ctx.queue_wait = Some(parked_at.elapsed());
+                outcome
+            }
             Err(reject) => Err(reject),
         };
         let reject = match outcome {
@@ -339,6 +389,7 @@ impl ProxyHttp for Gateway {
             Err(reject) => reject,
         };
         if reject == Reject::ClientClosed {
+            ctx.unsent_status = Some(499);
             // Nobody to answer; the connection is closed with the request.
             return Error::e_explain(
                 ErrorType::ConnectionClosed,
@@ -384,6 +435,7 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no replica leased"))?;
         ctx.connect_attempts += 1;
+        ctx.upstream_started.get_or_insert_with(Instant::now);
         Ok(self.peer_for(lease))
     }
 
@@ -439,7 +491,38 @@ impl ProxyHttp for Gateway {
         }
         // The replica never sees the client's key.
         upstream_request.remove_header(&header::AUTHORIZATION);
+        if let Some((id, true)) = &ctx.request_id {
+            upstream_request.insert_header(REQUEST_ID_HEADER, id.clone())?;
+        }
         Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.first_byte = Some(ctx.started.elapsed());
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if end_of_stream {
+            ctx.upstream_done = Some(Instant::now());
+            // The replica is done: its slot frees now, before the client
+            // has the last byte, so the client's next request finds it free.
+            if let Some(lease) = ctx.lease.take() {
+                ctx.replica = Some(lease.replica().addr());
+            }
+        }
+        Ok(None)
     }
 
     async fn response_filter(
@@ -451,15 +534,60 @@ impl ProxyHttp for Gateway {
         if let Some(id) = ctx.deployment.clone() {
             upstream_response.insert_header(DEPLOYMENT_HEADER, id)?;
         }
+        if let Some((id, true)) = &ctx.request_id {
+            upstream_response.insert_header(REQUEST_ID_HEADER, id.clone())?;
+        }
         Ok(())
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let now = Instant::now();
+        let total = now.duration_since(ctx.started);
+        let sent = session.response_written().map(|r| r.status.as_u16());
         // Feed the rollout guard: a 5xx or no response at all is a failure.
         if let Some((runtime, side)) = &ctx.rollout {
-            let status = session.response_written().map(|r| r.status.as_u16());
-            let failed = e.is_some() || status.is_none_or(|s| s >= 500);
-            runtime.stats().record(*side, failed, ctx.started.elapsed());
+            let failed = e.is_some() || sent.is_none_or(|s| s >= 500);
+            runtime.stats().record(*side, failed, total);
+        }
+        let finished = Finished {
+            at: now,
+            status: ctx.unsent_status.or(sent).unwrap_or(0),
+            request_bytes: ctx.body_bytes,
+            response_bytes: session.body_bytes_sent() as u64,
+            total,
+            queue_wait: ctx.queue_wait,
+            upstream: ctx
+                .upstream_started
+                .map(|at| ctx.upstream_done.unwrap_or(now).duration_since(at)),
+            first_byte: ctx.first_byte,
+        };
+        if ctx.health_check {
+            return;
+        }
+        let unrouted;
+        let route = match &ctx.metrics {
+            Some(route) => route,
+            None => {
+                unrouted = Arc::clone(self.routing.load().unrouted_metrics());
+                &unrouted
+            }
+        };
+        route.record(&finished);
+        if let (Some(log), Some((request_id, _))) = (&self.access_log, ctx.request_id.take()) {
+            log.log(Entry {
+                at: std::time::SystemTime::now(),
+                request_id,
+                route: Arc::clone(route),
+                replica: ctx
+                    .replica
+                    .or(ctx.lease.as_ref().map(|l| l.replica().addr())),
+                status: finished.status,
+                request_bytes: finished.request_bytes,
+                response_bytes: finished.response_bytes,
+                total,
+                upstream: finished.upstream,
+                queue: finished.queue_wait,
+            });
         }
     }
 

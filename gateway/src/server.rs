@@ -18,9 +18,13 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
 
+use pingora_core::services::background::background_service;
+
+use crate::access_log::AccessLogger;
 use crate::admin::Admin;
 use crate::proxy::{Gateway, UpstreamSettings};
 use crate::shutdown::{self, InFlight};
+use crate::telemetry::{self, Exporter};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,12 @@ pub enum StartError {
     /// The scaling controller could not start.
     #[error("cannot start the scaling controller: {0}")]
     Scaling(std::io::Error),
+    /// The metrics recorder could not be installed.
+    #[error("cannot install the metrics recorder: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    /// The access log cannot be opened.
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
 }
 
 /// How long exiting waits for local replicas to stop.
@@ -49,7 +59,19 @@ const REPLICA_STOP_LIMIT: Duration = Duration::from_secs(15);
 /// requests (up to the grace period), SIGINT exits at once. Changes to the
 /// file at `config_path` are applied while it runs.
 pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
+    // Before the first snapshot: routes resolve their handles from it.
+    let metrics = telemetry::install()?;
+    let access_log =
+        AccessLogger::start(&config.server.access_log).map_err(StartError::AccessLog)?;
     let routing = Arc::new(Routing::new(Snapshot::build(config, None)));
+    let exporter = Exporter::new(
+        metrics,
+        Arc::clone(&routing),
+        telemetry::Listeners {
+            predict: config.listeners.predict,
+            admin: config.listeners.admin,
+        },
+    );
     let reloader = Arc::new(Reloader::new(
         config_path,
         config.clone(),
@@ -105,16 +127,20 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         idle_timeout: Duration::from_secs(20),
         max_request_body_bytes: config.server.max_request_body_bytes,
     };
-    let gateway = Gateway::new(routing, upstream, Arc::clone(&in_flight));
+    let gateway = Gateway::new(routing, upstream, Arc::clone(&in_flight), access_log);
     let mut predict =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "predict");
     predict.add_tcp(&config.listeners.predict.to_string());
     server.add_service(predict);
 
-    let mut admin = Service::new("admin".to_owned(), HttpServer::new_app(Admin::new(api)));
+    let mut admin = Service::new(
+        "admin".to_owned(),
+        HttpServer::new_app(Admin::new(api, exporter.clone())),
+    );
     admin.add_tcp(&config.listeners.admin.to_string());
     admin.threads = Some(1);
     server.add_service(admin);
+    server.add_service(background_service("metrics upkeep", exporter));
 
     let stop_replicas = Arc::clone(&scaling);
     shutdown::exit_when_drained(server.watch_execution_phase(), in_flight, move || {

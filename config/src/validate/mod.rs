@@ -262,6 +262,41 @@ fn server(c: &mut Checker<'_>, path: &ConfigPath, raw: RawServer) -> ServerSetti
             }
             Some(bytes) => bytes,
         },
+        access_log: access_log(
+            c,
+            &path.key("access_log"),
+            raw.access_log.unwrap_or_default(),
+        ),
+    }
+}
+
+fn access_log(c: &mut Checker<'_>, path: &ConfigPath, raw: RawAccessLog) -> AccessLog {
+    let mode = match raw.mode.as_deref() {
+        None | Some("off") => AccessLogMode::Off,
+        Some("sampled") => AccessLogMode::Sampled,
+        Some("all") => AccessLogMode::All,
+        Some(other) => {
+            c.error(
+                path.key("mode"),
+                format!("unknown access log mode `{other}`: use off, sampled or all"),
+            );
+            AccessLogMode::Off
+        }
+    };
+    let rate = raw.sample_rate.unwrap_or(0.01);
+    let sample_per_million = if rate > 0.0 && rate <= 1.0 {
+        ((rate * 1e6).round() as u32).max(1)
+    } else {
+        c.error(
+            path.key("sample_rate"),
+            format!("`sample_rate` is {rate}; it must be a fraction above 0 and at most 1"),
+        );
+        10_000
+    };
+    AccessLog {
+        mode,
+        sample_per_million,
+        path: raw.path.map(std::path::PathBuf::from),
     }
 }
 

@@ -4,8 +4,9 @@
 use config::{Autoscaling, CleanupStrategy, Deployment, DeploymentKind, Model, ReplicaSource};
 use serde_json::{Value, json};
 
-use crate::scaling::effective_autoscaling;
+use crate::scaling::{ReplicaCounts, effective_autoscaling};
 use crate::snapshot::Snapshot;
+use crate::telemetry::RecentSummary;
 
 pub(super) fn model_view(m: &Model, snap: &Snapshot) -> Value {
     json!({
@@ -16,16 +17,16 @@ pub(super) fn model_view(m: &Model, snap: &Snapshot) -> Value {
     })
 }
 
-/// Status and replica counts come from the deployment's pool: `ready` are
-/// replicas whose readiness probe passed; for local replicas `desired`,
-/// `starting` and `pending` (with `pending_reason`) are the scaling
-/// controller's, for fixed ones `desired` is the configured count.
+/// Status and replica counts come from the deployment's pool (see
+/// [`ReplicaCounts`]), with the controller's `pending_reason`.
 pub(super) fn deployment_view(m: &Model, d: &Deployment, snap: &Snapshot) -> Value {
     let pool = snap.deployment(&m.id, &d.id).map(|r| r.pool());
-    let (ready, probed) = pool.map_or((0, 0), |p| {
-        let set = p.replicas();
-        (set.ready_count(), set.probed_count())
-    });
+    let ReplicaCounts {
+        desired,
+        ready,
+        probed,
+        ..
+    } = ReplicaCounts::of(d, pool.map(|p| &**p));
     let scale = pool.map(|p| p.status()).unwrap_or_default();
     let instances: Vec<Value> = pool.map_or_else(Vec::new, |p| {
         p.replicas()
@@ -40,11 +41,6 @@ pub(super) fn deployment_view(m: &Model, d: &Deployment, snap: &Snapshot) -> Val
             })
             .collect()
     });
-    let desired = match (&d.replicas, d.active) {
-        (_, false) => 0,
-        (ReplicaSource::Static { addresses }, true) => addresses.len(),
-        (ReplicaSource::Local, true) => scale.desired as usize,
-    };
     let status = if !d.active {
         "INACTIVE"
     } else if ready > 0 {
@@ -153,5 +149,26 @@ fn autoscaling_view(a: &Autoscaling) -> Value {
         "max_scale_down_rate": a.max_scale_down_rate,
         "concurrency_target": a.concurrency_target,
         "target_utilization_percentage": a.target_utilization_percentage,
+    })
+}
+
+/// A recent-window summary, with the replicas of the deployment it is about.
+pub(super) fn metrics_view(s: RecentSummary, deployment: Option<(&str, ReplicaCounts)>) -> Value {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    json!({
+        "window_secs": s.window.as_secs_f64(),
+        "requests": s.requests,
+        "requests_per_sec": s.rate(),
+        "server_errors": s.server_errors,
+        "client_errors": s.client_errors,
+        "error_rate": s.error_rate(),
+        "latency_ms": { "p50": ms(s.p50), "p90": ms(s.p90), "p99": ms(s.p99) },
+        "deployment": deployment.map(|(id, _)| id),
+        "replicas": deployment.map(|(_, r)| json!({
+            "desired": r.desired,
+            "ready": r.ready,
+            "starting": r.starting,
+            "pending": r.pending,
+        })),
     })
 }

@@ -79,22 +79,6 @@ fn sessions_stay_on_the_canary_once_they_reach_it() {
     assert!((2_800..3_200).contains(&on_canary), "{on_canary}");
 }
 
-#[test]
-fn latency_buckets_are_contiguous_and_narrow() {
-    for i in 0..BUCKETS - 1 {
-        let upper = bucket_upper(i);
-        assert_eq!(bucket(upper), i, "upper bound of {i}");
-        assert_eq!(bucket(upper + 1), i + 1, "first value after {i}");
-    }
-    for us in [5u64, 100, 1_000, 250_000, 10_000_000] {
-        let upper = bucket_upper(bucket(us));
-        assert!(
-            upper >= us && (upper - us) as f64 <= us as f64 * 0.25,
-            "{us} -> {upper}"
-        );
-    }
-}
-
 fn guard() -> config::RollbackGuard {
     config::RollbackGuard {
         max_error_rate_increase: 0.05,
@@ -120,7 +104,8 @@ fn the_guard_rolls_back_on_errors_or_latency_with_enough_samples_only() {
     fill(&stats, Side::Canary, 10, 10, 10);
     let (s, c) = stats.summaries();
     let why = rollback_reason(&guard(), &s, &c).expect("100% errors vs 1%");
-    assert!(why.contains("error rate 100.0%"), "{why}");
+    assert_eq!(why.label(), "error_rate");
+    assert!(why.to_string().contains("error rate 100.0%"), "{why}");
 
     // A new stage starts from zero.
     assert!(stats.enter_stage(2));
@@ -140,5 +125,6 @@ fn the_guard_rolls_back_on_errors_or_latency_with_enough_samples_only() {
     let (s, c) = stats.summaries();
     assert!(c.p99 >= Duration::from_millis(400) && s.p99 < Duration::from_millis(13));
     let why = rollback_reason(&guard(), &s, &c).expect("p99 +390 ms");
-    assert!(why.contains("p99"), "{why}");
+    assert_eq!(why.label(), "latency");
+    assert!(why.to_string().contains("p99"), "{why}");
 }

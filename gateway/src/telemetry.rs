@@ -1,0 +1,88 @@
+//! The gateway's Prometheus exposition: installs the recorder, renders
+//! `GET /metrics` on the admin listener (scrape-time state from
+//! [`control::telemetry::collect`], process figures from [`crate::process`]),
+//! and drains histogram samples every few seconds so memory stays flat
+//! between scrapes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use control::Routing;
+use control::telemetry::{self, COLD_START_BUCKETS, LATENCY_BUCKETS};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP: Duration = Duration::from_secs(5);
+
+/// Renders the exposition.
+#[derive(Clone)]
+pub struct Exporter {
+    handle: PrometheusHandle,
+    routing: Arc<Routing>,
+    listeners: Listeners,
+}
+
+/// Ports that tell downstream connections from upstream ones.
+#[derive(Debug, Clone, Copy)]
+pub struct Listeners {
+    /// The predict listener.
+    pub predict: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter").finish_non_exhaustive()
+    }
+}
+
+/// Installs the process-wide recorder. Must run before the first snapshot
+/// is built: routes resolve their handles from the recorder present then.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(telemetry::REPLICA_COLD_START.into()),
+            COLD_START_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        .install_recorder()?;
+    telemetry::describe();
+    Ok(handle)
+}
+
+impl Exporter {
+    /// An exporter over `routing`'s current snapshot.
+    pub fn new(handle: PrometheusHandle, routing: Arc<Routing>, listeners: Listeners) -> Self {
+        Self {
+            handle,
+            routing,
+            listeners,
+        }
+    }
+
+    /// The Prometheus text exposition, as of now.
+    pub fn render(&self) -> String {
+        telemetry::collect(&self.routing.load());
+        let mut text = self.handle.render();
+        crate::process::render(&mut text, self.listeners);
+        text
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Exporter {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(UPKEEP);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.handle.run_upkeep(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
