@@ -87,6 +87,9 @@ pub struct ServerSettings {
     /// parked requests, across every deployment's activation queue; beyond
     /// it, new requests that would park get 429. Default 64 MiB, at least 1.
     pub max_parked_bytes: u64,
+    /// Whether requests are counted in metrics and the recent-window
+    /// summaries (default true; off only to measure what counting costs).
+    pub request_metrics: bool,
     /// One JSON line per request (`[server.access_log]`).
     pub access_log: AccessLog,
 }

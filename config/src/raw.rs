@@ -22,6 +22,7 @@ pub(crate) struct RawServer {
     pub(crate) max_request_body_bytes: Option<u64>,
     pub(crate) usage_interval_secs: Option<u32>,
     pub(crate) max_parked_bytes: Option<u64>,
+    pub(crate) request_metrics: Option<bool>,
     pub(crate) access_log: Option<RawAccessLog>,
 }
 

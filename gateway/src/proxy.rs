@@ -56,12 +56,22 @@ pub struct UpstreamSettings {
     pub max_request_body_bytes: u64,
 }
 
+/// What the gateway records of each request.
+#[derive(Debug, Clone, Default)]
+pub struct Observe {
+    /// Count requests in metrics and the recent-window summaries.
+    pub request_metrics: bool,
+    /// Write access log lines (for the requests it samples).
+    pub access_log: Option<Arc<AccessLogger>>,
+}
+
 /// The predict service.
 #[derive(Debug)]
 pub struct Gateway {
     routing: Arc<Routing>,
     upstream: UpstreamSettings,
     in_flight: Arc<InFlight>,
+    request_metrics: bool,
     access_log: Option<Arc<AccessLogger>>,
 }
 
@@ -71,13 +81,14 @@ impl Gateway {
         routing: Arc<Routing>,
         upstream: UpstreamSettings,
         in_flight: Arc<InFlight>,
-        access_log: Option<Arc<AccessLogger>>,
+        observe: Observe,
     ) -> Self {
         Self {
             routing,
             upstream,
             in_flight,
-            access_log,
+            request_metrics: observe.request_metrics,
+            access_log: observe.access_log,
         }
     }
 
@@ -572,7 +583,9 @@ impl ProxyHttp for Gateway {
                 &unrouted
             }
         };
-        route.record(&finished);
+        if self.request_metrics {
+            route.record(&finished);
+        }
         if let (Some(log), Some((request_id, _))) = (&self.access_log, ctx.request_id.take()) {
             log.log(Entry {
                 at: std::time::SystemTime::now(),

@@ -22,7 +22,7 @@ use pingora_core::services::background::background_service;
 
 use crate::access_log::AccessLogger;
 use crate::admin::Admin;
-use crate::proxy::{Gateway, UpstreamSettings};
+use crate::proxy::{Gateway, Observe, UpstreamSettings};
 use crate::shutdown::{self, InFlight};
 use crate::telemetry::{self, Exporter};
 
@@ -127,7 +127,11 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         idle_timeout: Duration::from_secs(20),
         max_request_body_bytes: config.server.max_request_body_bytes,
     };
-    let gateway = Gateway::new(routing, upstream, Arc::clone(&in_flight), access_log);
+    let observe = Observe {
+        request_metrics: config.server.request_metrics,
+        access_log,
+    };
+    let gateway = Gateway::new(routing, upstream, Arc::clone(&in_flight), observe);
     let mut predict =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "predict");
     predict.add_tcp(&config.listeners.predict.to_string());
