@@ -282,8 +282,8 @@ pub struct RequestCtx {
     upstream_done: Option<Instant>,
     /// The replica that answered, once its lease is given back.
     replica: Option<std::net::SocketAddr>,
-    /// The status counted when none was sent (499: the client left).
-    unsent_status: Option<u16>,
+    /// The client left before any response: counted as 499.
+    client_left: bool,
     /// `/healthz` or `/readyz`: not counted as a request.
     health_check: bool,
     /// The rollout this request counts for, and its side.
@@ -331,7 +331,7 @@ impl ProxyHttp for Gateway {
             first_byte: None,
             upstream_done: None,
             replica: None,
-            unsent_status: None,
+            client_left: false,
             health_check: false,
             rollout: None,
             started: Instant::now(),
@@ -400,7 +400,7 @@ impl ProxyHttp for Gateway {
             Err(reject) => reject,
         };
         if reject == Reject::ClientClosed {
-            ctx.unsent_status = Some(499);
+            ctx.client_left = true;
             // Nobody to answer; the connection is closed with the request.
             return Error::e_explain(
                 ErrorType::ConnectionClosed,
@@ -562,7 +562,11 @@ impl ProxyHttp for Gateway {
         }
         let finished = Finished {
             at: now,
-            status: ctx.unsent_status.or(sent).unwrap_or(0),
+            status: if ctx.client_left {
+                499
+            } else {
+                sent.unwrap_or(0)
+            },
             request_bytes: ctx.body_bytes,
             response_bytes: session.body_bytes_sent() as u64,
             total,
@@ -608,9 +612,11 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let Some(reject) = Reject::from_proxy_error(e) else {
+            // The client went away: 499, unless a response had begun.
+            ctx.client_left = session.response_written().is_none();
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,

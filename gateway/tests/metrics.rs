@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::admin::{ADMIN, api, eventually};
+use support::metric_sum as sum;
 use support::{Gateway, KEY, Proc, client, engine, gateway_with, key_entry, post};
 
 /// A body whose text must never show up in metrics or logs.
@@ -62,26 +63,6 @@ async fn scrape(gw: &Gateway) -> String {
     let content_type = resp.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     resp.text().await.unwrap()
-}
-
-/// The sum of the samples of `name` whose labels include `labels`.
-fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-            if metric != name {
-                return None;
-            }
-            let body = rest.strip_suffix('}')?;
-            let has = |(k, v): &(&str, &str)| {
-                body.split(',')
-                    .any(|pair| pair == format!("{k}=\"{v}\"").as_str())
-            };
-            labels.iter().all(has).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
 }
 
 /// POSTs [`BODY`] to `path` with `key`; returns the status.

@@ -170,6 +170,19 @@ async fn a_persisted_rollout_splits_exactly_and_survives_a_restart() {
     };
     let first = count(&gw).await;
     assert!((39..=41).contains(&first), "{first} of 100 to b at 40%");
+    // /metrics: the stage, the share, and each side's requests.
+    let text = metrics(&gw).await;
+    let env = [("model", "m"), ("environment", "production")];
+    assert_eq!(sample(&text, "igw_canary_stage", &env), 4.0);
+    assert_eq!(sample(&text, "igw_canary_percent", &env), 40.0);
+    let served = |d: &'static str| {
+        let labels = [env[0], env[1], ("deployment", d), ("code", "200")];
+        sample(&text, "igw_requests_total", &labels)
+    };
+    assert_eq!(
+        (served("a"), served("b")),
+        ((100 - first) as f64, first as f64)
+    );
 
     // Restart on the same file: the stage comes from the persisted start.
     gw.proc.signal("KILL");
@@ -249,6 +262,10 @@ async fn the_guard_rolls_back_a_failing_canary_but_not_a_healthy_one() {
             let env = environment(&gw).await;
             let reason = env["promotion"]["reason"].as_str().unwrap();
             assert!(reason.contains("error rate"), "{reason}");
+            let rollbacks = [("environment", "production"), ("reason", "error_rate")];
+            let text = metrics(&gw).await;
+            assert_eq!(sample(&text, "igw_canary_rollbacks_total", &rollbacks), 1.0);
+            assert_eq!(sample(&text, "igw_canary_stage", &rollbacks[..1]), 0.0);
             assert!(env["rollout"].is_null(), "{env}");
             for _ in 0..30 {
                 assert_eq!(call(&gw, &[], KEY).await, (200, "a".into(), "a".into()));
@@ -345,4 +362,22 @@ async fn traffic_moves_only_once_the_new_deployment_is_ready() {
     })
     .await;
     assert_eq!(environment(&gw).await["rollout"]["percent_to_new"], 10);
+}
+
+/// The gateway's `/metrics`.
+async fn metrics(gw: &Gateway) -> String {
+    let url = format!("http://{}/metrics", gw.admin);
+    support::client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sample of `name` whose labels include `labels` (0 if none).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    support::metric_sum(text, name, labels)
 }

@@ -236,3 +236,24 @@ pub fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
 }
+
+/// The sum of the samples of `name`, in a Prometheus text exposition,
+/// whose labels include every one of `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if metric != name {
+                return None;
+            }
+            let body = rest.strip_suffix('}')?;
+            let has = |(k, v): &(&str, &str)| {
+                body.split(',')
+                    .any(|pair| pair == format!("{k}=\"{v}\"").as_str())
+            };
+            labels.iter().all(has).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
