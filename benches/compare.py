@@ -1,24 +1,65 @@
 #!/usr/bin/env python3
 """Side-by-side proxy comparison on this machine, in one run.
 
-The same upstream (an nginx `return 200` with a small JSON body) is measured
-directly and behind three reverse proxies: nginx, haproxy and this gateway,
-each with one worker and upstream keep-alive, pinned alone on one CPU while
-the load generator (wrk) and the upstream share the other. Rounds are
-interleaved so drift on a noisy machine hits every target alike; the table
-reports medians and ratios against nginx and haproxy.
+Two upstreams, each measured directly and behind three reverse proxies
+(nginx, haproxy and this gateway):
 
-    benches/compare.py                  # 3 rounds x 4 s, writes bench-results/
-    benches/compare.py --smoke          # 1 round x 1 s, to check the runner
+  nginx   an nginx `return 200` with a 52-byte JSON body: the cheapest
+          possible replica, so the proxy's own cost dominates;
+  engine  our engine's synthetic backend with no latency (`--backend
+          synthetic --fixed-ms 0`): a real replica's HTTP stack.
 
-Needs root for apt-get when nginx, haproxy or wrk are missing.
+Every proxy runs one worker with access logs off and upstream keep-alive on,
+pinned alone on CPU 1; the load generator (our `loadtest`, one thread) and
+the upstreams share CPU 0. The gateway's bench deployment points at the
+upstream as a static replica with predict_concurrency 1024 (at the default,
+1, it would queue all but one of the connections).
+
+Per upstream, two measurements, each interleaved over the targets round by
+round so that drift on a noisy machine hits every target alike:
+
+  capacity  closed loop, `--connections` keep-alive connections: req/s,
+            the proxy's CPU time per request (utime + stime from
+            /proc/PID/stat over the measured window) and how busy that
+            kept its CPU (near 100%: the proxy was the limit; well under:
+            the load CPU was);
+  latency   open loop at 25%, 50% and 75% of the LOWEST capacity measured
+            among the proxies of that upstream, the same rates for every
+            target, same connections, warm-up at most 0.5 s: p50/p99 from
+            each request's scheduled send time (no coordinated omission).
+
+The table reports medians over rounds, capacity ratios against nginx and
+haproxy, and each proxy's peak RSS (VmHWM); the markdown table and the raw
+JSON (every loadtest result) go to bench-results/compare-STAMP.{md,json}.
+Any non-2xx answer or transport error is listed and makes the exit status 1.
+
+    benches/compare.py                  # 3 rounds x 4 s per measurement, release build
+    benches/compare.py --smoke          # 1 round, fractions of a second: checks the runner
+    benches/compare.py --smoke --no-build --bin-dir target/debug
+    benches/compare.py --upstreams nginx  # one upstream only
+
+Gateway variants: `--gateway-variant NAME=SNIPPET` (repeatable) adds a
+target `gateway-NAME` per upstream: a gateway whose config has SNIPPET
+inserted at the end of its [server] table, so bare keys land in [server]
+(the base sets only `threads = 1`; TOML refuses a key twice) and a snippet
+that starts with its own `[table]` header adds that table (the base config
+continues with `[[api_keys]]`). A literal `\\n` in SNIPPET is a newline.
+It measures a config change side by side with the plain gateway, in the
+same run and rounds, e.g.
+
+    benches/compare.py --gateway-variant 'nometrics=request_metrics = false'
+
+Needs nginx, haproxy and taskset (apt-get install nginx-light haproxy when
+nginx or haproxy is missing and this runs as root).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import socket
 import statistics
@@ -26,24 +67,30 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "igw_bench_key"
-PATH = "/models/bench/production/predict"
+GATEWAY_PATH = "/models/bench/production/predict"
 BODY = '{"text": "hello world"}'
 UPSTREAM_BODY = '{"backend":"nginx","outputs":[[0.12,0.34,0.56,0.78]]}'
 PROXY_CPU = "1"
 LOAD_CPU = "0"
+RATES = (0.25, 0.50, 0.75)
+PROXIES = ("nginx", "haproxy")
 
 
 def sh(*cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, **kw)
 
 
+def tool(name):
+    return shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+
+
 def ensure_packages():
-    missing = [pkg for tool, pkg in (("nginx", "nginx-light"), ("haproxy", "haproxy"), ("wrk", "wrk"))
-               if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+    missing = [pkg for name, pkg in (("nginx", "nginx-light"), ("haproxy", "haproxy")) if tool(name) is None]
     if missing:
         print(f"installing {' '.join(missing)}", file=sys.stderr)
         sh("apt-get", "update", "-qq")
@@ -69,6 +116,23 @@ def wait_port(port, proc, log, timeout=20.0):
     raise RuntimeError(f"nothing listening on {port}")
 
 
+def wait_ok(url, timeout=20.0):
+    """Until one POST through `url` gets a 200 (a gateway's static replica
+    may need its first health probe)."""
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        req = urllib.request.Request(url, data=BODY.encode(), method="POST",
+                                     headers={"Authorization": f"Api-Key {KEY}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception as e:  # noqa: BLE001 - any failure: retry until the deadline
+            last = e
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} never answered 200: {last}")
+
+
 def nginx_conf(tmp, name, server_block):
     return f"""
 daemon off;
@@ -88,11 +152,6 @@ http {{
 """
 
 
-class Target:
-    def __init__(self, name, port, proc):
-        self.name, self.port, self.proc = name, port, proc
-
-
 STARTED = []
 
 
@@ -103,6 +162,17 @@ def start(cmd, cpu, log, **kw):
         proc = subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=out, stderr=subprocess.STDOUT, **kw)
     STARTED.append(proc)
     return proc
+
+
+def stop_all():
+    for p in STARTED:
+        p.terminate()
+    for p in STARTED:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def cpu_seconds(pid):
@@ -116,58 +186,78 @@ def peak_rss_kib(pid):
     return int(match.group(1)) if match else None
 
 
-def run_wrk(port, duration, connections, script):
-    out = sh("taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-             "-s", script, f"http://127.0.0.1:{port}{PATH}", capture_output=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    lat = {}
-    for pct, value, unit in re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
-        lat[pct] = float(value) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
-    return {"rps": rps, "requests": total, "non2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": errors.group(1) if errors else None, "latency_us": lat}
+class Target:
+    """One thing to load: `proc` is the process whose CPU is counted (the
+    proxy, or for `direct` the upstream itself)."""
+
+    def __init__(self, name, port, path, proc):
+        self.name, self.port, self.path, self.proc = name, port, path, proc
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}{self.path}"
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=int, default=4, help="seconds per measurement")
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--smoke", action="store_true", help="1 round of 1 s: checks the runner, not the speed")
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--bin-dir", default=str(ROOT / "target/release"))
-    ap.add_argument("--out", default=str(ROOT / "bench-results"))
-    args = ap.parse_args()
-    if args.smoke:
-        args.rounds, args.duration = 1, 1
-
-    ensure_packages()
-    if not args.no_build:
-        sh("cargo", "build", "--release", "-p", "gateway", "-p", "engine", cwd=ROOT)
-    gateway_bin = Path(args.bin_dir) / "gateway"
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-
-    tmp = Path(tempfile.mkdtemp(prefix="igw-compare-"))
-    procs = STARTED
-    try:
-        up = free_port()
-        conf = tmp / "upstream.conf"
+def start_upstream(kind, tmp, bins):
+    """The upstream on the load CPU: its port, process and the path it serves."""
+    port = free_port()
+    log = tmp / f"upstream-{kind}.log"
+    if kind == "nginx":
+        conf = tmp / "upstream-nginx.conf"
         conf.write_text(nginx_conf(tmp, "upstream", f"""
     server {{
-        listen 127.0.0.1:{up} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096;
         location / {{ default_type application/json; return 200 '{UPSTREAM_BODY}'; }}
     }}"""))
-        upstream = start([nginx, "-c", str(conf), "-p", str(tmp)], LOAD_CPU, tmp / "upstream.log")
-        wait_port(up, upstream, tmp / "upstream.log")
-        targets = [Target("direct", up, upstream)]
+        proc = start([tool("nginx"), "-c", str(conf), "-p", str(tmp)], LOAD_CPU, log)
+        path = GATEWAY_PATH  # any path answers
+    else:
+        # Enough slots and queue that it never answers 429 to the load.
+        proc = start([str(bins / "engine"), "--listen", f"127.0.0.1:{port}", "--backend", "synthetic",
+                      "--fixed-ms", "0", "--predict-concurrency", "1024", "--queue-size", "4096"],
+                     LOAD_CPU, log, env={**os.environ, "RUST_LOG": "warn"})
+        path = "/predict"
+    wait_port(port, proc, log)
+    return port, proc, path
 
-        port = free_port()
-        conf = tmp / "nginx-proxy.conf"
-        conf.write_text(nginx_conf(tmp, "proxy", f"""
-    upstream replica {{ server 127.0.0.1:{up}; keepalive 64; keepalive_requests 10000000; }}
+
+def gateway_config(port, admin, upstream, extra):
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    return f"""
+[listeners]
+predict = "127.0.0.1:{port}"
+admin = "127.0.0.1:{admin}"
+[server]
+threads = 1
+{extra}
+[[api_keys]]
+name = "bench"
+sha256 = "{digest}"
+scope = "all"
+[[models]]
+id = "bench"
+[[models.deployments]]
+id = "d1"
+# The upstreams answer any number of requests at once; at the default (1)
+# the gateway would hold all but one of the connections in its queue.
+predict_concurrency = 1024
+replicas = {{ source = "static", addresses = ["127.0.0.1:{upstream}"] }}
+[[models.environments]]
+name = "production"
+deployment = "d1"
+"""
+
+
+def start_proxies(upstream_kind, up_port, up_path, tmp, bins, variants):
+    """nginx, haproxy and the gateway (plus its variants) in front of one
+    upstream, each alone on the proxy CPU."""
+    targets = []
+    tag = f"{upstream_kind}-up"
+
+    port = free_port()
+    conf = tmp / f"nginx-{tag}.conf"
+    conf.write_text(nginx_conf(tmp, f"nginx-{tag}", f"""
+    upstream replica {{ server 127.0.0.1:{up_port}; keepalive 64; keepalive_requests 10000000; }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location / {{
@@ -176,11 +266,12 @@ def main():
             proxy_set_header Connection "";
         }}
     }}"""))
-        targets.append(Target("nginx", port, start([nginx, "-c", str(conf), "-p", str(tmp)], PROXY_CPU, tmp / "nginx.log")))
+    proc = start([tool("nginx"), "-c", str(conf), "-p", str(tmp)], PROXY_CPU, tmp / f"nginx-{tag}.log")
+    targets.append(Target("nginx", port, up_path, proc))
 
-        port = free_port()
-        conf = tmp / "haproxy.cfg"
-        conf.write_text(f"""
+    port = free_port()
+    conf = tmp / f"haproxy-{tag}.cfg"
+    conf.write_text(f"""
 global
     nbthread 1
     maxconn 4096
@@ -195,116 +286,241 @@ frontend fe
     bind 127.0.0.1:{port}
     default_backend replica
 backend replica
-    server r1 127.0.0.1:{up}
+    server r1 127.0.0.1:{up_port}
 """)
-        targets.append(Target("haproxy", port, start([haproxy, "-db", "-f", str(conf)], PROXY_CPU, tmp / "haproxy.log")))
+    proc = start([tool("haproxy"), "-db", "-f", str(conf)], PROXY_CPU, tmp / f"haproxy-{tag}.log")
+    targets.append(Target("haproxy", port, up_path, proc))
 
+    for name, extra in [("gateway", "")] + [(f"gateway-{n}", s) for n, s in variants]:
         port, admin = free_port(), free_port()
-        digest = __import__("hashlib").sha256(KEY.encode()).hexdigest()
-        conf = tmp / "gateway.toml"
-        conf.write_text(f"""
-[listeners]
-predict = "127.0.0.1:{port}"
-admin = "127.0.0.1:{admin}"
-[server]
-threads = 1
-[[api_keys]]
-name = "bench"
-sha256 = "{digest}"
-scope = "all"
-[[models]]
-id = "bench"
-[[models.deployments]]
-id = "d1"
-# nginx answers any number of requests at once; at the default (1) the
-# gateway would hold wrk's other 31 connections in the activation queue.
-predict_concurrency = 1024
-replicas = {{ source = "static", addresses = ["127.0.0.1:{up}"] }}
-[[models.environments]]
-name = "production"
-deployment = "d1"
-""")
-        targets.append(Target("gateway", port, start([str(gateway_bin), "serve", "--config", str(conf)], PROXY_CPU,
-                                                     tmp / "gateway.log", env={**os.environ, "RUST_LOG": "warn"})))
-        for t in targets:
-            wait_port(t.port, t.proc, tmp / f"{t.name if t.name != 'direct' else 'upstream'}.log")
+        conf = tmp / f"{name}-{tag}.toml"
+        conf.write_text(gateway_config(port, admin, up_port, extra))
+        proc = start([str(bins / "gateway"), "serve", "--config", str(conf)], PROXY_CPU, tmp / f"{name}-{tag}.log",
+                     env={**os.environ, "RUST_LOG": "warn"})
+        targets.append(Target(name, port, GATEWAY_PATH, proc))
 
-        script = tmp / "post.lua"
-        script.write_text(f"""
-wrk.method = "POST"
-wrk.body = '{BODY}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Api-Key {KEY}"
-""")
-        # Warm-up: connections, pools, caches.
-        for t in targets:
-            run_wrk(t.port, 1, args.connections, str(script))
+    for t in targets:
+        wait_port(t.port, t.proc, tmp / f"{t.name}-{tag}.log")
+    return targets
 
-        results = {t.name: [] for t in targets}
+
+def loadtest(bins, tmp, target, seconds, warmup, connections, rate=None):
+    """One loadtest run on the load CPU; its JSON result, with the CPU time
+    `target.proc` used per measured request (read after the warm-up and at
+    the end: the loadtest's start-up, a few ms, is the only slack)."""
+    out = tmp / "loadtest.json"
+    cmd = ["taskset", "-c", LOAD_CPU, str(bins / "loadtest"), "--url", target.url, "--body", BODY,
+           "-H", f"Authorization: Api-Key {KEY}", "-H", "Content-Type: application/json",
+           "--connections", str(connections), "--duration", str(seconds), "--warmup", str(warmup),
+           "--json", str(out)]
+    if rate is not None:
+        cmd += ["--rate", str(rate)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    time.sleep(warmup)
+    cpu0 = cpu_seconds(target.proc.pid)
+    if proc.wait() != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}")
+    result = json.loads(out.read_text())
+    result["cpu_us_per_request"] = (cpu_seconds(target.proc.pid) - cpu0) * 1e6 / max(result["requests"], 1)
+    return result
+
+
+def machine():
+    desc = f"{os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}"
+    model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+    return desc + (f", {model.group(1)}" if model else "")
+
+
+def versions():
+    """nginx and haproxy versions, for the table's readers."""
+    out = {}
+    try:
+        text = subprocess.run([tool("nginx"), "-v"], capture_output=True, text=True).stderr
+        out["nginx"] = re.search(r"nginx/(\S+)", text).group(1)
+        text = subprocess.run([tool("haproxy"), "-v"], capture_output=True, text=True).stdout
+        out["haproxy"] = re.search(r"version (\S+)", text).group(1)
+    except (AttributeError, OSError):
+        pass
+    return out
+
+
+def summarize(capacity, opened, peaks, rates):
+    """Medians per target of one upstream."""
+    summary = {}
+    for name, runs in capacity.items():
+        med = lambda f, xs=runs: statistics.median(f(x) for x in xs)
+        s = {
+            "capacity_rps": med(lambda x: x["requests_per_s"]),
+            "capacity_p50_us": med(lambda x: x["latency_us"]["p50"]),
+            "capacity_p99_us": med(lambda x: x["latency_us"]["p99"]),
+            "cpu_us_per_request": med(lambda x: x["cpu_us_per_request"]),
+            # Share of its CPU the process used at capacity: well under 100%
+            # means something else (the load CPU) was the limit.
+            "cpu_busy_percent": med(lambda x: x["cpu_us_per_request"] * x["requests_per_s"] / 1e4),
+            "peak_rss_kib": peaks[name],
+            "open_loop": {},
+        }
+        for share, rate in zip(RATES, rates):
+            rs = opened[name][str(rate)]
+            s["open_loop"][f"{round(share * 100)}%"] = {
+                "rate": rate,
+                "requests_per_s": statistics.median(x["requests_per_s"] for x in rs),
+                "p50_us": statistics.median(x["latency_us"]["p50"] for x in rs),
+                "p99_us": statistics.median(x["latency_us"]["p99"] for x in rs),
+                "p999_us": statistics.median(x["latency_us"]["p999"] for x in rs),
+            }
+        summary[name] = s
+    return summary
+
+
+def table(upstream, summary, rates):
+    head = " | ".join(f"{round(s * 100)}% = {r:,} req/s: p50 / p99" for s, r in zip(RATES, rates))
+    lines = [
+        f"| {upstream} upstream | capacity req/s | vs nginx | vs haproxy | {head} | CPU per request | CPU busy |"
+        " peak RSS |",
+        "| --- | ---: | ---: | ---: | " + "---: | " * len(rates) + "---: | ---: | ---: |",
+    ]
+    base = {p: summary[p]["capacity_rps"] for p in PROXIES}
+    for name, s in summary.items():
+        cells = [name, f"{s['capacity_rps']:,.0f}",
+                 f"{s['capacity_rps'] / base['nginx']:.2f}", f"{s['capacity_rps'] / base['haproxy']:.2f}"]
+        for share in RATES:
+            o = s["open_loop"][f"{round(share * 100)}%"]
+            cells.append(f"{o['p50_us']:,.0f} / {o['p99_us']:,.0f} us")
+        cpu = [f"{s['cpu_us_per_request']:.1f} us", f"{s['cpu_busy_percent']:.0f}%"]
+        if name == "direct":
+            cells += [f"({cpu[0]} upstream)", f"({cpu[1]})", ""]
+        else:
+            cells += cpu + [f"{s['peak_rss_kib'] / 1024:.1f} MiB"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=4, help="seconds per measurement (capacity and each rate)")
+    ap.add_argument("--warmup", type=float, default=1, help="seconds of load before each measurement")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--upstreams", default="nginx,engine", help="comma-separated: nginx, engine")
+    ap.add_argument("--gateway-variant", action="append", default=[], metavar="NAME=SNIPPET",
+                    help="another gateway target with SNIPPET at the end of its [server] table (see above)")
+    ap.add_argument("--smoke", action="store_true", help="1 round of fractions of a second: checks the runner")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--bin-dir", default=str(ROOT / "target/release"))
+    ap.add_argument("--out", default=str(ROOT / "bench-results"))
+    args = ap.parse_args()
+    if args.smoke:
+        args.rounds, args.duration, args.warmup = 1, 0.4, 0.1
+    upstreams = [u for u in args.upstreams.split(",") if u]
+    if not upstreams or any(u not in ("nginx", "engine") for u in upstreams):
+        ap.error(f"--upstreams takes nginx and/or engine, not {args.upstreams!r}")
+    variants = []
+    for v in args.gateway_variant:
+        name, sep, snippet = v.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            ap.error(f"--gateway-variant {v!r} is not NAME=SNIPPET")
+        variants.append((name, snippet.replace("\\n", "\n")))
+
+    ensure_packages()
+    if not args.no_build:
+        sh("cargo", "build", "--release", "-p", "gateway", "-p", "engine", "-p", "loadtest", cwd=ROOT)
+    bins = Path(args.bin_dir).resolve()
+    for b in ("gateway", "engine", "loadtest"):
+        if not (bins / b).exists():
+            sys.exit(f"{bins / b} is missing: build it, or point --bin-dir at it")
+
+    tmp = Path(tempfile.mkdtemp(prefix="igw-compare-"))
+    started = time.time()
+    results, failures = {}, []
+    try:
+        targets = {}
+        for kind in upstreams:
+            port, proc, path = start_upstream(kind, tmp, bins)
+            targets[kind] = [Target("direct", port, path, proc)] + start_proxies(kind, port, path, tmp, bins,
+                                                                                 variants)
+            for t in targets[kind]:
+                wait_ok(t.url)
+
+        def record(kind, t, what, result):
+            if result["failed"]:
+                failures.append({"upstream": kind, "target": t.name, "run": what, "failed": result["failed"],
+                                 "statuses": result["statuses"], "errors": result["errors"]})
+
+        # Capacity: closed loop, interleaved.
+        capacity = {k: {t.name: [] for t in ts} for k, ts in targets.items()}
         for r in range(args.rounds):
-            for t in targets:
-                cpu0 = cpu_seconds(t.proc.pid)
-                res = run_wrk(t.port, args.duration, args.connections, str(script))
-                res["cpu_us_per_request"] = (cpu_seconds(t.proc.pid) - cpu0) * 1e6 / max(res["requests"], 1)
-                results[t.name].append(res)
-                print(f"round {r + 1} {t.name:8} {res['rps']:>10.0f} req/s  "
-                      f"p50 {res['latency_us'].get('50', 0):>7.0f} us  p99 {res['latency_us'].get('99', 0):>7.0f} us  "
-                      f"cpu {res['cpu_us_per_request']:.1f} us/req", file=sys.stderr)
-        peaks = {t.name: peak_rss_kib(t.proc.pid) for t in targets}
+            for kind, ts in targets.items():
+                for t in ts:
+                    res = loadtest(bins, tmp, t, args.duration, args.warmup, args.connections)
+                    capacity[kind][t.name].append(res)
+                    record(kind, t, f"capacity round {r + 1}", res)
+                    print(f"capacity round {r + 1} {kind:6} {t.name:16} {res['requests_per_s']:>9.0f} req/s  "
+                          f"cpu {res['cpu_us_per_request']:.1f} us/req", file=sys.stderr)
+
+        # Latency: open loop at shares of the slowest proxy's capacity.
+        rates = {}
+        for kind, ts in targets.items():
+            lowest = min(statistics.median(x["requests_per_s"] for x in capacity[kind][t.name])
+                         for t in ts if t.name != "direct")
+            rates[kind] = [max(1, round(lowest * share)) for share in RATES]
+        opened = {k: {t.name: {str(r): [] for r in rates[k]} for t in ts} for k, ts in targets.items()}
+        open_warmup = min(args.warmup, 0.5)
+        for r in range(args.rounds):
+            for kind, ts in targets.items():
+                for rate in rates[kind]:
+                    for t in ts:
+                        res = loadtest(bins, tmp, t, args.duration, open_warmup, args.connections, rate)
+                        opened[kind][t.name][str(rate)].append(res)
+                        record(kind, t, f"open loop {rate}/s round {r + 1}", res)
+                        print(f"open     round {r + 1} {kind:6} {t.name:16} {rate:>7}/s  "
+                              f"p50 {res['latency_us']['p50']:>7} us  p99 {res['latency_us']['p99']:>7} us",
+                              file=sys.stderr)
+
+        for kind, ts in targets.items():
+            peaks = {t.name: peak_rss_kib(t.proc.pid) for t in ts}
+            results[kind] = {
+                "rates": rates[kind],
+                "summary": summarize(capacity[kind], opened[kind], peaks, rates[kind]),
+                "runs": {"capacity": capacity[kind], "open_loop": opened[kind]},
+            }
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    summary = {}
-    for name, runs in results.items():
-        med = lambda f: statistics.median(f(x) for x in runs)
-        summary[name] = {
-            "rps": med(lambda x: x["rps"]),
-            "p50_us": med(lambda x: x["latency_us"].get("50", 0)),
-            "p99_us": med(lambda x: x["latency_us"].get("99", 0)),
-            "cpu_us_per_request": med(lambda x: x["cpu_us_per_request"]),
-            "non2xx": sum(x["non2xx"] for x in runs),
-            "peak_rss_kib": peaks[name],
-        }
-    failures = {n: s["non2xx"] for n, s in summary.items() if s["non2xx"]}
-
-    machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}"
-    cpu_model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
-    if cpu_model:
-        machine += f", {cpu_model.group(1)}"
+    command = shlex.join(["benches/compare.py", *sys.argv[1:]])
+    ver = versions()
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine}.",
-        f"`benches/compare.py --rounds {args.rounds} --duration {args.duration} --connections {args.connections}`: "
-        f"wrk -t1 -c{args.connections} (POST, {len(BODY)}-byte body) and the nginx upstream on CPU {LOAD_CPU}, "
-        f"the proxy alone on CPU {PROXY_CPU}; medians of {args.rounds} interleaved round(s) of {args.duration} s.",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}"
+        f" (nginx {ver.get('nginx', '?')}, haproxy {ver.get('haproxy', '?')}); the run took"
+        f" {time.time() - started:.0f} s.",
         "",
-        "| target | req/s | vs nginx | vs haproxy | p50 | p99 | proxy CPU per request | peak RSS |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"`{command}`: loadtest (one thread, {args.connections} keep-alive connections, POST with a"
+        f" {len(BODY)}-byte JSON body) and the upstream on CPU {LOAD_CPU}, the proxy alone on CPU {PROXY_CPU};"
+        f" medians of {args.rounds} interleaved round(s) of {args.duration:g} s (+{args.warmup:g} s warm-up)."
+        " Capacity: closed loop. p50 / p99: open loop at 25/50/75% of the lowest proxy capacity for that"
+        " upstream, latency from each request's scheduled time. CPU per request: the proxy's user + system"
+        " time over the capacity runs; CPU busy: that time over the run's (100% = the proxy's CPU was the"
+        " limit; well under it, the load CPU was).",
     ]
-    for name, s in summary.items():
-        proxy = name != "direct"
-        lines.append(
-            f"| {name} | {s['rps']:,.0f} | {s['rps'] / summary['nginx']['rps']:.2f} | "
-            f"{s['rps'] / summary['haproxy']['rps']:.2f} | {s['p50_us']:.0f} us | {s['p99_us']:.0f} us | "
-            + (f"{s['cpu_us_per_request']:.1f} us | {s['peak_rss_kib'] / 1024:.1f} MiB |" if proxy else "(upstream) | |"))
+    for kind in upstreams:
+        lines += [""] + table(kind, results[kind]["summary"], results[kind]["rates"])
     if failures:
-        lines.append(f"\nNon-2xx responses: {failures}")
-    table = "\n".join(lines)
-    print(table)
+        lines += ["", f"Failed requests (non-2xx or transport errors): {json.dumps(failures)}"]
+    text = "\n".join(lines)
+    print(text)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"compare-{stamp}.md").write_text(table + "\n")
-    (out / f"compare-{stamp}.json").write_text(json.dumps({"summary": summary, "runs": results,
-                                                           "machine": machine}, indent=2))
+    (out / f"compare-{stamp}.md").write_text(text + "\n")
+    (out / f"compare-{stamp}.json").write_text(json.dumps({
+        "machine": machine(), "versions": ver, "command": command,
+        "settings": {"rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
+                     "connections": args.connections, "variants": dict(variants)},
+        "upstreams": results, "failures": failures,
+    }, indent=2))
+    print(f"wrote {out / f'compare-{stamp}.md'} and .json", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -1,6 +1,13 @@
 //! Criterion benchmarks of the per-request work the gateway does before it
-//! talks to a replica: URL parsing + snapshot lookup (must be flat in the
-//! number of models), API key check, replica pick.
+//! talks to a replica, one group per step of the request's path:
+//!
+//! - `resolve`: URL parsing + snapshot lookup (must be flat in the number
+//!   of models); `resolve_request`: the same with and without a rollout;
+//! - `auth`: the API key check;
+//! - `canary_pick`: the rollout split decision alone (stage from the
+//!   clock, the smooth schedule, a sticky session's side);
+//! - `replica_pick`: admission, a slot claimed on a replica (direct, with
+//!   session affinity, and the parked hand-off).
 
 use std::hint::black_box;
 
@@ -104,18 +111,63 @@ deployment = "a"
 
 fn auth_check(c: &mut Criterion) {
     let routing = routing(10);
-    let header = b"Api-Key igw_bench_key";
-    c.bench_function("auth/api_key", |b| {
+    let mut group = c.benchmark_group("auth");
+    // A known key, and an unknown one of the same length: both pay for
+    // SHA-256 of the key; the unknown one's digest finds no bucket, so it
+    // skips the constant-time compare.
+    for (name, header, ok) in [
+        ("api_key", &b"Api-Key igw_bench_key"[..], true),
+        ("unknown_key", &b"Api-Key igw_bench_kez"[..], false),
+    ] {
+        let check = || routing.load().keys().authenticate(Some(header)).is_ok();
+        assert_eq!(check(), ok, "{name}");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let snapshot = routing.load();
+                black_box(
+                    snapshot
+                        .keys()
+                        .authenticate(Some(black_box(header)))
+                        .is_ok(),
+                )
+            });
+        });
+    }
+    group.finish();
+}
+
+/// The gateway's hash of an `x-session-id` (gateway/src/proxy.rs: std's
+/// `DefaultHasher`, fixed keys).
+fn session_hash(id: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut hasher = DefaultHasher::new();
+    hasher.write(id);
+    hasher.finish()
+}
+
+/// The rollout split decision alone, without the snapshot lookup around it
+/// (`resolve_request/rollout_split` has both).
+fn canary_pick(c: &mut Criterion) {
+    use control::rollout::{Phase, Schedule, now_ms, sticky_side};
+    let mut group = c.benchmark_group("canary_pick");
+    let schedule = Schedule::default();
+    group.bench_function("smooth_split", |b| {
+        b.iter(|| black_box(schedule.next(black_box(30))));
+    });
+    let started = now_ms() - 300_000;
+    group.bench_function("stage_from_clock_and_split", |b| {
         b.iter(|| {
-            let snapshot = routing.load();
-            black_box(
-                snapshot
-                    .keys()
-                    .authenticate(Some(black_box(header)))
-                    .is_ok(),
-            )
+            let phase = Phase::at(now_ms() - black_box(started), black_box(1_000_000));
+            black_box(schedule.next(phase.percent()))
         });
     });
+    group.bench_function("sticky_session", |b| {
+        b.iter(|| {
+            let hash = session_hash(black_box(b"session-0123456789abcdef"));
+            black_box(sticky_side(hash, black_box(30)))
+        });
+    });
+    group.finish();
 }
 
 fn pool(replicas: u16, limit: u32) -> std::sync::Arc<control::Pool> {
@@ -132,15 +184,26 @@ fn pool(replicas: u16, limit: u32) -> std::sync::Arc<control::Pool> {
     pool
 }
 
-/// The direct path (a slot is free) against the parked path (park, hand the
+/// The direct path (a slot is free; the less busy of two random replicas,
+/// or a session's own replica) against the parked path (park, hand the
 /// slot over when a lease ends, receive it).
-fn replica_admission(c: &mut Criterion) {
+fn replica_pick(c: &mut Criterion) {
+    let mut group = c.benchmark_group("replica_pick");
     let direct = pool(8, u32::MAX);
-    c.bench_function("admit/direct_8_replicas", |b| {
+    group.bench_function("admit_8_replicas", |b| {
         b.iter(|| match direct.admit(black_box(300)) {
             control::Admission::Go(lease) => black_box(lease.replica().addr()),
             _ => unreachable!("a slot is always free"),
         });
+    });
+    let session = session_hash(b"session-0123456789abcdef");
+    group.bench_function("admit_session_8_replicas", |b| {
+        b.iter(
+            || match direct.admit_with_affinity(|| 300, Some(black_box(session))) {
+                control::Admission::Go(lease) => black_box(lease.replica().addr()),
+                _ => unreachable!("a slot is always free"),
+            },
+        );
     });
 
     let parked = pool(1, 1);
@@ -151,7 +214,7 @@ fn replica_admission(c: &mut Criterion) {
         unreachable!("the only slot is free")
     };
     let mut held = Some(first);
-    c.bench_function("admit/parked_handoff", |b| {
+    group.bench_function("parked_handoff", |b| {
         b.iter(|| {
             let control::Admission::Park(mut waiting) = parked.admit(black_box(300)) else {
                 unreachable!("the only slot is taken")
@@ -162,6 +225,7 @@ fn replica_admission(c: &mut Criterion) {
             held = Some(lease);
         });
     });
+    group.finish();
 }
 
 criterion_group!(
@@ -169,6 +233,7 @@ criterion_group!(
     route_resolution,
     rollout_split,
     auth_check,
-    replica_admission
+    canary_pick,
+    replica_pick
 );
 criterion_main!(benches);

@@ -508,16 +508,6 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_response_filter(
-        &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        ctx.first_byte = Some(ctx.started.elapsed());
-        Ok(())
-    }
-
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
@@ -542,6 +532,10 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Only replica responses come through here: the head just arrived.
+        // (Not in `upstream_response_filter`: another async hook would box
+        // one more future per request.)
+        ctx.first_byte = Some(ctx.started.elapsed());
         if let Some(id) = ctx.deployment.clone() {
             upstream_response.insert_header(DEPLOYMENT_HEADER, id)?;
         }

@@ -16,7 +16,9 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 
 /// How often recorded histogram samples are folded into their buckets.
-const UPKEEP: Duration = Duration::from_secs(5);
+/// The exporter keeps each sample (8 bytes) until then: at 30k requests/s
+/// and four histograms per request, 5 s held 10 MiB; 1 s holds 2.
+const UPKEEP: Duration = Duration::from_secs(1);
 
 /// Renders the exposition.
 #[derive(Clone)]

@@ -3,7 +3,6 @@
 mod support;
 
 use std::io::BufReader;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 struct Engine(Child, String);
@@ -16,13 +15,7 @@ impl Drop for Engine {
 }
 
 fn engine(fixed_ms: u64) -> Engine {
-    let bin = Path::new(env!("CARGO_BIN_EXE_loadtest")).with_file_name("engine");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo test --workspace`",
-        bin.display()
-    );
-    let mut child = Command::new(bin)
+    let mut child = Command::new(support::workspace_binary("engine"))
         .args([
             "--listen",
             "127.0.0.1:0",
