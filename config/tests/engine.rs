@@ -1,20 +1,14 @@
 //! A replica's `[engine]` settings, alone in their file or in a deployment.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{EngineBackend, SyntheticSettings, load_engine_file, load_engine_str, load_str};
 
 fn messages(text: &str) -> Vec<String> {
-    load_engine_str(text, "replica.toml")
-        .unwrap_err()
-        .errors
-        .into_iter()
-        .map(|e| {
-            let at = e.location.map(|l| l.line).unwrap_or(0);
-            format!("{at}: {}: {}", e.path, e.message)
-        })
-        .collect()
+    common::located(load_engine_str(text, "replica.toml").unwrap_err())
 }
 
 #[test]

@@ -1,25 +1,16 @@
 //! `[server]` observability settings: request metrics and the access log.
 
+mod common;
+
 use std::path::Path;
 
+use common::errors;
 use config::{AccessLogMode, load_str};
 
 const MODEL: &str = "[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"d\"\nreplicas = { source = \"static\", addresses = [\"127.0.0.1:9\"] }\n";
 
 fn server(lines: &str) -> String {
     format!("[server]\n{lines}\n{MODEL}")
-}
-
-fn errors(text: &str) -> Vec<String> {
-    load_str(text, "o.toml")
-        .unwrap_err()
-        .errors
-        .into_iter()
-        .map(|e| {
-            let at = e.location.map(|l| l.line).unwrap_or(0);
-            format!("{at}: {}: {}", e.path, e.message)
-        })
-        .collect()
 }
 
 #[test]

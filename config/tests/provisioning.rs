@@ -1,26 +1,16 @@
 //! What local provisioning reads: local replica sources, activation queues,
 //! the parking budget and the node's capacity.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::errors;
 use config::edit::{ConfigDocument, DeploymentPatch, EditError, NewDeployment};
 use config::{
     Backpressure, EngineBackend, Node, QueueSettings, ReplicaSource, load_file, load_str,
 };
-
-/// Each error as `line: path: message`.
-fn errors(text: &str) -> Vec<String> {
-    load_str(text, "p.toml")
-        .unwrap_err()
-        .errors
-        .into_iter()
-        .map(|e| {
-            let at = e.location.map(|l| l.line).unwrap_or(0);
-            format!("{at}: {}: {}", e.path, e.message)
-        })
-        .collect()
-}
 
 /// One model `m` with one deployment `d` made of `deployment` (its keys
 /// after `id`), plus `extra` top-level text.

@@ -13,6 +13,23 @@ pub mod rollout;
 pub const EXAMPLE: &str = include_str!("../../../examples/gateway.toml");
 pub const MODEL: &str = "demo1";
 
+/// The errors of an invalid config, each as `line: path: message`.
+pub fn errors(text: &str) -> Vec<String> {
+    located(config::load_str(text, "test.toml").unwrap_err())
+}
+
+/// Each error as `line: path: message` (line 0 when it has none).
+pub fn located(errors: config::ConfigErrors) -> Vec<String> {
+    errors
+        .errors
+        .into_iter()
+        .map(|e| {
+            let at = e.location.map(|l| l.line).unwrap_or(0);
+            format!("{at}: {}: {}", e.path, e.message)
+        })
+        .collect()
+}
+
 pub fn example() -> ConfigDocument {
     ConfigDocument::parse(EXAMPLE, "examples/gateway.toml").expect("the example is valid")
 }

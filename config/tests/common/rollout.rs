@@ -1,20 +1,5 @@
 //! Helpers of the rollout tests: a model with a production environment,
-//! located errors, and edit requests written in TOML.
-
-use config::load_str;
-
-/// Each error as `line: path: message`.
-pub fn errors(text: &str) -> Vec<String> {
-    load_str(text, "r.toml")
-        .unwrap_err()
-        .errors
-        .into_iter()
-        .map(|e| {
-            let at = e.location.map(|l| l.line).unwrap_or(0);
-            format!("{at}: {}: {}", e.path, e.message)
-        })
-        .collect()
-}
+//! and edit requests written in TOML.
 
 /// Model `m` with deployments `a`, `b` and inactive `off` (lines 2-13);
 /// production serves `a` and ends with `env` (from line 17).
