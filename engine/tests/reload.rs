@@ -107,14 +107,7 @@ async fn a_changed_model_file_is_swapped_in_without_failing_a_request() {
     replace(&model, b"this is not an onnx model");
     let mut reported = serde_json::Value::Null;
     for _ in 0..100 {
-        let info: serde_json::Value = http
-            .get(r.url("/info"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let info: serde_json::Value = r.info().await;
         if info["model_reloads"]["failed"] == 1 {
             reported = info;
             break;

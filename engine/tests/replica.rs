@@ -95,14 +95,7 @@ async fn error_percent_fails_that_share_of_predictions_with_500_json() {
     }
     let ready = http.get(failing.url("/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let info: serde_json::Value = http
-        .get(failing.url("/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: serde_json::Value = failing.info().await;
     assert_eq!(info["engine"]["error_percent"], 100, "{info}");
 
     let healthy = start(&["--error-percent", "0"]);
@@ -356,14 +349,7 @@ async fn settings_passed_as_to_args_take_effect() {
     let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
     let r = start(&args);
     let http = reqwest::Client::new();
-    let info: serde_json::Value = http
-        .get(r.url("/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: serde_json::Value = r.info().await;
     assert_eq!(
         info["engine"],
         serde_json::json!({

@@ -23,6 +23,16 @@ impl Replica {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// Its `GET /info`.
+    pub async fn info(&self) -> serde_json::Value {
+        reqwest::get(self.url("/info"))
+            .await
+            .expect("GET /info")
+            .json()
+            .await
+            .expect("/info is JSON")
+    }
 }
 
 /// A started replica whose ready line has not been read yet.
