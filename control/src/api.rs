@@ -14,7 +14,7 @@ use config::edit::{
     AutoscalingPatch, AutoscalingScope, Changed, ConfigDocument, DeploymentPatch, EditError,
     EnvironmentPatch, NewDeployment, NewEnvironment,
 };
-use config::{Deployment, DeploymentKind, Model};
+use config::{Config, Deployment, DeploymentKind, Environment, Model};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -169,13 +169,13 @@ impl Api {
             }).await,
             ["v1", "models", model] if m == Method::GET => {
                 let model = model.to_string();
-                self.read(move |doc, snap| Ok(model_view(find_model(doc, &model)?, snap))).await
+                self.read(move |doc, snap| Ok(model_view(find_model(doc.config(), &model)?, snap))).await
             }
             ["v1", "models", model, "deployments"] => match *m {
                 Method::GET => {
                     let model = model.to_string();
                     self.read(move |doc, snap| {
-                        let m = find_model(doc, &model)?;
+                        let m = find_model(doc.config(), &model)?;
                         Ok(json!({ "deployments": m.deployments.iter().map(|d| deployment_view(m, d, snap)).collect::<Vec<_>>() }))
                     }).await
                 }
@@ -192,7 +192,7 @@ impl Api {
                 Method::GET => {
                     let (model, dep) = (model.to_string(), dep.to_string());
                     self.read(move |doc, snap| {
-                        let m = find_model(doc, &model)?;
+                        let m = find_model(doc.config(), &model)?;
                         Ok(deployment_view(m, find_deployment(doc, m, &dep)?, snap))
                     }).await
                 }
@@ -222,7 +222,7 @@ impl Api {
                 Method::GET => {
                     let model = model.to_string();
                     self.read(move |doc, snap| {
-                        let m = find_model(doc, &model)?;
+                        let m = find_model(doc.config(), &model)?;
                         Ok(json!({ "environments": m.environments.iter().map(|e| environment_view(m, e, snap)).collect::<Vec<_>>() }))
                     }).await.map(|(s, v, r)| (s, self.with_promotions(parts[2], v), r))
                 }
@@ -417,7 +417,7 @@ impl Api {
 
     fn deployment_json(&self, model: &str, dep: &str) -> Result<Value, Failure> {
         let (doc, _) = self.store.read()?;
-        let m = find_model(&doc, model)?;
+        let m = find_model(doc.config(), model)?;
         Ok(deployment_view(
             m,
             find_deployment(&doc, m, dep)?,
@@ -427,13 +427,8 @@ impl Api {
 
     fn environment_json(&self, model: &str, env: &str) -> Result<Value, Failure> {
         let (doc, _) = self.store.read()?;
-        let m = find_model(&doc, model)?;
-        let e = m.environment(env).ok_or_else(|| {
-            Failure::new(
-                StatusCode::NOT_FOUND,
-                format!("environment `{env}` of model `{model}` not found"),
-            )
-        })?;
+        let m = find_model(doc.config(), model)?;
+        let e = find_environment(m, env)?;
         let mut view = environment_view(m, e, &self.routing.load());
         view["promotion"] = self.promotions.describe(model, env);
         Ok(view)
@@ -442,16 +437,10 @@ impl Api {
     /// The last minute of a deployment, as the serving snapshot counted it.
     fn deployment_metrics(&self, model: &str, dep: &str) -> Result<Value, Failure> {
         let snap = self.routing.load();
-        let d = snap
-            .config()
-            .model(model)
-            .and_then(|m| m.deployment(dep))
-            .ok_or_else(|| {
-                Failure::new(
-                    StatusCode::NOT_FOUND,
-                    format!("deployment `{dep}` of model `{model}` not found"),
-                )
-            })?;
+        let m = find_model(snap.config(), model)?;
+        let d = m
+            .deployment(dep)
+            .ok_or_else(|| deployment_not_found(m, dep))?;
         let route = snap.deployment(model, dep);
         let summary = route.map(|r| r.recent().summary(Instant::now()));
         let replicas = ReplicaCounts::of(d, route.map(|r| &**r.pool()));
@@ -464,23 +453,15 @@ impl Api {
     /// The last minute of an environment, across its deployments.
     fn environment_metrics(&self, model: &str, env: &str) -> Result<Value, Failure> {
         let snap = self.routing.load();
-        let e = snap
-            .config()
-            .model(model)
-            .and_then(|m| m.environment(env))
-            .ok_or_else(|| {
-                Failure::new(
-                    StatusCode::NOT_FOUND,
-                    format!("environment `{env}` of model `{model}` not found"),
-                )
-            })?;
+        let m = find_model(snap.config(), model)?;
+        let e = find_environment(m, env)?;
         let route = snap
             .model(model)
             .ok()
             .and_then(|m| m.environment_route(env));
         let summary = route.map(|r| r.recent().summary(Instant::now()));
         let current = e.deployment.as_deref().and_then(|id| {
-            let d = snap.config().model(model)?.deployment(id)?;
+            let d = m.deployment(id)?;
             let pool = snap.deployment(model, id).map(|r| &**r.pool());
             Some((id, ReplicaCounts::of(d, pool)))
         });
@@ -552,8 +533,8 @@ fn not_allowed() -> Failure {
     Failure::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
 }
 
-fn find_model<'a>(doc: &'a ConfigDocument, id: &str) -> Result<&'a Model, Failure> {
-    doc.config()
+fn find_model<'a>(config: &'a Config, id: &str) -> Result<&'a Model, Failure> {
+    config
         .model(id)
         .ok_or_else(|| Failure::new(StatusCode::NOT_FOUND, format!("model `{id}` not found")))
 }
@@ -568,10 +549,23 @@ fn find_deployment<'a>(
     let id = doc
         .resolve_deployment(&model.id, reference)
         .map_err(|e| edit_failure(&e))?;
-    model.deployment(&id).ok_or_else(|| {
+    model
+        .deployment(&id)
+        .ok_or_else(|| deployment_not_found(model, &id))
+}
+
+fn deployment_not_found(model: &Model, id: &str) -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        format!("deployment `{id}` of model `{}` not found", model.id),
+    )
+}
+
+fn find_environment<'a>(model: &'a Model, name: &str) -> Result<&'a Environment, Failure> {
+    model.environment(name).ok_or_else(|| {
         Failure::new(
             StatusCode::NOT_FOUND,
-            format!("deployment `{id}` of model `{}` not found", model.id),
+            format!("environment `{name}` of model `{}` not found", model.id),
         )
     })
 }
