@@ -78,7 +78,7 @@ pub fn effective_autoscaling(m: &Model, d: &Deployment) -> Autoscaling {
 /// replicas whose readiness probe passed; for local replicas `desired`,
 /// `starting` and `pending` are the scaling controller's, for fixed ones
 /// `desired` is the configured count.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReplicaCounts {
     /// Replicas wanted.
     pub desired: usize,
@@ -86,10 +86,9 @@ pub struct ReplicaCounts {
     pub ready: usize,
     /// Probed at least once (fixed replicas), ready or not.
     pub probed: usize,
-    /// Started, not ready yet.
-    pub starting: u32,
-    /// Wanted but cannot start yet.
-    pub pending: u32,
+    /// What the controller last published (starting, pending and why,
+    /// crashes, the autoscaler's signals); default for fixed replicas.
+    pub scale: ScaleStatus,
 }
 
 impl ReplicaCounts {
@@ -109,8 +108,7 @@ impl ReplicaCounts {
             desired,
             ready,
             probed,
-            starting: scale.starting,
-            pending: scale.pending,
+            scale,
         }
     }
 }

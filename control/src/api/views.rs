@@ -25,9 +25,8 @@ pub(super) fn deployment_view(m: &Model, d: &Deployment, snap: &Snapshot) -> Val
         desired,
         ready,
         probed,
-        ..
+        scale,
     } = ReplicaCounts::of(d, pool.map(|p| &**p));
-    let scale = pool.map(|p| p.status()).unwrap_or_default();
     let instances: Vec<Value> = pool.map_or_else(Vec::new, |p| {
         p.replicas()
             .replicas()
@@ -163,12 +162,12 @@ pub(super) fn metrics_view(s: RecentSummary, deployment: Option<(&str, ReplicaCo
         "client_errors": s.client_errors,
         "error_rate": s.error_rate(),
         "latency_ms": { "p50": ms(s.p50), "p90": ms(s.p90), "p99": ms(s.p99) },
-        "deployment": deployment.map(|(id, _)| id),
+        "deployment": deployment.as_ref().map(|(id, _)| *id),
         "replicas": deployment.map(|(_, r)| json!({
             "desired": r.desired,
             "ready": r.ready,
-            "starting": r.starting,
-            "pending": r.pending,
+            "starting": r.scale.starting,
+            "pending": r.scale.pending,
         })),
     })
 }

@@ -43,11 +43,11 @@ pub fn collect(snapshot: &Snapshot) {
                 .absolute(pool.counters().refused(why));
             }
             let counts = ReplicaCounts::of(d, Some(pool));
-            let status = pool.status();
+            let status = &counts.scale;
             gauge!(super::REPLICAS_DESIRED, labels.to_vec()).set(counts.desired as f64);
             gauge!(super::REPLICAS_READY, labels.to_vec()).set(counts.ready as f64);
-            gauge!(super::REPLICAS_STARTING, labels.to_vec()).set(counts.starting);
-            gauge!(super::REPLICAS_PENDING, labels.to_vec()).set(counts.pending);
+            gauge!(super::REPLICAS_STARTING, labels.to_vec()).set(status.starting);
+            gauge!(super::REPLICAS_PENDING, labels.to_vec()).set(status.pending);
             counter!(super::REPLICA_RESTARTS, labels.to_vec()).absolute(status.crashes);
             gauge!(super::AUTOSCALER_STABLE, labels.to_vec()).set(status.stable_signal);
             gauge!(super::AUTOSCALER_BURST, labels.to_vec()).set(status.burst_signal);

@@ -149,8 +149,7 @@ impl RouteMetrics {
         })
     }
 
-    fn requests(&self, status: u16) -> &Counter {
-        let handles = self.handles();
+    fn requests<'a>(&self, handles: &'a Handles, status: u16) -> &'a Counter {
         let class = match status {
             100..=599 => usize::from(status / 100 - 1),
             _ => CLASSES.len() - 1,
@@ -169,8 +168,8 @@ impl RouteMetrics {
 
     /// Records a finished request.
     pub fn record(&self, f: &Finished) {
-        self.requests(f.status).increment(1);
         let h = self.handles();
+        self.requests(h, f.status).increment(1);
         h.request_bytes.increment(f.request_bytes);
         h.response_bytes.increment(f.response_bytes);
         h.total.record(f.total);
