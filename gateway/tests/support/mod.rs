@@ -144,7 +144,7 @@ pub fn gateway_with(server: &str, body: &str) -> Gateway {
             child,
             addr: predict,
         };
-        if wait_ready(&mut proc) {
+        if wait_ready(&mut proc, admin) {
             return Gateway {
                 proc,
                 admin,
@@ -173,30 +173,41 @@ pub fn restart(gw: &mut Gateway) {
         addr: gw.proc.addr,
     };
     assert!(
-        wait_ready(&mut gw.proc),
+        wait_ready(&mut gw.proc, gw.admin),
         "the restarted gateway became ready"
     );
 }
 
-fn wait_ready(proc: &mut Proc) -> bool {
+/// Waits until both listeners answer their health check: Pingora starts
+/// the predict and admin services separately, so one may be up first.
+fn wait_ready(proc: &mut Proc, admin: SocketAddr) -> bool {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if proc.child.try_wait().expect("try_wait").is_some() {
-            return false;
-        }
-        if let Ok(mut stream) = std::net::TcpStream::connect(proc.addr) {
-            use std::io::{Read, Write};
-            let _ =
-                stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut response = String::new();
-            let _ = stream.read_to_string(&mut response);
-            if response.starts_with("HTTP/1.1 200") {
-                return true;
+    for addr in [proc.addr, admin] {
+        loop {
+            if std::time::Instant::now() >= deadline
+                || proc.child.try_wait().expect("try_wait").is_some()
+            {
+                return false;
             }
+            if answers_ok(addr) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    false
+    true
+}
+
+/// Whether `GET /readyz` at `addr` answers 200.
+fn answers_ok(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200")
 }
 
 /// An `[[api_keys]]` entry for `key`.
