@@ -510,18 +510,25 @@ def main():
     text = "\n".join(lines)
     print(text)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"compare-{stamp}.md").write_text(text + "\n")
-    (out / f"compare-{stamp}.json").write_text(json.dumps({
+    written = write_results(args.out, "compare", text, {
         "machine": machine(), "versions": ver, "command": command,
         "settings": {"rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
                      "connections": args.connections, "variants": dict(variants)},
         "upstreams": results, "failures": failures,
-    }, indent=2))
-    print(f"wrote {out / f'compare-{stamp}.md'} and .json", file=sys.stderr)
+    })
+    print(f"wrote {written}.md and .json", file=sys.stderr)
     return 1 if failures else 0
+
+
+def write_results(out_dir, name, text, data):
+    """Writes `text` and `data` (as JSON) to OUT_DIR/NAME-STAMP.md and .json;
+    returns that path without its extension."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    Path(f"{base}.md").write_text(text + "\n")
+    Path(f"{base}.json").write_text(json.dumps(data, indent=2))
+    return base
 
 
 if __name__ == "__main__":

@@ -201,11 +201,7 @@ def main():
                          f" {m['p50_us']:,.0f} us | {m['p99_us']:,.0f} us | {'' if lag is None else f'{lag:,.0f} us'} |")
     text = "\n".join(lines)
     print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"harnesses-{stamp}.md").write_text(text + "\n")
-    (out / f"harnesses-{stamp}.json").write_text(json.dumps(rows, indent=2))
+    compare.write_results(args.out, "harnesses", text, rows)
     return 0
 
 
