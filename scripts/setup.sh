@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Installs what building the workspace needs on a fresh Debian machine with
-# Rust: cmake (Pingora's zlib-ng build) and libclang (bindgen, for the
+# Rust: cmake (Pingora's zlib-ng build) and libclang-dev (bindgen, for the
 # engine's `tensorrt` feature). Safe to run again.
+#
+# Each need is checked by its Debian package, never by a file glob: the base
+# image ships libclang-cpp14 (`libclang-cpp.so.14`), which a `libclang*.so*`
+# glob matches but which is not the libclang that bindgen loads.
 set -euo pipefail
 
+installed() {
+    [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
 missing=()
-command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
-    || missing+=(libclang-dev)
+for pkg in cmake libclang-dev; do
+    installed "$pkg" || missing+=("$pkg")
+done
 if ((${#missing[@]})); then
     sudo=""
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
