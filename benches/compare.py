@@ -49,6 +49,11 @@ same run and rounds, e.g.
 
     benches/compare.py --gateway-variant 'nometrics=request_metrics = false'
 
+`--gateway-bin NAME=PATH` (repeatable) adds a target `gateway-NAME` that
+runs another gateway binary with the base config: a build of an earlier
+commit, measured side by side with this one, e.g.
+    benches/compare.py --gateway-bin before=/tmp/igw-before/gateway
+
 Needs nginx, haproxy and taskset (apt-get install nginx-light haproxy when
 nginx or haproxy is missing and this runs as root).
 """
@@ -248,9 +253,9 @@ deployment = "d1"
 """
 
 
-def start_proxies(upstream_kind, up_port, up_path, tmp, bins, variants):
-    """nginx, haproxy and the gateway (plus its variants) in front of one
-    upstream, each alone on the proxy CPU."""
+def start_proxies(upstream_kind, up_port, up_path, tmp, bins, variants, other_bins):
+    """nginx, haproxy and the gateway (plus its variants and other builds)
+    in front of one upstream, each alone on the proxy CPU."""
     targets = []
     tag = f"{upstream_kind}-up"
 
@@ -291,11 +296,14 @@ backend replica
     proc = start([tool("haproxy"), "-db", "-f", str(conf)], PROXY_CPU, tmp / f"haproxy-{tag}.log")
     targets.append(Target("haproxy", port, up_path, proc))
 
-    for name, extra in [("gateway", "")] + [(f"gateway-{n}", s) for n, s in variants]:
+    gateways = [("gateway", "", bins / "gateway")]
+    gateways += [(f"gateway-{n}", s, bins / "gateway") for n, s in variants]
+    gateways += [(f"gateway-{n}", "", Path(b)) for n, b in other_bins]
+    for name, extra, binary in gateways:
         port, admin = free_port(), free_port()
         conf = tmp / f"{name}-{tag}.toml"
         conf.write_text(gateway_config(port, admin, up_port, extra))
-        proc = start([str(bins / "gateway"), "serve", "--config", str(conf)], PROXY_CPU, tmp / f"{name}-{tag}.log",
+        proc = start([str(binary), "serve", "--config", str(conf)], PROXY_CPU, tmp / f"{name}-{tag}.log",
                      env={**os.environ, "RUST_LOG": "warn"})
         targets.append(Target(name, port, GATEWAY_PATH, proc))
 
@@ -405,6 +413,8 @@ def main():
     ap.add_argument("--upstreams", default="nginx,engine", help="comma-separated: nginx, engine")
     ap.add_argument("--gateway-variant", action="append", default=[], metavar="NAME=SNIPPET",
                     help="another gateway target with SNIPPET at the end of its [server] table (see above)")
+    ap.add_argument("--gateway-bin", action="append", default=[], metavar="NAME=PATH",
+                    help="another gateway target running the binary at PATH (see above)")
     ap.add_argument("--smoke", action="store_true", help="1 round of fractions of a second: checks the runner")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--bin-dir", default=str(ROOT / "target/release"))
@@ -421,6 +431,12 @@ def main():
         if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             ap.error(f"--gateway-variant {v!r} is not NAME=SNIPPET")
         variants.append((name, snippet.replace("\\n", "\n")))
+    other_bins = []
+    for v in args.gateway_bin:
+        name, sep, path = v.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not Path(path).is_file():
+            ap.error(f"--gateway-bin {v!r} is not NAME=PATH of a gateway binary")
+        other_bins.append((name, path))
 
     ensure_packages()
     if not args.no_build:
@@ -438,7 +454,7 @@ def main():
         for kind in upstreams:
             port, proc, path = start_upstream(kind, tmp, bins)
             targets[kind] = [Target("direct", port, path, proc)] + start_proxies(kind, port, path, tmp, bins,
-                                                                                 variants)
+                                                                                 variants, other_bins)
             for t in targets[kind]:
                 wait_ok(t.url)
 
@@ -513,7 +529,8 @@ def main():
     written = write_results(args.out, "compare", text, {
         "machine": machine(), "versions": ver, "command": command,
         "settings": {"rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
-                     "connections": args.connections, "variants": dict(variants)},
+                     "connections": args.connections, "variants": dict(variants),
+                     "gateway_bins": dict(other_bins)},
         "upstreams": results, "failures": failures,
     })
     print(f"wrote {written}.md and .json", file=sys.stderr)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building the workspace needs on a fresh Debian machine with
-# Rust: cmake (Pingora's zlib-ng build) and libclang-dev (bindgen, for the
-# engine's `tensorrt` feature). Safe to run again.
+# Rust: cmake (Pingora's zlib-ng build), libclang-dev (bindgen, for the
+# engine's `tensorrt` feature), and libssl-dev with pkg-config (TLS: the
+# gateway links Debian's OpenSSL, see .cargo/config.toml). Safe to run again.
 #
 # Each need is checked by its Debian package, never by a file glob: the base
 # image ships libclang-cpp14 (`libclang-cpp.so.14`), which a `libclang*.so*`
@@ -13,7 +14,7 @@ installed() {
 }
 
 missing=()
-for pkg in cmake libclang-dev; do
+for pkg in cmake libclang-dev libssl-dev pkg-config; do
     installed "$pkg" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

@@ -36,7 +36,11 @@ impl Config {
                 engine.resolve_paths(base);
             }
         }
+        let tls = self.listeners.tls.as_mut();
+        let (cert, key) = tls.map_or((None, None), |t| (Some(&mut t.cert), Some(&mut t.key)));
         for path in [
+            cert,
+            key,
             self.node.engine_binary.as_mut(),
             self.server.access_log.path.as_mut(),
         ]
@@ -64,6 +68,20 @@ pub struct Listeners {
     pub predict: SocketAddr,
     /// Management API and health. Default `127.0.0.1:8081`.
     pub admin: SocketAddr,
+    /// Predict traffic over TLS (`[listeners.tls]`), when configured.
+    pub tls: Option<TlsListener>,
+}
+
+/// A predict listener that terminates TLS, offering HTTP/2 and HTTP/1.1 by
+/// ALPN. The certificate and key are read again when either file changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListener {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// PEM certificate chain, leaf first (relative to the config file).
+    pub cert: PathBuf,
+    /// PEM private key of the leaf certificate (relative to the config file).
+    pub key: PathBuf,
 }
 
 /// Process-wide settings of the gateway.
@@ -73,8 +91,10 @@ pub struct ServerSettings {
     pub threads: Option<u32>,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub grace_period: Duration,
-    /// Idle keep-alive connections kept to replicas, in total.
+    /// Idle keep-alive connections kept to each replica.
     pub upstream_keepalive_pool_size: usize,
+    /// How long an idle connection to a replica is kept for reuse.
+    pub upstream_idle_timeout: Duration,
     /// Timeout for opening a connection to a replica.
     pub upstream_connect_timeout: Duration,
     /// Longest silence allowed while reading a replica's response.

@@ -10,6 +10,14 @@ use serde::Deserialize;
 pub(crate) struct RawListeners {
     pub(crate) predict: Option<String>,
     pub(crate) admin: Option<String>,
+    pub(crate) tls: Option<RawTlsListener>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawTlsListener {
+    pub(crate) address: Option<String>,
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -19,6 +27,7 @@ pub(crate) struct RawServer {
     pub(crate) upstream_keepalive_pool_size: Option<u32>,
     pub(crate) upstream_connect_timeout_ms: Option<u32>,
     pub(crate) upstream_read_timeout_secs: Option<u32>,
+    pub(crate) upstream_idle_timeout_secs: Option<u32>,
     pub(crate) max_request_body_bytes: Option<u64>,
     pub(crate) usage_interval_secs: Option<u32>,
     pub(crate) max_parked_bytes: Option<u64>,

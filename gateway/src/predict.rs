@@ -1,35 +1,46 @@
-//! The Pingora `ProxyHttp` implementation: parse -> authenticate -> resolve
-//! -> claim a replica slot (or park until one frees up) -> proxy, streaming
-//! the response as it arrives.
+//! The predict listener's application, straight on pingora-core: each
+//! request is one async function over Pingora's server session (HTTP/1.1,
+//! or one stream of an HTTP/2 connection) and an HTTP/1.1 client session to
+//! the replica. Parse -> authenticate -> resolve -> claim a replica slot (or
+//! park until one frees up) -> one write of head and body -> stream the
+//! response back as it arrives.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use control::rollout::{self, Side};
-use control::{Admission, Lease, Parked, RolloutRuntime, Routing, SidePreference};
-use http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-
 use control::telemetry::{Finished, RouteMetrics};
+use control::{Admission, Lease, Parked, RolloutRuntime, Routing, SidePreference};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use pingora_core::apps::{
+    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream,
+};
+use pingora_core::protocols::Stream;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_error::ErrorType;
+use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLogger, Entry};
+use crate::connections::Connections;
 use crate::reject::{Reject, send_json, send_json_error};
 use crate::route::{self, Call};
 use crate::shutdown::{InFlight, InFlightGuard};
-use request::{client_gone, content_length, parked_bytes, session_hash, upstream_uri};
+use request::{
+    BodyError, INLINE_BODY_LIMIT, ReplicaPath, RequestBody, client_gone, content_length,
+    expects_continue, parked_bytes, session_hash,
+};
+use upstream::Framing;
 
 mod request;
+mod upstream;
 
-/// Response header naming the deployment that answered. A `&'static str`
-/// rather than a `HeaderName`: Pingora copies a `HeaderName` into a
-/// title-cased buffer on every insert.
+/// Response header naming the deployment that answered.
 pub const DEPLOYMENT_HEADER: &str = "x-deployment-id";
 
 /// Request header that keeps a session on one side of a rollout and on one
@@ -45,6 +56,9 @@ pub const SIDE_HEADER: &str = "x-rollout-side";
 /// replica.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// Replicas tried for one request when they cannot be reached.
+const CONNECT_ATTEMPTS: u32 = 3;
+
 /// Upstream settings applied to every replica connection.
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
@@ -52,9 +66,6 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Longest silence while reading a replica's response.
     pub read_timeout: Duration,
-    /// Idle pooled connections are closed after this, before the replica's
-    /// own idle timeout can close them under a request.
-    pub idle_timeout: Duration,
     /// Largest request body accepted.
     pub max_request_body_bytes: u64,
 }
@@ -73,26 +84,112 @@ pub struct Observe {
 pub struct Gateway {
     routing: Arc<Routing>,
     upstream: UpstreamSettings,
+    connections: Arc<Connections>,
     in_flight: Arc<InFlight>,
     request_metrics: bool,
     access_log: Option<Arc<AccessLogger>>,
+    options: HttpServerOptions,
 }
 
 impl Gateway {
-    /// A gateway routing by `routing`'s current snapshot.
+    /// A gateway routing by `routing`'s current snapshot, reusing replica
+    /// connections from `connections`.
     pub fn new(
         routing: Arc<Routing>,
         upstream: UpstreamSettings,
+        connections: Arc<Connections>,
         in_flight: Arc<InFlight>,
         observe: Observe,
     ) -> Self {
+        let mut options = HttpServerOptions::default();
+        // HTTP/2 with prior knowledge on the plain listener; TLS listeners
+        // offer h2 by ALPN.
+        options.h2c = true;
         Self {
             routing,
             upstream,
+            connections,
             in_flight,
             request_metrics: observe.request_metrics,
             access_log: observe.access_log,
+            options,
         }
+    }
+
+    /// Answers one request, start to end, and records it; whether the
+    /// connection can take another request.
+    async fn serve(&self, session: &mut ServerSession, shutting_down: bool) -> bool {
+        let mut ctx = RequestCtx {
+            metrics: None,
+            request_id: None,
+            queue_wait: None,
+            upstream_started: None,
+            first_byte: None,
+            upstream_done: None,
+            replica: None,
+            client_left: false,
+            failed: false,
+            abort: false,
+            rollout: None,
+            started: Instant::now(),
+            deployment: None,
+            replica_path: ReplicaPath::Predict,
+            body: RequestBody::default(),
+            _in_flight: self.in_flight.enter(),
+        };
+        let path = session.req_header().uri.path();
+        if path == "/healthz" || path == "/readyz" {
+            let (status, body) = match (path, shutting_down) {
+                ("/healthz", _) => (StatusCode::OK, r#"{"status":"ok"}"#),
+                (_, false) => (StatusCode::OK, r#"{"status":"ready"}"#),
+                (_, true) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"status":"shutting down"}"#,
+                ),
+            };
+            let sent = send_json(session, status, Bytes::from_static(body.as_bytes()), &[]).await;
+            return sent.is_ok();
+        }
+        if let Some(log) = &self.access_log
+            && log.sample()
+        {
+            let from_client = session.req_header().headers.get(REQUEST_ID_HEADER);
+            ctx.request_id = Some(log.request_id(from_client));
+        }
+        let reuse = match self.route_and_proxy(session, &mut ctx).await {
+            Ok(()) => !ctx.abort,
+            Err(Reject::ClientClosed) => {
+                // Nobody to answer: counted as 499 unless a response began.
+                ctx.client_left = session.response_written().is_none();
+                false
+            }
+            Err(reject) => self.refuse(session, reject).await,
+        };
+        self.record(session, &mut ctx);
+        reuse
+    }
+
+    /// Admission, the wait for a slot, and the exchange with the replica.
+    async fn route_and_proxy(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Reject> {
+        let lease = match self.admit(session.req_header(), ctx)? {
+            Next::Proxy(lease) => lease,
+            Next::Woken => {
+                let body = Bytes::from_static(br#"{"status":"waking"}"#);
+                let _ = send_json(session, StatusCode::ACCEPTED, body, &[]).await;
+                return Ok(());
+            }
+            Next::Park(mut parked) => {
+                let parked_at = Instant::now();
+                let outcome = self.wait_parked(session, &mut ctx.body, &mut parked).await;
+                ctx.queue_wait = Some(parked_at.elapsed());
+                outcome?
+            }
+        };
+        self.proxy(session, ctx, lease).await
     }
 
     /// Decides where a request goes, or why it is refused. Synchronous: the
@@ -150,7 +247,7 @@ impl Gateway {
             deployment.pool().wake(1);
             return Ok(Next::Woken);
         }
-        ctx.upstream_uri = Some(upstream_uri(route.call, req.uri.query()).ok_or(Reject::Internal)?);
+        ctx.replica_path = ReplicaPath::of(route.call, req.uri.path());
         ctx.deployment = Some(deployment.id_header().clone());
         ctx.rollout = resolved
             .rollout
@@ -159,10 +256,7 @@ impl Gateway {
             .pool()
             .admit_with_affinity(|| parked_bytes(req), session)
         {
-            Admission::Go(lease) => {
-                ctx.lease = Some(lease);
-                Ok(Next::Proxy)
-            }
+            Admission::Go(lease) => Ok(Next::Proxy(lease)),
             Admission::Park(parked) => Ok(Next::Park(parked)),
             Admission::Refuse(why) => Err(Reject::Overloaded(why)),
         }
@@ -172,14 +266,16 @@ impl Gateway {
     /// timeout, or the client leaving, whichever comes first.
     async fn wait_parked(
         &self,
-        session: &mut Session,
+        session: &mut ServerSession,
+        body: &mut RequestBody,
         parked: &mut Parked,
     ) -> Result<Lease, Reject> {
         let timeout = parked.timeout();
+        let max = self.upstream.max_request_body_bytes;
         let outcome = tokio::select! {
             lease = parked.lease() => lease.map_err(|_| Reject::Closed),
             () = tokio::time::sleep(timeout) => Err(Reject::QueueTimeout),
-            () = client_gone(session, self.upstream.max_request_body_bytes) => Err(Reject::ClientClosed),
+            () = client_gone(session, body, max) => Err(Reject::ClientClosed),
         };
         let counters = parked.counters();
         let counter = match outcome {
@@ -192,145 +288,261 @@ impl Gateway {
         }
         outcome
     }
-
-    fn peer_for(&self, lease: &Lease) -> Box<HttpPeer> {
-        let mut peer = HttpPeer::new(lease.replica().addr(), false, String::new());
-        peer.options.connection_timeout = Some(self.upstream.connect_timeout);
-        peer.options.read_timeout = Some(self.upstream.read_timeout);
-        peer.options.idle_timeout = Some(self.upstream.idle_timeout);
-        Box::new(peer)
-    }
 }
 
-/// What `admit` decided.
-#[derive(Debug)]
-enum Next {
-    /// A slot is leased: proxy now.
-    Proxy,
-    /// Wait in the queue first.
-    Park(Parked),
-    /// A wake call: answer 202.
-    Woken,
-}
-
-/// Per-request state.
-#[derive(Debug)]
-pub struct RequestCtx {
-    lease: Option<Lease>,
-    /// Where the request is counted, once it resolved to a deployment.
-    metrics: Option<Arc<RouteMetrics>>,
-    /// Its id, when the access log records it (and whether the gateway
-    /// made it up, so it must be passed on).
-    request_id: Option<(HeaderValue, bool)>,
-    queue_wait: Option<Duration>,
-    upstream_started: Option<Instant>,
-    first_byte: Option<Duration>,
-    upstream_done: Option<Instant>,
-    /// The replica that answered, once its lease is given back.
-    replica: Option<std::net::SocketAddr>,
-    /// The client left before any response: counted as 499.
-    client_left: bool,
-    /// `/healthz` or `/readyz`: not counted as a request.
-    health_check: bool,
-    /// The rollout this request counts for, and its side.
-    rollout: Option<(Arc<RolloutRuntime>, Side)>,
-    started: Instant,
-    deployment: Option<HeaderValue>,
-    upstream_uri: Option<Uri>,
-    body_bytes: u64,
-    connect_attempts: u32,
-    _in_flight: InFlightGuard,
-}
-
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            lease: None,
-            metrics: None,
-            request_id: None,
-            queue_wait: None,
-            upstream_started: None,
-            first_byte: None,
-            upstream_done: None,
-            replica: None,
-            client_left: false,
-            health_check: false,
-            rollout: None,
-            started: Instant::now(),
-            deployment: None,
-            upstream_uri: None,
-            body_bytes: 0,
-            connect_attempts: 0,
-            _in_flight: self.in_flight.enter(),
+impl Gateway {
+    /// The exchange with the replica: a pooled or new connection, the
+    /// request in one write when its body is small, the response streamed
+    /// back as it arrives. The slot is given back as soon as the replica's
+    /// response has been read.
+    async fn proxy(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut RequestCtx,
+        mut lease: Lease,
+    ) -> Result<(), Reject> {
+        let max = self.upstream.max_request_body_bytes;
+        let req = session.req_header();
+        let method = req.method.clone();
+        if expects_continue(req) && !ctx.body.is_complete() {
+            // The gateway answers the client's `Expect` itself: the replica
+            // gets the body with the head.
+            session
+                .write_continue_response()
+                .await
+                .map_err(|_| Reject::ClientClosed)?;
         }
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let path = session.req_header().uri.path();
-        ctx.health_check = path == "/healthz" || path == "/readyz";
-        match path {
-            "/healthz" => {
-                send_json(
-                    session,
-                    StatusCode::OK,
-                    Bytes::from_static(br#"{"status":"ok"}"#),
-                    &[],
-                )
-                .await?;
-                return Ok(true);
+        ctx.body
+            .fill(session, INLINE_BODY_LIMIT, max)
+            .await
+            .map_err(body_reject)?;
+        let req = session.req_header();
+        let inline = ctx.body.is_complete();
+        let framing = if inline {
+            let declared = req.headers.contains_key(header::CONTENT_LENGTH)
+                || req.headers.contains_key(header::TRANSFER_ENCODING);
+            match ctx.body.bytes() {
+                0 if !declared => Framing::None,
+                n => Framing::Length(n),
             }
-            "/readyz" => {
-                let (status, body) = if session.is_process_shutting_down() {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        r#"{"status":"shutting down"}"#,
-                    )
-                } else {
-                    (StatusCode::OK, r#"{"status":"ready"}"#)
-                };
-                send_json(session, status, Bytes::from_static(body.as_bytes()), &[]).await?;
-                return Ok(true);
-            }
-            _ => {}
-        }
-        if let Some(log) = &self.access_log
-            && log.sample()
-        {
-            let from_client = session.req_header().headers.get(REQUEST_ID_HEADER);
-            ctx.request_id = Some(log.request_id(from_client));
-        }
-        let outcome = match self.admit(session.req_header(), ctx) {
-            Ok(Next::Proxy) => return Ok(false),
-            Ok(Next::Woken) => {
-                let body = Bytes::from_static(br#"{"status":"waking"}"#);
-                send_json(session, StatusCode::ACCEPTED, body, &[]).await?;
-                return Ok(true);
-            }
-            Ok(Next::Park(mut parked)) => {
-                let parked_at = Instant::now();
-                let outcome = self.wait_parked(session, &mut parked).await;
-                ctx.queue_wait = Some(parked_at.elapsed());
-                outcome
-            }
-            Err(reject) => Err(reject),
+        } else {
+            content_length(req).map_or(Framing::Chunked, Framing::Length)
         };
-        let reject = match outcome {
-            Ok(lease) => {
-                ctx.lease = Some(lease);
-                return Ok(false);
-            }
-            Err(reject) => reject,
+        let mut head = BytesMut::with_capacity(512);
+        let generated_id = match &ctx.request_id {
+            Some((id, true)) => Some(id),
+            _ => None,
         };
-        if reject == Reject::ClientClosed {
-            ctx.client_left = true;
-            // Nobody to answer; the connection is closed with the request.
-            return Error::e_explain(
-                ErrorType::ConnectionClosed,
-                "client left while queued (499)",
-            );
+        upstream::write_head(
+            &mut head,
+            req,
+            ctx.replica_path.resolve(req.uri.path()),
+            req.uri.query(),
+            framing,
+            generated_id,
+        );
+        let body = ctx.body.take_pending();
+
+        // Connect, reuse and retry: only while nothing of the request can
+        // have been processed, or the request is whole in memory and may be
+        // repeated.
+        ctx.upstream_started = Some(Instant::now());
+        let mut connect_attempts = 0;
+        let mut fresh_only = false;
+        let mut up = loop {
+            let addr = lease.replica().addr();
+            let pooled = if fresh_only {
+                None
+            } else {
+                self.connections.checkout(addr)
+            };
+            let reused = pooled.is_some();
+            let mut stream = match pooled {
+                Some(stream) => stream,
+                None => match self.connect(addr).await {
+                    Ok(stream) => stream,
+                    Err(reject) => {
+                        // Nothing reached the replica, so trying another
+                        // one is safe for any method. The failed replica
+                        // leaves routing until a probe passes.
+                        connect_attempts += 1;
+                        if connect_attempts < CONNECT_ATTEMPTS
+                            && let Some(other) = lease.retry_elsewhere()
+                        {
+                            lease = other;
+                            continue;
+                        }
+                        lease.replica().mark_unreachable();
+                        return Err(reject);
+                    }
+                },
+            };
+            let written = if inline {
+                upstream::write_all_vectored(&mut stream, &head, &body).await
+            } else {
+                self.stream_body(session, &mut stream, &head, body.clone(), framing, ctx)
+                    .await?
+            };
+            if written.is_err() {
+                // A pooled connection the replica had closed: the request
+                // never reached it.
+                if reused && inline {
+                    fresh_only = true;
+                    continue;
+                }
+                return Err(Reject::ReplicaFailed);
+            }
+            let mut up = UpstreamSession::new(stream);
+            up.read_timeout = Some(self.upstream.read_timeout);
+            let response = tokio::select! {
+                biased;
+                response = read_final_response(&mut up) => response,
+                _ = session.read_body_or_idle(true) => return Err(Reject::ClientClosed),
+            };
+            match response {
+                Ok(()) => break up,
+                Err(mut e) => {
+                    if *e.etype() == ErrorType::ReadTimedout {
+                        return Err(Reject::ReplicaTimeout);
+                    }
+                    // Closed before any byte of a response: the replica may
+                    // have dropped an idle connection as the request came.
+                    // Only a repeatable request is sent again.
+                    e.retry.decide_reuse(reused);
+                    if e.retry.retry() && inline && upstream::idempotent(&method) {
+                        fresh_only = true;
+                        continue;
+                    }
+                    return Err(Reject::ReplicaFailed);
+                }
+            }
+        };
+        ctx.first_byte = Some(ctx.started.elapsed());
+        let addr = lease.replica().addr();
+        let response = self.downstream_head(&up, ctx)?;
+        session
+            .write_response_header(response)
+            .await
+            .map_err(|_| Reject::ClientClosed)?;
+
+        if method == Method::HEAD {
+            // No body follows a HEAD response; the replica's framing headers
+            // describe the GET it stands for, so its connection is not reused.
+            ctx.upstream_done = Some(Instant::now());
+            ctx.replica = Some(addr);
+            return Ok(());
+        }
+        loop {
+            match up.read_body_ref().await {
+                Ok(Some(piece)) => {
+                    if write_body(session, piece).await.is_err() {
+                        ctx.abort = true;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // The replica broke off mid-response: the client sees a
+                    // truncated response and a closed connection.
+                    ctx.abort = true;
+                    ctx.failed = true;
+                    break;
+                }
+            }
+        }
+        ctx.upstream_done = Some(Instant::now());
+        ctx.replica = Some(addr);
+        // The replica is done: its slot frees now, before the client has the
+        // last byte, so the client's next request finds it free.
+        drop(lease);
+        if !ctx.failed {
+            up.respect_keepalive();
+            if let Some(stream) = up.reuse().await {
+                self.connections.checkin(addr, stream);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the head and a body too large to hold, piece by piece as the
+    /// client sends it. The outer error is the client's; the inner one the
+    /// replica connection's.
+    async fn stream_body(
+        &self,
+        session: &mut ServerSession,
+        stream: &mut Stream,
+        head: &[u8],
+        first: Bytes,
+        framing: Framing,
+        ctx: &mut RequestCtx,
+    ) -> Result<std::io::Result<()>, Reject> {
+        use tokio::io::AsyncWriteExt;
+        let max = self.upstream.max_request_body_bytes;
+        if let Err(e) = stream.write_all(head).await {
+            return Ok(Err(e));
+        }
+        let mut piece = first;
+        loop {
+            if let Err(e) = upstream::write_body_piece(stream, framing, &piece).await {
+                return Ok(Err(e));
+            }
+            match ctx.body.read_piece(session, max).await {
+                Ok(Some(next)) => piece = next,
+                Ok(None) => break,
+                Err(e) => return Err(body_reject(e)),
+            }
+        }
+        Ok(upstream::finish_body(stream, framing).await)
+    }
+
+    /// The client's response head: the replica's status and end-to-end
+    /// headers, the deployment that answered and the request id.
+    fn downstream_head(
+        &self,
+        up: &UpstreamSession,
+        ctx: &RequestCtx,
+    ) -> Result<Box<ResponseHeader>, Reject> {
+        let from = up.resp_header().ok_or(Reject::Internal)?;
+        let mut head = ResponseHeader::build_no_case(from.status, Some(from.headers.len() + 2))
+            .map_err(|_| Reject::Internal)?;
+        for (name, value) in &from.headers {
+            if !upstream::is_dropped_response_header(name) {
+                head.append_header(name, value)
+                    .map_err(|_| Reject::ReplicaFailed)?;
+            }
+        }
+        if let Some(id) = &ctx.deployment {
+            head.insert_header(DEPLOYMENT_HEADER, id)
+                .map_err(|_| Reject::Internal)?;
+        }
+        if let Some((id, true)) = &ctx.request_id {
+            head.insert_header(REQUEST_ID_HEADER, id)
+                .map_err(|_| Reject::Internal)?;
+        }
+        Ok(Box::new(head))
+    }
+
+    /// A new connection to a replica.
+    async fn connect(&self, addr: std::net::SocketAddr) -> Result<Stream, Reject> {
+        let connect = tokio::net::TcpStream::connect(addr);
+        let tcp = match tokio::time::timeout(self.upstream.connect_timeout, connect).await {
+            Err(_) => return Err(Reject::ReplicaTimeout),
+            Ok(Err(_)) => return Err(Reject::ReplicaFailed),
+            Ok(Ok(tcp)) => tcp,
+        };
+        // Requests are written whole: nothing to gain from Nagle's delay.
+        let _ = tcp.set_nodelay(true);
+        Ok(Box::new(pingora_core::protocols::l4::stream::Stream::from(
+            tcp,
+        )))
+    }
+
+    /// Answers a refused or failed request with its JSON error, if no
+    /// response has begun; whether the connection can take another request.
+    async fn refuse(&self, session: &mut ServerSession, reject: Reject) -> bool {
+        if session.response_written().is_some() {
+            // A status cannot follow response bytes: the connection is cut.
+            return false;
         }
         let extra: &[(HeaderName, &'static str)] = match reject {
             Reject::Auth(control::AuthError::Missing | control::AuthError::Invalid) => {
@@ -341,142 +553,33 @@ impl ProxyHttp for Gateway {
             Reject::Overloaded(_) => &[(header::RETRY_AFTER, "1")],
             _ => &[],
         };
-        send_json_error(session, reject.status(), &reject.to_string(), extra).await?;
-        Ok(true)
+        // After a replica failure or a body the gateway would not read, the
+        // client's connection is not reused: its request may be half-read.
+        let reuse = !matches!(
+            reject,
+            Reject::BodyTooLarge
+                | Reject::BadBody
+                | Reject::ReplicaFailed
+                | Reject::ReplicaTimeout
+                | Reject::Internal
+        );
+        if !reuse {
+            session.set_keepalive(None);
+        }
+        let sent = send_json_error(session, reject.status(), &reject.to_string(), extra).await;
+        reuse && sent.is_ok()
     }
 
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        if let Some(chunk) = body {
-            ctx.body_bytes += chunk.len() as u64;
-            if ctx.body_bytes > self.upstream.max_request_body_bytes {
-                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the limit");
-            }
-        }
-        Ok(())
-    }
-
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        let lease = ctx
-            .lease
-            .as_ref()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no replica leased"))?;
-        ctx.connect_attempts += 1;
-        ctx.upstream_started.get_or_insert_with(Instant::now);
-        Ok(self.peer_for(lease))
-    }
-
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        // Nothing reached the replica, so trying another one is safe for any
-        // method. The failed replica leaves routing until a probe passes; at
-        // most three replicas are tried.
-        if let Some(lease) = &ctx.lease
-            && ctx.connect_attempts < 3
-            && let Some(other) = lease.retry_elsewhere()
-        {
-            ctx.lease = Some(other);
-            e.set_retry(true);
-        }
-        e
-    }
-
-    fn error_while_proxy(
-        &self,
-        peer: &HttpPeer,
-        session: &mut Session,
-        e: Box<Error>,
-        _ctx: &mut RequestCtx,
-        client_reused: bool,
-    ) -> Box<Error> {
-        // Unlike Pingora's default, a POST may be retried when a pooled
-        // connection turns out to be closed before the replica answered:
-        // predictions are safe to repeat, and otherwise every idle-timeout
-        // race would surface as a 502. Never once the body buffer is gone.
-        let mut e = e.more_context(format!("replica {peer}"));
-        if session.as_ref().retry_buffer_truncated() {
-            e.set_retry(false);
-        } else {
-            e.retry.decide_reuse(client_reused);
-        }
-        e
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        if let Some(uri) = ctx.upstream_uri.clone() {
-            upstream_request.set_uri(uri);
-        }
-        // The replica never sees the client's key.
-        upstream_request.remove_header(&header::AUTHORIZATION);
-        if let Some((id, true)) = &ctx.request_id {
-            upstream_request.insert_header(REQUEST_ID_HEADER, id.clone())?;
-        }
-        Ok(())
-    }
-
-    fn upstream_response_body_filter(
-        &self,
-        _session: &mut Session,
-        _body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<Duration>> {
-        if end_of_stream {
-            ctx.upstream_done = Some(Instant::now());
-            // The replica is done: its slot frees now, before the client
-            // has the last byte, so the client's next request finds it free.
-            if let Some(lease) = ctx.lease.take() {
-                ctx.replica = Some(lease.replica().addr());
-            }
-        }
-        Ok(None)
-    }
-
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        // Only replica responses come through here: the head just arrived.
-        // (Not in `upstream_response_filter`: another async hook would box
-        // one more future per request.)
-        ctx.first_byte = Some(ctx.started.elapsed());
-        if let Some(id) = ctx.deployment.clone() {
-            upstream_response.insert_header(DEPLOYMENT_HEADER, id)?;
-        }
-        if let Some((id, true)) = &ctx.request_id {
-            upstream_response.insert_header(REQUEST_ID_HEADER, id.clone())?;
-        }
-        Ok(())
-    }
-
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    /// Counts the request in its route's metrics, the rollout guard and the
+    /// access log.
+    fn record(&self, session: &ServerSession, ctx: &mut RequestCtx) {
         let now = Instant::now();
         let total = now.duration_since(ctx.started);
         let sent = session.response_written().map(|r| r.status.as_u16());
-        // Feed the rollout guard: a 5xx or no response at all is a failure.
+        // Feed the rollout guard: a 5xx, a broken response or no response
+        // at all is a failure.
         if let Some((runtime, side)) = &ctx.rollout {
-            let failed = e.is_some() || sent.is_none_or(|s| s >= 500);
+            let failed = ctx.failed || sent.is_none_or(|s| s >= 500);
             runtime.stats().record(*side, failed, total);
         }
         let finished = Finished {
@@ -486,7 +589,7 @@ impl ProxyHttp for Gateway {
             } else {
                 sent.unwrap_or(0)
             },
-            request_bytes: ctx.body_bytes,
+            request_bytes: ctx.body.bytes(),
             response_bytes: session.body_bytes_sent() as u64,
             total,
             queue_wait: ctx.queue_wait,
@@ -495,9 +598,6 @@ impl ProxyHttp for Gateway {
                 .map(|at| ctx.upstream_done.unwrap_or(now).duration_since(at)),
             first_byte: ctx.first_byte,
         };
-        if ctx.health_check {
-            return;
-        }
         let unrouted;
         let route = match &ctx.metrics {
             Some(route) => route,
@@ -514,9 +614,7 @@ impl ProxyHttp for Gateway {
                 at: std::time::SystemTime::now(),
                 request_id,
                 route: Arc::clone(route),
-                replica: ctx
-                    .replica
-                    .or(ctx.lease.as_ref().map(|l| l.replica().addr())),
+                replica: ctx.replica,
                 status: finished.status,
                 request_bytes: finished.request_bytes,
                 response_bytes: finished.response_bytes,
@@ -526,32 +624,127 @@ impl ProxyHttp for Gateway {
             });
         }
     }
+}
 
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
-        let Some(reject) = Reject::from_proxy_error(e) else {
-            // The client went away: 499, unless a response had begun.
-            ctx.client_left = session.response_written().is_none();
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        };
-        let status = reject.status();
-        // Once response bytes reached the client, a new status cannot be sent.
-        if session.response_written().is_none()
-            && let Err(write_error) =
-                send_json_error(session, status, &reject.to_string(), &[]).await
-        {
-            log::debug!("could not send error response: {write_error}");
+/// Reads the replica's final response head, skipping informational ones.
+async fn read_final_response(up: &mut UpstreamSession) -> pingora_error::Result<()> {
+    loop {
+        up.read_response().await?;
+        match up.get_status() {
+            Some(status) if status == StatusCode::SWITCHING_PROTOCOLS => {
+                // The gateway never forwards `Upgrade`: a 101 is a broken reply.
+                return pingora_error::Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "unexpected 101 from a replica",
+                );
+            }
+            Some(status) if status.is_informational() => continue,
+            _ => return Ok(()),
         }
-        FailToProxy {
-            error_code: status.as_u16(),
-            can_reuse_downstream: false,
+    }
+}
+
+/// Relays one piece of the response body; over HTTP/1.1 without a copy.
+async fn write_body(session: &mut ServerSession, piece: &[u8]) -> pingora_error::Result<()> {
+    if piece.is_empty() {
+        // A read of chunk framing alone yields no data; written as is, an
+        // empty piece would be the last chunk and end the client's response.
+        return Ok(());
+    }
+    match session {
+        ServerSession::H1(h1) => h1.write_body(piece).await.map(|_| ()),
+        other => {
+            other
+                .write_response_body(Bytes::copy_from_slice(piece), false)
+                .await
         }
+    }
+}
+
+fn body_reject(e: BodyError) -> Reject {
+    match e {
+        BodyError::TooLarge => Reject::BodyTooLarge,
+        BodyError::Client => Reject::BadBody,
+    }
+}
+
+/// What `admit` decided.
+#[derive(Debug)]
+enum Next {
+    /// A slot is leased: proxy now.
+    Proxy(Lease),
+    /// Wait in the queue first.
+    Park(Parked),
+    /// A wake call: answer 202.
+    Woken,
+}
+
+/// Per-request state.
+#[derive(Debug)]
+struct RequestCtx {
+    /// Where the request is counted, once it resolved to a deployment.
+    metrics: Option<Arc<RouteMetrics>>,
+    /// Its id, when the access log records it (and whether the gateway
+    /// made it up, so it must be passed on).
+    request_id: Option<(HeaderValue, bool)>,
+    queue_wait: Option<Duration>,
+    upstream_started: Option<Instant>,
+    first_byte: Option<Duration>,
+    upstream_done: Option<Instant>,
+    /// The replica that answered.
+    replica: Option<std::net::SocketAddr>,
+    /// The client left before any response: counted as 499.
+    client_left: bool,
+    /// The replica broke off its response.
+    failed: bool,
+    /// The response could not be completed: the connection is closed
+    /// instead of finishing it.
+    abort: bool,
+    /// The rollout this request counts for, and its side.
+    rollout: Option<(Arc<RolloutRuntime>, Side)>,
+    started: Instant,
+    deployment: Option<HeaderValue>,
+    replica_path: ReplicaPath,
+    body: RequestBody,
+    _in_flight: InFlightGuard,
+}
+
+#[async_trait]
+impl HttpServerApp for Gateway {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            // The client closed an idle keep-alive connection.
+            Ok(false) => return None,
+            Err(e) => {
+                if *e.etype() == ErrorType::InvalidHTTPHeader {
+                    let _ = session.respond_error(400).await;
+                }
+                return None;
+            }
+        }
+        let shutting_down = *shutdown.borrow();
+        if shutting_down {
+            // Draining: this connection takes no further request.
+            session.set_keepalive(None);
+        }
+        if !self.serve(&mut session, shutting_down).await {
+            return None;
+        }
+        let persistent = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(reusable)) => {
+                Some(ReusedHttpStream::from_reusable_stream(reusable, persistent))
+            }
+            _ => None,
+        }
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
     }
 }

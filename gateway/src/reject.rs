@@ -4,9 +4,8 @@
 use bytes::Bytes;
 use control::{AuthError, RouteError};
 use http::StatusCode;
-use pingora_error::{Error, ErrorSource, ErrorType};
+use pingora_core::protocols::http::ServerSession;
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
 
 use crate::route::RouteParseError;
 
@@ -34,6 +33,10 @@ pub enum Reject {
     /// Body over the configured limit (413).
     #[error("request body too large")]
     BodyTooLarge,
+    /// A request body that could not be read: bad chunk framing, or cut
+    /// short (400).
+    #[error("malformed or incomplete request body")]
+    BadBody,
     /// No replica slot freed up within the deployment's queue timeout (503).
     #[error("no replica of this deployment became available within its queue timeout")]
     QueueTimeout,
@@ -69,7 +72,7 @@ impl Reject {
         match self {
             Reject::Auth(AuthError::Missing | AuthError::Invalid) => StatusCode::UNAUTHORIZED,
             Reject::Auth(AuthError::Forbidden) | Reject::SideNeedsAdmin => StatusCode::FORBIDDEN,
-            Reject::BadSide => StatusCode::BAD_REQUEST,
+            Reject::BadSide | Reject::BadBody => StatusCode::BAD_REQUEST,
             Reject::Url(_) | Reject::Route(_) => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -81,32 +84,11 @@ impl Reject {
             Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
-
-    /// Classifies a proxying error from Pingora. `None`: the client is gone,
-    /// so there is nobody to answer.
-    pub fn from_proxy_error(e: &Error) -> Option<Self> {
-        use ErrorType::*;
-        if let HTTPStatus(413) = e.etype() {
-            return Some(Reject::BodyTooLarge);
-        }
-        match (e.esource(), e.etype()) {
-            (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout) => {
-                Some(Reject::ReplicaTimeout)
-            }
-            (ErrorSource::Upstream, _) => Some(Reject::ReplicaFailed),
-            (ErrorSource::Downstream, WriteError | ReadError | ConnectionClosed) => None,
-            // Pingora reports unreachable replicas as internal connect errors.
-            (_, ConnectRefused | ConnectTimedout | ConnectError | ConnectNoRoute) => {
-                Some(Reject::ReplicaFailed)
-            }
-            _ => Some(Reject::Internal),
-        }
-    }
 }
 
 /// Writes `{"error": message}` with `status`, plus `extra` headers.
 pub async fn send_json_error(
-    session: &mut Session,
+    session: &mut ServerSession,
     status: StatusCode,
     message: &str,
     extra: &[(http::HeaderName, &'static str)],
@@ -117,7 +99,7 @@ pub async fn send_json_error(
 
 /// Writes a complete JSON response: `status`, `extra` headers and `body`.
 pub async fn send_json(
-    session: &mut Session,
+    session: &mut ServerSession,
     status: StatusCode,
     body: Bytes,
     extra: &[(http::HeaderName, &'static str)],
@@ -128,8 +110,6 @@ pub async fn send_json(
     for (name, value) in extra {
         header.insert_header(name.clone(), *value)?;
     }
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
+    session.write_response_header(Box::new(header)).await?;
+    session.write_response_body(body, true).await
 }

@@ -14,6 +14,8 @@ use control::store::ConfigStore;
 use control::usage::{UsageLedger, UsageMeter};
 use control::{Reloader, Routing, Snapshot, WatchError};
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::l4::stream::{DEFAULT_L4_READ_BUFFER_SIZE, L4BufferSettings};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
@@ -22,9 +24,11 @@ use pingora_core::services::background::background_service;
 
 use crate::access_log::AccessLogger;
 use crate::admin::Admin;
-use crate::proxy::{Gateway, Observe, UpstreamSettings};
+use crate::connections::{Connections, Sweeper};
+use crate::predict::{Gateway, Observe, UpstreamSettings};
 use crate::shutdown::{self, InFlight};
 use crate::telemetry::{self, Exporter};
+use crate::tls::{self, Certificates, TlsError};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,9 @@ pub enum StartError {
     /// The access log cannot be opened.
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
+    /// The TLS listener's certificate or key cannot be used.
+    #[error("TLS listener: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// How long exiting waits for local replicas to stop.
@@ -115,7 +122,6 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
-        upstream_keepalive_pool_size: config.server.upstream_keepalive_pool_size,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -124,18 +130,46 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
     let upstream = UpstreamSettings {
         connect_timeout: config.server.upstream_connect_timeout,
         read_timeout: config.server.upstream_read_timeout,
-        idle_timeout: Duration::from_secs(20),
         max_request_body_bytes: config.server.max_request_body_bytes,
     };
     let observe = Observe {
         request_metrics: config.server.request_metrics,
         access_log,
     };
-    let gateway = Gateway::new(routing, upstream, Arc::clone(&in_flight), observe);
-    let mut predict =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "predict");
-    predict.add_tcp(&config.listeners.predict.to_string());
+    let connections = Arc::new(Connections::new(
+        config.server.upstream_keepalive_pool_size,
+        config.server.upstream_idle_timeout,
+    ));
+    let gateway = Gateway::new(
+        routing,
+        upstream,
+        Arc::clone(&connections),
+        Arc::clone(&in_flight),
+        observe,
+    );
+    let mut predict = Service::new("predict".to_owned(), gateway);
+    // A write buffer that holds a multi-KB predict response with its head,
+    // so that it leaves in one send (Pingora's default is one MSS).
+    let buffers = L4BufferSettings::new(DEFAULT_L4_READ_BUFFER_SIZE, 64 * 1024);
+    predict
+        .add_listener(ListenerConfig::tcp(config.listeners.predict.to_string()).l4_buffer(buffers));
+    if let Some(tls) = &config.listeners.tls {
+        let certificates = Certificates::load(&tls.cert, &tls.key)?;
+        predict.add_listener(
+            ListenerConfig::tcp(tls.address.to_string())
+                .tls(certificates.settings()?)
+                .l4_buffer(buffers),
+        );
+        server.add_service(background_service(
+            "TLS certificate reload",
+            tls::Reloader(certificates),
+        ));
+    }
     server.add_service(predict);
+    server.add_service(background_service(
+        "replica connection sweeper",
+        Sweeper(connections),
+    ));
 
     let mut admin = Service::new(
         "admin".to_owned(),

@@ -200,7 +200,52 @@ fn listeners(c: &mut Checker<'_>, path: &ConfigPath, raw: RawListeners) -> Liste
             format!("admin and predict both listen on {admin}"),
         );
     }
-    Listeners { predict, admin }
+    let tls = raw
+        .tls
+        .and_then(|raw| tls_listener(c, &path.key("tls"), raw));
+    if let Some(tls) = &tls
+        && tls.address.port() != 0
+        && (tls.address == predict || tls.address == admin)
+    {
+        c.error(
+            path.key("tls").key("address"),
+            format!("another listener already listens on {}", tls.address),
+        );
+    }
+    Listeners {
+        predict,
+        admin,
+        tls,
+    }
+}
+
+fn tls_listener(
+    c: &mut Checker<'_>,
+    path: &ConfigPath,
+    raw: RawTlsListener,
+) -> Option<TlsListener> {
+    let address = c.socket_addr(
+        path.key("address"),
+        raw.address.as_deref(),
+        "127.0.0.1:8443",
+    );
+    let mut file = |key: &str, value: Option<String>| match value {
+        Some(p) if !p.is_empty() => Some(std::path::PathBuf::from(p)),
+        _ => {
+            c.error(
+                path.key(key),
+                format!("`{key}` is missing: a TLS listener needs a PEM certificate and key"),
+            );
+            None
+        }
+    };
+    let cert = file("cert", raw.cert);
+    let key = file("key", raw.key);
+    Some(TlsListener {
+        address,
+        cert: cert?,
+        key: key?,
+    })
 }
 
 fn server(c: &mut Checker<'_>, path: &ConfigPath, raw: RawServer) -> ServerSettings {
@@ -241,6 +286,14 @@ fn server(c: &mut Checker<'_>, path: &ConfigPath, raw: RawServer) -> ServerSetti
             600,
             1,
             86_400,
+        )),
+        upstream_idle_timeout: secs(c.ranged(
+            path,
+            "upstream_idle_timeout_secs",
+            int(raw.upstream_idle_timeout_secs),
+            20,
+            1,
+            3600,
         )),
         max_request_body_bytes: raw.max_request_body_bytes.unwrap_or(32 * 1024 * 1024),
         usage_interval: secs(c.ranged(

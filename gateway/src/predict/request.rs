@@ -1,10 +1,11 @@
-//! What the proxy reads off the client's request: its session hash, its
-//! size against the parked-bytes budget, whether its client left while it
-//! was parked, and the URI the replica is sent.
+//! What the gateway reads off the client's request: its session hash, its
+//! size against the parked-bytes budget, its body, and whether its client
+//! left while it waited.
 
-use http::{Uri, header};
+use bytes::{Bytes, BytesMut};
+use http::header;
+use pingora_core::protocols::http::ServerSession;
 use pingora_http::RequestHeader;
-use pingora_proxy::Session;
 
 use crate::route::Call;
 
@@ -32,39 +33,6 @@ pub(super) fn parked_bytes(req: &RequestHeader) -> u64 {
     head as u64 + content_length(req).unwrap_or(0)
 }
 
-/// Largest body read while parked; Pingora replays up to this much to the
-/// replica, so larger bodies are left unread until a slot is leased.
-const PARKED_BODY_LIMIT: u64 = 64 * 1024;
-
-/// Resolves when the client of a parked request goes away. To see that,
-/// the request body must have been read first (the close comes after it);
-/// bodies up to [`PARKED_BODY_LIMIT`] with a known length are read into
-/// Pingora's retry buffer, which replays them to the replica later. A larger
-/// or unframed body is not read, and then a close is noticed only once the
-/// request leaves the queue.
-pub(super) async fn client_gone(session: &mut Session, max_body: u64) {
-    let declared = content_length(session.req_header());
-    let chunked = session
-        .req_header()
-        .headers
-        .contains_key(header::TRANSFER_ENCODING);
-    match declared {
-        Some(n) if !chunked && n <= PARKED_BODY_LIMIT.min(max_body) => {}
-        None if !chunked => {}
-        _ => return std::future::pending().await,
-    }
-    session.enable_retry_buffering();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(_) => return,
-        }
-    }
-    // The body is complete: any further read ends only with a close.
-    let _ = session.downstream_session.read_body_or_idle(true).await;
-}
-
 pub(super) fn content_length(req: &RequestHeader) -> Option<u64> {
     req.headers
         .get(header::CONTENT_LENGTH)?
@@ -74,14 +42,177 @@ pub(super) fn content_length(req: &RequestHeader) -> Option<u64> {
         .ok()
 }
 
-/// The replica-side URI: `/predict`, or the passthrough route, with the
-/// client's query string.
-pub(super) fn upstream_uri(call: Call<'_>, query: Option<&str>) -> Option<Uri> {
-    match (call, query) {
-        (Call::Predict, None) => Some(Uri::from_static("/predict")),
-        (Call::Predict, Some(q)) => format!("/predict?{q}").parse().ok(),
-        (Call::Sync(path), None) => path.parse().ok(),
-        (Call::Sync(path), Some(q)) => format!("{path}?{q}").parse().ok(),
-        (Call::Wake, _) => None,
+/// Whether the client waits for `100 Continue` before sending its body.
+pub(super) fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The path the replica is sent: `/predict`, or the passthrough route,
+/// which is the tail of the client's path (kept as an offset so that the
+/// request context borrows nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ReplicaPath {
+    /// `/predict`.
+    Predict,
+    /// `/`: a bare `.../sync`.
+    Root,
+    /// The client's path from this byte on.
+    Tail(usize),
+}
+
+impl ReplicaPath {
+    /// Where `call`, parsed from `path`, goes on the replica.
+    pub(super) fn of(call: Call<'_>, path: &str) -> Self {
+        match call {
+            Call::Predict | Call::Wake => ReplicaPath::Predict,
+            Call::Sync(route) if path.ends_with(route) => {
+                ReplicaPath::Tail(path.len() - route.len())
+            }
+            Call::Sync(_) => ReplicaPath::Root,
+        }
+    }
+
+    /// The path itself, given the client's path.
+    pub(super) fn resolve(self, path: &str) -> &str {
+        match self {
+            ReplicaPath::Predict => "/predict",
+            ReplicaPath::Root => "/",
+            ReplicaPath::Tail(from) => &path[from..],
+        }
+    }
+}
+
+/// Bodies up to this size are read whole before the replica is called, so
+/// that head and body leave in one write and a broken pooled connection can
+/// be replaced without asking the client again. Larger bodies stream.
+pub(super) const INLINE_BODY_LIMIT: usize = 64 * 1024;
+
+/// Why reading the client's body stopped short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyError {
+    /// Over the configured limit (413).
+    TooLarge,
+    /// Malformed framing, a read error or the client left (the connection
+    /// is not reused).
+    Client,
+}
+
+/// The part of the client's body read so far.
+#[derive(Debug, Default)]
+pub(super) struct RequestBody {
+    /// Read but not yet forwarded.
+    pending: BytesMut,
+    /// Bytes read in all.
+    read: u64,
+    /// The client's body has ended.
+    done: bool,
+}
+
+impl RequestBody {
+    /// Bytes read in all.
+    pub(super) fn bytes(&self) -> u64 {
+        self.read
+    }
+
+    /// Whether the whole body has been read.
+    pub(super) fn is_complete(&self) -> bool {
+        self.done
+    }
+
+    /// Hands over what is read but not forwarded yet.
+    pub(super) fn take_pending(&mut self) -> Bytes {
+        self.pending.split().freeze()
+    }
+
+    /// Reads until the body ends or `keep` bytes are pending, counting
+    /// against `max` in all.
+    pub(super) async fn fill(
+        &mut self,
+        session: &mut ServerSession,
+        keep: usize,
+        max: u64,
+    ) -> Result<(), BodyError> {
+        while !self.done && self.pending.len() < keep {
+            match self.read_piece(session, max).await? {
+                Some(piece) => self.pending.extend_from_slice(&piece),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The next piece of the body, straight from the client (`None` at the
+    /// end), counting against `max`.
+    pub(super) async fn read_piece(
+        &mut self,
+        session: &mut ServerSession,
+        max: u64,
+    ) -> Result<Option<Bytes>, BodyError> {
+        if self.done {
+            return Ok(None);
+        }
+        match session.read_request_body().await {
+            Ok(Some(piece)) => {
+                self.read += piece.len() as u64;
+                if self.read > max {
+                    return Err(BodyError::TooLarge);
+                }
+                Ok(Some(piece))
+            }
+            Ok(None) => {
+                self.done = true;
+                Ok(None)
+            }
+            Err(_) => Err(BodyError::Client),
+        }
+    }
+}
+
+/// Largest body read while parked; larger bodies are left unread until a
+/// slot is leased.
+const PARKED_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Resolves when the client of a parked request goes away. To see that,
+/// the request body must have been read first (the close comes after it):
+/// bodies up to [`PARKED_BODY_LIMIT`] with a known length are read into
+/// `body`, which goes to the replica later. A larger or unframed body is not
+/// read, and then a close is noticed only once the request leaves the queue.
+pub(super) async fn client_gone(session: &mut ServerSession, body: &mut RequestBody, max: u64) {
+    let declared = content_length(session.req_header());
+    let chunked = session
+        .req_header()
+        .headers
+        .contains_key(header::TRANSFER_ENCODING);
+    let waits_for_continue = expects_continue(session.req_header());
+    match declared {
+        _ if waits_for_continue => return std::future::pending().await,
+        Some(n) if !chunked && n <= PARKED_BODY_LIMIT.min(max) => {}
+        None if !chunked => {}
+        _ => return std::future::pending().await,
+    }
+    if body.fill(session, usize::MAX, max).await.is_err() {
+        return;
+    }
+    // The body is complete: any further read ends only with a close.
+    let _ = session.read_body_or_idle(true).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_paths() {
+        let path = "/models/m/production/sync/v1/embeddings";
+        let call = crate::route::parse(None, path).unwrap().call;
+        assert_eq!(ReplicaPath::of(call, path).resolve(path), "/v1/embeddings");
+        let bare = "/models/m/production/sync";
+        let call = crate::route::parse(None, bare).unwrap().call;
+        assert_eq!(ReplicaPath::of(call, bare).resolve(bare), "/");
+        let predict = "/models/m/production/predict";
+        let call = crate::route::parse(None, predict).unwrap().call;
+        assert_eq!(ReplicaPath::of(call, predict).resolve(predict), "/predict");
     }
 }

@@ -1,0 +1,986 @@
+//! The predict data path end to end, at the HTTP level: upstream connection
+//! reuse, stale pooled connections, `Expect: 100-continue`, HEAD, chunked
+//! bodies both ways, large and streamed responses, and h2c from clients.
+//!
+//! The upstream is a recording replica written here rather than an `engine`:
+//! it speaks just enough HTTP/1.1 by hand to answer the way each test needs
+//! (close after every response, stream on a signal, ...) and records what
+//! reached it (connections, bodies, request heads), so each test can check
+//! what the gateway sent as well as what it answered.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, Notify};
+use tokio::task::{JoinHandle, JoinSet};
+
+use support::{Gateway, KEY, header};
+
+// ---------------------------------------------------------------------------
+// The recording replica
+// ---------------------------------------------------------------------------
+
+/// How the recording replica answers data-path requests. Health probes
+/// (`GET /health/ready`, which the gateway sends every replica) always get a
+/// 200 and are neither counted nor recorded.
+#[derive(Debug)]
+enum Behaviour {
+    /// 200 with a small JSON summary of the request (method, target, body
+    /// length); the connection is kept alive.
+    Summary,
+    /// Like `Summary`, but the replica closes the connection right after
+    /// every response without saying `Connection: close`.
+    SummaryThenCloseAtOnce,
+    /// Like `Summary`, but the replica closes the connection after every
+    /// response without saying `Connection: close`: two at once, then two
+    /// a moment later (when the gateway may already have pooled it, or sent
+    /// the next request on it, which is then dropped unread).
+    SummaryThenClose,
+    /// 200 with the request's body echoed back (Content-Length).
+    Echo,
+    /// 200 with this body whatever the request (Content-Length; HEAD gets
+    /// the same headers and no body).
+    Fixed(Bytes),
+    /// 200, chunked: `first`, then nothing until `go` is notified, then
+    /// `rest` and the last chunk.
+    StreamAfterSignal {
+        first: Bytes,
+        rest: Bytes,
+        go: Arc<Notify>,
+    },
+}
+
+/// One data-path request as the replica received it.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+/// What the replica's tasks share with the test.
+#[derive(Debug, Default)]
+struct Record {
+    /// Every TCP connection accepted, health probes included.
+    accepted: AtomicUsize,
+    /// Connections that carried at least one data-path request.
+    data_connections: AtomicUsize,
+    /// Requests whose body (Content-Length or chunked) was read whole.
+    bodies: AtomicUsize,
+    /// Data-path responses written (for `SummaryThenClose`'s alternation).
+    responses: AtomicUsize,
+    received: Mutex<Vec<Received>>,
+}
+
+/// A recording replica on 127.0.0.1:0. Dropping it stops its accept loop
+/// and, with it, every connection task (they live in the loop's `JoinSet`).
+#[derive(Debug)]
+struct Replica {
+    addr: SocketAddr,
+    record: Arc<Record>,
+    task: JoinHandle<()>,
+}
+
+impl Replica {
+    async fn start(behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let record = Arc::new(Record::default());
+        let behaviour = Arc::new(behaviour);
+        let task = tokio::spawn({
+            let record = Arc::clone(&record);
+            async move {
+                let mut connections = JoinSet::new();
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            record.accepted.fetch_add(1, Ordering::SeqCst);
+                            let (record, behaviour) = (Arc::clone(&record), Arc::clone(&behaviour));
+                            // A connection that ends in an I/O error is the
+                            // gateway's business: the tests judge by what
+                            // was recorded and answered.
+                            connections.spawn(async move {
+                                let _ = serve(stream, &record, &behaviour).await;
+                            });
+                        }
+                        // Reap finished connections so the set stays small.
+                        Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                    }
+                }
+            }
+        });
+        Self { addr, record, task }
+    }
+
+    fn data_connections(&self) -> usize {
+        self.record.data_connections.load(Ordering::SeqCst)
+    }
+
+    fn accepted(&self) -> usize {
+        self.record.accepted.load(Ordering::SeqCst)
+    }
+
+    fn bodies(&self) -> usize {
+        self.record.bodies.load(Ordering::SeqCst)
+    }
+
+    async fn received(&self) -> Vec<Received> {
+        self.record.received.lock().await.clone()
+    }
+
+    /// The client's key must never reach a replica.
+    async fn assert_never_saw_authorization(&self) {
+        let received = self.received().await;
+        assert!(!received.is_empty(), "the replica received requests");
+        for r in &received {
+            assert!(
+                r.header("authorization").is_none(),
+                "{} {} carried the client's Authorization header",
+                r.method,
+                r.target
+            );
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const HEALTH_PATH: &str = "/health/ready";
+
+/// Serves one connection until the peer closes it or the behaviour does.
+async fn serve(stream: TcpStream, record: &Record, behaviour: &Behaviour) -> std::io::Result<()> {
+    // Without it, a response written in two pieces waits for the peer's
+    // delayed ACK (40 ms) before its second piece goes out.
+    stream.set_nodelay(true)?;
+    let mut conn = BufReader::new(stream);
+    let mut counted = false;
+    loop {
+        let Some(head) = read_head(&mut conn).await? else {
+            return Ok(());
+        };
+        let (method, target) = request_line(&head.line);
+        if target == HEALTH_PATH {
+            conn.get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await?;
+            return Ok(());
+        }
+        if !counted {
+            record.data_connections.fetch_add(1, Ordering::SeqCst);
+            counted = true;
+        }
+        let framing = Framing::of_request(&head.headers);
+        if framing != Framing::None
+            && find_header(&head.headers, "expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        {
+            conn.get_mut()
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await?;
+        }
+        let body = read_body(&mut conn, framing).await?;
+        if framing != Framing::None {
+            record.bodies.fetch_add(1, Ordering::SeqCst);
+        }
+        let received = Received {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            headers: head.headers,
+            body,
+        };
+        // Recorded before answering: once the test has its response, the
+        // request is in the record.
+        record.received.lock().await.push(received.clone());
+        let close = received
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        respond(conn.get_mut(), behaviour, &received).await?;
+        let nth = record.responses.fetch_add(1, Ordering::SeqCst);
+        if close || matches!(behaviour, Behaviour::SummaryThenCloseAtOnce) {
+            return Ok(());
+        }
+        if matches!(behaviour, Behaviour::SummaryThenClose) {
+            // Two responses closed at once, then two a moment later: with
+            // tests alternating GET and POST, each method gets both kinds
+            // (a period of 2 would close every POST's connection late and
+            // every GET's at once, so only GETs would meet a stale one).
+            if nth % 4 >= 2 {
+                // Close a moment later: the gateway has probably pooled the
+                // connection by then and may have written the next request
+                // on it, which is dropped unread (the kernel answers RST).
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(5), conn.get_ref().readable()).await;
+            }
+            return Ok(());
+        }
+    }
+}
+
+async fn respond(
+    out: &mut TcpStream,
+    behaviour: &Behaviour,
+    req: &Received,
+) -> std::io::Result<()> {
+    let head_only = req.method == "HEAD";
+    let (content_type, body) = match behaviour {
+        Behaviour::Summary | Behaviour::SummaryThenClose | Behaviour::SummaryThenCloseAtOnce => (
+            "application/json",
+            Bytes::from(format!(
+                r#"{{"method":"{}","target":"{}","body_len":{}}}"#,
+                req.method,
+                req.target,
+                req.body.len()
+            )),
+        ),
+        Behaviour::Echo => ("application/octet-stream", Bytes::from(req.body.clone())),
+        Behaviour::Fixed(body) => ("application/octet-stream", body.clone()),
+        Behaviour::StreamAfterSignal { first, rest, go } => {
+            out.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\nx-replica: r1\r\n\r\n",
+            )
+            .await?;
+            write_chunk(out, first).await?;
+            out.flush().await?;
+            // Bounded: the test signals as soon as the first chunk reached it.
+            if tokio::time::timeout(LIMIT, go.notified()).await.is_err() {
+                return Ok(());
+            }
+            write_chunk(out, rest).await?;
+            out.write_all(b"0\r\n\r\n").await?;
+            return out.flush().await;
+        }
+    };
+    let mut message = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nx-replica: r1\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        message.extend_from_slice(&body);
+    }
+    out.write_all(&message).await?;
+    out.flush().await
+}
+
+async fn write_chunk(out: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
+    out.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+        .await?;
+    out.write_all(data).await?;
+    out.write_all(b"\r\n").await
+}
+
+// ---------------------------------------------------------------------------
+// Minimal HTTP/1.1 framing, shared by the replica and the raw test clients
+// ---------------------------------------------------------------------------
+
+type Conn = BufReader<TcpStream>;
+
+/// Upper bound on any one wait in these tests.
+const LIMIT: Duration = Duration::from_secs(30);
+const MAX_LINE: u64 = 16 * 1024;
+const MAX_HEADERS: usize = 100;
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// A request or response head: its first line and its headers, names in
+/// lower case.
+#[derive(Debug)]
+struct Head {
+    line: String,
+    headers: Vec<(String, String)>,
+}
+
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn request_line(line: &str) -> (&str, &str) {
+    let mut parts = line.split(' ');
+    (parts.next().unwrap_or(""), parts.next().unwrap_or(""))
+}
+
+fn invalid(what: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
+}
+
+/// One CRLF-terminated line, without its CRLF; `None` at end of stream.
+async fn read_line(conn: &mut Conn) -> std::io::Result<Option<String>> {
+    let mut line = String::new();
+    let n = (&mut *conn).take(MAX_LINE).read_line(&mut line).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let Some(line) = line.strip_suffix("\r\n") else {
+        return Err(invalid(format!("line not ended by CRLF: {line:?}")));
+    };
+    Ok(Some(line.to_owned()))
+}
+
+/// A head; `None` when the peer closed before sending one.
+async fn read_head(conn: &mut Conn) -> std::io::Result<Option<Head>> {
+    let Some(line) = read_line(conn).await? else {
+        return Ok(None);
+    };
+    let mut headers = Vec::new();
+    loop {
+        let field = read_line(conn)
+            .await?
+            .ok_or_else(|| invalid("end of stream inside a head".to_owned()))?;
+        if field.is_empty() {
+            return Ok(Some(Head { line, headers }));
+        }
+        if headers.len() == MAX_HEADERS {
+            return Err(invalid("too many headers".to_owned()));
+        }
+        let (name, value) = field
+            .split_once(':')
+            .ok_or_else(|| invalid(format!("bad header line {field:?}")))?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+}
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+impl Framing {
+    fn declared(headers: &[(String, String)]) -> Option<Self> {
+        if find_header(headers, "transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        {
+            return Some(Framing::Chunked);
+        }
+        find_header(headers, "content-length").map(|v| match v.parse::<usize>() {
+            Ok(0) => Framing::None,
+            Ok(n) => Framing::Length(n),
+            Err(_) => Framing::UntilClose,
+        })
+    }
+
+    fn of_request(headers: &[(String, String)]) -> Self {
+        Self::declared(headers).unwrap_or(Framing::None)
+    }
+}
+
+async fn read_body(conn: &mut Conn, framing: Framing) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    match framing {
+        Framing::None => {}
+        Framing::Length(n) => {
+            if n > MAX_BODY {
+                return Err(invalid(format!("body of {n} bytes")));
+            }
+            body.resize(n, 0);
+            conn.read_exact(&mut body).await?;
+        }
+        Framing::UntilClose => {
+            (&mut *conn)
+                .take(MAX_BODY as u64)
+                .read_to_end(&mut body)
+                .await?;
+        }
+        Framing::Chunked => loop {
+            let line = read_line(conn)
+                .await?
+                .ok_or_else(|| invalid("end of stream inside a chunked body".to_owned()))?;
+            let size = line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size, 16)
+                .map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
+            if size == 0 {
+                // Trailers, if any, up to the empty line.
+                for _ in 0..=MAX_HEADERS {
+                    match read_line(conn).await? {
+                        Some(l) if !l.is_empty() => {}
+                        _ => return Ok(body),
+                    }
+                }
+                return Err(invalid("too many trailers".to_owned()));
+            }
+            if body.len() + size > MAX_BODY {
+                return Err(invalid("chunked body too large".to_owned()));
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            conn.read_exact(&mut body[start..]).await?;
+            let mut crlf = [0u8; 2];
+            conn.read_exact(&mut crlf).await?;
+            if &crlf != b"\r\n" {
+                return Err(invalid("chunk not followed by CRLF".to_owned()));
+            }
+        },
+    }
+    Ok(body)
+}
+
+/// A response read by a raw client.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+fn status_of(line: &str) -> u16 {
+    line.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"))
+}
+
+/// Reads one final response (its body too, unless it answers a HEAD).
+async fn read_response(conn: &mut Conn, to_head: bool) -> Response {
+    within("a response head", async {
+        let head = read_head(conn)
+            .await
+            .expect("a well-formed response head")
+            .expect("a response before the connection closed");
+        let status = status_of(&head.line);
+        assert!(
+            !head.line.starts_with("HTTP/1.1 1"),
+            "unexpected interim response {:?}",
+            head.line
+        );
+        let framing = if to_head || status == 204 || status == 304 {
+            Framing::None
+        } else {
+            Framing::declared(&head.headers).unwrap_or(Framing::UntilClose)
+        };
+        let body = read_body(conn, framing)
+            .await
+            .expect("a well-formed response body");
+        Response {
+            status,
+            headers: head.headers,
+            body,
+        }
+    })
+    .await
+}
+
+/// Awaits `fut` for at most [`LIMIT`], naming what did not arrive.
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {LIMIT:?}"))
+}
+
+/// A raw keep-alive connection to the gateway's predict listener.
+async fn connect(gw: &Gateway) -> Conn {
+    let stream = within("connect", TcpStream::connect(gw.proc.addr))
+        .await
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    BufReader::new(stream)
+}
+
+// ---------------------------------------------------------------------------
+// Gateway setup and test data
+// ---------------------------------------------------------------------------
+
+const PREDICT: &str = "/models/m1/production/predict";
+const SYNC_INFO: &str = "/models/m1/production/sync/info";
+
+/// Model `m1` whose production environment serves deployment `d1`, whose one
+/// static replica is `replica`. The concurrency is high enough that no test
+/// request waits in the activation queue.
+fn config_for(replica: &Replica) -> String {
+    format!(
+        r#"
+[[models]]
+id = "m1"
+[[models.deployments]]
+id = "d1"
+predict_concurrency = 256
+replicas = {{ source = "static", addresses = ["{}"] }}
+[[models.environments]]
+name = "production"
+deployment = "d1"
+"#,
+        replica.addr
+    )
+}
+
+fn start_gateway(replica: &Replica) -> Gateway {
+    support::gateway(&config_for(replica))
+}
+
+fn auth() -> String {
+    format!("Api-Key {KEY}")
+}
+
+/// `len` bytes that are not periodic in any small period, so a lost,
+/// repeated or reordered piece changes them.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ ((i >> 8) as u8).wrapping_add(seed) ^ (i >> 16) as u8)
+        .collect()
+}
+
+fn summary(method: &str, target: &str, body_len: usize) -> String {
+    format!(r#"{{"method":"{method}","target":"{target}","body_len":{body_len}}}"#)
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// Upstream keep-alive: sequential requests reuse pooled replica connections
+/// instead of opening one each (which would cost a handshake per request and
+/// exhaust ephemeral ports under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_reuse_pooled_replica_connections() {
+    let replica = Replica::start(Behaviour::Summary).await;
+    let gw = start_gateway(&replica);
+    let client = support::client();
+    const N: usize = 1_000;
+    within("1000 sequential requests", async {
+        for i in 0..N {
+            let body = format!(r#"{{"inputs":["request {i}"]}}"#);
+            let resp = client
+                .post(gw.url(PREDICT))
+                .header("authorization", auth())
+                .body(body.clone())
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(resp.status(), 200, "request {i}");
+            assert_eq!(header(&resp, "x-deployment-id"), "d1", "request {i}");
+            assert_eq!(
+                resp.text().await.unwrap(),
+                summary("POST", "/predict", body.len()),
+                "request {i}"
+            );
+        }
+    })
+    .await;
+    let received = replica.received().await;
+    assert_eq!(received.len(), N, "every request reached the replica once");
+    assert!(
+        received
+            .iter()
+            .all(|r| r.method == "POST" && r.target == "/predict")
+    );
+    assert!(
+        replica.data_connections() <= 4,
+        "{} upstream connections for {N} sequential requests ({} accepted, probes included)",
+        replica.data_connections(),
+        replica.accepted()
+    );
+    replica.assert_never_saw_authorization().await;
+}
+
+/// A replica that closes every connection right after answering, without
+/// saying so. The gateway sees the close before it reuses the connection
+/// (almost always: the close can still race the next request) and takes a
+/// new one; no GET fails and no POST runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_replica_closed_cost_no_get_and_repeat_no_post() {
+    let replica = Replica::start(Behaviour::SummaryThenCloseAtOnce).await;
+    let gw = start_gateway(&replica);
+    let answered = gets_and_posts(&gw, 300).await;
+    assert_eq!(
+        replica_posts(&replica).await,
+        answered,
+        "the replica ran exactly the POSTs that were answered, each once"
+    );
+    assert_eq!(
+        replica.bodies(),
+        answered.len(),
+        "no POST body reached it twice"
+    );
+    replica.assert_never_saw_authorization().await;
+}
+
+/// A replica that sometimes closes a connection just as the gateway sends
+/// the next request on it, dropping that request unread. Nothing tells the
+/// gateway whether the replica ran it, so the rule is: a GET is sent again
+/// on a new connection (no GET fails), a POST never is (it may fail with
+/// 502, and then the replica never ran it; no POST runs twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_lost_to_a_closing_connection_is_repeated_only_if_idempotent() {
+    let replica = Replica::start(Behaviour::SummaryThenClose).await;
+    let gw = start_gateway(&replica);
+    let answered = gets_and_posts(&gw, 300).await;
+    assert_eq!(
+        replica_posts(&replica).await,
+        answered,
+        "the replica ran exactly the POSTs that were answered, each once"
+    );
+    // Half the connections close late, so many POSTs meet a closing one;
+    // the others go through.
+    assert!(!answered.is_empty(), "no POST went through");
+}
+
+/// `n` rounds of a GET (which must succeed) and a POST (200 or 502) on one
+/// client; the bodies of the POSTs answered 200, in order.
+async fn gets_and_posts(gw: &support::Gateway, n: usize) -> Vec<String> {
+    let client = support::client();
+    let mut answered = Vec::new();
+    within("GETs and POSTs", async {
+        for i in 0..n {
+            let resp = client
+                .get(gw.url(SYNC_INFO))
+                .header("authorization", auth())
+                .send()
+                .await
+                .expect("GET");
+            assert_eq!(resp.status(), 200, "GET {i}");
+            assert_eq!(header(&resp, "x-deployment-id"), "d1");
+            assert_eq!(resp.text().await.unwrap(), summary("GET", "/info", 0));
+
+            let body = format!("post {i}");
+            let resp = client
+                .post(gw.url(PREDICT))
+                .header("authorization", auth())
+                .body(body.clone())
+                .send()
+                .await
+                .expect("POST");
+            match resp.status().as_u16() {
+                200 => {
+                    assert_eq!(
+                        resp.text().await.unwrap(),
+                        summary("POST", "/predict", body.len())
+                    );
+                    answered.push(body);
+                }
+                502 => {}
+                other => panic!("POST {i}: {other}"),
+            }
+        }
+    })
+    .await;
+    answered
+}
+
+/// The bodies of the POSTs the replica received, in order.
+async fn replica_posts(replica: &Replica) -> Vec<String> {
+    replica
+        .received()
+        .await
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| String::from_utf8(r.body).unwrap())
+        .collect()
+}
+
+/// `Expect: 100-continue`: the client holds its 1 MiB body until it is told
+/// to go on, and the body then reaches the replica whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_gets_a_continue_and_the_body_arrives_whole() {
+    let replica = Replica::start(Behaviour::Summary).await;
+    let gw = support::gateway_with("max_request_body_bytes = 4194304", &config_for(&replica));
+    let body = pattern(1 << 20, 7);
+    let mut conn = connect(&gw).await;
+    let head = format!(
+        "POST {PREDICT} HTTP/1.1\r\nHost: gw\r\nAuthorization: {}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        auth(),
+        body.len()
+    );
+    conn.get_mut().write_all(head.as_bytes()).await.unwrap();
+    // Nothing of the body is sent until the interim response arrives.
+    let interim = within("100 Continue", read_head(&mut conn))
+        .await
+        .unwrap()
+        .expect("an answer to the head");
+    assert!(
+        interim.line.starts_with("HTTP/1.1 100"),
+        "expected 100 Continue, got {:?}",
+        interim.line
+    );
+    within("sending the body", conn.get_mut().write_all(&body))
+        .await
+        .unwrap();
+    let resp = read_response(&mut conn, false).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.header("x-deployment-id"), Some("d1"));
+    assert_eq!(
+        String::from_utf8(resp.body).unwrap(),
+        summary("POST", "/predict", body.len())
+    );
+    let received = replica.received().await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body.len(), body.len());
+    assert!(received[0].body == body, "the body arrived unaltered");
+    replica.assert_never_saw_authorization().await;
+}
+
+/// HEAD passes through with the replica's status and headers (Content-Length
+/// included) and no body, and the connection stays usable: a gateway that
+/// sent or awaited a body would desynchronise the next exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_gets_headers_without_a_body_and_the_connection_stays_usable() {
+    let body = Bytes::from_static(b"replica info: 29 bytes long!\n");
+    let replica = Replica::start(Behaviour::Fixed(body.clone())).await;
+    let gw = start_gateway(&replica);
+    let mut conn = connect(&gw).await;
+    for method in ["HEAD", "GET", "HEAD", "GET"] {
+        let head = format!(
+            "{method} {SYNC_INFO} HTTP/1.1\r\nHost: gw\r\nAuthorization: {}\r\n\r\n",
+            auth()
+        );
+        conn.get_mut().write_all(head.as_bytes()).await.unwrap();
+        let resp = read_response(&mut conn, method == "HEAD").await;
+        assert_eq!(resp.status, 200, "{method}");
+        assert_eq!(resp.header("x-deployment-id"), Some("d1"), "{method}");
+        assert_eq!(resp.header("x-replica"), Some("r1"), "{method}");
+        assert_eq!(
+            resp.header("content-length"),
+            Some(body.len().to_string().as_str()),
+            "{method}: the replica's Content-Length"
+        );
+        if method == "GET" {
+            assert_eq!(resp.body, body);
+        }
+    }
+    let seen: Vec<(String, String)> = replica
+        .received()
+        .await
+        .into_iter()
+        .map(|r| (r.method, r.target))
+        .collect();
+    let expected: Vec<(String, String)> = ["HEAD", "GET", "HEAD", "GET"]
+        .iter()
+        .map(|m| ((*m).to_owned(), "/info".to_owned()))
+        .collect();
+    assert_eq!(seen, expected, "the replica saw HEAD as HEAD");
+    replica.assert_never_saw_authorization().await;
+}
+
+/// A chunked request body (several chunks, one larger than Pingora's 64 KiB
+/// retry buffer) reaches the replica intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_request_body_reaches_the_replica_intact() {
+    let replica = Replica::start(Behaviour::Echo).await;
+    let gw = start_gateway(&replica);
+    let chunks: Vec<Vec<u8>> = [1usize, 100, 16_384, 70_000, 5]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| pattern(len, i as u8))
+        .collect();
+    let whole: Vec<u8> = chunks.concat();
+    let mut conn = connect(&gw).await;
+    let head = format!(
+        "POST {PREDICT} HTTP/1.1\r\nHost: gw\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        auth()
+    );
+    within("sending a chunked body", async {
+        let out = conn.get_mut();
+        out.write_all(head.as_bytes()).await.unwrap();
+        for chunk in &chunks {
+            write_chunk(out, chunk).await.unwrap();
+            out.flush().await.unwrap();
+        }
+        out.write_all(b"0\r\n\r\n").await.unwrap();
+    })
+    .await;
+    let resp = read_response(&mut conn, false).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("x-deployment-id"), Some("d1"));
+    assert!(resp.body == whole, "the echo is the body sent");
+    let received = replica.received().await;
+    assert_eq!(received.len(), 1);
+    assert!(received[0].body == whole, "the replica got the body intact");
+    assert!(
+        !(received[0].header("transfer-encoding").is_some()
+            && received[0].header("content-length").is_some()),
+        "never both Transfer-Encoding and Content-Length: {:?}",
+        received[0].headers
+    );
+    replica.assert_never_saw_authorization().await;
+}
+
+/// A response of more than 1 MiB with a Content-Length arrives byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_response_arrives_byte_exact() {
+    let big = Bytes::from(pattern((3 << 20) + 12_345, 42));
+    let replica = Replica::start(Behaviour::Fixed(big.clone())).await;
+    let gw = start_gateway(&replica);
+    let resp = within(
+        "the large response",
+        support::post(&gw.url(PREDICT), None, Some(KEY), "{}"),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-deployment-id"), "d1");
+    assert_eq!(header(&resp, "content-length"), big.len().to_string());
+    let got = within("the large body", resp.bytes()).await.unwrap();
+    assert_eq!(got.len(), big.len());
+    assert!(got == big, "the body arrived byte-exact");
+    replica.assert_never_saw_authorization().await;
+}
+
+/// A chunked response is relayed as it arrives: the replica sends its second
+/// part only after the test has received the first through the gateway, so a
+/// gateway that buffered the response would never deliver it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_response_is_relayed_as_it_arrives() {
+    let go = Arc::new(Notify::new());
+    let first = Bytes::from_static(b"data: first event\n\n");
+    let rest = Bytes::from(pattern(200_000, 3));
+    let replica = Replica::start(Behaviour::StreamAfterSignal {
+        first: first.clone(),
+        rest: rest.clone(),
+        go: Arc::clone(&go),
+    })
+    .await;
+    let gw = start_gateway(&replica);
+    let mut resp = within(
+        "the response head",
+        support::post(&gw.url(PREDICT), None, Some(KEY), r#"{"stream":true}"#),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-deployment-id"), "d1");
+    let mut got = Vec::new();
+    within(
+        "the first chunk, before the replica sends the rest",
+        async {
+            // The first part may come in pieces; it is all that can come yet.
+            for _ in 0..first.len() {
+                if got.len() >= first.len() {
+                    break;
+                }
+                let piece = resp
+                    .chunk()
+                    .await
+                    .unwrap()
+                    .expect("more of the first chunk");
+                got.extend_from_slice(&piece);
+            }
+        },
+    )
+    .await;
+    assert_eq!(got, first, "the first chunk alone");
+    go.notify_one();
+    let mut tail = Vec::new();
+    within("the rest of the stream", async {
+        while let Some(piece) = resp.chunk().await.unwrap() {
+            tail.extend_from_slice(&piece);
+        }
+    })
+    .await;
+    assert_eq!(tail.len(), rest.len());
+    assert!(tail == rest, "the rest arrived intact");
+    replica.assert_never_saw_authorization().await;
+}
+
+/// h2c with prior knowledge: 100 concurrent streams on one cleartext HTTP/2
+/// connection each get their own answer (the replica echoes the body), and
+/// each reached the replica as `POST /predict`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge_multiplexes_100_streams_on_one_connection() {
+    let replica = Replica::start(Behaviour::Echo).await;
+    let gw = start_gateway(&replica);
+    let tcp = within("connect", TcpStream::connect(gw.proc.addr))
+        .await
+        .unwrap();
+    let (client, connection) = within("the h2 handshake", h2::client::handshake(tcp))
+        .await
+        .expect("h2 handshake");
+    // Drives the connection; aborted below (and dropped with the test).
+    let driver = tokio::spawn(connection);
+    const N: usize = 100;
+    let mut streams = JoinSet::new();
+    for i in 0..N {
+        let client = client.clone();
+        let uri = gw.url(PREDICT);
+        streams.spawn(async move {
+            let body = Bytes::from(format!("stream {i}: {}", "x".repeat(i)));
+            let request = http::Request::post(uri)
+                .header("authorization", auth())
+                .header("content-length", body.len())
+                .body(())
+                .unwrap();
+            let mut client = client
+                .ready()
+                .await
+                .map_err(|e| format!("stream {i}: ready: {e}"))?;
+            let (response, mut send) = client
+                .send_request(request, false)
+                .map_err(|e| format!("stream {i}: send: {e}"))?;
+            send.send_data(body.clone(), true)
+                .map_err(|e| format!("stream {i}: send body: {e}"))?;
+            let response = response
+                .await
+                .map_err(|e| format!("stream {i}: response (h2c not spoken?): {e}"))?;
+            let (parts, mut recv) = response.into_parts();
+            let mut echoed = Vec::new();
+            while let Some(data) = recv.data().await {
+                let data = data.map_err(|e| format!("stream {i}: body: {e}"))?;
+                let _ = recv.flow_control().release_capacity(data.len());
+                echoed.extend_from_slice(&data);
+            }
+            Ok::<_, String>((i, body, parts, echoed))
+        });
+    }
+    let mut answered = 0;
+    within("100 h2 streams", async {
+        while let Some(joined) = streams.join_next().await {
+            let (i, body, parts, echoed) = joined.unwrap().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(parts.status, 200, "stream {i}");
+            assert_eq!(
+                parts
+                    .headers
+                    .get("x-deployment-id")
+                    .and_then(|v| v.to_str().ok()),
+                Some("d1"),
+                "stream {i}"
+            );
+            assert_eq!(echoed, body, "stream {i} got its own body back");
+            answered += 1;
+        }
+    })
+    .await;
+    assert_eq!(answered, N);
+    driver.abort();
+    let received = replica.received().await;
+    assert_eq!(received.len(), N);
+    assert!(
+        received
+            .iter()
+            .all(|r| r.method == "POST" && r.target == "/predict")
+    );
+    let mut bodies: Vec<Vec<u8>> = received.into_iter().map(|r| r.body).collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(
+        bodies.len(),
+        N,
+        "each stream's body reached the replica once"
+    );
+    replica.assert_never_saw_authorization().await;
+}
