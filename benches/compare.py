@@ -7,7 +7,11 @@ Two upstreams, each measured directly and behind three reverse proxies
   nginx   an nginx `return 200` with a 52-byte JSON body: the cheapest
           possible replica, so the proxy's own cost dominates;
   engine  our engine's synthetic backend with no latency (`--backend
-          synthetic --fixed-ms 0`): a real replica's HTTP stack.
+          synthetic --fixed-ms 0`): a real replica's HTTP stack;
+  tls     the nginx upstream again, with the proxies terminating TLS on
+          the client side (one self-signed certificate made for the run,
+          served by all three; HTTP/1.1 by ALPN, keep-alive, so handshakes
+          are a negligible share); no direct row.
 
 Every proxy runs one worker with access logs off and upstream keep-alive on,
 pinned alone on CPU 1; the load generator (our `loadtest`, one thread) and
@@ -37,6 +41,7 @@ Any non-2xx answer or transport error is listed and makes the exit status 1.
     benches/compare.py --smoke          # 1 round, fractions of a second: checks the runner
     benches/compare.py --smoke --no-build --bin-dir target/debug
     benches/compare.py --upstreams nginx  # one upstream only
+    benches/compare.py --upstreams nginx,engine,tls
 
 Gateway variants: `--gateway-variant NAME=SNIPPET` (repeatable) adds a
 target `gateway-NAME` per upstream: a gateway whose config has SNIPPET
@@ -67,6 +72,7 @@ import re
 import shlex
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -121,7 +127,7 @@ def wait_port(port, proc, log, timeout=20.0):
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def wait_ok(url, timeout=20.0):
+def wait_ok(url, timeout=20.0, cafile=None):
     """Until one POST through `url` gets a 200 (a gateway's static replica
     may need its first health probe)."""
     deadline, last = time.time() + timeout, None
@@ -129,7 +135,8 @@ def wait_ok(url, timeout=20.0):
         req = urllib.request.Request(url, data=BODY.encode(), method="POST",
                                      headers={"Authorization": f"Api-Key {KEY}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=2) as r:
+            context = ssl.create_default_context(cafile=cafile) if cafile else None
+            with urllib.request.urlopen(req, timeout=2, context=context) as r:
                 if r.status == 200:
                     return
         except Exception as e:  # noqa: BLE001 - any failure: retry until the deadline
@@ -195,12 +202,12 @@ class Target:
     """One thing to load: `proc` is the process whose CPU is counted (the
     proxy, or for `direct` the upstream itself)."""
 
-    def __init__(self, name, port, path, proc):
-        self.name, self.port, self.path, self.proc = name, port, path, proc
+    def __init__(self, name, port, path, proc, scheme="http"):
+        self.name, self.port, self.path, self.proc, self.scheme = name, port, path, proc, scheme
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}{self.path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{self.path}"
 
 
 def start_upstream(kind, tmp, bins):
@@ -226,7 +233,18 @@ def start_upstream(kind, tmp, bins):
     return port, proc, path
 
 
-def gateway_config(port, admin, upstream, extra):
+def make_certificate(tmp):
+    """A self-signed certificate for 127.0.0.1, its key, and both in one file
+    (haproxy's form)."""
+    cert, key, both = tmp / "tls-cert.pem", tmp / "tls-key.pem", tmp / "tls-both.pem"
+    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+       "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+       "-addext", "subjectAltName=IP:127.0.0.1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    both.write_text(cert.read_text() + key.read_text())
+    return {"cert": cert, "key": key, "both": both}
+
+
+def gateway_config(port, admin, upstream, extra, tls=None):
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     return f"""
 [listeners]
@@ -235,6 +253,7 @@ admin = "127.0.0.1:{admin}"
 [server]
 threads = 1
 {extra}
+{tls or ""}
 [[api_keys]]
 name = "bench"
 sha256 = "{digest}"
@@ -253,10 +272,12 @@ deployment = "d1"
 """
 
 
-def start_proxies(upstream_kind, up_port, up_path, tmp, bins, variants, other_bins):
+def start_proxies(upstream_kind, up_port, up_path, tmp, bins, variants, other_bins, cert=None):
     """nginx, haproxy and the gateway (plus its variants and other builds)
-    in front of one upstream, each alone on the proxy CPU."""
+    in front of one upstream, each alone on the proxy CPU; with `cert`, each
+    terminates TLS on its client side."""
     targets = []
+    scheme = "https" if cert else "http"
     tag = f"{upstream_kind}-up"
 
     port = free_port()
@@ -264,7 +285,8 @@ def start_proxies(upstream_kind, up_port, up_path, tmp, bins, variants, other_bi
     conf.write_text(nginx_conf(tmp, f"nginx-{tag}", f"""
     upstream replica {{ server 127.0.0.1:{up_port}; keepalive 64; keepalive_requests 10000000; }}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096{" ssl" if cert else ""};
+        {f"ssl_certificate {cert['cert']}; ssl_certificate_key {cert['key']};" if cert else ""}
         location / {{
             proxy_pass http://replica;
             proxy_http_version 1.1;
@@ -272,7 +294,7 @@ def start_proxies(upstream_kind, up_port, up_path, tmp, bins, variants, other_bi
         }}
     }}"""))
     proc = start([tool("nginx"), "-c", str(conf), "-p", str(tmp)], PROXY_CPU, tmp / f"nginx-{tag}.log")
-    targets.append(Target("nginx", port, up_path, proc))
+    targets.append(Target("nginx", port, up_path, proc, scheme))
 
     port = free_port()
     conf = tmp / f"haproxy-{tag}.cfg"
@@ -288,13 +310,13 @@ defaults
     option http-keep-alive
     http-reuse always
 frontend fe
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{f" ssl crt {cert['both']} alpn http/1.1" if cert else ""}
     default_backend replica
 backend replica
     server r1 127.0.0.1:{up_port}
 """)
     proc = start([tool("haproxy"), "-db", "-f", str(conf)], PROXY_CPU, tmp / f"haproxy-{tag}.log")
-    targets.append(Target("haproxy", port, up_path, proc))
+    targets.append(Target("haproxy", port, up_path, proc, scheme))
 
     gateways = [("gateway", "", bins / "gateway")]
     gateways += [(f"gateway-{n}", s, bins / "gateway") for n, s in variants]
@@ -302,17 +324,24 @@ backend replica
     for name, extra, binary in gateways:
         port, admin = free_port(), free_port()
         conf = tmp / f"{name}-{tag}.toml"
-        conf.write_text(gateway_config(port, admin, up_port, extra))
+        tls = None
+        if cert:
+            # The TLS listener is the one loaded; the plain one idles.
+            plain, port = port, free_port()
+            tls = f'[listeners.tls]\naddress = "127.0.0.1:{port}"\ncert = "{cert["cert"]}"\nkey = "{cert["key"]}"'
+            conf.write_text(gateway_config(plain, admin, up_port, extra, tls))
+        else:
+            conf.write_text(gateway_config(port, admin, up_port, extra))
         proc = start([str(binary), "serve", "--config", str(conf)], PROXY_CPU, tmp / f"{name}-{tag}.log",
                      env={**os.environ, "RUST_LOG": "warn"})
-        targets.append(Target(name, port, GATEWAY_PATH, proc))
+        targets.append(Target(name, port, GATEWAY_PATH, proc, scheme))
 
     for t in targets:
         wait_port(t.port, t.proc, tmp / f"{t.name}-{tag}.log")
     return targets
 
 
-def loadtest(bins, tmp, target, seconds, warmup, connections, rate=None):
+def loadtest(bins, tmp, target, seconds, warmup, connections, rate=None, cacert=None):
     """One loadtest run on the load CPU; its JSON result, with the CPU time
     `target.proc` used per measured request (read after the warm-up and at
     the end: the loadtest's start-up, a few ms, is the only slack)."""
@@ -323,6 +352,8 @@ def loadtest(bins, tmp, target, seconds, warmup, connections, rate=None):
            "--json", str(out)]
     if rate is not None:
         cmd += ["--rate", str(rate)]
+    if cacert is not None:
+        cmd += ["--cacert", str(cacert)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     time.sleep(warmup)
     cpu0 = cpu_seconds(target.proc.pid)
@@ -410,7 +441,7 @@ def main():
     ap.add_argument("--duration", type=float, default=4, help="seconds per measurement (capacity and each rate)")
     ap.add_argument("--warmup", type=float, default=1, help="seconds of load before each measurement")
     ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--upstreams", default="nginx,engine", help="comma-separated: nginx, engine")
+    ap.add_argument("--upstreams", default="nginx,engine,tls", help="comma-separated: nginx, engine, tls")
     ap.add_argument("--gateway-variant", action="append", default=[], metavar="NAME=SNIPPET",
                     help="another gateway target with SNIPPET at the end of its [server] table (see above)")
     ap.add_argument("--gateway-bin", action="append", default=[], metavar="NAME=PATH",
@@ -423,8 +454,8 @@ def main():
     if args.smoke:
         args.rounds, args.duration, args.warmup = 1, 0.4, 0.1
     upstreams = [u for u in args.upstreams.split(",") if u]
-    if not upstreams or any(u not in ("nginx", "engine") for u in upstreams):
-        ap.error(f"--upstreams takes nginx and/or engine, not {args.upstreams!r}")
+    if not upstreams or any(u not in ("nginx", "engine", "tls") for u in upstreams):
+        ap.error(f"--upstreams takes nginx, engine and/or tls, not {args.upstreams!r}")
     variants = []
     for v in args.gateway_variant:
         name, sep, snippet = v.partition("=")
@@ -451,12 +482,21 @@ def main():
     results, failures = {}, []
     try:
         targets = {}
+        cert = make_certificate(tmp) if "tls" in upstreams else None
+        cacert = lambda kind: cert["cert"] if kind == "tls" else None
+        servers = {}  # one upstream process per kind; tls shares nginx's
         for kind in upstreams:
-            port, proc, path = start_upstream(kind, tmp, bins)
-            targets[kind] = [Target("direct", port, path, proc)] + start_proxies(kind, port, path, tmp, bins,
-                                                                                 variants, other_bins)
+            server = "nginx" if kind == "tls" else kind
+            if server not in servers:
+                servers[server] = start_upstream(server, tmp, bins)
+            port, proc, path = servers[server]
+            if kind == "tls":
+                targets[kind] = start_proxies(kind, port, path, tmp, bins, variants, other_bins, cert)
+            else:
+                targets[kind] = [Target("direct", port, path, proc)] + start_proxies(kind, port, path, tmp, bins,
+                                                                                     variants, other_bins)
             for t in targets[kind]:
-                wait_ok(t.url)
+                wait_ok(t.url, cafile=cacert(kind))
 
         def record(kind, t, what, result):
             if result["failed"]:
@@ -468,7 +508,8 @@ def main():
         for r in range(args.rounds):
             for kind, ts in targets.items():
                 for t in ts:
-                    res = loadtest(bins, tmp, t, args.duration, args.warmup, args.connections)
+                    res = loadtest(bins, tmp, t, args.duration, args.warmup, args.connections,
+                                   cacert=cacert(kind))
                     capacity[kind][t.name].append(res)
                     record(kind, t, f"capacity round {r + 1}", res)
                     print(f"capacity round {r + 1} {kind:6} {t.name:16} {res['requests_per_s']:>9.0f} req/s  "
@@ -486,7 +527,8 @@ def main():
             for kind, ts in targets.items():
                 for rate in rates[kind]:
                     for t in ts:
-                        res = loadtest(bins, tmp, t, args.duration, open_warmup, args.connections, rate)
+                        res = loadtest(bins, tmp, t, args.duration, open_warmup, args.connections, rate,
+                                       cacert=cacert(kind))
                         opened[kind][t.name][str(rate)].append(res)
                         record(kind, t, f"open loop {rate}/s round {r + 1}", res)
                         print(f"open     round {r + 1} {kind:6} {t.name:16} {rate:>7}/s  "

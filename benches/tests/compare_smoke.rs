@@ -80,8 +80,11 @@ fn the_comparison_runner_measures_every_target() {
     let table = of("md");
     let json: serde_json::Value = serde_json::from_str(&of("json")).unwrap();
     assert_eq!(json["failures"], serde_json::json!([]), "{json}");
-    let targets = ["direct", "nginx", "haproxy", "gateway", "gateway-bigpool"];
-    for upstream in ["nginx", "engine"] {
+    let proxies = ["nginx", "haproxy", "gateway", "gateway-bigpool"];
+    for upstream in ["nginx", "engine", "tls"] {
+        // The TLS rows proxy the nginx upstream; there is no direct row.
+        let direct = (upstream != "tls").then_some("direct");
+        let targets = direct.into_iter().chain(proxies);
         assert!(
             table.contains(&format!("| {upstream} upstream |")),
             "{table}"

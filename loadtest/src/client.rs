@@ -1,12 +1,16 @@
 //! The request every scenario sends, and one exchange over a keep-alive
 //! HTTP/1.1 connection.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use openssl::ssl::{SslConnector, SslMethod};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -20,6 +24,9 @@ pub(crate) struct Target {
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
+    /// For https:// targets: the TLS client settings and the name the
+    /// certificate must carry.
+    tls: Option<(Arc<SslConnector>, String)>,
 }
 
 impl Target {
@@ -29,8 +36,8 @@ impl Target {
         headers: &[String],
         body: Bytes,
     ) -> anyhow::Result<Self> {
-        if url.scheme_str() != Some("http") {
-            bail!("only http:// URLs are supported");
+        if !matches!(url.scheme_str(), Some("http" | "https")) {
+            bail!("only http:// and https:// URLs are supported");
         }
         let authority = url.authority().context("the URL needs a host")?.to_string();
         let headers = headers
@@ -48,7 +55,26 @@ impl Target {
             method,
             headers,
             body,
+            tls: None,
         })
+    }
+
+    /// For an https:// `url`: TLS trusting `cacert` (else the system's
+    /// roots), offering HTTP/1.1 by ALPN.
+    pub(crate) fn with_tls(mut self, url: &Uri, cacert: Option<&Path>) -> anyhow::Result<Self> {
+        if url.scheme_str() != Some("https") {
+            return Ok(self);
+        }
+        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+        if let Some(path) = cacert {
+            builder
+                .set_ca_file(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+        }
+        builder.set_alpn_protos(b"\x08http/1.1")?;
+        let host = url.host().context("the URL needs a host")?.to_owned();
+        self.tls = Some((Arc::new(builder.build()), host));
+        Ok(self)
     }
 
     fn request(&self) -> Request<Full<Bytes>> {
@@ -71,6 +97,26 @@ pub(crate) async fn connect(target: &Target) -> Result<Sender, &'static str> {
         .map_err(|_| "connect")?;
     // Small requests: do not let Nagle hold them back.
     let _ = stream.set_nodelay(true);
+    let Some((connector, host)) = &target.tls else {
+        return handshake(stream).await;
+    };
+    let ssl = connector
+        .configure()
+        .and_then(|c| c.into_ssl(host))
+        .map_err(|_| "tls")?;
+    let mut stream = tokio_openssl::SslStream::new(ssl, stream).map_err(|_| "tls")?;
+    std::pin::Pin::new(&mut stream)
+        .connect()
+        .await
+        .map_err(|_| "tls")?;
+    handshake(stream).await
+}
+
+/// HTTP/1.1 over a connected stream.
+async fn handshake<S>(stream: S) -> Result<Sender, &'static str>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|_| "handshake")?;

@@ -39,9 +39,14 @@ use http::{Method, Uri};
     about = "HTTP/1.1 load generator: closed or open loop, in named scenarios"
 )]
 struct Args {
-    /// Target URL (http only), e.g. http://127.0.0.1:8080/models/m/production/predict
+    /// Target URL, e.g. http://127.0.0.1:8080/models/m/production/predict;
+    /// https:// speaks HTTP/1.1 over TLS (ALPN http/1.1).
     #[arg(long)]
     url: Uri,
+    /// PEM certificates to trust for https:// (e.g. a test certificate);
+    /// without it, the system's.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
     /// What to run.
     #[arg(long, value_enum, default_value = "steady")]
     scenario: scenario::Scenario,
@@ -125,7 +130,8 @@ impl Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    let target = client::Target::new(&args.url, args.method.clone(), &args.headers, args.body()?)?;
+    let target = client::Target::new(&args.url, args.method.clone(), &args.headers, args.body()?)?
+        .with_tls(&args.url, args.cacert.as_deref())?;
     let outcome = scenario::run(&args, target).await?;
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&outcome.json)?)
