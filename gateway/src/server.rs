@@ -55,7 +55,7 @@ pub enum StartError {
     #[error("cannot open the access log: {0}")]
     AccessLog(std::io::Error),
     /// The TLS listener's certificate or key cannot be used.
-    #[error("TLS listener: {0}")]
+    #[error("TLS listener")]
     Tls(#[from] TlsError),
 }
 

@@ -28,25 +28,25 @@ const RELOAD_CHECK: Duration = Duration::from_secs(1);
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not chained: it would print twice).
+        error: std::io::Error,
     },
     /// The certificate file holds no PEM certificate.
     #[error("{0}: no PEM certificate in it")]
     NoCertificate(PathBuf),
     /// A file is not valid PEM of its kind.
-    #[error("{path}: not a valid PEM {what}: {source}")]
+    #[error("{path}: not a valid PEM {what}: {error}")]
     Pem {
         /// The file.
         path: PathBuf,
         /// Certificate or private key.
         what: &'static str,
         /// OpenSSL's reason.
-        source: pingora_core::tls::error::ErrorStack,
+        error: pingora_core::tls::error::ErrorStack,
     },
     /// The key is not the certificate's.
     #[error("{key} is not the private key of the certificate in {cert}")]
@@ -71,24 +71,24 @@ struct Pair {
 impl Pair {
     fn read(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let read = |path: &Path| {
-            fs::read(path).map_err(|source| TlsError::Read {
+            fs::read(path).map_err(|error| TlsError::Read {
                 path: path.to_owned(),
-                source,
+                error,
             })
         };
-        let mut certs = X509::stack_from_pem(&read(cert)?).map_err(|source| TlsError::Pem {
+        let mut certs = X509::stack_from_pem(&read(cert)?).map_err(|error| TlsError::Pem {
             path: cert.to_owned(),
             what: "certificate",
-            source,
+            error,
         })?;
         if certs.is_empty() {
             return Err(TlsError::NoCertificate(cert.to_owned()));
         }
         let leaf = certs.remove(0);
-        let private = PKey::private_key_from_pem(&read(key)?).map_err(|source| TlsError::Pem {
+        let private = PKey::private_key_from_pem(&read(key)?).map_err(|error| TlsError::Pem {
             path: key.to_owned(),
             what: "private key",
-            source,
+            error,
         })?;
         let matches = leaf
             .public_key()

@@ -1,0 +1,918 @@
+//! The TLS predict listener end to end: HTTP/2 and HTTP/1.1 chosen by ALPN,
+//! a streamed response over TLS, the plain listener beside it, certificate
+//! reload (a good pair is picked up, a broken one is ignored), and the
+//! config errors `gateway check` and `gateway serve` report.
+//!
+//! The client is the `curl` binary and certificates are made at test time
+//! with the `openssl` command-line tool, each run in a blocking thread and
+//! waited for; the upstream is a small recording HTTP/1.1 replica written
+//! here (as in `data_path.rs`).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, Notify};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use support::{Gateway, KEY};
+
+/// Upper bound on any one wait in these tests.
+const LIMIT: Duration = Duration::from_secs(30);
+const PREDICT: &str = "/models/m1/production/predict";
+
+// ---------------------------------------------------------------------------
+// The recording replica
+// ---------------------------------------------------------------------------
+
+/// How the replica answers `POST /predict` (health probes always get 200).
+#[derive(Debug)]
+enum Behaviour {
+    /// 200 with the request's body echoed back (Content-Length).
+    Echo,
+    /// 200, chunked: `first`, then nothing until `go` is notified (at most
+    /// [`LIMIT`]), then `rest` and the last chunk.
+    StreamAfterSignal {
+        first: Bytes,
+        rest: Bytes,
+        go: Arc<Notify>,
+    },
+}
+
+/// One data-path request as the replica received it.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    target: String,
+    version: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// A recording replica on 127.0.0.1:0; dropping it stops its accept loop
+/// and every connection task with it.
+#[derive(Debug)]
+struct Replica {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl Replica {
+    async fn start(behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let behaviour = Arc::new(behaviour);
+        let task = tokio::spawn({
+            let received = Arc::clone(&received);
+            async move {
+                let mut connections = JoinSet::new();
+                loop {
+                    tokio::select! {
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            let (received, behaviour) = (Arc::clone(&received), Arc::clone(&behaviour));
+                            connections.spawn(async move {
+                                let _ = serve(stream, &received, &behaviour).await;
+                            });
+                        }
+                        Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                    }
+                }
+            }
+        });
+        Self {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    async fn received(&self) -> Vec<Received> {
+        self.received.lock().await.clone()
+    }
+
+    /// Every request the replica got was `POST /predict` over HTTP/1.1,
+    /// without the client's Authorization header; returns their bodies.
+    async fn assert_predicts_without_key(&self) -> Vec<Vec<u8>> {
+        let received = self.received().await;
+        assert!(!received.is_empty(), "the replica received requests");
+        for r in &received {
+            assert_eq!(
+                (r.method.as_str(), r.target.as_str(), r.version.as_str()),
+                ("POST", "/predict", "HTTP/1.1"),
+                "what the replica received"
+            );
+            assert!(
+                find(&r.headers, "authorization").is_none(),
+                "the client's Authorization header reached the replica: {:?}",
+                r.headers
+            );
+        }
+        received.into_iter().map(|r| r.body).collect()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn invalid(what: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
+}
+
+type Conn = BufReader<TcpStream>;
+
+/// One CRLF-terminated line without its CRLF; `None` at end of stream.
+async fn read_line(conn: &mut Conn) -> std::io::Result<Option<String>> {
+    let mut line = String::new();
+    if (&mut *conn).take(16 * 1024).read_line(&mut line).await? == 0 {
+        return Ok(None);
+    }
+    match line.strip_suffix("\r\n") {
+        Some(l) => Ok(Some(l.to_owned())),
+        None => Err(invalid(format!("line not ended by CRLF: {line:?}"))),
+    }
+}
+
+/// Serves one connection until the peer closes it.
+async fn serve(
+    stream: TcpStream,
+    received: &Mutex<Vec<Received>>,
+    behaviour: &Behaviour,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut conn = BufReader::new(stream);
+    loop {
+        let Some(line) = read_line(&mut conn).await? else {
+            return Ok(());
+        };
+        let mut parts = line.split(' ');
+        let (method, target, version) = (
+            parts.next().unwrap_or("").to_owned(),
+            parts.next().unwrap_or("").to_owned(),
+            parts.next().unwrap_or("").to_owned(),
+        );
+        let mut headers = Vec::new();
+        loop {
+            let field = read_line(&mut conn)
+                .await?
+                .ok_or_else(|| invalid("end of stream inside a head".to_owned()))?;
+            if field.is_empty() {
+                break;
+            }
+            if headers.len() == 100 {
+                return Err(invalid("too many headers".to_owned()));
+            }
+            let (name, value) = field
+                .split_once(':')
+                .ok_or_else(|| invalid(format!("bad header line {field:?}")))?;
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        if target == "/health/ready" {
+            conn.get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await?;
+            return Ok(());
+        }
+        let body = read_body(&mut conn, &headers).await?;
+        let close = find(&headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let request = Received {
+            method,
+            target,
+            version,
+            headers,
+            body,
+        };
+        // Recorded before answering: once the client has its response, the
+        // request is in the record.
+        received.lock().await.push(request.clone());
+        respond(conn.get_mut(), behaviour, &request).await?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+/// A request body framed by Content-Length or chunked encoding.
+async fn read_body(conn: &mut Conn, headers: &[(String, String)]) -> std::io::Result<Vec<u8>> {
+    const MAX_BODY: usize = 16 << 20;
+    let mut body = Vec::new();
+    if find(headers, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        loop {
+            let line = read_line(conn)
+                .await?
+                .ok_or_else(|| invalid("end of stream inside a chunked body".to_owned()))?;
+            let size = line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size, 16)
+                .map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
+            if size == 0 {
+                // Trailers, if any, up to the empty line.
+                for _ in 0..100 {
+                    match read_line(conn).await? {
+                        Some(l) if !l.is_empty() => {}
+                        _ => return Ok(body),
+                    }
+                }
+                return Err(invalid("too many trailers".to_owned()));
+            }
+            if body.len() + size > MAX_BODY {
+                return Err(invalid("chunked body too large".to_owned()));
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            conn.read_exact(&mut body[start..]).await?;
+            let mut crlf = [0u8; 2];
+            conn.read_exact(&mut crlf).await?;
+            if &crlf != b"\r\n" {
+                return Err(invalid("chunk not followed by CRLF".to_owned()));
+            }
+        }
+    }
+    if let Some(length) = find(headers, "content-length") {
+        let n: usize = length
+            .parse()
+            .map_err(|_| invalid(format!("bad content-length {length:?}")))?;
+        if n > MAX_BODY {
+            return Err(invalid(format!("body of {n} bytes")));
+        }
+        body.resize(n, 0);
+        conn.read_exact(&mut body).await?;
+    }
+    Ok(body)
+}
+
+async fn respond(
+    out: &mut TcpStream,
+    behaviour: &Behaviour,
+    req: &Received,
+) -> std::io::Result<()> {
+    match behaviour {
+        Behaviour::Echo => {
+            let mut message = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+                req.body.len()
+            )
+            .into_bytes();
+            message.extend_from_slice(&req.body);
+            out.write_all(&message).await?;
+        }
+        Behaviour::StreamAfterSignal { first, rest, go } => {
+            out.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n",
+            )
+            .await?;
+            write_chunk(out, first).await?;
+            out.flush().await?;
+            // The test signals as soon as the first part reached the client.
+            if tokio::time::timeout(LIMIT, go.notified()).await.is_err() {
+                return Ok(());
+            }
+            write_chunk(out, rest).await?;
+            out.write_all(b"0\r\n\r\n").await?;
+        }
+    }
+    out.flush().await
+}
+
+async fn write_chunk(out: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
+    out.write_all(format!("{:x}\r\n", data.len()).as_bytes())
+        .await?;
+    out.write_all(data).await?;
+    out.write_all(b"\r\n").await
+}
+
+// ---------------------------------------------------------------------------
+// Certificates and child processes
+// ---------------------------------------------------------------------------
+
+/// A child process killed and reaped when dropped (on a failed assertion).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `command` to completion in a blocking thread. Every command run
+/// here is bounded by its own options (`--max-time`) or by `timeout`.
+async fn run(mut command: Command) -> Output {
+    let what = format!("{command:?}");
+    tokio::task::spawn_blocking(move || {
+        command
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {what}: {e}"))
+    })
+    .await
+    .unwrap()
+}
+
+/// Writes a self-signed certificate for 127.0.0.1 with subject `CN=cn`
+/// and its unencrypted key.
+async fn make_pair(cert: &Path, key: &Path, cn: &str) {
+    let mut openssl = Command::new("openssl");
+    openssl
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", &format!("/CN={cn}")])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert);
+    let out = run(openssl).await;
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A directory holding `cert.pem` and `key.pem` for `CN=gw-test-1`.
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    async fn new() -> Self {
+        let certs = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        make_pair(&certs.cert(), &certs.key(), "gw-test-1").await;
+        certs
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("key.pem")
+    }
+
+    /// Replaces the pair with a new one for `CN=cn` the way an operator's
+    /// tooling does: written beside them, then renamed over them, key first.
+    async fn replace(&self, cn: &str) {
+        let (cert, key) = (
+            self.dir.path().join("new-cert.pem"),
+            self.dir.path().join("new-key.pem"),
+        );
+        make_pair(&cert, &key, cn).await;
+        std::fs::rename(&key, self.key()).unwrap();
+        std::fs::rename(&cert, self.cert()).unwrap();
+    }
+}
+
+/// The subject of the certificate a new TLS handshake with `addr` presents
+/// (`subject=CN = ...`), or what went wrong.
+async fn presented_subject(addr: SocketAddr) -> Result<String, String> {
+    let mut s_client = Command::new("timeout");
+    s_client
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(addr.to_string())
+        .args(["-servername", "gw.test"]);
+    let handshake = run(s_client).await;
+    let pem = handshake.stdout;
+    let subject = tokio::task::spawn_blocking(move || {
+        let mut x509 = Reaped(
+            Command::new("openssl")
+                .args(["x509", "-noout", "-subject"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn openssl x509"),
+        );
+        // Its input is small (one handshake's printout): no deadlock.
+        let mut stdin = x509.0.stdin.take().unwrap();
+        let _ = stdin.write_all(&pem);
+        drop(stdin);
+        let mut out = String::new();
+        x509.0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = x509.0.wait().unwrap();
+        (status.success(), out)
+    })
+    .await
+    .unwrap();
+    match subject {
+        (true, out) => Ok(out.trim().to_owned()),
+        (false, _) => Err(format!(
+            "no certificate from the handshake (s_client {}): {}",
+            handshake.status,
+            String::from_utf8_lossy(&handshake.stderr)
+        )),
+    }
+}
+
+fn subject(cn: &str) -> String {
+    format!("subject=CN = {cn}")
+}
+
+// ---------------------------------------------------------------------------
+// curl
+// ---------------------------------------------------------------------------
+
+/// What curl printed after the body, so that it can be told apart.
+const MARK: &str = "\n--curl-write-out--";
+
+/// A response as curl reports it.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    /// `1.1` or `2`.
+    version: String,
+    /// Response headers, names in lower case (curl's `%{header_json}`).
+    headers: serde_json::Value,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.get(0)?.as_str()
+    }
+}
+
+/// curl with the common options: bounded, no proxy, the test key, and a
+/// write-out after the body giving the status, version and headers.
+fn curl(args: &[&str]) -> Command {
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "30", "--connect-timeout", "5"])
+        .args(["--noproxy", "*"])
+        .args(["-H", &format!("Authorization: Api-Key {KEY}")])
+        .args(["-H", "Content-Type: application/octet-stream"])
+        .args([
+            "-w",
+            &format!("{MARK}%{{response_code}} %{{http_version}} %{{header_json}}"),
+        ])
+        .args(args);
+    curl
+}
+
+/// Splits curl's output into the response and the write-out.
+fn answer(out: &Output) -> Answer {
+    let stdout = &out.stdout;
+    assert!(
+        out.status.success(),
+        "curl failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mark = stdout
+        .windows(MARK.len())
+        .rposition(|w| w == MARK.as_bytes())
+        .unwrap_or_else(|| panic!("no write-out in {:?}", String::from_utf8_lossy(stdout)));
+    let tail = std::str::from_utf8(&stdout[mark + MARK.len()..]).unwrap();
+    let mut fields = tail.splitn(3, ' ');
+    let status = fields.next().unwrap().parse().unwrap();
+    let version = fields.next().unwrap().to_owned();
+    let headers = serde_json::from_str(fields.next().unwrap()).unwrap();
+    Answer {
+        status,
+        version,
+        headers,
+        body: stdout[..mark].to_vec(),
+    }
+}
+
+/// POSTs `body` to the predict URL with curl and the extra `args`.
+async fn post(url: &str, body: &str, args: &[&str]) -> Answer {
+    let mut command = curl(args);
+    command.args(["--data-binary", body, url]);
+    answer(&run(command).await)
+}
+
+// ---------------------------------------------------------------------------
+// Gateway setup
+// ---------------------------------------------------------------------------
+
+/// A gateway whose TLS listener serves the pair in `cert` and `key`, as
+/// written in the config (absolute, or relative to the config file).
+struct TlsGateway {
+    gw: Gateway,
+    tls: SocketAddr,
+}
+
+impl TlsGateway {
+    async fn start(replica: &Replica, cert: &str, key: &str) -> Self {
+        let tls: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+            .parse()
+            .unwrap();
+        let body = format!(
+            r#"
+[listeners.tls]
+address = "{tls}"
+cert = "{cert}"
+key = "{key}"
+
+[[models]]
+id = "m1"
+[[models.deployments]]
+id = "d1"
+predict_concurrency = 64
+replicas = {{ source = "static", addresses = ["{replica}"] }}
+[[models.environments]]
+name = "production"
+deployment = "d1"
+"#,
+            replica = replica.addr
+        );
+        let gw = tokio::task::spawn_blocking(move || support::gateway(&body))
+            .await
+            .unwrap();
+        // The harness waits for the plain listener; the TLS one is in the
+        // same service, but wait for a complete handshake on it too (a bare
+        // TCP probe would have Pingora log a failed handshake).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = presented_subject(tls).await {
+            assert!(
+                Instant::now() < deadline,
+                "the TLS listener on {tls} never completed a handshake: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { gw, tls }
+    }
+
+    async fn with_certs(replica: &Replica, certs: &Certs) -> Self {
+        Self::start(
+            replica,
+            certs.cert().to_str().unwrap(),
+            certs.key().to_str().unwrap(),
+        )
+        .await
+    }
+
+    fn https(&self, path: &str) -> String {
+        format!("https://{}{path}", self.tls)
+    }
+}
+
+/// Waits (polling new handshakes, at most `limit`) until the TLS listener
+/// presents the certificate of `CN=cn`.
+async fn wait_for_subject(addr: SocketAddr, cn: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut last;
+    loop {
+        last = presented_subject(addr).await;
+        if last.as_deref() == Ok(subject(cn).as_str()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {limit:?}, handshakes still present {last:?}, not {cn}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A 200 from `POST /models/m1/production/predict` on the TLS listener,
+/// verified against `cert`, with the body echoed.
+async fn assert_echo_over_tls(gw: &TlsGateway, cert: &Path, body: &str) {
+    let answer = post(
+        &gw.https(PREDICT),
+        body,
+        &["--http2", "--cacert", cert.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(String::from_utf8_lossy(&answer.body), body);
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// curl offers h2 and http/1.1 by ALPN; the gateway picks HTTP/2, and the
+/// replica still gets a plain HTTP/1.1 `POST /predict` without the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_alpn_h2_reaches_the_replica_over_http1() {
+    let certs = Certs::new().await;
+    let replica = Replica::start(Behaviour::Echo).await;
+    let gw = TlsGateway::with_certs(&replica, &certs).await;
+    let body = r#"{"inputs":["over TLS, h2"]}"#;
+    let answer = post(
+        &gw.https(PREDICT),
+        body,
+        &["--http2", "--cacert", certs.cert().to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.version, "2", "ALPN chose HTTP/2");
+    assert_eq!(String::from_utf8_lossy(&answer.body), body);
+    assert_eq!(answer.header("x-deployment-id"), Some("d1"), "{answer:?}");
+    let bodies = replica.assert_predicts_without_key().await;
+    assert_eq!(bodies, vec![body.as_bytes().to_vec()]);
+}
+
+/// A client that offers only http/1.1 gets HTTP/1.1 over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_http1_only() {
+    let certs = Certs::new().await;
+    let replica = Replica::start(Behaviour::Echo).await;
+    let gw = TlsGateway::with_certs(&replica, &certs).await;
+    let body = r#"{"inputs":["over TLS, http/1.1"]}"#;
+    let answer = post(
+        &gw.https(PREDICT),
+        body,
+        &["--http1.1", "--cacert", certs.cert().to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.version, "1.1");
+    assert_eq!(String::from_utf8_lossy(&answer.body), body);
+    assert_eq!(answer.header("x-deployment-id"), Some("d1"), "{answer:?}");
+    let bodies = replica.assert_predicts_without_key().await;
+    assert_eq!(bodies, vec![body.as_bytes().to_vec()]);
+}
+
+/// A chunked response is relayed over TLS and HTTP/2 as it arrives: the
+/// replica sends its second part only once curl has printed the first, so
+/// a gateway that buffered the response would never finish it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_response_streams_over_tls_h2() {
+    let certs = Certs::new().await;
+    let go = Arc::new(Notify::new());
+    let first = Bytes::from_static(b"data: first event\n\n");
+    let rest = Bytes::from(
+        (0..20_000)
+            .map(|i| format!("data: event {i}\n\n"))
+            .collect::<String>(),
+    );
+    let replica = Replica::start(Behaviour::StreamAfterSignal {
+        first: first.clone(),
+        rest: rest.clone(),
+        go: Arc::clone(&go),
+    })
+    .await;
+    let gw = TlsGateway::with_certs(&replica, &certs).await;
+    let mut command = curl(&["-N", "--http2", "--cacert", certs.cert().to_str().unwrap()]);
+    command.args(["--data-binary", r#"{"stream":true}"#, &gw.https(PREDICT)]);
+    let first_len = first.len();
+    let (first_part, out) = tokio::task::spawn_blocking(move || {
+        let mut curl = Reaped(
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn curl"),
+        );
+        let mut stdout = curl.0.stdout.take().unwrap();
+        // Bounded by curl's --max-time: then the pipe closes.
+        let mut first_part = vec![0; first_len];
+        let got_first = stdout.read_exact(&mut first_part);
+        // Let the replica go on either way, so that nothing waits for
+        // LIMIT; the assertions below tell what happened.
+        go.notify_one();
+        if got_first.is_err() {
+            first_part.clear();
+        }
+        let mut rest = Vec::new();
+        stdout.read_to_end(&mut rest).unwrap();
+        let mut stderr = Vec::new();
+        curl.0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_end(&mut stderr)
+            .unwrap();
+        let status = curl.0.wait().unwrap();
+        (
+            first_part,
+            Output {
+                status,
+                stdout: rest,
+                stderr,
+            },
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        first_part,
+        first.to_vec(),
+        "the first part reached curl before the replica sent the rest ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer = answer(&out);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.version, "2");
+    assert_eq!(answer.header("x-deployment-id"), Some("d1"));
+    assert_eq!(answer.body.len(), rest.len(), "the rest arrived whole");
+    assert!(answer.body == rest, "the rest arrived intact");
+    replica.assert_predicts_without_key().await;
+}
+
+/// The plain listener keeps serving beside the TLS one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plain_listener_still_serves_beside_the_tls_one() {
+    let certs = Certs::new().await;
+    let replica = Replica::start(Behaviour::Echo).await;
+    let gw = TlsGateway::with_certs(&replica, &certs).await;
+    let plain = post(&gw.gw.url(PREDICT), "plain", &["--http1.1"]).await;
+    assert_eq!(plain.status, 200, "{plain:?}");
+    assert_eq!(plain.version, "1.1");
+    assert_eq!(plain.body, b"plain");
+    assert_eq!(plain.header("x-deployment-id"), Some("d1"));
+    assert_echo_over_tls(&gw, &certs.cert(), "secure").await;
+    let bodies = replica.assert_predicts_without_key().await;
+    assert_eq!(bodies, vec![b"plain".to_vec(), b"secure".to_vec()]);
+}
+
+/// `cert` and `key` given relative to the config file are found there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_certificate_paths_are_relative_to_the_config_file() {
+    let certs = Certs::new().await;
+    let replica = Replica::start(Behaviour::Echo).await;
+    // The harness writes its config into the temporary directory, as
+    // tempdir() made `certs` there: name the files from that directory.
+    let base = std::env::temp_dir();
+    let relative = |p: PathBuf| {
+        p.strip_prefix(&base)
+            .expect("the certificates are under the temporary directory")
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (cert, key) = (relative(certs.cert()), relative(certs.key()));
+    assert!(Path::new(&cert).is_relative());
+    let gw = TlsGateway::start(&replica, &cert, &key).await;
+    assert_eq!(
+        gw.gw.config.path().parent(),
+        Some(base.as_path()),
+        "the config file is beside the certificate directory"
+    );
+    assert_echo_over_tls(&gw, &certs.cert(), "relative").await;
+}
+
+/// A new pair renamed over the files is served to new handshakes within a
+/// few seconds; a broken certificate file is then ignored (the last good
+/// pair keeps serving) and a good pair after it is picked up again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_reload_and_a_broken_file_keeps_the_old_pair() {
+    let certs = Certs::new().await;
+    let replica = Replica::start(Behaviour::Echo).await;
+    let gw = TlsGateway::with_certs(&replica, &certs).await;
+    assert_eq!(presented_subject(gw.tls).await, Ok(subject("gw-test-1")));
+    let first_cert = certs.dir.path().join("first-cert.pem");
+    std::fs::copy(certs.cert(), &first_cert).unwrap();
+    assert_echo_over_tls(&gw, &first_cert, "before").await;
+
+    certs.replace("gw-test-2").await;
+    wait_for_subject(gw.tls, "gw-test-2", Duration::from_secs(10)).await;
+    // Verified against the new certificate, not just shown by it.
+    assert_echo_over_tls(&gw, &certs.cert(), "after the reload").await;
+    let second_cert = certs.dir.path().join("second-cert.pem");
+    std::fs::copy(certs.cert(), &second_cert).unwrap();
+
+    // Garbage in place of the certificate: the reloader sees the change
+    // within a second, fails to parse it, and keeps the pair it has. Watch
+    // for three seconds that every handshake still presents gw-test-2.
+    let broken = certs.dir.path().join("broken.pem");
+    std::fs::write(&broken, "this is not a PEM certificate\n").unwrap();
+    std::fs::rename(&broken, certs.cert()).unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut checks = 0;
+    while Instant::now() < until {
+        assert_eq!(
+            presented_subject(gw.tls).await,
+            Ok(subject("gw-test-2")),
+            "a broken certificate file replaced the served pair"
+        );
+        assert_echo_over_tls(&gw, &second_cert, &format!("broken file, check {checks}")).await;
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(checks >= 3, "only {checks} checks in 3 s");
+
+    // The reloader is still at work: a good pair after the broken one is
+    // picked up.
+    certs.replace("gw-test-3").await;
+    wait_for_subject(gw.tls, "gw-test-3", Duration::from_secs(10)).await;
+    assert_echo_over_tls(&gw, &certs.cert(), "after the repair").await;
+    // The plain listener was never affected.
+    let plain = post(&gw.gw.url(PREDICT), "plain", &[]).await;
+    assert_eq!(plain.status, 200, "{plain:?}");
+}
+
+/// `gateway check` names `listeners.tls.key` and the line of the table
+/// that lacks it, and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_a_tls_listener_without_a_key() {
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(
+        file.path(),
+        "[listeners]\npredict = \"127.0.0.1:18080\"\n\n[listeners.tls]\naddress = \"127.0.0.1:18443\"\ncert = \"cert.pem\"\n",
+    )
+    .unwrap();
+    let mut check = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    check.arg("check").arg("--config").arg(file.path());
+    let out = run(check).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let name = file.path().display().to_string();
+    let error = stdout
+        .lines()
+        .find(|l| l.contains("listeners.tls.key"))
+        .unwrap_or_else(|| panic!("no error names listeners.tls.key: {stdout}"));
+    assert!(
+        error.starts_with(&format!("{name}:4:")),
+        "the error points at line 4, `[listeners.tls]`: {error}"
+    );
+    assert!(error.contains("`key` is missing"), "{error}");
+    assert!(
+        !stdout.contains("listeners.tls.cert"),
+        "cert is given: {stdout}"
+    );
+    assert!(stdout.contains("1 error(s)"), "{stdout}");
+}
+
+/// `gateway serve` with a certificate file that does not exist exits
+/// non-zero at once, naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_a_missing_certificate_exits_naming_the_file() {
+    let certs = Certs::new().await;
+    let missing = certs.dir.path().join("missing-cert.pem");
+    let text = format!(
+        "[listeners]\npredict = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n\n[listeners.tls]\naddress = \"127.0.0.1:{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+        missing.display(),
+        certs.key().display()
+    );
+    let config = certs.dir.path().join("gateway.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut gateway = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gateway"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = gateway.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway is still running without its certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    gateway
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "exited with {status}: {stderr}");
+    assert!(
+        stderr.contains(&missing.display().to_string()),
+        "the error names {}: {stderr}",
+        missing.display()
+    );
+    assert_eq!(
+        stderr.matches(&missing.display().to_string()).count(),
+        1,
+        "the cause is said once: {stderr}"
+    );
+}
