@@ -164,14 +164,33 @@ http {{
 """
 
 
+def nginx_proxy_server(port, up_port, cert=None):
+    """nginx's http-block body as a reverse proxy on `port` in front of the
+    upstream on `up_port`, with upstream keep-alive; with `cert`, TLS on the
+    client side."""
+    return f"""
+    upstream replica {{ server 127.0.0.1:{up_port}; keepalive 64; keepalive_requests 10000000; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096{" ssl" if cert else ""};
+        {f"ssl_certificate {cert['cert']}; ssl_certificate_key {cert['key']};" if cert else ""}
+        location / {{
+            proxy_pass http://replica;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"""
+
+
 STARTED = []
 
 
 def start(cmd, cpu, log, **kw):
-    """Starts `cmd` pinned to `cpu`, its output in the file `log`; every
-    process started is stopped on the way out, whatever fails."""
+    """Starts `cmd` pinned to `cpu` (None: not pinned), its output in the
+    file `log`; every process started is stopped on the way out, whatever
+    fails."""
+    pin = ["taskset", "-c", cpu] if cpu is not None else []
     with open(log, "w") as out:
-        proc = subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=out, stderr=subprocess.STDOUT, **kw)
+        proc = subprocess.Popen([*pin, *cmd], stdout=out, stderr=subprocess.STDOUT, **kw)
     STARTED.append(proc)
     return proc
 
@@ -210,8 +229,9 @@ class Target:
         return f"{self.scheme}://127.0.0.1:{self.port}{self.path}"
 
 
-def start_upstream(kind, tmp, bins):
-    """The upstream on the load CPU: its port, process and the path it serves."""
+def start_upstream(kind, tmp, bins, cpu=LOAD_CPU):
+    """The upstream on `cpu` (the load CPU): its port, process and the path
+    it serves."""
     port = free_port()
     log = tmp / f"upstream-{kind}.log"
     if kind == "nginx":
@@ -221,13 +241,13 @@ def start_upstream(kind, tmp, bins):
         listen 127.0.0.1:{port} backlog=4096;
         location / {{ default_type application/json; return 200 '{UPSTREAM_BODY}'; }}
     }}"""))
-        proc = start([tool("nginx"), "-c", str(conf), "-p", str(tmp)], LOAD_CPU, log)
+        proc = start([tool("nginx"), "-c", str(conf), "-p", str(tmp)], cpu, log)
         path = GATEWAY_PATH  # any path answers
     else:
         # Enough slots and queue that it never answers 429 to the load.
         proc = start([str(bins / "engine"), "--listen", f"127.0.0.1:{port}", "--backend", "synthetic",
                       "--fixed-ms", "0", "--predict-concurrency", "1024", "--queue-size", "4096"],
-                     LOAD_CPU, log, env={**os.environ, "RUST_LOG": "warn"})
+                     cpu, log, env={**os.environ, "RUST_LOG": "warn"})
         path = "/predict"
     wait_port(port, proc, log)
     return port, proc, path
@@ -282,17 +302,7 @@ def start_proxies(upstream_kind, up_port, up_path, tmp, bins, variants, other_bi
 
     port = free_port()
     conf = tmp / f"nginx-{tag}.conf"
-    conf.write_text(nginx_conf(tmp, f"nginx-{tag}", f"""
-    upstream replica {{ server 127.0.0.1:{up_port}; keepalive 64; keepalive_requests 10000000; }}
-    server {{
-        listen 127.0.0.1:{port} backlog=4096{" ssl" if cert else ""};
-        {f"ssl_certificate {cert['cert']}; ssl_certificate_key {cert['key']};" if cert else ""}
-        location / {{
-            proxy_pass http://replica;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}"""))
+    conf.write_text(nginx_conf(tmp, f"nginx-{tag}", nginx_proxy_server(port, up_port, cert)))
     proc = start([tool("nginx"), "-c", str(conf), "-p", str(tmp)], PROXY_CPU, tmp / f"nginx-{tag}.log")
     targets.append(Target("nginx", port, up_path, proc, scheme))
 

@@ -10,33 +10,29 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use control::rollout::{self, Side};
-use control::telemetry::{Finished, RouteMetrics};
+use control::telemetry::RouteMetrics;
 use control::{Admission, Lease, Parked, RolloutRuntime, Routing, SidePreference};
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use pingora_core::apps::{
     HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream,
 };
-use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::RequestHeader;
 use tokio::time::Instant;
 
-use crate::access_log::{AccessLogger, Entry};
+use crate::access_log::AccessLogger;
 use crate::connections::Connections;
 use crate::reject::{Reject, send_json, send_json_error};
 use crate::route::{self, Call};
 use crate::shutdown::{InFlight, InFlightGuard};
-use request::{
-    BodyError, INLINE_BODY_LIMIT, ReplicaPath, RequestBody, client_gone, content_length,
-    expects_continue, parked_bytes, session_hash,
-};
-use upstream::Framing;
+use request::{ReplicaPath, RequestBody, client_gone, content_length, parked_bytes, session_hash};
 
+mod exchange;
+mod record;
 mod request;
 mod upstream;
 
@@ -288,254 +284,6 @@ impl Gateway {
         }
         outcome
     }
-}
-
-impl Gateway {
-    /// The exchange with the replica: a pooled or new connection, the
-    /// request in one write when its body is small, the response streamed
-    /// back as it arrives. The slot is given back as soon as the replica's
-    /// response has been read.
-    async fn proxy(
-        &self,
-        session: &mut ServerSession,
-        ctx: &mut RequestCtx,
-        mut lease: Lease,
-    ) -> Result<(), Reject> {
-        let max = self.upstream.max_request_body_bytes;
-        let req = session.req_header();
-        let method = req.method.clone();
-        if expects_continue(req) && !ctx.body.is_complete() {
-            // The gateway answers the client's `Expect` itself: the replica
-            // gets the body with the head.
-            session
-                .write_continue_response()
-                .await
-                .map_err(|_| Reject::ClientClosed)?;
-        }
-        ctx.body
-            .fill(session, INLINE_BODY_LIMIT, max)
-            .await
-            .map_err(body_reject)?;
-        let req = session.req_header();
-        let inline = ctx.body.is_complete();
-        let framing = if inline {
-            let declared = req.headers.contains_key(header::CONTENT_LENGTH)
-                || req.headers.contains_key(header::TRANSFER_ENCODING);
-            match ctx.body.bytes() {
-                0 if !declared => Framing::None,
-                n => Framing::Length(n),
-            }
-        } else {
-            content_length(req).map_or(Framing::Chunked, Framing::Length)
-        };
-        let mut head = BytesMut::with_capacity(512);
-        let generated_id = match &ctx.request_id {
-            Some((id, true)) => Some(id),
-            _ => None,
-        };
-        upstream::write_head(
-            &mut head,
-            req,
-            ctx.replica_path.resolve(req.uri.path()),
-            req.uri.query(),
-            framing,
-            generated_id,
-        );
-        let body = ctx.body.take_pending();
-
-        // Connect, reuse and retry: only while nothing of the request can
-        // have been processed, or the request is whole in memory and may be
-        // repeated.
-        ctx.upstream_started = Some(Instant::now());
-        let mut connect_attempts = 0;
-        let mut fresh_only = false;
-        let mut up = loop {
-            let addr = lease.replica().addr();
-            let pooled = if fresh_only {
-                None
-            } else {
-                self.connections.checkout(addr)
-            };
-            let reused = pooled.is_some();
-            let mut stream = match pooled {
-                Some(stream) => stream,
-                None => match self.connect(addr).await {
-                    Ok(stream) => stream,
-                    Err(reject) => {
-                        // Nothing reached the replica, so trying another
-                        // one is safe for any method. The failed replica
-                        // leaves routing until a probe passes.
-                        connect_attempts += 1;
-                        if connect_attempts < CONNECT_ATTEMPTS
-                            && let Some(other) = lease.retry_elsewhere()
-                        {
-                            lease = other;
-                            continue;
-                        }
-                        lease.replica().mark_unreachable();
-                        return Err(reject);
-                    }
-                },
-            };
-            let written = if inline {
-                upstream::write_all_vectored(&mut stream, &head, &body).await
-            } else {
-                self.stream_body(session, &mut stream, &head, body.clone(), framing, ctx)
-                    .await?
-            };
-            if written.is_err() {
-                // A pooled connection the replica had closed: the request
-                // never reached it.
-                if reused && inline {
-                    fresh_only = true;
-                    continue;
-                }
-                return Err(Reject::ReplicaFailed);
-            }
-            let mut up = UpstreamSession::new(stream);
-            up.read_timeout = Some(self.upstream.read_timeout);
-            let response = tokio::select! {
-                biased;
-                response = read_final_response(&mut up) => response,
-                _ = session.read_body_or_idle(true) => return Err(Reject::ClientClosed),
-            };
-            match response {
-                Ok(()) => break up,
-                Err(mut e) => {
-                    if *e.etype() == ErrorType::ReadTimedout {
-                        return Err(Reject::ReplicaTimeout);
-                    }
-                    // Closed before any byte of a response: the replica may
-                    // have dropped an idle connection as the request came.
-                    // Only a repeatable request is sent again.
-                    e.retry.decide_reuse(reused);
-                    if e.retry.retry() && inline && upstream::idempotent(&method) {
-                        fresh_only = true;
-                        continue;
-                    }
-                    return Err(Reject::ReplicaFailed);
-                }
-            }
-        };
-        ctx.first_byte = Some(ctx.started.elapsed());
-        let addr = lease.replica().addr();
-        let response = self.downstream_head(&up, ctx)?;
-        session
-            .write_response_header(response)
-            .await
-            .map_err(|_| Reject::ClientClosed)?;
-
-        if method == Method::HEAD {
-            // No body follows a HEAD response; the replica's framing headers
-            // describe the GET it stands for, so its connection is not reused.
-            ctx.upstream_done = Some(Instant::now());
-            ctx.replica = Some(addr);
-            return Ok(());
-        }
-        loop {
-            match up.read_body_ref().await {
-                Ok(Some(piece)) => {
-                    if write_body(session, piece).await.is_err() {
-                        ctx.abort = true;
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    // The replica broke off mid-response: the client sees a
-                    // truncated response and a closed connection.
-                    ctx.abort = true;
-                    ctx.failed = true;
-                    break;
-                }
-            }
-        }
-        ctx.upstream_done = Some(Instant::now());
-        ctx.replica = Some(addr);
-        // The replica is done: its slot frees now, before the client has the
-        // last byte, so the client's next request finds it free.
-        drop(lease);
-        if !ctx.failed {
-            up.respect_keepalive();
-            if let Some(stream) = up.reuse().await {
-                self.connections.checkin(addr, stream);
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the head and a body too large to hold, piece by piece as the
-    /// client sends it. The outer error is the client's; the inner one the
-    /// replica connection's.
-    async fn stream_body(
-        &self,
-        session: &mut ServerSession,
-        stream: &mut Stream,
-        head: &[u8],
-        first: Bytes,
-        framing: Framing,
-        ctx: &mut RequestCtx,
-    ) -> Result<std::io::Result<()>, Reject> {
-        use tokio::io::AsyncWriteExt;
-        let max = self.upstream.max_request_body_bytes;
-        if let Err(e) = stream.write_all(head).await {
-            return Ok(Err(e));
-        }
-        let mut piece = first;
-        loop {
-            if let Err(e) = upstream::write_body_piece(stream, framing, &piece).await {
-                return Ok(Err(e));
-            }
-            match ctx.body.read_piece(session, max).await {
-                Ok(Some(next)) => piece = next,
-                Ok(None) => break,
-                Err(e) => return Err(body_reject(e)),
-            }
-        }
-        Ok(upstream::finish_body(stream, framing).await)
-    }
-
-    /// The client's response head: the replica's status and end-to-end
-    /// headers, the deployment that answered and the request id.
-    fn downstream_head(
-        &self,
-        up: &UpstreamSession,
-        ctx: &RequestCtx,
-    ) -> Result<Box<ResponseHeader>, Reject> {
-        let from = up.resp_header().ok_or(Reject::Internal)?;
-        let mut head = ResponseHeader::build_no_case(from.status, Some(from.headers.len() + 2))
-            .map_err(|_| Reject::Internal)?;
-        for (name, value) in &from.headers {
-            if !upstream::is_dropped_response_header(name) {
-                head.append_header(name, value)
-                    .map_err(|_| Reject::ReplicaFailed)?;
-            }
-        }
-        if let Some(id) = &ctx.deployment {
-            head.insert_header(DEPLOYMENT_HEADER, id)
-                .map_err(|_| Reject::Internal)?;
-        }
-        if let Some((id, true)) = &ctx.request_id {
-            head.insert_header(REQUEST_ID_HEADER, id)
-                .map_err(|_| Reject::Internal)?;
-        }
-        Ok(Box::new(head))
-    }
-
-    /// A new connection to a replica.
-    async fn connect(&self, addr: std::net::SocketAddr) -> Result<Stream, Reject> {
-        let connect = tokio::net::TcpStream::connect(addr);
-        let tcp = match tokio::time::timeout(self.upstream.connect_timeout, connect).await {
-            Err(_) => return Err(Reject::ReplicaTimeout),
-            Ok(Err(_)) => return Err(Reject::ReplicaFailed),
-            Ok(Ok(tcp)) => tcp,
-        };
-        // Requests are written whole: nothing to gain from Nagle's delay.
-        let _ = tcp.set_nodelay(true);
-        Ok(Box::new(pingora_core::protocols::l4::stream::Stream::from(
-            tcp,
-        )))
-    }
 
     /// Answers a refused or failed request with its JSON error, if no
     /// response has begun; whether the connection can take another request.
@@ -568,103 +316,6 @@ impl Gateway {
         }
         let sent = send_json_error(session, reject.status(), &reject.to_string(), extra).await;
         reuse && sent.is_ok()
-    }
-
-    /// Counts the request in its route's metrics, the rollout guard and the
-    /// access log.
-    fn record(&self, session: &ServerSession, ctx: &mut RequestCtx) {
-        let now = Instant::now();
-        let total = now.duration_since(ctx.started);
-        let sent = session.response_written().map(|r| r.status.as_u16());
-        // Feed the rollout guard: a 5xx, a broken response or no response
-        // at all is a failure.
-        if let Some((runtime, side)) = &ctx.rollout {
-            let failed = ctx.failed || sent.is_none_or(|s| s >= 500);
-            runtime.stats().record(*side, failed, total);
-        }
-        let finished = Finished {
-            at: now,
-            status: if ctx.client_left {
-                499
-            } else {
-                sent.unwrap_or(0)
-            },
-            request_bytes: ctx.body.bytes(),
-            response_bytes: session.body_bytes_sent() as u64,
-            total,
-            queue_wait: ctx.queue_wait,
-            upstream: ctx
-                .upstream_started
-                .map(|at| ctx.upstream_done.unwrap_or(now).duration_since(at)),
-            first_byte: ctx.first_byte,
-        };
-        let unrouted;
-        let route = match &ctx.metrics {
-            Some(route) => route,
-            None => {
-                unrouted = Arc::clone(self.routing.load().unrouted_metrics());
-                &unrouted
-            }
-        };
-        if self.request_metrics {
-            route.record(&finished);
-        }
-        if let (Some(log), Some((request_id, _))) = (&self.access_log, ctx.request_id.take()) {
-            log.log(Entry {
-                at: std::time::SystemTime::now(),
-                request_id,
-                route: Arc::clone(route),
-                replica: ctx.replica,
-                status: finished.status,
-                request_bytes: finished.request_bytes,
-                response_bytes: finished.response_bytes,
-                total,
-                upstream: finished.upstream,
-                queue: finished.queue_wait,
-            });
-        }
-    }
-}
-
-/// Reads the replica's final response head, skipping informational ones.
-async fn read_final_response(up: &mut UpstreamSession) -> pingora_error::Result<()> {
-    loop {
-        up.read_response().await?;
-        match up.get_status() {
-            Some(status) if status == StatusCode::SWITCHING_PROTOCOLS => {
-                // The gateway never forwards `Upgrade`: a 101 is a broken reply.
-                return pingora_error::Error::e_explain(
-                    ErrorType::InvalidHTTPHeader,
-                    "unexpected 101 from a replica",
-                );
-            }
-            Some(status) if status.is_informational() => continue,
-            _ => return Ok(()),
-        }
-    }
-}
-
-/// Relays one piece of the response body; over HTTP/1.1 without a copy.
-async fn write_body(session: &mut ServerSession, piece: &[u8]) -> pingora_error::Result<()> {
-    if piece.is_empty() {
-        // A read of chunk framing alone yields no data; written as is, an
-        // empty piece would be the last chunk and end the client's response.
-        return Ok(());
-    }
-    match session {
-        ServerSession::H1(h1) => h1.write_body(piece).await.map(|_| ()),
-        other => {
-            other
-                .write_response_body(Bytes::copy_from_slice(piece), false)
-                .await
-        }
-    }
-}
-
-fn body_reject(e: BodyError) -> Reject {
-    match e {
-        BodyError::TooLarge => Reject::BodyTooLarge,
-        BodyError::Client => Reject::BadBody,
     }
 }
 

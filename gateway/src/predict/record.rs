@@ -1,0 +1,69 @@
+//! What a finished request leaves behind: its count and latencies in its
+//! route's metrics, its outcome in the rollout guard, and (when sampled) an
+//! access log line.
+
+use std::sync::Arc;
+
+use control::telemetry::Finished;
+use pingora_core::protocols::http::ServerSession;
+use tokio::time::Instant;
+
+use super::{Gateway, RequestCtx};
+use crate::access_log::Entry;
+
+impl Gateway {
+    /// Counts the request in its route's metrics, the rollout guard and the
+    /// access log.
+    pub(super) fn record(&self, session: &ServerSession, ctx: &mut RequestCtx) {
+        let now = Instant::now();
+        let total = now.duration_since(ctx.started);
+        let sent = session.response_written().map(|r| r.status.as_u16());
+        // Feed the rollout guard: a 5xx, a broken response or no response
+        // at all is a failure.
+        if let Some((runtime, side)) = &ctx.rollout {
+            let failed = ctx.failed || sent.is_none_or(|s| s >= 500);
+            runtime.stats().record(*side, failed, total);
+        }
+        let finished = Finished {
+            at: now,
+            status: if ctx.client_left {
+                499
+            } else {
+                sent.unwrap_or(0)
+            },
+            request_bytes: ctx.body.bytes(),
+            response_bytes: session.body_bytes_sent() as u64,
+            total,
+            queue_wait: ctx.queue_wait,
+            upstream: ctx
+                .upstream_started
+                .map(|at| ctx.upstream_done.unwrap_or(now).duration_since(at)),
+            first_byte: ctx.first_byte,
+        };
+        let unrouted;
+        let route = match &ctx.metrics {
+            Some(route) => route,
+            None => {
+                unrouted = Arc::clone(self.routing.load().unrouted_metrics());
+                &unrouted
+            }
+        };
+        if self.request_metrics {
+            route.record(&finished);
+        }
+        if let (Some(log), Some((request_id, _))) = (&self.access_log, ctx.request_id.take()) {
+            log.log(Entry {
+                at: std::time::SystemTime::now(),
+                request_id,
+                route: Arc::clone(route),
+                replica: ctx.replica,
+                status: finished.status,
+                request_bytes: finished.request_bytes,
+                response_bytes: finished.response_bytes,
+                total,
+                upstream: finished.upstream,
+                queue: finished.queue_wait,
+            });
+        }
+    }
+}
