@@ -79,22 +79,34 @@ impl KeyTable {
 
     /// Checks the value of an `Authorization` header.
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<&Principal, AuthError> {
-        let key = authorization
-            .and_then(key_from_header)
-            .ok_or(AuthError::Missing)?;
-        let digest = key_digest(key);
+        self.authenticate_digest(&header_digest(authorization)?)
+    }
+
+    /// Checks a presented key by its digest ([`header_digest`]): a caller
+    /// that saw the same header before may keep its digest instead of
+    /// hashing again. The table is consulted every time, so a key removed
+    /// by a reload stops working at once.
+    pub fn authenticate_digest(&self, digest: &[u8; 32]) -> Result<&Principal, AuthError> {
         let bucket = self
             .buckets
             .get(&bucket_of(&digest))
             .ok_or(AuthError::Invalid)?;
         let mut found = None;
         for principal in bucket.iter() {
-            if bool::from(principal.digest.ct_eq(&digest)) {
+            if bool::from(principal.digest.ct_eq(digest)) {
                 found = Some(principal);
             }
         }
         found.ok_or(AuthError::Invalid)
     }
+}
+
+/// The SHA-256 digest of the key in an `Authorization` header's value.
+pub fn header_digest(authorization: Option<&[u8]>) -> Result<[u8; 32], AuthError> {
+    let key = authorization
+        .and_then(key_from_header)
+        .ok_or(AuthError::Missing)?;
+    Ok(key_digest(key))
 }
 
 fn bucket_of(digest: &[u8; 32]) -> u64 {

@@ -25,7 +25,7 @@ pub mod store;
 pub mod telemetry;
 pub mod usage;
 
-pub use auth::{AuthError, KeyTable, Principal};
+pub use auth::{AuthError, KeyTable, Principal, header_digest};
 pub use autoscaler::{Autoscaler, Decision};
 pub use health::{HealthChecker, HealthSettings};
 pub use pool::{Admission, Closed, Lease, Overload, Parked, Parking, Pool, ScaleStatus};

@@ -114,7 +114,12 @@ impl Gateway {
 
     /// Answers one request, start to end, and records it; whether the
     /// connection can take another request.
-    async fn serve(&self, session: &mut ServerSession, shutting_down: bool) -> bool {
+    async fn serve(
+        &self,
+        session: &mut ServerSession,
+        shutting_down: bool,
+        keys: &mut Option<Box<KeyMemo>>,
+    ) -> bool {
         let mut ctx = RequestCtx {
             metrics: None,
             request_id: None,
@@ -152,7 +157,7 @@ impl Gateway {
             let from_client = session.req_header().headers.get(REQUEST_ID_HEADER);
             ctx.request_id = Some(log.request_id(from_client));
         }
-        let reuse = match self.route_and_proxy(session, &mut ctx).await {
+        let reuse = match self.route_and_proxy(session, &mut ctx, keys).await {
             Ok(()) => !ctx.abort,
             Err(Reject::ClientClosed) => {
                 // Nobody to answer: counted as 499 unless a response began.
@@ -170,8 +175,9 @@ impl Gateway {
         &self,
         session: &mut ServerSession,
         ctx: &mut RequestCtx,
+        keys: &mut Option<Box<KeyMemo>>,
     ) -> Result<(), Reject> {
-        let lease = match self.admit(session.req_header(), ctx)? {
+        let lease = match self.admit(session.req_header(), ctx, keys)? {
             Next::Proxy(lease) => lease,
             Next::Woken => {
                 let body = Bytes::from_static(br#"{"status":"waking"}"#);
@@ -190,13 +196,15 @@ impl Gateway {
 
     /// Decides where a request goes, or why it is refused. Synchronous: the
     /// snapshot guard never lives across an await.
-    fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Next, Reject> {
+    fn admit(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+        keys: &mut Option<Box<KeyMemo>>,
+    ) -> Result<Next, Reject> {
         let snapshot = self.routing.load();
-        let authorization = req
-            .headers
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes);
-        let principal = snapshot.keys().authenticate(authorization)?;
+        let digest = KeyMemo::digest(keys, req.headers.get(header::AUTHORIZATION))?;
+        let principal = snapshot.keys().authenticate_digest(&digest)?;
 
         let host = req
             .uri
@@ -319,6 +327,50 @@ impl Gateway {
     }
 }
 
+/// The digest of the key a keep-alive connection presented last. Clients
+/// send the same key on every request of a connection, and hashing it is the
+/// costliest step of admission; the key table is still consulted for every
+/// request, so a key removed by a reload stops working at once.
+#[derive(Debug)]
+struct KeyMemo {
+    authorization: HeaderValue,
+    digest: [u8; 32],
+}
+
+impl KeyMemo {
+    /// The digest of the key in `authorization`, from `memo` when it is the
+    /// header seen last; `memo` then holds this one.
+    fn digest(
+        memo: &mut Option<Box<KeyMemo>>,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<[u8; 32], control::AuthError> {
+        if let (Some(seen), Some(value)) = (memo.as_deref(), authorization)
+            && seen.authorization == value
+        {
+            return Ok(seen.digest);
+        }
+        let digest = control::header_digest(authorization.map(HeaderValue::as_bytes))?;
+        if let Some(value) = authorization {
+            let authorization = value.clone();
+            match memo {
+                Some(seen) => {
+                    **seen = KeyMemo {
+                        authorization,
+                        digest,
+                    }
+                }
+                None => {
+                    *memo = Some(Box::new(KeyMemo {
+                        authorization,
+                        digest,
+                    }))
+                }
+            }
+        }
+        Ok(digest)
+    }
+}
+
 /// What `admit` decided.
 #[derive(Debug)]
 enum Next {
@@ -383,10 +435,17 @@ impl HttpServerApp for Gateway {
             // Draining: this connection takes no further request.
             session.set_keepalive(None);
         }
-        if !self.serve(&mut session, shutting_down).await {
+        let mut keys = session
+            .take_connection_user_context()
+            .and_then(|memo| memo.downcast::<KeyMemo>().ok());
+        if !self.serve(&mut session, shutting_down, &mut keys).await {
             return None;
         }
-        let persistent = HttpPersistentSettings::for_session(&session);
+        let mut persistent = HttpPersistentSettings::for_session(&session);
+        if let Some(memo) = keys {
+            // The same box goes on to the connection's next request.
+            persistent.set_user_context(memo);
+        }
         match session.finish().await {
             Ok(Some(reusable)) => {
                 Some(ReusedHttpStream::from_reusable_stream(reusable, persistent))

@@ -133,3 +133,71 @@ async fn a_steady_stream_sees_no_failure_across_reloads() {
     let statuses = stream.await.unwrap();
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
 }
+
+/// A key removed by a reload stops working at once, also on a keep-alive
+/// connection that used it before (the gateway remembers the key's digest
+/// per connection, not its verdict).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_key_is_refused_on_a_connection_that_used_it() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    const SECOND: &str = "igw_second_key";
+    let (a, b) = (engine("ra", &[]), engine("rb", &[]));
+    let entry = support::key_entry(SECOND, "second", "\"all\"");
+    let gw = gateway(&format!("{entry}{}", models(&a, &b, "a", false)));
+    let header = header_of(&gw);
+    assert!(header.contains(&entry), "{header}");
+
+    let mut conn = BufReader::new(tokio::net::TcpStream::connect(gw.proc.addr).await.unwrap());
+    // One request on the connection; its status.
+    async fn status(conn: &mut BufReader<tokio::net::TcpStream>) -> u16 {
+        let body = r#"{"text":"x"}"#;
+        let request = format!(
+            "POST /models/m/production/predict HTTP/1.1\r\nHost: gw\r\n\
+             Authorization: Api-Key {SECOND}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        conn.get_mut().write_all(request.as_bytes()).await.unwrap();
+        let mut line = String::new();
+        conn.read_line(&mut line).await.unwrap();
+        let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            conn.read_line(&mut header).await.unwrap();
+            if header == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body).await.unwrap();
+        status
+    }
+    assert_eq!(status(&mut conn).await, 200);
+    assert_eq!(status(&mut conn).await, 200);
+
+    replace_config(
+        &gw,
+        &format!(
+            "{}{}",
+            header.replace(&entry, ""),
+            models(&a, &b, "a", false)
+        ),
+    );
+    let mut last = 0;
+    for _ in 0..100 {
+        last = status(&mut conn).await;
+        if last == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last, 401, "the removed key still works on its connection");
+    // The key that stayed still works.
+    assert_eq!(call(&gw, "production").await, (200, "a".into()));
+}

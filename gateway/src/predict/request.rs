@@ -102,7 +102,10 @@ pub(super) enum BodyError {
 /// The part of the client's body read so far.
 #[derive(Debug, Default)]
 pub(super) struct RequestBody {
-    /// Read but not yet forwarded.
+    /// Read but not yet forwarded, while it is one piece (most bodies are:
+    /// it came with the head), kept as read.
+    first: Option<Bytes>,
+    /// Read but not yet forwarded, once it is more than one piece.
     pending: BytesMut,
     /// Bytes read in all.
     read: u64,
@@ -123,7 +126,14 @@ impl RequestBody {
 
     /// Hands over what is read but not forwarded yet.
     pub(super) fn take_pending(&mut self) -> Bytes {
-        self.pending.split().freeze()
+        match self.first.take() {
+            Some(first) => first,
+            None => self.pending.split().freeze(),
+        }
+    }
+
+    fn pending_len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.pending.len()
     }
 
     /// Reads until the body ends or `keep` bytes are pending, counting
@@ -134,9 +144,15 @@ impl RequestBody {
         keep: usize,
         max: u64,
     ) -> Result<(), BodyError> {
-        while !self.done && self.pending.len() < keep {
+        while !self.done && self.pending_len() < keep {
             match self.read_piece(session, max).await? {
-                Some(piece) => self.pending.extend_from_slice(&piece),
+                Some(piece) if self.pending_len() == 0 => self.first = Some(piece),
+                Some(piece) => {
+                    if let Some(first) = self.first.take() {
+                        self.pending.extend_from_slice(&first);
+                    }
+                    self.pending.extend_from_slice(&piece);
+                }
                 None => break,
             }
         }
