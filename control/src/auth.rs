@@ -89,7 +89,7 @@ impl KeyTable {
     pub fn authenticate_digest(&self, digest: &[u8; 32]) -> Result<&Principal, AuthError> {
         let bucket = self
             .buckets
-            .get(&bucket_of(&digest))
+            .get(&bucket_of(digest))
             .ok_or(AuthError::Invalid)?;
         let mut found = None;
         for principal in bucket.iter() {
