@@ -34,6 +34,7 @@ use request::{ReplicaPath, RequestBody, client_gone, content_length, parked_byte
 mod exchange;
 mod record;
 mod request;
+mod response;
 mod upstream;
 
 /// Response header naming the deployment that answered.

@@ -4,19 +4,21 @@
 //! back piece by piece as it arrives.
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, StatusCode, header};
+use http::{Method, header};
 use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::protocols::http::v1::client::HttpSession as UpstreamSession;
-use pingora_error::ErrorType;
 use pingora_http::ResponseHeader;
 use tokio::time::Instant;
 
 use super::request::{BodyError, INLINE_BODY_LIMIT, content_length, expects_continue};
+use super::response::{Response, ResponseError};
 use super::upstream::{self, Framing};
 use super::{CONNECT_ATTEMPTS, DEPLOYMENT_HEADER, Gateway, REQUEST_ID_HEADER, RequestCtx};
 use crate::reject::Reject;
 use control::Lease;
+
+/// A replica's response being read.
+type Upstream = Response<Stream>;
 
 /// The request as it goes to the replica.
 struct Outgoing {
@@ -43,8 +45,8 @@ impl Gateway {
         lease: Lease,
     ) -> Result<(), Reject> {
         let outgoing = self.prepare(session, ctx).await?;
-        let (up, lease) = self.send(session, ctx, lease, &outgoing).await?;
-        self.relay(session, ctx, up, lease, &outgoing.method).await
+        let (up, head, lease) = self.send(session, ctx, lease, &outgoing).await?;
+        self.relay(session, ctx, up, head, lease).await
     }
 
     /// Reads the body if it is small and writes the replica's request head.
@@ -113,11 +115,11 @@ impl Gateway {
         ctx: &mut RequestCtx,
         mut lease: Lease,
         out: &Outgoing,
-    ) -> Result<(UpstreamSession, Lease), Reject> {
+    ) -> Result<(Upstream, ResponseHeader, Lease), Reject> {
         ctx.upstream_started = Some(Instant::now());
         let mut connect_attempts = 0;
         let mut fresh_only = false;
-        let up = loop {
+        let (up, head) = loop {
             let addr = lease.replica().addr();
             let pooled = if fresh_only {
                 None
@@ -159,33 +161,31 @@ impl Gateway {
                 }
                 return Err(Reject::ReplicaFailed);
             }
-            let mut up = UpstreamSession::new(stream);
-            up.read_timeout = Some(self.upstream.read_timeout);
+            let head_only = out.method == Method::HEAD;
             let response = tokio::select! {
                 biased;
-                response = read_final_response(&mut up) => response,
+                response = Upstream::read_head(stream, head_only, self.upstream.read_timeout) => response,
                 _ = session.read_body_or_idle(true) => return Err(Reject::ClientClosed),
             };
             match response {
-                Ok(()) => break up,
-                Err(mut e) => {
-                    if *e.etype() == ErrorType::ReadTimedout {
-                        return Err(Reject::ReplicaTimeout);
-                    }
+                Ok((up, head)) => break (up, head),
+                Err(ResponseError::Timeout(_)) => return Err(Reject::ReplicaTimeout),
+                Err(ResponseError::Closed { nothing_read: true })
+                    if reused && out.inline && upstream::idempotent(&out.method) =>
+                {
                     // Closed before any byte of a response: the replica may
                     // have dropped an idle connection as the request came.
                     // Only a repeatable request is sent again.
-                    e.retry.decide_reuse(reused);
-                    if e.retry.retry() && out.inline && upstream::idempotent(&out.method) {
-                        fresh_only = true;
-                        continue;
-                    }
+                    fresh_only = true;
+                }
+                Err(e) => {
+                    log::debug!("replica {addr}: {e}");
                     return Err(Reject::ReplicaFailed);
                 }
             }
         };
         ctx.first_byte = Some(ctx.started.elapsed());
-        Ok((up, lease))
+        Ok((up, head, lease))
     }
 
     /// Writes the client's response head and relays the body as it comes;
@@ -195,26 +195,29 @@ impl Gateway {
         &self,
         session: &mut ServerSession,
         ctx: &mut RequestCtx,
-        mut up: UpstreamSession,
+        mut up: Upstream,
+        mut response: ResponseHeader,
         lease: Lease,
-        method: &Method,
     ) -> Result<(), Reject> {
         let addr = lease.replica().addr();
-        let response = self.downstream_head(&up, ctx)?;
+        if let Some(id) = &ctx.deployment {
+            response
+                .insert_header(DEPLOYMENT_HEADER, id)
+                .map_err(|_| Reject::Internal)?;
+        }
+        if let Some((id, true)) = &ctx.request_id {
+            response
+                .insert_header(REQUEST_ID_HEADER, id)
+                .map_err(|_| Reject::Internal)?;
+        }
+        let response = Box::new(response);
         session
             .write_response_header(response)
             .await
             .map_err(|_| Reject::ClientClosed)?;
 
-        if *method == Method::HEAD {
-            // No body follows a HEAD response; the replica's framing headers
-            // describe the GET it stands for, so its connection is not reused.
-            ctx.upstream_done = Some(Instant::now());
-            ctx.replica = Some(addr);
-            return Ok(());
-        }
         loop {
-            match up.read_body_ref().await {
+            match up.next_piece().await {
                 Ok(Some(piece)) => {
                     if write_body(session, piece).await.is_err() {
                         ctx.abort = true;
@@ -222,9 +225,10 @@ impl Gateway {
                     }
                 }
                 Ok(None) => break,
-                Err(_) => {
+                Err(e) => {
                     // The replica broke off mid-response: the client sees a
                     // truncated response and a closed connection.
+                    log::debug!("replica {addr}: {e}");
                     ctx.abort = true;
                     ctx.failed = true;
                     break;
@@ -236,11 +240,8 @@ impl Gateway {
         // The replica is done: its slot frees now, before the client has the
         // last byte, so the client's next request finds it free.
         drop(lease);
-        if !ctx.failed {
-            up.respect_keepalive();
-            if let Some(stream) = up.reuse().await {
-                self.connections.checkin(addr, stream);
-            }
+        if let Some(stream) = up.into_reusable() {
+            self.connections.checkin(addr, stream);
         }
         Ok(())
     }
@@ -274,33 +275,6 @@ impl Gateway {
         Ok(upstream::finish_body(stream, out.framing).await)
     }
 
-    /// The client's response head: the replica's status and end-to-end
-    /// headers, the deployment that answered and the request id.
-    fn downstream_head(
-        &self,
-        up: &UpstreamSession,
-        ctx: &RequestCtx,
-    ) -> Result<Box<ResponseHeader>, Reject> {
-        let from = up.resp_header().ok_or(Reject::Internal)?;
-        let mut head = ResponseHeader::build_no_case(from.status, Some(from.headers.len() + 2))
-            .map_err(|_| Reject::Internal)?;
-        for (name, value) in &from.headers {
-            if !upstream::is_dropped_response_header(name) {
-                head.append_header(name, value)
-                    .map_err(|_| Reject::ReplicaFailed)?;
-            }
-        }
-        if let Some(id) = &ctx.deployment {
-            head.insert_header(DEPLOYMENT_HEADER, id)
-                .map_err(|_| Reject::Internal)?;
-        }
-        if let Some((id, true)) = &ctx.request_id {
-            head.insert_header(REQUEST_ID_HEADER, id)
-                .map_err(|_| Reject::Internal)?;
-        }
-        Ok(Box::new(head))
-    }
-
     /// A new connection to a replica.
     async fn connect(&self, addr: std::net::SocketAddr) -> Result<Stream, Reject> {
         let connect = tokio::net::TcpStream::connect(addr);
@@ -317,38 +291,16 @@ impl Gateway {
     }
 }
 
-/// Reads the replica's final response head, skipping informational ones.
-async fn read_final_response(up: &mut UpstreamSession) -> pingora_error::Result<()> {
-    loop {
-        up.read_response().await?;
-        match up.get_status() {
-            Some(status) if status == StatusCode::SWITCHING_PROTOCOLS => {
-                // The gateway never forwards `Upgrade`: a 101 is a broken reply.
-                return pingora_error::Error::e_explain(
-                    ErrorType::InvalidHTTPHeader,
-                    "unexpected 101 from a replica",
-                );
-            }
-            Some(status) if status.is_informational() => continue,
-            _ => return Ok(()),
-        }
-    }
-}
-
 /// Relays one piece of the response body; over HTTP/1.1 without a copy.
-async fn write_body(session: &mut ServerSession, piece: &[u8]) -> pingora_error::Result<()> {
+async fn write_body(session: &mut ServerSession, piece: Bytes) -> pingora_error::Result<()> {
     if piece.is_empty() {
         // A read of chunk framing alone yields no data; written as is, an
         // empty piece would be the last chunk and end the client's response.
         return Ok(());
     }
     match session {
-        ServerSession::H1(h1) => h1.write_body(piece).await.map(|_| ()),
-        other => {
-            other
-                .write_response_body(Bytes::copy_from_slice(piece), false)
-                .await
-        }
+        ServerSession::H1(h1) => h1.write_body(&piece).await.map(|_| ()),
+        other => other.write_response_body(piece, false).await,
     }
 }
 

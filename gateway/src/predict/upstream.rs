@@ -101,16 +101,6 @@ fn is_dropped_request_header(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-/// Response headers that stop at the gateway: hop-by-hop ones (framing
-/// headers stay: the client's side of the response is framed from them).
-pub(super) fn is_dropped_response_header(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-}
-
 /// Whether the `Connection` header value lists `name` as a token.
 fn names(connection: &HeaderValue, name: &HeaderName) -> bool {
     connection.as_bytes().split(|b| *b == b',').any(|token| {
