@@ -501,7 +501,8 @@ def main():
                 servers[server] = start_upstream(server, tmp, bins)
             port, proc, path = servers[server]
             if kind == "tls":
-                targets[kind] = start_proxies(kind, port, path, tmp, bins, variants, other_bins, cert)
+                # Other builds may predate the TLS listener: this build only.
+                targets[kind] = start_proxies(kind, port, path, tmp, bins, variants, [], cert)
             else:
                 targets[kind] = [Target("direct", port, path, proc)] + start_proxies(kind, port, path, tmp, bins,
                                                                                      variants, other_bins)
