@@ -96,11 +96,6 @@ impl Connections {
         drop(surplus);
     }
 
-    /// Idle connections held to `addr`.
-    pub fn idle(&self, addr: SocketAddr) -> usize {
-        self.lock().get(&addr).map_or(0, Vec::len)
-    }
-
     /// Closes connections idle for longer than the idle timeout, and forgets
     /// replicas left with none.
     fn sweep(&self) {
@@ -144,13 +139,7 @@ pub struct Sweeper(pub Arc<Connections>);
 
 #[async_trait]
 impl BackgroundService for Sweeper {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(SWEEP);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.0.sweep(),
-                _ = shutdown.changed() => return,
-            }
-        }
+    async fn start(&self, shutdown: ShutdownWatch) {
+        crate::shutdown::every(SWEEP, shutdown, || self.0.sweep()).await;
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use pingora_core::server::ExecutionPhase;
+use pingora_core::server::{ExecutionPhase, ShutdownWatch};
 use tokio::sync::broadcast;
 
 /// Requests being handled right now.
@@ -75,4 +75,16 @@ pub fn exit_when_drained(
         .name("drain-watch".into())
         .spawn(watcher)
         .expect("spawn drain watcher");
+}
+
+/// Runs `tick` every `period` until the server shuts down: the loop of the
+/// gateway's background services.
+pub async fn every(period: Duration, mut shutdown: ShutdownWatch, mut tick: impl FnMut()) {
+    let mut interval = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => tick(),
+            _ = shutdown.changed() => return,
+        }
+    }
 }

@@ -78,13 +78,7 @@ impl Exporter {
 
 #[async_trait]
 impl BackgroundService for Exporter {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(UPKEEP);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => self.handle.run_upkeep(),
-                _ = shutdown.changed() => return,
-            }
-        }
+    async fn start(&self, shutdown: ShutdownWatch) {
+        crate::shutdown::every(UPKEEP, shutdown, || self.handle.run_upkeep()).await;
     }
 }

@@ -191,20 +191,17 @@ pub struct Reloader(pub Arc<Certificates>);
 
 #[async_trait]
 impl BackgroundService for Reloader {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(RELOAD_CHECK);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => match self.0.reload_if_changed() {
-                    Some(Ok(())) => log::info!(
-                        "TLS: reloaded the certificate from {}",
-                        self.0.cert.display()
-                    ),
-                    Some(Err(e)) => log::error!("TLS: keeping the current certificate: {e}"),
-                    None => {}
-                },
-                _ = shutdown.changed() => return,
+    async fn start(&self, shutdown: ShutdownWatch) {
+        crate::shutdown::every(RELOAD_CHECK, shutdown, || {
+            match self.0.reload_if_changed() {
+                Some(Ok(())) => log::info!(
+                    "TLS: reloaded the certificate from {}",
+                    self.0.cert.display()
+                ),
+                Some(Err(e)) => log::error!("TLS: keeping the current certificate: {e}"),
+                None => {}
             }
-        }
+        })
+        .await;
     }
 }
