@@ -143,3 +143,96 @@ impl BackgroundService for Sweeper {
         crate::shutdown::every(SWEEP, shutdown, || self.0.sweep()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A connected pair: the pool's side as a Pingora stream, and the
+    /// replica's side.
+    async fn pair(listener: &TcpListener) -> (Stream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(client));
+        (stream, server)
+    }
+
+    /// Which connection this is: its file descriptor, while it is open.
+    fn id(stream: &Stream) -> i32 {
+        use pingora_core::protocols::UniqueID;
+        stream.id()
+    }
+
+    #[tokio::test]
+    async fn last_in_first_out_bounded_per_replica() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let replica = listener.local_addr().unwrap();
+        let pool = Connections::new(2, Duration::from_secs(20));
+        let mut servers = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let (stream, server) = pair(&listener).await;
+            ids.push(id(&stream));
+            servers.push(server);
+            pool.checkin(replica, stream);
+        }
+        // The third was over the bound and closed; the second comes first.
+        assert_eq!(pool.checkout(replica).map(|s| id(&s)), Some(ids[1]));
+        assert_eq!(pool.checkout(replica).map(|s| id(&s)), Some(ids[0]));
+        assert!(pool.checkout(replica).is_none());
+        let other: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert!(pool.checkout(other).is_none(), "per replica");
+    }
+
+    #[tokio::test]
+    async fn closed_or_chatty_connections_are_not_handed_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let replica = listener.local_addr().unwrap();
+        let pool = Connections::new(8, Duration::from_secs(20));
+        let (open, _keep) = pair(&listener).await;
+        let open_id = id(&open);
+        pool.checkin(replica, open);
+        let (closed, server) = pair(&listener).await;
+        pool.checkin(replica, closed);
+        drop(server);
+        let (chatty, mut server) = pair(&listener).await;
+        pool.checkin(replica, chatty);
+        server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        // Let the FIN and the stray bytes arrive (the probe does not wait).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(pool.checkout(replica).map(|s| id(&s)), Some(open_id));
+        assert!(pool.checkout(replica).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_expire() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let replica = listener.local_addr().unwrap();
+        let pool = Connections::new(8, Duration::from_secs(20));
+        let (old, _a) = pair(&listener).await;
+        pool.checkin(replica, old);
+        tokio::time::advance(Duration::from_secs(15)).await;
+        let (young, _b) = pair(&listener).await;
+        let young_id = id(&young);
+        pool.checkin(replica, young);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        pool.sweep();
+        assert_eq!(
+            pool.lock().get(&replica).map(Vec::len),
+            Some(1),
+            "the old one swept"
+        );
+        assert_eq!(pool.checkout(replica).map(|s| id(&s)), Some(young_id));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        pool.sweep();
+        assert!(
+            pool.lock().is_empty(),
+            "a replica with none left is forgotten"
+        );
+    }
+}
