@@ -164,7 +164,6 @@ mod tests {
 
     /// Which connection this is: its file descriptor, while it is open.
     fn id(stream: &Stream) -> i32 {
-        use pingora_core::protocols::UniqueID;
         stream.id()
     }
 
