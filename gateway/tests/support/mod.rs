@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub, clippy::disallowed_methods)]
 
 pub mod admin;
+pub mod replica;
 
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener};
