@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/fetch-models.sh
 cargo build --release -p gateway -p engine
-bin=target/release
+bin="${CARGO_TARGET_DIR:-target}/release"
 config=examples/quickstart.toml
 
 pid=
