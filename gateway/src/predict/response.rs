@@ -20,6 +20,9 @@ const MAX_HEADERS: usize = 128;
 const MAX_LINE: usize = 4 * 1024;
 /// What one read asks for.
 const READ_SIZE: usize = 16 * 1024;
+/// Informational heads (100, 103) skipped before the final one; more is a
+/// broken replica.
+const MAX_INFORMATIONAL: usize = 16;
 
 /// Why a replica's response could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,17 @@ enum Body {
     UntilClose,
     /// Complete.
     Done,
+}
+
+/// What the buffer held at its start.
+#[derive(Debug)]
+enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// An informational head, now consumed.
+    Informational,
+    /// The final head, as the client's response header.
+    Final(ResponseHeader),
 }
 
 /// What one step of chunked decoding did.
@@ -107,9 +121,18 @@ impl<S: AsyncRead + Unpin> Response<S> {
             timeout,
         };
         let mut read_any = false;
+        let mut informational = 0;
         loop {
-            if let Some(head) = response.parse_head(head_only)? {
-                return Ok((response, head));
+            match response.parse_head(head_only)? {
+                Parsed::Final(head) => return Ok((response, head)),
+                Parsed::Informational => {
+                    informational += 1;
+                    if informational > MAX_INFORMATIONAL {
+                        return Err(ResponseError::Malformed("too many informational responses"));
+                    }
+                    continue;
+                }
+                Parsed::Partial => {}
             }
             if response.buf.len() > MAX_HEAD {
                 return Err(ResponseError::Malformed("response head too large"));
@@ -129,12 +152,12 @@ impl<S: AsyncRead + Unpin> Response<S> {
     }
 
     /// Parses a complete head at the start of the buffer, if there is one.
-    fn parse_head(&mut self, head_only: bool) -> Result<Option<ResponseHeader>, ResponseError> {
+    fn parse_head(&mut self, head_only: bool) -> Result<Parsed, ResponseError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut headers);
         let len = match parsed.parse(&self.buf) {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
+            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
             Err(_) => return Err(ResponseError::Malformed("unparsable response head")),
         };
         let code = parsed.code.ok_or(ResponseError::Malformed("no status"))?;
@@ -147,7 +170,7 @@ impl<S: AsyncRead + Unpin> Response<S> {
         if status.is_informational() {
             // 100 Continue, 103 Early Hints: not for the client.
             self.buf.advance(len);
-            return self.parse_head(head_only);
+            return Ok(Parsed::Informational);
         }
         let http10 = parsed.version == Some(0);
         let mut connection = Connection::default();
@@ -211,7 +234,7 @@ impl<S: AsyncRead + Unpin> Response<S> {
         if self.body == Body::UntilClose {
             self.keep_alive = false;
         }
-        Ok(Some(out))
+        Ok(Parsed::Final(out))
     }
 
     /// The next piece of the body as it arrives; `None` once it is
@@ -625,6 +648,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokX\r\n0\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            &"HTTP/1.1 100 Continue\r\n\r\n".repeat(10_000),
             "NOT HTTP\r\n\r\n",
         ] {
             assert!(
