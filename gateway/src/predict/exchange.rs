@@ -115,7 +115,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         mut lease: Lease,
         out: &Outgoing,
-    ) -> Result<(Upstream, ResponseHeader, Lease), Reject> {
+    ) -> Result<(Upstream, Box<ResponseHeader>, Lease), Reject> {
         ctx.upstream_started = Some(Instant::now());
         let mut connect_attempts = 0;
         let mut fresh_only = false;
@@ -196,7 +196,7 @@ impl Gateway {
         session: &mut ServerSession,
         ctx: &mut RequestCtx,
         mut up: Upstream,
-        mut response: ResponseHeader,
+        mut response: Box<ResponseHeader>,
         lease: Lease,
     ) -> Result<(), Reject> {
         let addr = lease.replica().addr();
@@ -210,7 +210,6 @@ impl Gateway {
                 .insert_header(REQUEST_ID_HEADER, id)
                 .map_err(|_| Reject::Internal)?;
         }
-        let response = Box::new(response);
         session
             .write_response_header(response)
             .await

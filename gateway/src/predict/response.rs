@@ -65,8 +65,9 @@ enum Parsed {
     Partial,
     /// An informational head, now consumed.
     Informational,
-    /// The final head, as the client's response header.
-    Final(ResponseHeader),
+    /// The final head, as the client's response header (boxed: Pingora
+    /// writes it from a box).
+    Final(Box<ResponseHeader>),
 }
 
 /// What one step of chunked decoding did.
@@ -112,7 +113,7 @@ impl<S: AsyncRead + Unpin> Response<S> {
         stream: S,
         head_only: bool,
         timeout: Duration,
-    ) -> Result<(Self, ResponseHeader), ResponseError> {
+    ) -> Result<(Self, Box<ResponseHeader>), ResponseError> {
         let mut response = Self {
             stream,
             buf: BytesMut::with_capacity(READ_SIZE),
@@ -234,7 +235,7 @@ impl<S: AsyncRead + Unpin> Response<S> {
         if self.body == Body::UntilClose {
             self.keep_alive = false;
         }
-        Ok(Parsed::Final(out))
+        Ok(Parsed::Final(Box::new(out)))
     }
 
     /// The next piece of the body as it arrives; `None` once it is
@@ -513,7 +514,7 @@ mod tests {
         wire: &str,
         step: usize,
         head_only: bool,
-    ) -> Result<(ResponseHeader, Vec<u8>, bool), ResponseError> {
+    ) -> Result<(Box<ResponseHeader>, Vec<u8>, bool), ResponseError> {
         let stream = Trickle {
             data: wire.as_bytes().to_vec(),
             at: 0,
@@ -528,7 +529,7 @@ mod tests {
         Ok((head, body, response.into_reusable().is_some()))
     }
 
-    async fn each_step(wire: &str, head_only: bool) -> (ResponseHeader, Vec<u8>, bool) {
+    async fn each_step(wire: &str, head_only: bool) -> (Box<ResponseHeader>, Vec<u8>, bool) {
         let whole = read(wire, usize::MAX, head_only).await.unwrap();
         for step in [1, 2, 3, 7] {
             let piecemeal = read(wire, step, head_only).await.unwrap();
