@@ -12,6 +12,8 @@ use http::{HeaderName, HeaderValue, StatusCode, header};
 use pingora_http::ResponseHeader;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::upstream::{connection_tokens, is_hop_by_hop};
+
 /// Longest response head accepted from a replica.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in a response head.
@@ -202,6 +204,8 @@ impl<S: AsyncRead + Unpin> Response<S> {
                 // The last coding listed is the one that frames the body.
                 chunked = Some(last_coding_is_chunked(h.value));
             }
+            // Hop-by-hop headers stop here; the framing headers stay: the
+            // client's side of the response is framed from them.
             if is_hop_by_hop(&name) || connection.nominates(&name) {
                 continue;
             }
@@ -378,12 +382,12 @@ struct Connection<'a> {
 
 impl<'a> Connection<'a> {
     fn read(&mut self, value: &'a [u8]) {
-        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+        for token in connection_tokens(value) {
             if token.eq_ignore_ascii_case(b"close") {
                 self.close = true;
             } else if token.eq_ignore_ascii_case(b"keep-alive") {
                 self.keep_alive = true;
-            } else if !token.is_empty() {
+            } else {
                 self.nominated.push(token);
             }
         }
@@ -394,18 +398,6 @@ impl<'a> Connection<'a> {
             .iter()
             .any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
     }
-}
-
-/// Response headers that stop at the gateway: hop-by-hop ones (RFC 9110
-/// 7.6.1). The framing headers stay: the client's side of the response is
-/// framed from them.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name == header::TE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
 }
 
 /// A `Content-Length` value: digits, or a list of the same digits.

@@ -84,30 +84,43 @@ fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
 }
 
 /// Request headers that are the gateway's to write or that stop here: the
-/// client's key, hop-by-hop headers (RFC 9110 7.6.1) and the framing
-/// headers, which the gateway sets from the body it forwards. `Expect` is
-/// answered by the gateway itself.
+/// client's key, hop-by-hop headers and the framing headers, which the
+/// gateway sets from the body it forwards. `Expect` is answered by the
+/// gateway itself.
 fn is_dropped_request_header(name: &HeaderName) -> bool {
-    name == header::AUTHORIZATION
-        || name == header::CONNECTION
+    is_hop_by_hop(name)
+        || name == header::AUTHORIZATION
         || name == header::CONTENT_LENGTH
         || name == header::TRANSFER_ENCODING
+        || name == header::EXPECT
+        || name == header::PROXY_AUTHORIZATION
+}
+
+/// Hop-by-hop headers (RFC 9110 7.6.1), which stop at the gateway in both
+/// directions. `Transfer-Encoding` is one too; each side deals with it as
+/// part of its framing.
+pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
         || name == header::TE
         || name == header::TRAILER
         || name == header::UPGRADE
-        || name == header::EXPECT
-        || name == header::PROXY_AUTHORIZATION
         || name.as_str() == "keep-alive"
         || name.as_str() == "proxy-connection"
 }
 
+/// The options of a `Connection` header value: `close`, `keep-alive`, or
+/// the names of more headers that stop here.
+pub(super) fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
+}
+
 /// Whether the `Connection` header value lists `name` as a token.
 fn names(connection: &HeaderValue, name: &HeaderName) -> bool {
-    connection.as_bytes().split(|b| *b == b',').any(|token| {
-        token
-            .trim_ascii()
-            .eq_ignore_ascii_case(name.as_str().as_bytes())
-    })
+    connection_tokens(connection.as_bytes())
+        .any(|token| token.eq_ignore_ascii_case(name.as_str().as_bytes()))
 }
 
 /// Writes `head` and `body` as one vectored write (one `writev` when the
@@ -150,9 +163,8 @@ pub(super) async fn write_body_piece(
     match framing {
         Framing::Length(_) | Framing::None => stream.write_all(piece).await,
         Framing::Chunked => {
-            let mut size = BytesMut::with_capacity(18);
-            size.put_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-            write_all_vectored(stream, &size, piece).await?;
+            let size = format!("{:x}\r\n", piece.len());
+            write_all_vectored(stream, size.as_bytes(), piece).await?;
             stream.write_all(b"\r\n").await
         }
     }
