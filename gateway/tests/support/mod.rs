@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod replica;
+pub mod tls;
 
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener};
