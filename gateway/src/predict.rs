@@ -14,7 +14,7 @@ use bytes::Bytes;
 use control::rollout::{self, Side};
 use control::telemetry::RouteMetrics;
 use control::{Admission, Lease, Parked, RolloutRuntime, Routing, SidePreference};
-use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, header};
 use pingora_core::apps::{
     HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream,
 };
@@ -301,29 +301,17 @@ impl Gateway {
             // A status cannot follow response bytes: the connection is cut.
             return false;
         }
-        let extra: &[(HeaderName, &'static str)] = match reject {
-            Reject::Auth(control::AuthError::Missing | control::AuthError::Invalid) => {
-                &[(header::WWW_AUTHENTICATE, "Api-Key")]
-            }
-            Reject::MethodNotAllowed => &[(header::ALLOW, "POST")],
-            Reject::QueueTimeout | Reject::Closed => &[(header::RETRY_AFTER, "5")],
-            Reject::Overloaded(_) => &[(header::RETRY_AFTER, "1")],
-            _ => &[],
-        };
-        // After a replica failure or a body the gateway would not read, the
-        // client's connection is not reused: its request may be half-read.
-        let reuse = !matches!(
-            reject,
-            Reject::BodyTooLarge
-                | Reject::BadBody
-                | Reject::ReplicaFailed
-                | Reject::ReplicaTimeout
-                | Reject::Internal
-        );
+        let reuse = reject.keeps_connection();
         if !reuse {
             session.set_keepalive(None);
         }
-        let sent = send_json_error(session, reject.status(), &reject.to_string(), extra).await;
+        let sent = send_json_error(
+            session,
+            reject.status(),
+            &reject.to_string(),
+            reject.extra_headers(),
+        )
+        .await;
         reuse && sent.is_ok()
     }
 }

@@ -84,6 +84,34 @@ impl Reject {
             Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+    /// Headers the refusal carries besides its JSON body.
+    pub fn extra_headers(self) -> &'static [(http::HeaderName, &'static str)] {
+        use http::header;
+        match self {
+            Reject::Auth(AuthError::Missing | AuthError::Invalid) => {
+                &[(header::WWW_AUTHENTICATE, "Api-Key")]
+            }
+            Reject::MethodNotAllowed => &[(header::ALLOW, "POST")],
+            Reject::QueueTimeout | Reject::Closed => &[(header::RETRY_AFTER, "5")],
+            Reject::Overloaded(_) => &[(header::RETRY_AFTER, "1")],
+            _ => &[],
+        }
+    }
+
+    /// Whether the client's connection can take another request after this
+    /// refusal: not after a replica failure or a body the gateway would not
+    /// read, where the request may be half-read.
+    pub fn keeps_connection(self) -> bool {
+        !matches!(
+            self,
+            Reject::BodyTooLarge
+                | Reject::BadBody
+                | Reject::ReplicaFailed
+                | Reject::ReplicaTimeout
+                | Reject::Internal
+        )
+    }
 }
 
 /// Writes `{"error": message}` with `status`, plus `extra` headers.

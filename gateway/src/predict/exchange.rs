@@ -10,7 +10,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_http::ResponseHeader;
 use tokio::time::Instant;
 
-use super::request::{BodyError, INLINE_BODY_LIMIT, content_length, expects_continue};
+use super::request::{INLINE_BODY_LIMIT, content_length, expects_continue};
 use super::response::{Response, ResponseError};
 use super::upstream::{self, Framing};
 use super::{CONNECT_ATTEMPTS, DEPLOYMENT_HEADER, Gateway, REQUEST_ID_HEADER, RequestCtx};
@@ -66,10 +66,7 @@ impl Gateway {
                 .await
                 .map_err(|_| Reject::ClientClosed)?;
         }
-        ctx.body
-            .fill(session, INLINE_BODY_LIMIT, max)
-            .await
-            .map_err(body_reject)?;
+        ctx.body.fill(session, INLINE_BODY_LIMIT, max).await?;
         let req = session.req_header();
         let inline = ctx.body.is_complete();
         let framing = if inline {
@@ -268,7 +265,7 @@ impl Gateway {
             match ctx.body.read_piece(session, max).await {
                 Ok(Some(next)) => piece = next,
                 Ok(None) => break,
-                Err(e) => return Err(body_reject(e)),
+                Err(reject) => return Err(reject),
             }
         }
         Ok(upstream::finish_body(stream, out.framing).await)
@@ -300,12 +297,5 @@ async fn write_body(session: &mut ServerSession, piece: Bytes) -> pingora_error:
     match session {
         ServerSession::H1(h1) => h1.write_body(&piece).await.map(|_| ()),
         other => other.write_response_body(piece, false).await,
-    }
-}
-
-fn body_reject(e: BodyError) -> Reject {
-    match e {
-        BodyError::TooLarge => Reject::BodyTooLarge,
-        BodyError::Client => Reject::BadBody,
     }
 }

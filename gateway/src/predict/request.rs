@@ -7,6 +7,7 @@ use http::header;
 use pingora_core::protocols::http::ServerSession;
 use pingora_http::RequestHeader;
 
+use crate::reject::Reject;
 use crate::route::Call;
 
 /// A session id's hash: the same on every gateway built from this code
@@ -89,16 +90,6 @@ impl ReplicaPath {
 /// be replaced without asking the client again. Larger bodies stream.
 pub(super) const INLINE_BODY_LIMIT: usize = 64 * 1024;
 
-/// Why reading the client's body stopped short.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum BodyError {
-    /// Over the configured limit (413).
-    TooLarge,
-    /// Malformed framing, a read error or the client left (the connection
-    /// is not reused).
-    Client,
-}
-
 /// The part of the client's body read so far.
 #[derive(Debug, Default)]
 pub(super) struct RequestBody {
@@ -137,13 +128,14 @@ impl RequestBody {
     }
 
     /// Reads until the body ends or `keep` bytes are pending, counting
-    /// against `max` in all.
+    /// against `max` in all: 413 beyond it, 400 for a body that cannot be
+    /// read (bad framing, cut short; the connection is not reused).
     pub(super) async fn fill(
         &mut self,
         session: &mut ServerSession,
         keep: usize,
         max: u64,
-    ) -> Result<(), BodyError> {
+    ) -> Result<(), Reject> {
         while !self.done && self.pending_len() < keep {
             match self.read_piece(session, max).await? {
                 Some(piece) if self.pending_len() == 0 => self.first = Some(piece),
@@ -165,7 +157,7 @@ impl RequestBody {
         &mut self,
         session: &mut ServerSession,
         max: u64,
-    ) -> Result<Option<Bytes>, BodyError> {
+    ) -> Result<Option<Bytes>, Reject> {
         if self.done {
             return Ok(None);
         }
@@ -173,7 +165,7 @@ impl RequestBody {
             Ok(Some(piece)) => {
                 self.read += piece.len() as u64;
                 if self.read > max {
-                    return Err(BodyError::TooLarge);
+                    return Err(Reject::BodyTooLarge);
                 }
                 Ok(Some(piece))
             }
@@ -181,7 +173,7 @@ impl RequestBody {
                 self.done = true;
                 Ok(None)
             }
-            Err(_) => Err(BodyError::Client),
+            Err(_) => Err(Reject::BadBody),
         }
     }
 }
