@@ -133,13 +133,15 @@ impl Gateway {
                         // one is safe for any method. The failed replica
                         // leaves routing until a probe passes.
                         connect_attempts += 1;
-                        if connect_attempts < CONNECT_ATTEMPTS
-                            && let Some(other) = lease.retry_elsewhere()
-                        {
-                            lease = other;
-                            continue;
+                        if connect_attempts < CONNECT_ATTEMPTS {
+                            // Takes the replica out of routing either way.
+                            if let Some(other) = lease.retry_elsewhere() {
+                                lease = other;
+                                continue;
+                            }
+                        } else {
+                            lease.replica().mark_unreachable();
                         }
-                        lease.replica().mark_unreachable();
                         return Err(reject);
                     }
                 },
