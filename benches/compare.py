@@ -68,6 +68,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import re
 import shlex
 import shutil
@@ -109,10 +110,28 @@ def ensure_packages():
            stdout=subprocess.DEVNULL)
 
 
+_PORTS_GIVEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port no other process listens on and this run has not handed out
+    before. Ports come from below the kernel's ephemeral range: a port from
+    `bind(0)` can be handed out twice, or taken by a proxy's outbound
+    connection, before the process meant for it binds it (in CI a gateway's
+    admin listener once answered a target's predicts with 404)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(1000):
+        port = random.randrange(10000, low)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free port in 10000..{low}")
 
 
 def wait_port(port, proc, log, timeout=20.0):
@@ -127,11 +146,15 @@ def wait_port(port, proc, log, timeout=20.0):
     raise RuntimeError(f"nothing listening on {port}")
 
 
-def wait_ok(url, timeout=20.0, cafile=None):
+def wait_ok(url, timeout=20.0, cafile=None, proc=None):
     """Until one POST through `url` gets a 200 (a gateway's static replica
-    may need its first health probe)."""
+    may need its first health probe); fails at once if `proc`, the process
+    meant to answer, has exited (its port may still answer: another
+    process's)."""
     deadline, last = time.time() + timeout, None
     while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: its process exited with {proc.returncode}")
         req = urllib.request.Request(url, data=BODY.encode(), method="POST",
                                      headers={"Authorization": f"Api-Key {KEY}", "Content-Type": "application/json"})
         try:
@@ -507,7 +530,7 @@ def main():
                 targets[kind] = [Target("direct", port, path, proc)] + start_proxies(kind, port, path, tmp, bins,
                                                                                      variants, other_bins)
             for t in targets[kind]:
-                wait_ok(t.url, cafile=cacert(kind))
+                wait_ok(t.url, cafile=cacert(kind), proc=t.proc)
 
         def record(kind, t, what, result):
             if result["failed"]:

@@ -121,7 +121,7 @@ def run_proxy(target, up_port, tmp, wrapper, measure):
     log = tmp / f"{name}.log"
     proc = compare.start([*wrapper, *cmd], None, log, env=env)
     compare.wait_port(port, proc, log, timeout=120)
-    compare.wait_ok(f"http://127.0.0.1:{port}{GATEWAY_PATH}", timeout=120)
+    compare.wait_ok(f"http://127.0.0.1:{port}{GATEWAY_PATH}", timeout=120, proc=proc)
     client = Client(port)
     try:
         client.send(WARMUP)
