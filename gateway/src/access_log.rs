@@ -95,13 +95,13 @@ impl AccessLogger {
 
     /// The request's id: the client's `x-request-id` when it is short and
     /// printable, else a new one (32 hex digits).
-    pub fn request_id(&self, from_client: Option<&HeaderValue>) -> (HeaderValue, bool) {
-        if let Some(id) = from_client.filter(|v| {
-            !v.is_empty()
-                && v.len() <= MAX_REQUEST_ID
-                && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
-        }) {
-            return (id.clone(), false);
+    pub fn request_id(&self, from_client: Option<&[u8]>) -> (HeaderValue, bool) {
+        if let Some(id) = from_client
+            .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID)
+            .and_then(|v| HeaderValue::from_bytes(v).ok())
+            .filter(|v| v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+        {
+            return (id, false);
         }
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:016x}{n:016x}", self.id_prefix);

@@ -2,9 +2,10 @@
 //! predict requests to model replicas.
 //!
 //! A request flows through the modules in this order:
-//! [`predict`] reads it off Pingora's server session -> [`route`] (which
-//! model, which target, what call) -> authentication and resolution against
-//! the current `control::Snapshot` -> replica pick -> [`predict`] again
+//! [`predict`] reads it off the client connection ([`http1`], or Pingora's
+//! HTTP/2 session) -> [`route`] (which model, which target, what call) ->
+//! authentication and resolution against the current `control::Snapshot`
+//! -> replica pick -> [`predict`] again
 //! (a pooled replica connection from [`connections`], one write of head
 //! and body, the response streamed back) -> [`reject`] for every refusal.
 //! [`server`] wires it into a Pingora server; `main.rs` is the CLI.
@@ -14,6 +15,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod connections;
+pub mod http1;
 pub mod ops;
 pub mod predict;
 pub mod process;

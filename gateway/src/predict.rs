@@ -10,27 +10,30 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use control::rollout::{self, Side};
 use control::telemetry::RouteMetrics;
 use control::{Admission, Lease, Parked, RolloutRuntime, Routing, SidePreference};
-use http::{HeaderValue, Method, StatusCode, header};
-use pingora_core::apps::{
-    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream,
-};
+use http::{HeaderValue, Method, StatusCode};
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{ALPN, Stream};
 use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
-use pingora_http::RequestHeader;
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::access_log::AccessLogger;
 use crate::connections::Connections;
-use crate::reject::{Reject, send_json, send_json_error};
+use crate::http1::server::IDLE_TIMEOUT;
+use crate::http1::{RequestHead, ServerConn};
+use crate::reject::Reject;
 use crate::route::{self, Call};
 use crate::shutdown::{InFlight, InFlightGuard};
-use request::{ReplicaPath, RequestBody, client_gone, content_length, parked_bytes, session_hash};
+use client::Client;
+use request::{ReplicaPath, RequestBody, client_gone, parked_bytes, session_hash};
 
+mod client;
 mod exchange;
 mod record;
 mod request;
@@ -117,9 +120,9 @@ impl Gateway {
     /// connection can take another request.
     async fn serve(
         &self,
-        session: &mut ServerSession,
+        client: &mut Client<'_>,
         shutting_down: bool,
-        keys: &mut Option<Box<KeyMemo>>,
+        keys: &mut KeyMemo,
     ) -> bool {
         let mut ctx = RequestCtx {
             metrics: None,
@@ -139,7 +142,7 @@ impl Gateway {
             body: RequestBody::default(),
             _in_flight: self.in_flight.enter(),
         };
-        let path = session.req_header().uri.path();
+        let path = client.head().path();
         if path == "/healthz" || path == "/readyz" {
             let (status, body) = match (path, shutting_down) {
                 ("/healthz", _) => (StatusCode::OK, r#"{"status":"ok"}"#),
@@ -149,85 +152,78 @@ impl Gateway {
                     r#"{"status":"shutting down"}"#,
                 ),
             };
-            let sent = send_json(session, status, Bytes::from_static(body.as_bytes()), &[]).await;
-            return sent.is_ok();
+            let body = Bytes::from_static(body.as_bytes());
+            return client.respond_json(status, body, &[]).await.is_ok();
         }
         if let Some(log) = &self.access_log
             && log.sample()
         {
-            let from_client = session.req_header().headers.get(REQUEST_ID_HEADER);
+            let from_client = client.head().field(REQUEST_ID_HEADER.as_bytes());
             ctx.request_id = Some(log.request_id(from_client));
         }
-        let reuse = match self.route_and_proxy(session, &mut ctx, keys).await {
+        let reuse = match self.route_and_proxy(client, &mut ctx, keys).await {
             Ok(()) => !ctx.abort,
             Err(Reject::ClientClosed) => {
                 // Nobody to answer: counted as 499 unless a response began.
-                ctx.client_left = session.response_written().is_none();
+                ctx.client_left = client.status().is_none();
                 false
             }
-            Err(reject) => self.refuse(session, reject).await,
+            Err(reject) => self.refuse(client, reject).await,
         };
-        self.record(session, &mut ctx);
+        self.record(client, &mut ctx);
         reuse
     }
 
     /// Admission, the wait for a slot, and the exchange with the replica.
     async fn route_and_proxy(
         &self,
-        session: &mut ServerSession,
+        client: &mut Client<'_>,
         ctx: &mut RequestCtx,
-        keys: &mut Option<Box<KeyMemo>>,
+        keys: &mut KeyMemo,
     ) -> Result<(), Reject> {
-        let lease = match self.admit(session.req_header(), ctx, keys)? {
+        let lease = match self.admit(client.head(), ctx, keys)? {
             Next::Proxy(lease) => lease,
             Next::Woken => {
                 let body = Bytes::from_static(br#"{"status":"waking"}"#);
-                let _ = send_json(session, StatusCode::ACCEPTED, body, &[]).await;
+                let _ = client.respond_json(StatusCode::ACCEPTED, body, &[]).await;
                 return Ok(());
             }
             Next::Park(mut parked) => {
                 let parked_at = Instant::now();
-                let outcome = self.wait_parked(session, &mut ctx.body, &mut parked).await;
+                let outcome = self.wait_parked(client, &mut ctx.body, &mut parked).await;
                 ctx.queue_wait = Some(parked_at.elapsed());
                 outcome?
             }
         };
-        self.proxy(session, ctx, lease).await
+        self.proxy(client, ctx, lease).await
     }
 
     /// Decides where a request goes, or why it is refused. Synchronous: the
     /// snapshot guard never lives across an await.
     fn admit(
         &self,
-        req: &RequestHeader,
+        req: &RequestHead,
         ctx: &mut RequestCtx,
-        keys: &mut Option<Box<KeyMemo>>,
+        keys: &mut KeyMemo,
     ) -> Result<Next, Reject> {
         let snapshot = self.routing.load();
-        let digest = KeyMemo::digest(keys, req.headers.get(header::AUTHORIZATION))?;
+        let digest = keys.digest(req.field(b"authorization"))?;
         let principal = snapshot.keys().authenticate_digest(&digest)?;
 
-        let host = req
-            .uri
-            .host()
-            .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()));
-        let route = route::parse(host, req.uri.path())?;
+        let route = route::parse(req.host(), req.path())?;
         if !principal.may_call(route.model_id) {
             return Err(control::AuthError::Forbidden.into());
         }
-        if route.call == Call::Predict && req.method != Method::POST {
+        if route.call == Call::Predict && *req.method() != Method::POST {
             return Err(Reject::MethodNotAllowed);
         }
-        let session = req
-            .headers
-            .get(SESSION_HEADER)
-            .map(|v| session_hash(v.as_bytes()));
-        let preference = match req.headers.get(SIDE_HEADER) {
+        let session = req.field(SESSION_HEADER.as_bytes()).map(session_hash);
+        let preference = match req.field(SIDE_HEADER.as_bytes()) {
             Some(value) => {
                 if !principal.is_admin() {
                     return Err(Reject::SideNeedsAdmin);
                 }
-                match value.as_bytes() {
+                match value {
                     b"stable" => SidePreference::Pinned(Side::Stable),
                     b"canary" => SidePreference::Pinned(Side::Canary),
                     _ => return Err(Reject::BadSide),
@@ -242,17 +238,20 @@ impl Gateway {
         )?;
         let deployment = resolved.route;
         ctx.metrics = Some(Arc::clone(resolved.metrics));
-        if content_length(req).is_some_and(|n| n > self.upstream.max_request_body_bytes) {
+        if req
+            .content_length()
+            .is_some_and(|n| n > self.upstream.max_request_body_bytes)
+        {
             return Err(Reject::BodyTooLarge);
         }
         if route.call == Call::Wake {
-            if req.method != Method::POST {
+            if *req.method() != Method::POST {
                 return Err(Reject::MethodNotAllowed);
             }
             deployment.pool().wake(1);
             return Ok(Next::Woken);
         }
-        ctx.replica_path = ReplicaPath::of(route.call, req.uri.path());
+        ctx.replica_path = ReplicaPath::of(route.call, req.path());
         ctx.deployment = Some(deployment.id_header().clone());
         ctx.rollout = resolved
             .rollout
@@ -271,7 +270,7 @@ impl Gateway {
     /// timeout, or the client leaving, whichever comes first.
     async fn wait_parked(
         &self,
-        session: &mut ServerSession,
+        client: &mut Client<'_>,
         body: &mut RequestBody,
         parked: &mut Parked,
     ) -> Result<Lease, Reject> {
@@ -280,7 +279,7 @@ impl Gateway {
         let outcome = tokio::select! {
             lease = parked.lease() => lease.map_err(|_| Reject::Closed),
             () = tokio::time::sleep(timeout) => Err(Reject::QueueTimeout),
-            () = client_gone(session, body, max) => Err(Reject::ClientClosed),
+            () = client_gone(client, body, max) => Err(Reject::ClientClosed),
         };
         let counters = parked.counters();
         let counter = match outcome {
@@ -296,22 +295,18 @@ impl Gateway {
 
     /// Answers a refused or failed request with its JSON error, if no
     /// response has begun; whether the connection can take another request.
-    async fn refuse(&self, session: &mut ServerSession, reject: Reject) -> bool {
-        if session.response_written().is_some() {
+    async fn refuse(&self, client: &mut Client<'_>, reject: Reject) -> bool {
+        if client.status().is_some() {
             // A status cannot follow response bytes: the connection is cut.
             return false;
         }
         let reuse = reject.keeps_connection();
         if !reuse {
-            session.set_keepalive(None);
+            client.set_close();
         }
-        let sent = send_json_error(
-            session,
-            reject.status(),
-            &reject.to_string(),
-            reject.extra_headers(),
-        )
-        .await;
+        let sent = client
+            .respond_error(reject.status(), &reject.to_string(), reject.extra_headers())
+            .await;
         reuse && sent.is_ok()
     }
 }
@@ -320,41 +315,28 @@ impl Gateway {
 /// send the same key on every request of a connection, and hashing it is the
 /// costliest step of admission; the key table is still consulted for every
 /// request, so a key removed by a reload stops working at once.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct KeyMemo {
-    authorization: HeaderValue,
+    /// The `Authorization` value seen last, once there was one.
+    authorization: Option<Vec<u8>>,
     digest: [u8; 32],
 }
 
 impl KeyMemo {
-    /// The digest of the key in `authorization`, from `memo` when it is the
-    /// header seen last; `memo` then holds this one.
-    fn digest(
-        memo: &mut Option<Box<KeyMemo>>,
-        authorization: Option<&HeaderValue>,
-    ) -> Result<[u8; 32], control::AuthError> {
-        if let (Some(seen), Some(value)) = (memo.as_deref(), authorization)
-            && seen.authorization == value
+    /// The digest of the key in `authorization`, from memory when it is the
+    /// value seen last; the memo then holds this one.
+    fn digest(&mut self, authorization: Option<&[u8]>) -> Result<[u8; 32], control::AuthError> {
+        if let (Some(seen), Some(value)) = (&self.authorization, authorization)
+            && seen.as_slice() == value
         {
-            return Ok(seen.digest);
+            return Ok(self.digest);
         }
-        let digest = control::header_digest(authorization.map(HeaderValue::as_bytes))?;
+        let digest = control::header_digest(authorization)?;
         if let Some(value) = authorization {
-            let authorization = value.clone();
-            match memo {
-                Some(seen) => {
-                    **seen = KeyMemo {
-                        authorization,
-                        digest,
-                    }
-                }
-                None => {
-                    *memo = Some(Box::new(KeyMemo {
-                        authorization,
-                        digest,
-                    }))
-                }
-            }
+            let seen = self.authorization.get_or_insert_default();
+            seen.clear();
+            seen.extend_from_slice(value);
+            self.digest = digest;
         }
         Ok(digest)
     }
@@ -401,6 +383,119 @@ struct RequestCtx {
     _in_flight: InFlightGuard,
 }
 
+/// The predict listener's application: HTTP/1.x connections on the
+/// gateway's own wire code ([`crate::http1`]); HTTP/2 (ALPN `h2`, or h2c
+/// prior knowledge on the plain listener) on Pingora's h2 session, one
+/// task per stream.
+#[derive(Debug)]
+pub struct Listener(Arc<Gateway>);
+
+impl Listener {
+    pub fn new(gateway: Gateway) -> Self {
+        Self(Arc::new(gateway))
+    }
+}
+
+/// What an HTTP/2 client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a connection speaks.
+enum Protocol {
+    /// HTTP/1.x, with what was read of it deciding.
+    H1(Stream, BytesMut),
+    H2(Stream),
+}
+
+/// Tells HTTP/2 from HTTP/1.x: by ALPN under TLS; on the plain listener by
+/// the client's first bytes (h2c with prior knowledge starts with the
+/// preface). Those bytes are read, not peeked: an HTTP/1 connection keeps
+/// them as the start of its first request, an HTTP/2 one gets them back
+/// (Pingora's TCP stream can be rewound). A request shorter than the
+/// preface is not waited on. `None`: the client left first.
+async fn protocol(mut stream: Stream) -> Option<Protocol> {
+    if stream.get_ssl_digest().is_some() {
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        return Some(if h2 {
+            Protocol::H2(stream)
+        } else {
+            Protocol::H1(stream, BytesMut::new())
+        });
+    }
+    let mut first = BytesMut::with_capacity(4096);
+    while first.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&first) {
+        match tokio::time::timeout(IDLE_TIMEOUT, stream.read_buf(&mut first)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return None,
+        }
+    }
+    if !first.starts_with(H2_PREFACE) {
+        return Some(Protocol::H1(stream, first));
+    }
+    let mut tcp = stream
+        .into_any()
+        .downcast::<pingora_core::protocols::l4::stream::Stream>()
+        .ok()?;
+    tcp.rewind(&first);
+    Some(Protocol::H2(tcp))
+}
+
+#[async_trait]
+impl ServerApp for Listener {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        match protocol(stream).await? {
+            Protocol::H2(stream) => ServerApp::process_new(&self.0, stream, shutdown).await,
+            Protocol::H1(stream, first) => {
+                self.0
+                    .serve_h1(ServerConn::with_buffer(stream, first), shutdown)
+                    .await;
+                None
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// Serves one HTTP/1.x connection, request after request.
+    async fn serve_h1(&self, mut conn: ServerConn<Stream>, shutdown: &ShutdownWatch) {
+        let mut keys = KeyMemo::default();
+        loop {
+            match conn.read_request().await {
+                Ok(true) => {}
+                // The client closed the connection, or let it idle.
+                Ok(false) => return,
+                Err(e) => {
+                    let mut client = Client::H1(&mut conn);
+                    let _ = client.respond_error(e.status(), &e.to_string(), &[]).await;
+                    let _ = conn.flush().await;
+                    return;
+                }
+            }
+            let shutting_down = *shutdown.borrow();
+            if shutting_down {
+                // Draining: this connection takes no further request.
+                conn.set_close();
+            }
+            let reuse = self
+                .serve(&mut Client::H1(&mut conn), shutting_down, &mut keys)
+                .await;
+            if !reuse {
+                // Whatever was answered leaves; a response cut short stays
+                // cut (no last chunk): the close tells the client.
+                let _ = conn.flush().await;
+                return;
+            }
+            if !matches!(conn.finish().await, Ok(true)) {
+                return;
+            }
+        }
+    }
+}
+
+/// HTTP/2 streams, which Pingora's h2 session reads.
 #[async_trait]
 impl HttpServerApp for Gateway {
     async fn process_new_http(
@@ -410,7 +505,6 @@ impl HttpServerApp for Gateway {
     ) -> Option<ReusedHttpStream> {
         match session.read_request().await {
             Ok(true) => {}
-            // The client closed an idle keep-alive connection.
             Ok(false) => return None,
             Err(e) => {
                 if *e.etype() == ErrorType::InvalidHTTPHeader {
@@ -420,27 +514,18 @@ impl HttpServerApp for Gateway {
             }
         }
         let shutting_down = *shutdown.borrow();
-        if shutting_down {
-            // Draining: this connection takes no further request.
-            session.set_keepalive(None);
+        let head = RequestHead::from_h2(session.req_header());
+        let mut client = Client::H2 {
+            session: &mut session,
+            head,
+        };
+        if self
+            .serve(&mut client, shutting_down, &mut KeyMemo::default())
+            .await
+        {
+            let _ = session.finish().await;
         }
-        let mut keys = session
-            .take_connection_user_context()
-            .and_then(|memo| memo.downcast::<KeyMemo>().ok());
-        if !self.serve(&mut session, shutting_down, &mut keys).await {
-            return None;
-        }
-        let mut persistent = HttpPersistentSettings::for_session(&session);
-        if let Some(memo) = keys {
-            // The same box goes on to the connection's next request.
-            persistent.set_user_context(memo);
-        }
-        match session.finish().await {
-            Ok(Some(reusable)) => {
-                Some(ReusedHttpStream::from_reusable_stream(reusable, persistent))
-            }
-            _ => None,
-        }
+        None
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {

@@ -1,11 +1,8 @@
 //! Every way the gateway refuses or fails a request, mapped to one status
 //! code and a short JSON body in one place. Internals stay in the log.
 
-use bytes::Bytes;
 use control::{AuthError, RouteError};
 use http::StatusCode;
-use pingora_core::protocols::http::ServerSession;
-use pingora_http::ResponseHeader;
 
 use crate::route::RouteParseError;
 
@@ -37,6 +34,9 @@ pub enum Reject {
     /// short (400).
     #[error("malformed or incomplete request body")]
     BadBody,
+    /// The request body stopped arriving (408).
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// No replica slot freed up within the deployment's queue timeout (503).
     #[error("no replica of this deployment became available within its queue timeout")]
     QueueTimeout,
@@ -76,6 +76,7 @@ impl Reject {
             Reject::Url(_) | Reject::Route(_) => StatusCode::NOT_FOUND,
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::QueueTimeout | Reject::Closed => StatusCode::SERVICE_UNAVAILABLE,
             Reject::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             Reject::ClientClosed => CLIENT_CLOSED,
@@ -107,37 +108,10 @@ impl Reject {
             self,
             Reject::BodyTooLarge
                 | Reject::BadBody
+                | Reject::BodyTimeout
                 | Reject::ReplicaFailed
                 | Reject::ReplicaTimeout
                 | Reject::Internal
         )
     }
-}
-
-/// Writes `{"error": message}` with `status`, plus `extra` headers.
-pub async fn send_json_error(
-    session: &mut ServerSession,
-    status: StatusCode,
-    message: &str,
-    extra: &[(http::HeaderName, &'static str)],
-) -> pingora_error::Result<()> {
-    let body = Bytes::from(serde_json::json!({ "error": message }).to_string());
-    send_json(session, status, body, extra).await
-}
-
-/// Writes a complete JSON response: `status`, `extra` headers and `body`.
-pub async fn send_json(
-    session: &mut ServerSession,
-    status: StatusCode,
-    body: Bytes,
-    extra: &[(http::HeaderName, &'static str)],
-) -> pingora_error::Result<()> {
-    let mut header = ResponseHeader::build(status, Some(2 + extra.len()))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    for (name, value) in extra {
-        header.insert_header(name.clone(), *value)?;
-    }
-    session.write_response_header(Box::new(header)).await?;
-    session.write_response_body(body, true).await
 }

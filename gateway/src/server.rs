@@ -15,7 +15,7 @@ use control::usage::{UsageLedger, UsageMeter};
 use control::{Reloader, Routing, Snapshot, WatchError};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::listeners::ListenerConfig;
-use pingora_core::protocols::l4::stream::{DEFAULT_L4_READ_BUFFER_SIZE, L4BufferSettings};
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
@@ -25,7 +25,7 @@ use pingora_core::services::background::background_service;
 use crate::access_log::AccessLogger;
 use crate::admin::Admin;
 use crate::connections::{Connections, Sweeper};
-use crate::predict::{Gateway, Observe, UpstreamSettings};
+use crate::predict::{self, Gateway, Observe, UpstreamSettings};
 use crate::shutdown::{self, InFlight};
 use crate::telemetry::{self, Exporter};
 use crate::tls::{self, Certificates, TlsError};
@@ -147,10 +147,12 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         Arc::clone(&in_flight),
         observe,
     );
-    let mut predict = Service::new("predict".to_owned(), gateway);
+    let mut predict = Service::new("predict".to_owned(), predict::Listener::new(gateway));
     // A write buffer that holds a multi-KB predict response with its head,
-    // so that it leaves in one send (Pingora's default is one MSS).
-    let buffers = L4BufferSettings::new(DEFAULT_L4_READ_BUFFER_SIZE, 64 * 1024);
+    // so that it leaves in one send (Pingora's default is one MSS). No read
+    // buffer: HTTP/1 connections read into their own (`http1::ServerConn`),
+    // HTTP/2 into the h2 codec's; a buffer under either would be a copy.
+    let buffers = L4BufferSettings::new(0, 64 * 1024);
     predict
         .add_listener(ListenerConfig::tcp(config.listeners.predict.to_string()).l4_buffer(buffers));
     if let Some(tls) = &config.listeners.tls {

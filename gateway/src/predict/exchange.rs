@@ -4,13 +4,13 @@
 //! back piece by piece as it arrives.
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, header};
+use http::{HeaderName, HeaderValue, Method};
 use pingora_core::protocols::Stream;
-use pingora_core::protocols::http::ServerSession;
 use pingora_http::ResponseHeader;
 use tokio::time::Instant;
 
-use super::request::{INLINE_BODY_LIMIT, content_length, expects_continue};
+use super::client::Client;
+use super::request::INLINE_BODY_LIMIT;
 use super::response::{Response, ResponseError};
 use super::upstream::{self, Framing};
 use super::{CONNECT_ATTEMPTS, DEPLOYMENT_HEADER, Gateway, REQUEST_ID_HEADER, RequestCtx};
@@ -40,44 +40,41 @@ impl Gateway {
     /// response has been read.
     pub(super) async fn proxy(
         &self,
-        session: &mut ServerSession,
+        client: &mut Client<'_>,
         ctx: &mut RequestCtx,
         lease: Lease,
     ) -> Result<(), Reject> {
-        let outgoing = self.prepare(session, ctx).await?;
-        let (up, head, lease) = self.send(session, ctx, lease, &outgoing).await?;
-        self.relay(session, ctx, up, head, lease).await
+        let outgoing = self.prepare(client, ctx).await?;
+        let (up, head, lease) = self.send(client, ctx, lease, &outgoing).await?;
+        self.relay(client, ctx, up, head, lease).await
     }
 
     /// Reads the body if it is small and writes the replica's request head.
     async fn prepare(
         &self,
-        session: &mut ServerSession,
+        client: &mut Client<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<Outgoing, Reject> {
         let max = self.upstream.max_request_body_bytes;
-        let req = session.req_header();
-        let method = req.method.clone();
-        if expects_continue(req) && !ctx.body.is_complete() {
+        if client.head().expects_continue() && !ctx.body.is_complete() {
             // The gateway answers the client's `Expect` itself: the replica
             // gets the body with the head.
-            session
-                .write_continue_response()
+            client
+                .write_continue()
                 .await
                 .map_err(|_| Reject::ClientClosed)?;
         }
-        ctx.body.fill(session, INLINE_BODY_LIMIT, max).await?;
-        let req = session.req_header();
+        ctx.body.fill(client, INLINE_BODY_LIMIT, max).await?;
+        let req = client.head();
         let inline = ctx.body.is_complete();
         let framing = if inline {
-            let declared = req.headers.contains_key(header::CONTENT_LENGTH)
-                || req.headers.contains_key(header::TRANSFER_ENCODING);
             match ctx.body.bytes() {
-                0 if !declared => Framing::None,
+                0 if !req.declares_body() => Framing::None,
                 n => Framing::Length(n),
             }
         } else {
-            content_length(req).map_or(Framing::Chunked, Framing::Length)
+            req.content_length()
+                .map_or(Framing::Chunked, Framing::Length)
         };
         let mut head = BytesMut::with_capacity(512);
         let generated_id = match &ctx.request_id {
@@ -87,13 +84,12 @@ impl Gateway {
         upstream::write_head(
             &mut head,
             req,
-            ctx.replica_path.resolve(req.uri.path()),
-            req.uri.query(),
+            ctx.replica_path.resolve(req.path()),
             framing,
             generated_id,
         );
         Ok(Outgoing {
-            method,
+            method: req.method().clone(),
             head,
             body: ctx.body.take_pending(),
             inline,
@@ -108,7 +104,7 @@ impl Gateway {
     /// the replica that answered.
     async fn send(
         &self,
-        session: &mut ServerSession,
+        client: &mut Client<'_>,
         ctx: &mut RequestCtx,
         mut lease: Lease,
         out: &Outgoing,
@@ -149,7 +145,7 @@ impl Gateway {
             let written = if out.inline {
                 upstream::write_all_vectored(&mut stream, &out.head, &out.body).await
             } else {
-                self.stream_body(session, &mut stream, out, ctx).await?
+                self.stream_body(client, &mut stream, out, ctx).await?
             };
             if written.is_err() {
                 // A pooled connection the replica had closed: the request
@@ -164,7 +160,7 @@ impl Gateway {
             let response = tokio::select! {
                 biased;
                 response = Upstream::read_head(stream, head_only, self.upstream.read_timeout) => response,
-                _ = session.read_body_or_idle(true) => return Err(Reject::ClientClosed),
+                () = client.closed() => return Err(Reject::ClientClosed),
             };
             match response {
                 Ok((up, head)) => break (up, head),
@@ -192,32 +188,38 @@ impl Gateway {
     /// ended cleanly.
     async fn relay(
         &self,
-        session: &mut ServerSession,
+        client: &mut Client<'_>,
         ctx: &mut RequestCtx,
         mut up: Upstream,
-        mut response: Box<ResponseHeader>,
+        response: Box<ResponseHeader>,
         lease: Lease,
     ) -> Result<(), Reject> {
         let addr = lease.replica().addr();
+        let deployment_header = HeaderName::from_static(DEPLOYMENT_HEADER);
+        let request_id_header = HeaderName::from_static(REQUEST_ID_HEADER);
+        let mut extra: [(&HeaderName, &HeaderValue); 2] = [(&deployment_header, &EMPTY); 2];
+        let mut n = 0;
         if let Some(id) = &ctx.deployment {
-            response
-                .insert_header(DEPLOYMENT_HEADER, id)
-                .map_err(|_| Reject::Internal)?;
+            extra[n] = (&deployment_header, id);
+            n += 1;
         }
         if let Some((id, true)) = &ctx.request_id {
-            response
-                .insert_header(REQUEST_ID_HEADER, id)
-                .map_err(|_| Reject::Internal)?;
+            extra[n] = (&request_id_header, id);
+            n += 1;
         }
-        session
-            .write_response_header(response)
+        client
+            .write_head(response, &extra[..n])
             .await
             .map_err(|_| Reject::ClientClosed)?;
+        if !up.has_buffered() {
+            // The body is not here yet (a stream, say): the head goes now.
+            client.flush().await.map_err(|_| Reject::ClientClosed)?;
+        }
 
         loop {
             match up.next_piece().await {
                 Ok(Some(piece)) => {
-                    if write_body(session, piece).await.is_err() {
+                    if client.write_body(piece).await.is_err() {
                         ctx.abort = true;
                         break;
                     }
@@ -249,7 +251,7 @@ impl Gateway {
     /// replica connection's.
     async fn stream_body(
         &self,
-        session: &mut ServerSession,
+        client: &mut Client<'_>,
         stream: &mut Stream,
         out: &Outgoing,
         ctx: &mut RequestCtx,
@@ -264,7 +266,7 @@ impl Gateway {
             if let Err(e) = upstream::write_body_piece(stream, out.framing, &piece).await {
                 return Ok(Err(e));
             }
-            match ctx.body.read_piece(session, max).await {
+            match ctx.body.read_piece(client, max).await {
                 Ok(Some(next)) => piece = next,
                 Ok(None) => break,
                 Err(reject) => return Err(reject),
@@ -289,15 +291,5 @@ impl Gateway {
     }
 }
 
-/// Relays one piece of the response body; over HTTP/1.1 without a copy.
-async fn write_body(session: &mut ServerSession, piece: Bytes) -> pingora_error::Result<()> {
-    if piece.is_empty() {
-        // A read of chunk framing alone yields no data; written as is, an
-        // empty piece would be the last chunk and end the client's response.
-        return Ok(());
-    }
-    match session {
-        ServerSession::H1(h1) => h1.write_body(&piece).await.map(|_| ()),
-        other => other.write_response_body(piece, false).await,
-    }
-}
+/// A placeholder for the unused slots of the response's extra headers.
+static EMPTY: HeaderValue = HeaderValue::from_static("");

@@ -5,19 +5,19 @@
 use std::sync::Arc;
 
 use control::telemetry::Finished;
-use pingora_core::protocols::http::ServerSession;
 use tokio::time::Instant;
 
+use super::client::Client;
 use super::{Gateway, RequestCtx};
 use crate::access_log::Entry;
 
 impl Gateway {
     /// Counts the request in its route's metrics, the rollout guard and the
     /// access log.
-    pub(super) fn record(&self, session: &ServerSession, ctx: &mut RequestCtx) {
+    pub(super) fn record(&self, client: &Client<'_>, ctx: &mut RequestCtx) {
         let now = Instant::now();
         let total = now.duration_since(ctx.started);
-        let sent = session.response_written().map(|r| r.status.as_u16());
+        let sent = client.status().map(|s| s.as_u16());
         // Feed the rollout guard: a 5xx, a broken response or no response
         // at all is a failure.
         if let Some((runtime, side)) = &ctx.rollout {
@@ -32,7 +32,7 @@ impl Gateway {
                 sent.unwrap_or(0)
             },
             request_bytes: ctx.body.bytes(),
-            response_bytes: session.body_bytes_sent() as u64,
+            response_bytes: client.body_bytes_sent(),
             total,
             queue_wait: ctx.queue_wait,
             upstream: ctx

@@ -3,10 +3,9 @@
 //! left while it waited.
 
 use bytes::{Bytes, BytesMut};
-use http::header;
-use pingora_core::protocols::http::ServerSession;
-use pingora_http::RequestHeader;
 
+use super::client::Client;
+use crate::http1::RequestHead;
 use crate::reject::Reject;
 use crate::route::Call;
 
@@ -22,32 +21,8 @@ pub(super) fn session_hash(id: &[u8]) -> u64 {
 /// What a parked request holds against the gateway's parked-bytes budget:
 /// its head and its declared body. A body without a length counts as
 /// nothing until it is read; the per-request body limit still applies.
-pub(super) fn parked_bytes(req: &RequestHeader) -> u64 {
-    let head: usize = req
-        .headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum::<usize>()
-        + req.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
-        + req.uri.authority().map_or(0, |a| a.as_str().len())
-        + 16;
-    head as u64 + content_length(req).unwrap_or(0)
-}
-
-pub(super) fn content_length(req: &RequestHeader) -> Option<u64> {
-    req.headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
-/// Whether the client waits for `100 Continue` before sending its body.
-pub(super) fn expects_continue(req: &RequestHeader) -> bool {
-    req.headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+pub(super) fn parked_bytes(req: &RequestHead) -> u64 {
+    req.len() as u64 + req.content_length().unwrap_or(0)
 }
 
 /// The path the replica is sent: `/predict`, or the passthrough route,
@@ -132,12 +107,12 @@ impl RequestBody {
     /// read (bad framing, cut short; the connection is not reused).
     pub(super) async fn fill(
         &mut self,
-        session: &mut ServerSession,
+        client: &mut Client<'_>,
         keep: usize,
         max: u64,
     ) -> Result<(), Reject> {
         while !self.done && self.pending_len() < keep {
-            match self.read_piece(session, max).await? {
+            match self.read_piece(client, max).await? {
                 Some(piece) if self.pending_len() == 0 => self.first = Some(piece),
                 Some(piece) => {
                     if let Some(first) = self.first.take() {
@@ -155,25 +130,24 @@ impl RequestBody {
     /// end), counting against `max`.
     pub(super) async fn read_piece(
         &mut self,
-        session: &mut ServerSession,
+        client: &mut Client<'_>,
         max: u64,
     ) -> Result<Option<Bytes>, Reject> {
         if self.done {
             return Ok(None);
         }
-        match session.read_request_body().await {
-            Ok(Some(piece)) => {
+        match client.read_body().await? {
+            Some(piece) => {
                 self.read += piece.len() as u64;
                 if self.read > max {
                     return Err(Reject::BodyTooLarge);
                 }
                 Ok(Some(piece))
             }
-            Ok(None) => {
+            None => {
                 self.done = true;
                 Ok(None)
             }
-            Err(_) => Err(Reject::BadBody),
         }
     }
 }
@@ -187,24 +161,19 @@ const PARKED_BODY_LIMIT: u64 = 64 * 1024;
 /// bodies up to [`PARKED_BODY_LIMIT`] with a known length are read into
 /// `body`, which goes to the replica later. A larger or unframed body is not
 /// read, and then a close is noticed only once the request leaves the queue.
-pub(super) async fn client_gone(session: &mut ServerSession, body: &mut RequestBody, max: u64) {
-    let declared = content_length(session.req_header());
-    let chunked = session
-        .req_header()
-        .headers
-        .contains_key(header::TRANSFER_ENCODING);
-    let waits_for_continue = expects_continue(session.req_header());
-    match declared {
-        _ if waits_for_continue => return std::future::pending().await,
-        Some(n) if !chunked && n <= PARKED_BODY_LIMIT.min(max) => {}
-        None if !chunked => {}
+pub(super) async fn client_gone(client: &mut Client<'_>, body: &mut RequestBody, max: u64) {
+    let head = client.head();
+    match head.content_length() {
+        _ if head.expects_continue() => return std::future::pending().await,
+        Some(n) if n <= PARKED_BODY_LIMIT.min(max) => {}
+        None if !head.is_chunked() => {}
         _ => return std::future::pending().await,
     }
-    if body.fill(session, usize::MAX, max).await.is_err() {
+    if body.fill(client, usize::MAX, max).await.is_err() {
         return;
     }
     // The body is complete: any further read ends only with a close.
-    let _ = session.read_body_or_idle(true).await;
+    client.closed().await;
 }
 
 #[cfg(test)]

@@ -12,14 +12,15 @@ use http::{HeaderName, HeaderValue, StatusCode, header};
 use pingora_http::ResponseHeader;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::upstream::{connection_tokens, is_hop_by_hop};
+use crate::http1::{
+    BodyDecoder, BodyError, Decoded, connection_tokens, content_length, is_hop_by_hop,
+    last_coding_is_chunked,
+};
 
 /// Longest response head accepted from a replica.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most headers in a response head.
 const MAX_HEADERS: usize = 128;
-/// Longest chunk-size line or trailer line.
-const MAX_LINE: usize = 4 * 1024;
 /// What one read asks for.
 const READ_SIZE: usize = 16 * 1024;
 /// Informational heads (100, 103) skipped before the final one; more is a
@@ -45,19 +46,9 @@ pub(super) enum ResponseError {
     /// Not a well-formed HTTP/1.x response.
     #[error("malformed response from the replica: {0}")]
     Malformed(&'static str),
-}
-
-/// How the rest of the body is framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Body {
-    /// This many bytes remain.
-    Length(u64),
-    /// Chunked, at this point of a chunk.
-    Chunked(Chunk),
-    /// Until the replica closes the connection.
-    UntilClose,
-    /// Complete.
-    Done,
+    /// A body whose framing is broken.
+    #[error("malformed response body from the replica: {0}")]
+    Body(#[from] BodyError),
 }
 
 /// What the buffer held at its start.
@@ -72,36 +63,13 @@ enum Parsed {
     Final(Box<ResponseHeader>),
 }
 
-/// What one step of chunked decoding did.
-#[derive(Debug)]
-enum Step {
-    /// Data for the client.
-    Piece(Bytes),
-    /// Consumed framing; go on.
-    Framing,
-    /// The buffer holds too little: read more.
-    NeedMore,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk's data, this many bytes to go.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty one.
-    Trailers,
-}
-
 /// A response being read from a replica connection.
 #[derive(Debug)]
 pub(super) struct Response<S> {
     stream: S,
     /// Read but not consumed yet.
     buf: BytesMut,
-    body: Body,
+    body: BodyDecoder,
     /// The replica keeps the connection open after this response.
     keep_alive: bool,
     timeout: Duration,
@@ -119,7 +87,7 @@ impl<S: AsyncRead + Unpin> Response<S> {
         let mut response = Self {
             stream,
             buf: BytesMut::with_capacity(READ_SIZE),
-            body: Body::Done,
+            body: BodyDecoder::none(),
             keep_alive: true,
             timeout,
         };
@@ -195,7 +163,8 @@ impl<S: AsyncRead + Unpin> Response<S> {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| ResponseError::Malformed("bad header name"))?;
             if name == header::CONTENT_LENGTH {
-                let n = content_length(h.value)?;
+                let n = content_length(h.value)
+                    .ok_or(ResponseError::Malformed("bad Content-Length"))?;
                 if length.is_some_and(|seen| seen != n) {
                     return Err(ResponseError::Malformed("conflicting Content-Length"));
                 }
@@ -206,7 +175,7 @@ impl<S: AsyncRead + Unpin> Response<S> {
             }
             // Hop-by-hop headers stop here; the framing headers stay: the
             // client's side of the response is framed from them.
-            if is_hop_by_hop(&name) || connection.nominates(&name) {
+            if is_hop_by_hop(name.as_str().as_bytes()) || connection.nominates(&name) {
                 continue;
             }
             let value = HeaderValue::from_bytes(h.value)
@@ -219,24 +188,20 @@ impl<S: AsyncRead + Unpin> Response<S> {
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
-            Body::Done
+            BodyDecoder::none()
         } else if let Some(chunked) = chunked {
             // Transfer-Encoding wins over Content-Length, which then must
             // not reach the client beside it.
             out.remove_header(&header::CONTENT_LENGTH);
             if chunked {
-                Body::Chunked(Chunk::Size)
+                BodyDecoder::chunked()
             } else {
-                Body::UntilClose
+                BodyDecoder::until_close()
             }
         } else {
-            match length {
-                Some(0) => Body::Done,
-                Some(n) => Body::Length(n),
-                None => Body::UntilClose,
-            }
+            length.map_or_else(BodyDecoder::until_close, BodyDecoder::length)
         };
-        if self.body == Body::UntilClose {
+        if self.body.ends_at_close() {
             self.keep_alive = false;
         }
         Ok(Parsed::Final(Box::new(out)))
@@ -246,109 +211,27 @@ impl<S: AsyncRead + Unpin> Response<S> {
     /// complete.
     pub(super) async fn next_piece(&mut self) -> Result<Option<Bytes>, ResponseError> {
         loop {
-            match self.body {
-                Body::Done => return Ok(None),
-                Body::Length(remaining) => {
-                    if self.buf.is_empty() && self.fill().await? == 0 {
+            match self.body.decode(&mut self.buf)? {
+                Decoded::Piece(piece) => return Ok(Some(piece)),
+                Decoded::Done => return Ok(None),
+                Decoded::NeedMore => {
+                    if self.fill().await? == 0 {
+                        if self.body.ends_at_close() {
+                            self.body.closed();
+                            return Ok(None);
+                        }
                         return Err(ResponseError::Closed {
                             nothing_read: false,
                         });
                     }
-                    let n = (self.buf.len() as u64).min(remaining);
-                    let left = remaining - n;
-                    self.body = if left == 0 {
-                        Body::Done
-                    } else {
-                        Body::Length(left)
-                    };
-                    return Ok(Some(self.buf.split_to(n as usize).freeze()));
                 }
-                Body::UntilClose => {
-                    if self.buf.is_empty() && self.fill().await? == 0 {
-                        self.body = Body::Done;
-                        return Ok(None);
-                    }
-                    return Ok(Some(self.buf.split().freeze()));
-                }
-                Body::Chunked(chunk) => match self.step_chunked(chunk)? {
-                    Step::Piece(piece) => return Ok(Some(piece)),
-                    Step::Framing => {}
-                    Step::NeedMore => {
-                        if self.fill().await? == 0 {
-                            return Err(ResponseError::Closed {
-                                nothing_read: false,
-                            });
-                        }
-                    }
-                },
             }
         }
     }
 
-    /// One step of chunked decoding.
-    fn step_chunked(&mut self, chunk: Chunk) -> Result<Step, ResponseError> {
-        match chunk {
-            Chunk::Data(remaining) => {
-                if self.buf.is_empty() {
-                    return Ok(Step::NeedMore);
-                }
-                let n = (self.buf.len() as u64).min(remaining);
-                let left = remaining - n;
-                self.body = Body::Chunked(if left == 0 {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left)
-                });
-                Ok(Step::Piece(self.buf.split_to(n as usize).freeze()))
-            }
-            Chunk::DataEnd => {
-                if self.buf.len() < 2 {
-                    return Ok(Step::NeedMore);
-                }
-                if &self.buf[..2] != b"\r\n" {
-                    return Err(ResponseError::Malformed("no CRLF after chunk data"));
-                }
-                self.buf.advance(2);
-                self.body = Body::Chunked(Chunk::Size);
-                Ok(Step::Framing)
-            }
-            Chunk::Size => {
-                let Some(line) = self.take_line()? else {
-                    return Ok(Step::NeedMore);
-                };
-                let size = chunk_size(&line)?;
-                self.body = Body::Chunked(if size == 0 {
-                    Chunk::Trailers
-                } else {
-                    Chunk::Data(size)
-                });
-                Ok(Step::Framing)
-            }
-            Chunk::Trailers => {
-                let Some(line) = self.take_line()? else {
-                    return Ok(Step::NeedMore);
-                };
-                if line.is_empty() {
-                    self.body = Body::Done;
-                }
-                Ok(Step::Framing)
-            }
-        }
-    }
-
-    /// A CRLF-terminated line at the start of the buffer, without its CRLF.
-    fn take_line(&mut self) -> Result<Option<Bytes>, ResponseError> {
-        match self.buf.windows(2).position(|w| w == b"\r\n") {
-            Some(end) => {
-                let line = self.buf.split_to(end).freeze();
-                self.buf.advance(2);
-                Ok(Some(line))
-            }
-            None if self.buf.len() > MAX_LINE => {
-                Err(ResponseError::Malformed("chunk line too long"))
-            }
-            None => Ok(None),
-        }
+    /// Whether body bytes are already read, waiting to be relayed.
+    pub(super) fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
     }
 
     /// Reads more into the buffer, within the read timeout; 0 at the end.
@@ -367,7 +250,7 @@ impl<S: AsyncRead + Unpin> Response<S> {
     /// where its framing said, the replica keeps it open, and nothing more
     /// was sent on it.
     pub(super) fn into_reusable(self) -> Option<S> {
-        (self.body == Body::Done && self.keep_alive && self.buf.is_empty()).then_some(self.stream)
+        (self.body.is_done() && self.keep_alive && self.buf.is_empty()).then_some(self.stream)
     }
 }
 
@@ -398,48 +281,6 @@ impl<'a> Connection<'a> {
             .iter()
             .any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
     }
-}
-
-/// A `Content-Length` value: digits, or a list of the same digits.
-fn content_length(value: &[u8]) -> Result<u64, ResponseError> {
-    let bad = ResponseError::Malformed("bad Content-Length");
-    let mut found = None;
-    for part in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-            return Err(bad);
-        }
-        let n: u64 = std::str::from_utf8(part)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(ResponseError::Malformed("bad Content-Length"))?;
-        if found.is_some_and(|seen| seen != n) {
-            return Err(ResponseError::Malformed("conflicting Content-Length"));
-        }
-        found = Some(n);
-    }
-    found.ok_or(bad)
-}
-
-fn last_coding_is_chunked(value: &[u8]) -> bool {
-    value
-        .rsplit(|b| *b == b',')
-        .next()
-        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-/// The size in a chunk-size line (`1a;ext=x`).
-fn chunk_size(line: &[u8]) -> Result<u64, ResponseError> {
-    let digits = line
-        .split(|b| *b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
-        return Err(ResponseError::Malformed("bad chunk size"));
-    }
-    let text =
-        std::str::from_utf8(digits).map_err(|_| ResponseError::Malformed("bad chunk size"))?;
-    u64::from_str_radix(text, 16).map_err(|_| ResponseError::Malformed("bad chunk size"))
 }
 
 #[cfg(test)]

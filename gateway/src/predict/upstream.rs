@@ -5,9 +5,10 @@
 use std::io::{self, IoSlice};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Method, header};
-use pingora_http::RequestHeader;
+use http::{HeaderValue, Method};
 use tokio::io::AsyncWriteExt;
+
+use crate::http1::{RequestHead, connection_tokens, is_hop_by_hop};
 
 use pingora_core::protocols::Stream;
 
@@ -29,36 +30,33 @@ pub(super) enum Framing {
 /// hop-by-hop header or one the client's `Connection` header nominates.
 pub(super) fn write_head(
     out: &mut BytesMut,
-    req: &RequestHeader,
+    req: &RequestHead,
     path: &str,
-    query: Option<&str>,
     framing: Framing,
     request_id: Option<&HeaderValue>,
 ) {
-    out.put_slice(req.method.as_str().as_bytes());
+    out.put_slice(req.method().as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(path.as_bytes());
-    if let Some(query) = query {
+    if let Some(query) = req.query() {
         out.put_u8(b'?');
         out.put_slice(query.as_bytes());
     }
     out.put_slice(b" HTTP/1.1\r\n");
-    let nominated = req.headers.get(header::CONNECTION);
-    if req.headers.get(header::HOST).is_none()
-        && let Some(authority) = req.uri.authority()
+    let nominated = req.field(b"connection");
+    if req.field(b"host").is_none()
+        && let Some(authority) = req.authority()
     {
         // HTTP/2 clients name the host in `:authority`; HTTP/1.1 needs `Host`.
-        put_header(
-            out,
-            header::HOST.as_str().as_bytes(),
-            authority.as_str().as_bytes(),
-        );
+        put_header(out, b"host", authority);
     }
-    for (name, value) in &req.headers {
-        if is_dropped_request_header(name) || nominated.is_some_and(|c| names(c, name)) {
+    for (name, value) in req.fields() {
+        if is_dropped_request_header(name)
+            || nominated.is_some_and(|c| connection_tokens(c).any(|t| t.eq_ignore_ascii_case(name)))
+        {
             continue;
         }
-        put_header(out, name.as_str().as_bytes(), value.as_bytes());
+        put_header(out, name, value);
     }
     if let Some(id) = request_id {
         put_header(out, super::REQUEST_ID_HEADER.as_bytes(), id.as_bytes());
@@ -87,40 +85,17 @@ fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
 /// client's key, hop-by-hop headers and the framing headers, which the
 /// gateway sets from the body it forwards. `Expect` is answered by the
 /// gateway itself.
-fn is_dropped_request_header(name: &HeaderName) -> bool {
+fn is_dropped_request_header(name: &[u8]) -> bool {
     is_hop_by_hop(name)
-        || name == header::AUTHORIZATION
-        || name == header::CONTENT_LENGTH
-        || name == header::TRANSFER_ENCODING
-        || name == header::EXPECT
-        || name == header::PROXY_AUTHORIZATION
-}
-
-/// Hop-by-hop headers (RFC 9110 7.6.1), which stop at the gateway in both
-/// directions. `Transfer-Encoding` is one too; each side deals with it as
-/// part of its framing.
-pub(super) fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-}
-
-/// The options of a `Connection` header value: `close`, `keep-alive`, or
-/// the names of more headers that stop here.
-pub(super) fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|token| !token.is_empty())
-}
-
-/// Whether the `Connection` header value lists `name` as a token.
-fn names(connection: &HeaderValue, name: &HeaderName) -> bool {
-    connection_tokens(connection.as_bytes())
-        .any(|token| token.eq_ignore_ascii_case(name.as_str().as_bytes()))
+        || [
+            &b"authorization"[..],
+            b"content-length",
+            b"transfer-encoding",
+            b"expect",
+            b"proxy-authorization",
+        ]
+        .iter()
+        .any(|dropped| name.eq_ignore_ascii_case(dropped))
 }
 
 /// Writes `head` and `body` as one vectored write (one `writev` when the
@@ -191,55 +166,39 @@ pub(super) fn idempotent(method: &Method) -> bool {
 mod tests {
     use super::*;
 
-    fn head(req: &RequestHeader, framing: Framing, id: Option<&HeaderValue>) -> String {
+    fn parse(wire: &str) -> RequestHead {
+        let mut buf = BytesMut::from(wire.as_bytes());
+        let mut head = RequestHead::default();
+        assert!(head.parse(&mut buf).unwrap());
+        head
+    }
+
+    fn head(req: &RequestHead, path: &str, framing: Framing, id: Option<&HeaderValue>) -> String {
         let mut out = BytesMut::new();
-        write_head(&mut out, req, "/predict", None, framing, id);
+        write_head(&mut out, req, path, framing, id);
         String::from_utf8(out.to_vec()).unwrap()
     }
 
     #[test]
     fn drops_the_key_hop_by_hop_and_nominated_headers() {
-        let mut req =
-            RequestHeader::build("POST", b"/models/m/production/predict?x=1", None).unwrap();
-        for (name, value) in [
-            ("host", "gw.example"),
-            ("authorization", "Api-Key secret"),
-            ("connection", "keep-alive, x-private"),
-            ("keep-alive", "timeout=5"),
-            ("x-private", "nominated"),
-            ("transfer-encoding", "chunked"),
-            ("content-length", "99"),
-            ("expect", "100-continue"),
-            ("te", "trailers"),
-            ("upgrade", "websocket"),
-            ("content-type", "application/json"),
-        ] {
-            req.append_header(name, value).unwrap();
-        }
-        let text = head(&req, Framing::Length(5), None);
+        let req = parse(
+            "POST /models/m/production/predict?x=1 HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Api-Key secret\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\nx-private: nominated\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\nExpect: 100-continue\r\nTE: trailers\r\nUpgrade: websocket\r\nContent-Type: application/json\r\n\r\n",
+        );
         assert_eq!(
-            text,
-            "POST /predict HTTP/1.1\r\nhost: gw.example\r\ncontent-type: application/json\r\ncontent-length: 5\r\n\r\n"
+            head(&req, "/predict", Framing::Length(5), None),
+            "POST /predict?x=1 HTTP/1.1\r\nHost: gw.example\r\nContent-Type: application/json\r\ncontent-length: 5\r\n\r\n"
         );
     }
 
     #[test]
     fn adds_host_from_the_authority_the_id_and_chunked_framing() {
         // As an HTTP/2 request arrives: the host only in the URI.
-        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
-        req.set_uri(http::Uri::from_static("http://gw.example:8080/x"));
+        let mut h2 = pingora_http::RequestHeader::build("GET", b"/x?a=b", None).unwrap();
+        h2.set_uri(http::Uri::from_static("http://gw.example:8080/x?a=b"));
+        let req = RequestHead::from_h2(&h2);
         let id = HeaderValue::from_static("abc");
-        let mut out = BytesMut::new();
-        write_head(
-            &mut out,
-            &req,
-            "/v1/models",
-            Some("a=b"),
-            Framing::Chunked,
-            Some(&id),
-        );
         assert_eq!(
-            String::from_utf8(out.to_vec()).unwrap(),
+            head(&req, "/v1/models", Framing::Chunked, Some(&id)),
             "GET /v1/models?a=b HTTP/1.1\r\nhost: gw.example:8080\r\nx-request-id: abc\r\ntransfer-encoding: chunked\r\n\r\n"
         );
     }

@@ -1,0 +1,150 @@
+use super::*;
+
+fn parse(wire: &str) -> Result<RequestHead, HeadError> {
+    let mut buf = BytesMut::from(wire.as_bytes());
+    let mut head = RequestHead::default();
+    assert!(head.parse(&mut buf)?, "complete head");
+    Ok(head)
+}
+
+#[test]
+fn origin_form_with_fields_by_offset() {
+    let mut buf = BytesMut::from(
+        &b"POST /models/m/production/predict?x=1 HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\nX-A: b\r\n\r\n{}GET"[..],
+    );
+    let mut head = RequestHead::default();
+    assert!(head.parse(&mut buf).unwrap());
+    assert_eq!(&buf[..], b"{}GET", "the body and what follows stay");
+    assert_eq!(head.method(), Method::POST);
+    assert_eq!(head.path(), "/models/m/production/predict");
+    assert_eq!(head.query(), Some("x=1"));
+    assert_eq!(head.host(), Some("gw"));
+    assert_eq!(head.field(b"x-a"), Some(&b"b"[..]));
+    assert_eq!(head.content_length(), Some(2));
+    assert!(head.keep_alive());
+    assert_eq!(head.fields().count(), 3);
+}
+
+#[test]
+fn a_partial_head_waits_and_a_huge_one_is_refused() {
+    let mut head = RequestHead::default();
+    let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n"[..]);
+    assert_eq!(head.parse(&mut buf), Ok(false));
+    let mut huge = BytesMut::from(&b"GET / HTTP/1.1\r\nX: "[..]);
+    huge.extend_from_slice(&vec![b'a'; MAX_HEAD]);
+    assert_eq!(head.parse(&mut huge), Err(HeadError::TooLarge));
+    let many: String = (0..200).map(|i| format!("X-{i}: y\r\n")).collect();
+    assert_eq!(
+        parse(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(),
+        Some(HeadError::TooManyFields)
+    );
+}
+
+#[test]
+fn absolute_form_must_agree_with_host() {
+    let head = parse("GET http://gw:8080/a/b?q HTTP/1.1\r\nHost: gw:8080\r\n\r\n").unwrap();
+    assert_eq!(head.path(), "/a/b");
+    assert_eq!(head.query(), Some("q"));
+    assert_eq!(head.host(), Some("gw:8080"));
+    let bare = parse("GET HTTPS://gw HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(bare.path(), "/");
+    for bad in [
+        "GET http://gw/a HTTP/1.1\r\nHost: other\r\n\r\n",
+        "GET http://u@gw/a HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+    ] {
+        assert_eq!(parse(bad).err(), Some(HeadError::Host), "{bad:?}");
+    }
+    for bad in [
+        "OPTIONS * HTTP/1.1\r\n\r\n",
+        "GET ftp://x/ HTTP/1.1\r\n\r\n",
+    ] {
+        assert_eq!(parse(bad).err(), Some(HeadError::Target), "{bad:?}");
+    }
+}
+
+#[test]
+fn content_length_rules() {
+    assert_eq!(
+        parse("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")
+            .unwrap()
+            .content_length(),
+        Some(5)
+    );
+    assert_eq!(
+        parse("POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n")
+            .unwrap()
+            .content_length(),
+        Some(5)
+    );
+    for bad in [
+        "POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+    ] {
+        assert_eq!(parse(bad).err(), Some(HeadError::ContentLength), "{bad:?}");
+    }
+}
+
+#[test]
+fn transfer_encoding_rules() {
+    let both = parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    assert!(both.is_chunked());
+    assert_eq!(both.content_length(), None);
+    assert!(!both.keep_alive(), "CL with TE closes the connection");
+    for bad in [
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        assert_eq!(
+            parse(bad).err(),
+            Some(HeadError::TransferEncoding),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn keep_alive_by_version_and_connection() {
+    assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive());
+    assert!(
+        parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap()
+            .keep_alive()
+    );
+    assert!(
+        !parse("GET / HTTP/1.1\r\nConnection: x, close\r\n\r\n")
+            .unwrap()
+            .keep_alive()
+    );
+}
+
+#[test]
+fn malformed_heads() {
+    for bad in [
+        "GARBAGE\r\n\r\n",
+        "GET / HTTP/2.0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+        "GET / HTTP/1.1\r\nX: a\0b\r\n\r\n",
+    ] {
+        assert_eq!(parse(bad).err(), Some(HeadError::Malformed), "{bad:?}");
+    }
+}
+
+#[test]
+fn from_h2() {
+    let mut req = pingora_http::RequestHeader::build("POST", b"/p?q=1", None).unwrap();
+    req.set_uri(http::Uri::from_static("https://gw:443/p?q=1"));
+    req.append_header("content-length", "3").unwrap();
+    let head = RequestHead::from_h2(&req);
+    assert_eq!(head.path(), "/p");
+    assert_eq!(head.query(), Some("q=1"));
+    assert_eq!(head.host(), Some("gw:443"));
+    assert_eq!(head.content_length(), Some(3));
+    assert_eq!(head.field(b"Content-Length"), Some(&b"3"[..]));
+}

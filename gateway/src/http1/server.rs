@@ -1,0 +1,361 @@
+//! One client connection over HTTP/1.x: request heads read into one
+//! buffer that is kept from request to request (what a client pipelines
+//! stays in it for the next one), bodies decoded out of it, and responses
+//! written through the stream's write buffer, flushed once per body piece
+//! (and a body of known length once, at its end) so that a head and a small
+//! body leave in one send.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::request::MAX_HEAD;
+use super::{BodyDecoder, BodyError, Decoded, HeadError, RequestHead, content_length};
+
+/// How long a keep-alive connection may wait for its next request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request head may take once its first byte came.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest silence while a request body is being read.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// What one read asks for, at least.
+const READ_SIZE: usize = 8 * 1024;
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyReadError {
+    /// Its framing is broken.
+    #[error(transparent)]
+    Framing(#[from] BodyError),
+    /// The client closed the connection before the body ended.
+    #[error("the client closed the connection mid-body")]
+    Cut,
+    /// No byte came for [`BODY_READ_TIMEOUT`].
+    #[error("the request body timed out")]
+    Timeout,
+    /// A read failed.
+    #[error("reading the request body: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// How the response body is framed towards the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    /// No body (HEAD, 204, 304).
+    Empty,
+    /// This many bytes to go.
+    Length(u64),
+    Chunked,
+    /// Until the gateway closes the connection (an HTTP/1.0 client and no
+    /// length).
+    UntilClose,
+}
+
+/// A client connection.
+#[derive(Debug)]
+pub struct ServerConn<S> {
+    stream: S,
+    /// Read, not consumed: the rest of a body, pipelined requests.
+    buf: BytesMut,
+    head: RequestHead,
+    body: BodyDecoder,
+    /// The connection takes another request after this one.
+    keep_alive: bool,
+    /// The response's status, once its head is written.
+    status: Option<StatusCode>,
+    out: Out,
+    body_bytes_sent: u64,
+    /// Where response heads are put together.
+    scratch: BytesMut,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
+    pub fn new(stream: S) -> Self {
+        Self::with_buffer(stream, BytesMut::with_capacity(READ_SIZE))
+    }
+
+    /// A connection whose first bytes were read already (into `buf`).
+    pub fn with_buffer(stream: S, buf: BytesMut) -> Self {
+        Self {
+            stream,
+            buf,
+            head: RequestHead::default(),
+            body: BodyDecoder::none(),
+            keep_alive: true,
+            status: None,
+            out: Out::Empty,
+            body_bytes_sent: 0,
+            scratch: BytesMut::with_capacity(512),
+        }
+    }
+
+    /// Reads the next request head: `Ok(false)` when the client closed the
+    /// connection, or left it idle for [`IDLE_TIMEOUT`], between requests.
+    pub async fn read_request(&mut self) -> Result<bool, HeadError> {
+        self.status = None;
+        self.out = Out::Empty;
+        self.body_bytes_sent = 0;
+        let mut deadline = None;
+        loop {
+            if !self.buf.is_empty()
+                && self
+                    .head
+                    .parse(&mut self.buf)
+                    .inspect_err(|_| self.keep_alive = false)?
+            {
+                self.body = self.head.body();
+                self.keep_alive = self.head.keep_alive();
+                return Ok(true);
+            }
+            let wait = match deadline {
+                None if self.buf.is_empty() => IDLE_TIMEOUT,
+                None => {
+                    let at = tokio::time::Instant::now() + HEAD_TIMEOUT;
+                    deadline = Some(at);
+                    HEAD_TIMEOUT
+                }
+                Some(at) => at.saturating_duration_since(tokio::time::Instant::now()),
+            };
+            let idle = self.buf.is_empty();
+            match tokio::time::timeout(wait, read_more(&mut self.stream, &mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ if idle => return Ok(false),
+                Err(_) => return Err(HeadError::Timeout),
+                Ok(_) => return Err(HeadError::Cut),
+            }
+        }
+    }
+
+    /// The request read last.
+    pub fn head(&self) -> &RequestHead {
+        &self.head
+    }
+
+    /// The next piece of the request body; `None` at its end.
+    pub async fn read_body(&mut self) -> Result<Option<Bytes>, BodyReadError> {
+        loop {
+            match self.body.decode(&mut self.buf)? {
+                Decoded::Piece(piece) => return Ok(Some(piece)),
+                Decoded::Done => return Ok(None),
+                Decoded::NeedMore => {
+                    let read = read_more(&mut self.stream, &mut self.buf);
+                    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+                        Err(_) => return Err(BodyReadError::Timeout),
+                        Ok(Ok(0)) => return Err(BodyReadError::Cut),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the request body has been read to its end.
+    pub fn body_is_done(&self) -> bool {
+        self.body.is_done()
+    }
+
+    /// Resolves when the client closes the connection (or it fails).
+    /// Bytes that come meanwhile are the client's next requests: they stay
+    /// for later, up to a head's worth, after which reading stops.
+    pub async fn closed(&mut self) {
+        if !self.body.is_done() {
+            // The body comes first: the close is not visible before it.
+            return std::future::pending().await;
+        }
+        while self.buf.len() <= MAX_HEAD {
+            match read_more(&mut self.stream, &mut self.buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        std::future::pending().await
+    }
+
+    /// Tells a client that waits (`Expect: 100-continue`) to send its body.
+    pub async fn write_continue(&mut self) -> io::Result<()> {
+        if self.head.version() == Version::HTTP_10 {
+            return Ok(());
+        }
+        self.stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await?;
+        self.stream.flush().await
+    }
+
+    /// This request is the connection's last.
+    pub fn set_close(&mut self) {
+        self.keep_alive = false;
+    }
+
+    /// Writes the response head: `status`, then `fields` (framing and
+    /// connection fields among them are the connection's to write: they
+    /// are dropped and written from how the body is framed), then `extra`.
+    /// Buffered: it leaves with the first body piece, or at `finish`.
+    pub async fn write_head<'a>(
+        &mut self,
+        status: StatusCode,
+        fields: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+        extra: &[(&'a HeaderName, &'a HeaderValue)],
+    ) -> io::Result<()> {
+        let no_body = *self.head.method() == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+            || status.is_informational();
+        let out = &mut self.scratch;
+        out.clear();
+        out.put_slice(b"HTTP/1.1 ");
+        out.put_slice(status.as_str().as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.put_slice(b"\r\n");
+        let mut length = None;
+        for (name, value) in fields.chain(extra.iter().copied()) {
+            if *name == http::header::CONTENT_LENGTH {
+                length = content_length(value.as_bytes());
+                continue;
+            } else if *name == http::header::TRANSFER_ENCODING || *name == http::header::CONNECTION
+            {
+                continue;
+            }
+            put_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        self.out = match length {
+            _ if no_body => Out::Empty,
+            Some(n) => Out::Length(n),
+            None if self.head.version() == Version::HTTP_10 => Out::UntilClose,
+            None => Out::Chunked,
+        };
+        match (self.out, length) {
+            // A HEAD's length is the one the GET would have.
+            (_, Some(n)) => {
+                let mut digits = itoa::Buffer::new();
+                put_field(out, b"content-length", digits.format(n).as_bytes());
+            }
+            (Out::Chunked, None) => put_field(out, b"transfer-encoding", b"chunked"),
+            _ => {}
+        }
+        if self.out == Out::UntilClose {
+            self.keep_alive = false;
+        }
+        if !self.keep_alive {
+            put_field(out, b"connection", b"close");
+        } else if self.head.version() == Version::HTTP_10 {
+            put_field(out, b"connection", b"keep-alive");
+        }
+        out.put_slice(b"\r\n");
+        self.status = Some(status);
+        self.stream.write_all(&self.scratch).await
+    }
+
+    /// Sends what is buffered.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush().await
+    }
+
+    /// Writes one piece of the response body and sends what is buffered,
+    /// unless the piece completes a body of known length: that one leaves
+    /// at `finish` (or `flush`), after the request is recorded, so that a
+    /// client never sees a response before the gateway has counted it.
+    pub async fn write_body(&mut self, piece: &[u8]) -> io::Result<()> {
+        if piece.is_empty() {
+            return Ok(());
+        }
+        match self.out {
+            Out::Empty => return Ok(()),
+            Out::Length(left) => {
+                let n = (piece.len() as u64).min(left);
+                self.out = Out::Length(left - n);
+                self.stream.write_all(&piece[..n as usize]).await?;
+                self.body_bytes_sent += n;
+                if left == n {
+                    return Ok(());
+                }
+            }
+            Out::Chunked => {
+                let mut size = [0u8; 18];
+                let line = chunk_line(&mut size, piece.len());
+                self.stream.write_all(line).await?;
+                self.stream.write_all(piece).await?;
+                self.stream.write_all(b"\r\n").await?;
+                self.body_bytes_sent += piece.len() as u64;
+            }
+            Out::UntilClose => {
+                self.stream.write_all(piece).await?;
+                self.body_bytes_sent += piece.len() as u64;
+            }
+        }
+        self.stream.flush().await
+    }
+
+    /// Ends the response and sends what is buffered. Whether the connection
+    /// takes another request: the client keeps it, the response was whole,
+    /// and the request body was read to its end (what of it is already
+    /// here is skipped; a body left unread closes the connection).
+    pub async fn finish(&mut self) -> io::Result<bool> {
+        match self.out {
+            Out::Chunked => self.stream.write_all(b"0\r\n\r\n").await?,
+            Out::Length(left) if left > 0 => self.keep_alive = false,
+            _ => {}
+        }
+        self.stream.flush().await?;
+        while !self.body.is_done() {
+            match self.body.decode(&mut self.buf) {
+                Ok(Decoded::Piece(_)) => {}
+                _ => {
+                    self.keep_alive = false;
+                    break;
+                }
+            }
+        }
+        Ok(self.keep_alive && self.out != Out::UntilClose)
+    }
+
+    /// The status of the response whose head was written.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+
+    /// Body bytes written to the client for this request.
+    pub fn body_bytes_sent(&self) -> u64 {
+        self.body_bytes_sent
+    }
+}
+
+/// Reads once into `buf`, making room first.
+async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_SIZE / 2 {
+        buf.reserve(READ_SIZE);
+    }
+    stream.read_buf(buf).await
+}
+
+fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// `len` in hex with CRLF, written into `buf`.
+fn chunk_line(buf: &mut [u8; 18], len: usize) -> &[u8] {
+    let mut at = 16;
+    let mut n = len;
+    loop {
+        at -= 1;
+        buf[at] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    buf[16] = b'\r';
+    buf[17] = b'\n';
+    &buf[at..]
+}
+
+#[cfg(test)]
+mod tests;
