@@ -13,6 +13,30 @@ pub use body::{BodyDecoder, BodyError, Decoded};
 pub use request::{HeadError, RequestHead};
 pub use server::ServerConn;
 
+/// Where a piece of a head lies in the head's bytes: heads are kept as
+/// received and their parts found by offset, never copied into maps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// Where `part`, a slice of the buffer starting at `base`, lies in it.
+    pub fn of(base: *const u8, part: &[u8]) -> Self {
+        let start = part.as_ptr() as usize - base as usize;
+        Span {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    /// Its bytes in `raw`.
+    pub fn get(self, raw: &[u8]) -> &[u8] {
+        &raw[self.start as usize..self.end as usize]
+    }
+}
+
 /// Hop-by-hop headers (RFC 9110 7.6.1), which stop at the gateway in both
 /// directions. `Transfer-Encoding` is one too; each side deals with it as
 /// part of its framing.

@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode, Version};
 
-use super::{BodyDecoder, connection_tokens, content_length, last_coding_is_chunked};
+use super::{BodyDecoder, Span, connection_tokens, content_length, last_coding_is_chunked};
 
 /// Longest request head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -62,27 +62,6 @@ impl HeadError {
             HeadError::Timeout => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
-    }
-}
-
-/// Where a piece of the head lies in its bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Span {
-    start: u32,
-    end: u32,
-}
-
-impl Span {
-    fn of(base: *const u8, part: &[u8]) -> Self {
-        let start = part.as_ptr() as usize - base as usize;
-        Span {
-            start: start as u32,
-            end: (start + part.len()) as u32,
-        }
-    }
-
-    fn get(self, raw: &[u8]) -> &[u8] {
-        &raw[self.start as usize..self.end as usize]
     }
 }
 

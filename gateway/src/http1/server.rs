@@ -9,7 +9,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::request::MAX_HEAD;
@@ -193,13 +193,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
 
     /// Writes the response head: `status`, then `fields` (framing and
     /// connection fields among them are the connection's to write: they
-    /// are dropped and written from how the body is framed), then `extra`.
-    /// Buffered: it leaves with the first body piece, or at `finish`.
+    /// are dropped and written from how the body is framed). Buffered: it
+    /// leaves with the first body piece, or at `finish`.
     pub async fn write_head<'a>(
         &mut self,
         status: StatusCode,
-        fields: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
-        extra: &[(&'a HeaderName, &'a HeaderValue)],
+        fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     ) -> io::Result<()> {
         let no_body = *self.head.method() == Method::HEAD
             || status == StatusCode::NO_CONTENT
@@ -213,15 +212,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
         out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
         out.put_slice(b"\r\n");
         let mut length = None;
-        for (name, value) in fields.chain(extra.iter().copied()) {
-            if *name == http::header::CONTENT_LENGTH {
-                length = content_length(value.as_bytes());
-                continue;
-            } else if *name == http::header::TRANSFER_ENCODING || *name == http::header::CONNECTION
+        for (name, value) in fields {
+            if name.eq_ignore_ascii_case(b"content-length") {
+                length = content_length(value);
+            } else if !name.eq_ignore_ascii_case(b"transfer-encoding")
+                && !name.eq_ignore_ascii_case(b"connection")
             {
-                continue;
+                put_field(out, name, value);
             }
-            put_field(out, name.as_str().as_bytes(), value.as_bytes());
         }
         self.out = match length {
             _ if no_body => Out::Empty,

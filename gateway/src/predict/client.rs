@@ -8,6 +8,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
 use pingora_http::ResponseHeader;
 
+use super::response::ResponseHead;
 use crate::http1::server::BodyReadError;
 use crate::http1::{RequestHead, ServerConn};
 use crate::reject::Reject;
@@ -68,25 +69,28 @@ impl Client<'_> {
         }
     }
 
-    /// Writes the response head, `extra` headers after the replica's.
+    /// Writes the replica's response head, `extra` headers after its own.
     pub(super) async fn write_head(
         &mut self,
-        mut response: Box<ResponseHeader>,
-        extra: &[(&HeaderName, &HeaderValue)],
+        response: &ResponseHead,
+        extra: &[(&'static str, &HeaderValue)],
     ) -> Result<(), Gone> {
         match self {
-            Client::H1(conn) => conn
-                .write_head(response.status, response.headers.iter(), extra)
-                .await
-                .map_err(|_| Gone),
+            Client::H1(conn) => {
+                let extra = extra.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+                conn.write_head(response.status(), response.fields().chain(extra))
+                    .await
+                    .map_err(|_| Gone)
+            }
             Client::H2 { session, .. } => {
+                let mut header = response.to_pingora().ok_or(Gone)?;
                 for (name, value) in extra {
-                    response
-                        .insert_header((*name).clone(), (*value).clone())
+                    header
+                        .insert_header(*name, (*value).clone())
                         .map_err(|_| Gone)?;
                 }
                 session
-                    .write_response_header(response)
+                    .write_response_header(header)
                     .await
                     .map_err(|_| Gone)
             }
@@ -121,20 +125,17 @@ impl Client<'_> {
         body: Bytes,
         extra: &[(HeaderName, &'static str)],
     ) -> Result<(), Gone> {
-        let json = HeaderValue::from_static("application/json");
-        let length = HeaderValue::from(body.len());
-        let extra: Vec<(HeaderName, HeaderValue)> = extra
-            .iter()
-            .map(|(name, value)| (name.clone(), HeaderValue::from_static(value)))
-            .collect();
         match self {
             Client::H1(conn) => {
+                let mut digits = itoa::Buffer::new();
                 let fields = [
-                    (&http::header::CONTENT_TYPE, &json),
-                    (&http::header::CONTENT_LENGTH, &length),
+                    (&b"content-type"[..], &b"application/json"[..]),
+                    (b"content-length", digits.format(body.len()).as_bytes()),
                 ];
-                let extra: Vec<_> = extra.iter().map(|(n, v)| (n, v)).collect();
-                conn.write_head(status, fields.into_iter(), &extra)
+                let extra = extra
+                    .iter()
+                    .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+                conn.write_head(status, fields.into_iter().chain(extra))
                     .await
                     .map_err(|_| Gone)?;
                 conn.write_body(&body).await.map_err(|_| Gone)
@@ -143,13 +144,15 @@ impl Client<'_> {
                 let mut header =
                     ResponseHeader::build(status, Some(2 + extra.len())).map_err(|_| Gone)?;
                 header
-                    .insert_header(http::header::CONTENT_TYPE, json)
+                    .insert_header(http::header::CONTENT_TYPE, "application/json")
                     .map_err(|_| Gone)?;
                 header
-                    .insert_header(http::header::CONTENT_LENGTH, length)
+                    .insert_header(http::header::CONTENT_LENGTH, body.len())
                     .map_err(|_| Gone)?;
                 for (name, value) in extra {
-                    header.insert_header(name, value).map_err(|_| Gone)?;
+                    header
+                        .insert_header(name.clone(), *value)
+                        .map_err(|_| Gone)?;
                 }
                 session
                     .write_response_header(Box::new(header))

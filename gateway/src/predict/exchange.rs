@@ -4,14 +4,13 @@
 //! back piece by piece as it arrives.
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderValue, Method};
 use pingora_core::protocols::Stream;
-use pingora_http::ResponseHeader;
 use tokio::time::Instant;
 
 use super::client::Client;
 use super::request::INLINE_BODY_LIMIT;
-use super::response::{Response, ResponseError};
+use super::response::{Response, ResponseError, ResponseHead};
 use super::upstream::{self, Framing};
 use super::{CONNECT_ATTEMPTS, DEPLOYMENT_HEADER, Gateway, REQUEST_ID_HEADER, RequestCtx};
 use crate::reject::Reject;
@@ -108,7 +107,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         mut lease: Lease,
         out: &Outgoing,
-    ) -> Result<(Upstream, Box<ResponseHeader>, Lease), Reject> {
+    ) -> Result<(Upstream, ResponseHead, Lease), Reject> {
         ctx.upstream_started = Some(Instant::now());
         let mut connect_attempts = 0;
         let mut fresh_only = false;
@@ -191,24 +190,22 @@ impl Gateway {
         client: &mut Client<'_>,
         ctx: &mut RequestCtx,
         mut up: Upstream,
-        response: Box<ResponseHeader>,
+        response: ResponseHead,
         lease: Lease,
     ) -> Result<(), Reject> {
         let addr = lease.replica().addr();
-        let deployment_header = HeaderName::from_static(DEPLOYMENT_HEADER);
-        let request_id_header = HeaderName::from_static(REQUEST_ID_HEADER);
-        let mut extra: [(&HeaderName, &HeaderValue); 2] = [(&deployment_header, &EMPTY); 2];
+        let mut extra = [(DEPLOYMENT_HEADER, &EMPTY); 2];
         let mut n = 0;
         if let Some(id) = &ctx.deployment {
-            extra[n] = (&deployment_header, id);
+            extra[n] = (DEPLOYMENT_HEADER, id);
             n += 1;
         }
         if let Some((id, true)) = &ctx.request_id {
-            extra[n] = (&request_id_header, id);
+            extra[n] = (REQUEST_ID_HEADER, id);
             n += 1;
         }
         client
-            .write_head(response, &extra[..n])
+            .write_head(&response, &extra[..n])
             .await
             .map_err(|_| Reject::ClientClosed)?;
         if !up.has_buffered() {

@@ -1,6 +1,6 @@
 //! The replica's response, read straight off the connection: the head parsed
-//! once (httparse) into the client's response header, with one header map
-//! and without the hop-by-hop headers, and the body framed as RFC 9112
+//! once (httparse) into offsets into its own bytes, without the hop-by-hop
+//! headers and without a header map, and the body framed as RFC 9112
 //! section 6.3 says: none (HEAD, 204, 304), chunked, `Content-Length`, or
 //! until the replica closes. Body pieces are handed out as they arrive,
 //! without a copy.
@@ -8,12 +8,12 @@
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode};
 use pingora_http::ResponseHeader;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::http1::{
-    BodyDecoder, BodyError, Decoded, connection_tokens, content_length, is_hop_by_hop,
+    BodyDecoder, BodyError, Decoded, Span, connection_tokens, content_length, is_hop_by_hop,
     last_coding_is_chunked,
 };
 
@@ -58,9 +58,8 @@ enum Parsed {
     Partial,
     /// An informational head, now consumed.
     Informational,
-    /// The final head, as the client's response header (boxed: Pingora
-    /// writes it from a box).
-    Final(Box<ResponseHeader>),
+    /// The final head.
+    Final(ResponseHead),
 }
 
 /// A response being read from a replica connection.
@@ -83,7 +82,7 @@ impl<S: AsyncRead + Unpin> Response<S> {
         stream: S,
         head_only: bool,
         timeout: Duration,
-    ) -> Result<(Self, Box<ResponseHeader>), ResponseError> {
+    ) -> Result<(Self, ResponseHead), ResponseError> {
         let mut response = Self {
             stream,
             buf: BytesMut::with_capacity(READ_SIZE),
@@ -145,9 +144,22 @@ impl<S: AsyncRead + Unpin> Response<S> {
         }
         let http10 = parsed.version == Some(0);
         let mut connection = Connection::default();
+        let mut length: Option<u64> = None;
+        let mut chunked = None;
         for h in parsed.headers.iter() {
-            if h.name.eq_ignore_ascii_case("connection") {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"connection") {
                 connection.read(h.value);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                let n = content_length(h.value)
+                    .ok_or(ResponseError::Malformed("bad Content-Length"))?;
+                if length.is_some_and(|seen| seen != n) {
+                    return Err(ResponseError::Malformed("conflicting Content-Length"));
+                }
+                length = Some(n);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // The last coding listed is the one that frames the body.
+                chunked = Some(last_coding_is_chunked(h.value));
             }
         }
         self.keep_alive = if http10 {
@@ -155,44 +167,33 @@ impl<S: AsyncRead + Unpin> Response<S> {
         } else {
             !connection.close
         };
-        let mut out = ResponseHeader::build_no_case(status, Some(parsed.headers.len() + 2))
-            .map_err(|_| ResponseError::Malformed("bad status code"))?;
-        let mut length: Option<u64> = None;
-        let mut chunked = None;
+        let base = self.buf.as_ptr();
+        let mut fields = Vec::with_capacity(parsed.headers.len());
         for h in parsed.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| ResponseError::Malformed("bad header name"))?;
-            if name == header::CONTENT_LENGTH {
-                let n = content_length(h.value)
-                    .ok_or(ResponseError::Malformed("bad Content-Length"))?;
-                if length.is_some_and(|seen| seen != n) {
-                    return Err(ResponseError::Malformed("conflicting Content-Length"));
-                }
-                length = Some(n);
-            } else if name == header::TRANSFER_ENCODING {
-                // The last coding listed is the one that frames the body.
-                chunked = Some(last_coding_is_chunked(h.value));
-            }
+            let name = h.name.as_bytes();
             // Hop-by-hop headers stop here; the framing headers stay: the
-            // client's side of the response is framed from them.
-            if is_hop_by_hop(name.as_str().as_bytes()) || connection.nominates(&name) {
+            // client's side of the response is framed from them, but
+            // Transfer-Encoding wins over Content-Length, which then must
+            // not reach the client beside it.
+            if is_hop_by_hop(name)
+                || connection.nominates(name)
+                || (chunked.is_some() && name.eq_ignore_ascii_case(b"content-length"))
+            {
                 continue;
             }
-            let value = HeaderValue::from_bytes(h.value)
-                .map_err(|_| ResponseError::Malformed("bad header value"))?;
-            out.append_header(name, value)
-                .map_err(|_| ResponseError::Malformed("bad header"))?;
+            fields.push((Span::of(base, name), Span::of(base, h.value)));
         }
-        self.buf.advance(len);
+        let head = ResponseHead {
+            status,
+            raw: self.buf.split_to(len).freeze(),
+            fields,
+        };
         self.body = if head_only
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
             BodyDecoder::none()
         } else if let Some(chunked) = chunked {
-            // Transfer-Encoding wins over Content-Length, which then must
-            // not reach the client beside it.
-            out.remove_header(&header::CONTENT_LENGTH);
             if chunked {
                 BodyDecoder::chunked()
             } else {
@@ -204,7 +205,7 @@ impl<S: AsyncRead + Unpin> Response<S> {
         if self.body.ends_at_close() {
             self.keep_alive = false;
         }
-        Ok(Parsed::Final(Box::new(out)))
+        Ok(Parsed::Final(head))
     }
 
     /// The next piece of the body as it arrives; `None` once it is
@@ -254,6 +255,51 @@ impl<S: AsyncRead + Unpin> Response<S> {
     }
 }
 
+/// A replica's final response head: its status and end-to-end fields, as
+/// offsets into the head's bytes.
+#[derive(Debug)]
+pub(super) struct ResponseHead {
+    status: StatusCode,
+    raw: Bytes,
+    fields: Vec<(Span, Span)>,
+}
+
+impl ResponseHead {
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The fields the client gets, as the replica sent them.
+    pub(super) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|(name, value)| (name.get(&self.raw), value.get(&self.raw)))
+    }
+
+    /// The first field named `name` (any case).
+    #[cfg(test)]
+    pub(super) fn field(&self, name: &[u8]) -> Option<&[u8]> {
+        self.fields()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// As Pingora's response header, for an HTTP/2 client (which frames
+    /// the body itself: no `Transfer-Encoding`).
+    pub(super) fn to_pingora(&self) -> Option<Box<ResponseHeader>> {
+        let mut out = ResponseHeader::build(self.status, Some(self.fields.len())).ok()?;
+        for (name, value) in self.fields() {
+            if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                continue;
+            }
+            let name = HeaderName::from_bytes(name).ok()?;
+            let value = HeaderValue::from_bytes(value).ok()?;
+            out.append_header(name, value).ok()?;
+        }
+        Some(Box::new(out))
+    }
+}
+
 /// What a response's `Connection` headers say.
 #[derive(Debug, Default)]
 struct Connection<'a> {
@@ -276,10 +322,8 @@ impl<'a> Connection<'a> {
         }
     }
 
-    fn nominates(&self, name: &HeaderName) -> bool {
-        self.nominated
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
+    fn nominates(&self, name: &[u8]) -> bool {
+        self.nominated.iter().any(|t| t.eq_ignore_ascii_case(name))
     }
 }
 
