@@ -101,28 +101,8 @@ async fn connect(gw: &Gateway) -> Conn {
 const PREDICT: &str = "/models/m1/production/predict";
 const SYNC_INFO: &str = "/models/m1/production/sync/info";
 
-/// Model `m1` whose production environment serves deployment `d1`, whose one
-/// static replica is `replica`. The concurrency is high enough that no test
-/// request waits in the activation queue.
-fn config_for(replica: &Replica) -> String {
-    format!(
-        r#"
-[[models]]
-id = "m1"
-[[models.deployments]]
-id = "d1"
-predict_concurrency = 256
-replicas = {{ source = "static", addresses = ["{}"] }}
-[[models.environments]]
-name = "production"
-deployment = "d1"
-"#,
-        replica.addr
-    )
-}
-
 fn start_gateway(replica: &Replica) -> Gateway {
-    support::gateway(&config_for(replica))
+    support::gateway(&replica.config())
 }
 
 fn auth() -> String {
@@ -290,7 +270,7 @@ async fn replica_posts(replica: &Replica) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_gets_a_continue_and_the_body_arrives_whole() {
     let replica = Replica::start(Behaviour::Summary).await;
-    let gw = support::gateway_with("max_request_body_bytes = 4194304", &config_for(&replica));
+    let gw = support::gateway_with("max_request_body_bytes = 4194304", &replica.config());
     let body = pattern(1 << 20, 7);
     let mut conn = connect(&gw).await;
     let head = format!(

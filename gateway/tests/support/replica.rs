@@ -98,6 +98,27 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// Gateway config for model `m1` whose production environment serves
+    /// deployment `d1`, with this replica as its one static replica. The
+    /// concurrency is high enough that no test request waits in the
+    /// activation queue.
+    pub fn config(&self) -> String {
+        format!(
+            r#"
+[[models]]
+id = "m1"
+[[models.deployments]]
+id = "d1"
+predict_concurrency = 256
+replicas = {{ source = "static", addresses = ["{}"] }}
+[[models.environments]]
+name = "production"
+deployment = "d1"
+"#,
+            self.addr
+        )
+    }
+
     pub async fn start(behaviour: Behaviour) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
