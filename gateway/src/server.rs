@@ -15,7 +15,7 @@ use control::usage::{UsageLedger, UsageMeter};
 use control::{Reloader, Routing, Snapshot, WatchError};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::listeners::ListenerConfig;
-use pingora_core::protocols::l4::stream::L4BufferSettings;
+use pingora_core::protocols::l4::stream::{DEFAULT_L4_READ_BUFFER_SIZE, L4BufferSettings};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
@@ -150,9 +150,12 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
     let mut predict = Service::new("predict".to_owned(), predict::Listener::new(gateway));
     // A write buffer that holds a multi-KB predict response with its head,
     // so that it leaves in one send (Pingora's default is one MSS). No read
-    // buffer: HTTP/1 connections read into their own (`http1::ServerConn`),
-    // HTTP/2 into the h2 codec's; a buffer under either would be a copy.
+    // buffer on the plain listener: HTTP/1 connections read into their own
+    // (`http1::ServerConn`), HTTP/2 into the h2 codec's, so one would only
+    // add a copy. Under TLS it stays: OpenSSL reads a record's 5-byte
+    // header and then its body, two system calls without it.
     let buffers = L4BufferSettings::new(0, 64 * 1024);
+    let tls_buffers = L4BufferSettings::new(DEFAULT_L4_READ_BUFFER_SIZE, 64 * 1024);
     predict
         .add_listener(ListenerConfig::tcp(config.listeners.predict.to_string()).l4_buffer(buffers));
     if let Some(tls) = &config.listeners.tls {
@@ -160,7 +163,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         predict.add_listener(
             ListenerConfig::tcp(tls.address.to_string())
                 .tls(certificates.settings()?)
-                .l4_buffer(buffers),
+                .l4_buffer(tls_buffers),
         );
         server.add_service(background_service(
             "TLS certificate reload",

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{Method, StatusCode, Version};
+use pingora_core::protocols::http::date;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::request::MAX_HEAD;
@@ -191,9 +192,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
         self.keep_alive = false;
     }
 
-    /// Writes the response head: `status`, then `fields` (framing and
-    /// connection fields among them are the connection's to write: they
-    /// are dropped and written from how the body is framed). Buffered: it
+    /// Writes the response head: `status`, then `fields` (framing,
+    /// connection and date fields among them are the connection's to write:
+    /// they are dropped and written from how the body is framed, whether
+    /// the connection stays open, and the clock). Buffered: it
     /// leaves with the first body piece, or at `finish`.
     pub async fn write_head<'a>(
         &mut self,
@@ -217,10 +219,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
                 length = content_length(value);
             } else if !name.eq_ignore_ascii_case(b"transfer-encoding")
                 && !name.eq_ignore_ascii_case(b"connection")
+                && !name.eq_ignore_ascii_case(b"date")
             {
                 put_field(out, name, value);
             }
         }
+        // The gateway's clock, as every response from it had under
+        // Pingora's session (cached per second per thread).
+        put_field(out, b"date", date::get_cached_date().as_bytes());
         self.out = match length {
             _ if no_body => Out::Empty,
             Some(n) => Out::Length(n),
@@ -239,11 +245,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
         if self.out == Out::UntilClose {
             self.keep_alive = false;
         }
-        if !self.keep_alive {
-            put_field(out, b"connection", b"close");
-        } else if self.head.version() == Version::HTTP_10 {
-            put_field(out, b"connection", b"keep-alive");
-        }
+        let connection = if self.keep_alive {
+            &b"keep-alive"[..]
+        } else {
+            b"close"
+        };
+        put_field(out, b"connection", connection);
         out.put_slice(b"\r\n");
         self.status = Some(status);
         self.stream.write_all(&self.scratch).await

@@ -21,10 +21,19 @@ async fn respond(conn: &mut ServerConn<DuplexStream>, body: &'static [u8], lengt
     conn.finish().await.unwrap()
 }
 
+/// Everything the client got, each `date` line (the clock's) as `DATE`.
 async fn read_all(client: &mut DuplexStream) -> String {
     let mut out = Vec::new();
     client.read_to_end(&mut out).await.unwrap();
-    String::from_utf8(out).unwrap()
+    let text = String::from_utf8(out).unwrap();
+    let mut lines: Vec<&str> = text.split("\r\n").collect();
+    for line in &mut lines {
+        if let Some(date) = line.strip_prefix("date: ") {
+            assert!(date.ends_with(" GMT"), "{date}");
+            *line = "DATE";
+        }
+    }
+    lines.join("\r\n")
 }
 
 #[tokio::test]
@@ -51,7 +60,7 @@ async fn pipelined_requests_are_answered_in_turn() {
     let text = read_all(&mut client).await;
     assert_eq!(
         text,
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nDATE\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n{}"
             .repeat(2)
     );
 }
@@ -65,7 +74,7 @@ async fn without_a_length_the_body_is_chunked_or_ends_with_the_connection() {
     drop(conn);
     assert_eq!(
         read_all(&mut client).await,
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n4\r\ndata\r\n0\r\n\r\n"
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nDATE\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n4\r\ndata\r\n0\r\n\r\n"
     );
 
     let (mut conn, mut client) = pipe();
@@ -75,7 +84,7 @@ async fn without_a_length_the_body_is_chunked_or_ends_with_the_connection() {
     drop(conn);
     assert_eq!(
         read_all(&mut client).await,
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\ndata"
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nDATE\r\nconnection: close\r\n\r\ndata"
     );
 }
 
@@ -100,7 +109,7 @@ async fn framing_fields_are_the_connections_own() {
     drop(conn);
     assert_eq!(
         read_all(&mut client).await,
-        "HTTP/1.1 200 OK\r\ncontent-length: 10\r\nconnection: keep-alive\r\n\r\n"
+        "HTTP/1.1 200 OK\r\nDATE\r\ncontent-length: 10\r\nconnection: keep-alive\r\n\r\n"
     );
 }
 
