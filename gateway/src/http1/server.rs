@@ -1,9 +1,9 @@
 //! One client connection over HTTP/1.x: request heads read into one
 //! buffer that is kept from request to request (what a client pipelines
 //! stays in it for the next one), bodies decoded out of it, and responses
-//! written through the stream's write buffer, flushed once per body piece
-//! (and a body of known length once, at its end) so that a head and a small
-//! body leave in one send.
+//! gathered so that a head and a small body reach the stream in one write
+//! (under TLS, one record), sent once per body piece (and a body of known
+//! length once, at its end).
 
 use std::io;
 use std::time::Duration;
@@ -24,6 +24,8 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// What one read asks for, at least.
 const READ_SIZE: usize = 8 * 1024;
+/// Response bytes gathered into one write at most: a TLS record's payload.
+const COALESCE: usize = 16 * 1024;
 
 /// Why a request body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +71,9 @@ pub struct ServerConn<S> {
     status: Option<StatusCode>,
     out: Out,
     body_bytes_sent: u64,
-    /// Where response heads are put together.
-    scratch: BytesMut,
+    /// Response bytes not yet handed to the stream: a head, and the body
+    /// pieces that fit behind it.
+    pending: BytesMut,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
@@ -89,13 +92,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             status: None,
             out: Out::Empty,
             body_bytes_sent: 0,
-            scratch: BytesMut::with_capacity(512),
+            pending: BytesMut::with_capacity(1024),
         }
     }
 
     /// Reads the next request head: `Ok(false)` when the client closed the
     /// connection, or left it idle for [`IDLE_TIMEOUT`], between requests.
     pub async fn read_request(&mut self) -> Result<bool, HeadError> {
+        self.pending.clear();
         self.status = None;
         self.out = Out::Empty;
         self.body_bytes_sent = 0;
@@ -206,8 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
             || status.is_informational();
-        let out = &mut self.scratch;
-        out.clear();
+        let out = &mut self.pending;
         out.put_slice(b"HTTP/1.1 ");
         out.put_slice(status.as_str().as_bytes());
         out.put_u8(b' ');
@@ -253,12 +256,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
         put_field(out, b"connection", connection);
         out.put_slice(b"\r\n");
         self.status = Some(status);
-        self.stream.write_all(&self.scratch).await
+        Ok(())
     }
 
     /// Sends what is buffered.
     pub async fn flush(&mut self) -> io::Result<()> {
+        self.write_pending().await?;
         self.stream.flush().await
+    }
+
+    /// Queues `part` behind what is pending, so that a head and a small
+    /// body go to the stream in one write (under TLS: one record, one
+    /// encryption); a large part is written on its own, after the pending
+    /// bytes.
+    async fn put(&mut self, part: &[u8]) -> io::Result<()> {
+        if self.pending.len() + part.len() > COALESCE {
+            self.write_pending().await?;
+            if part.len() > COALESCE {
+                return self.stream.write_all(part).await;
+            }
+        }
+        self.pending.extend_from_slice(part);
+        Ok(())
+    }
+
+    async fn write_pending(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.stream.write_all(&self.pending).await?;
+            self.pending.clear();
+        }
+        Ok(())
     }
 
     /// Writes one piece of the response body and sends what is buffered,
@@ -274,7 +301,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             Out::Length(left) => {
                 let n = (piece.len() as u64).min(left);
                 self.out = Out::Length(left - n);
-                self.stream.write_all(&piece[..n as usize]).await?;
+                self.put(&piece[..n as usize]).await?;
                 self.body_bytes_sent += n;
                 if left == n {
                     return Ok(());
@@ -282,18 +309,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             }
             Out::Chunked => {
                 let mut size = [0u8; 18];
-                let line = chunk_line(&mut size, piece.len());
-                self.stream.write_all(line).await?;
-                self.stream.write_all(piece).await?;
-                self.stream.write_all(b"\r\n").await?;
+                self.put(chunk_line(&mut size, piece.len())).await?;
+                self.put(piece).await?;
+                self.put(b"\r\n").await?;
                 self.body_bytes_sent += piece.len() as u64;
             }
             Out::UntilClose => {
-                self.stream.write_all(piece).await?;
+                self.put(piece).await?;
                 self.body_bytes_sent += piece.len() as u64;
             }
         }
-        self.stream.flush().await
+        self.flush().await
     }
 
     /// Ends the response and sends what is buffered. Whether the connection
@@ -302,11 +328,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
     /// here is skipped; a body left unread closes the connection).
     pub async fn finish(&mut self) -> io::Result<bool> {
         match self.out {
-            Out::Chunked => self.stream.write_all(b"0\r\n\r\n").await?,
+            Out::Chunked => self.put(b"0\r\n\r\n").await?,
             Out::Length(left) if left > 0 => self.keep_alive = false,
             _ => {}
         }
-        self.stream.flush().await?;
+        self.flush().await?;
         while !self.body.is_done() {
             match self.body.decode(&mut self.buf) {
                 Ok(Decoded::Piece(_)) => {}
