@@ -268,7 +268,7 @@ impl Api {
             }
             ["v1", "models", model, "environments", env, "cancel_promotion"] if m == Method::POST => {
                 self.promotions.cancel(model, env)?;
-                Ok((StatusCode::OK, json!({ "environment": env, "promotion": self.promotions.describe(model, env) }), None))
+                Ok((StatusCode::OK, json!({ "environment": env, "promotion": self.promotions.describe(model, env, None) }), None))
             }
             ["v1", ..] => Err(Failure::new(StatusCode::NOT_FOUND, format!("no such endpoint: {} {path}", req.method()))),
             _ => Err(Failure::new(StatusCode::NOT_FOUND, "not found")),
@@ -370,7 +370,7 @@ impl Api {
         self.promotions.start(model, env, &target)?;
         Ok((
             StatusCode::ACCEPTED,
-            json!({ "environment": env, "promotion": self.promotions.describe(model, env) }),
+            json!({ "environment": env, "promotion": self.promotions.describe(model, env, None) }),
             Some(rev),
         ))
     }
@@ -430,7 +430,8 @@ impl Api {
         let m = find_model(doc.config(), model)?;
         let e = find_environment(m, env)?;
         let mut view = environment_view(m, e, &self.routing.load());
-        view["promotion"] = self.promotions.describe(model, env);
+        let current = e.deployment.as_deref();
+        view["promotion"] = self.promotions.describe(model, env, current);
         Ok(view)
     }
 
@@ -472,7 +473,8 @@ impl Api {
         if let Some(envs) = v["environments"].as_array_mut() {
             for e in envs {
                 let name = e["name"].as_str().unwrap_or_default().to_owned();
-                e["promotion"] = self.promotions.describe(model, &name);
+                let current = e["deployment"]["id"].as_str().map(str::to_owned);
+                e["promotion"] = self.promotions.describe(model, &name, current.as_deref());
             }
         }
         v

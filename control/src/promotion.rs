@@ -267,19 +267,32 @@ impl Promotions {
     }
 
     /// The promotion into `environment` (running or last), as JSON.
-    pub fn describe(&self, model: &str, environment: &str) -> Value {
+    /// `current`: the deployment the environment points at in the config
+    /// the caller shows beside it. Once the final switch is written there,
+    /// the promotion is complete even if its own record has not caught up
+    /// yet (it is set right after the write returns): the two never
+    /// contradict each other.
+    pub fn describe(&self, model: &str, environment: &str, current: Option<&str>) -> Value {
         match self
             .entries()
             .get(&(model.to_owned(), environment.to_owned()))
         {
             Some(e) => {
-                let state = match (e.status, e.stage) {
+                let switched = e.status == PromotionStatus::InProgress
+                    && e.switching
+                    && current == Some(e.deployment.as_str());
+                let (status, stage) = if switched {
+                    (PromotionStatus::Succeeded, None)
+                } else {
+                    (e.status, e.stage)
+                };
+                let state = match (status, stage) {
                     (PromotionStatus::InProgress, None) => "WAITING_FOR_REPLICAS",
                     (PromotionStatus::InProgress, Some(_)) => "RAMPING",
                     (PromotionStatus::Succeeded, _) => "COMPLETED",
                     (status, _) => status.as_str(),
                 };
-                let rollout = e.stage.map(|k| {
+                let rollout = stage.map(|k| {
                     json!({
                         "stage": k,
                         "stages": STAGES,
@@ -288,7 +301,7 @@ impl Promotions {
                 });
                 json!({
                     "deployment_id": e.deployment,
-                    "status": e.status.as_str(),
+                    "status": status.as_str(),
                     "state": state,
                     "rollout": rollout,
                     "reason": e.reason,
