@@ -524,9 +524,8 @@ def main():
                 servers[server] = start_upstream(server, tmp, bins)
             port, proc, path = servers[server]
             if kind == "tls":
-                # No direct row: the upstream is plain HTTP. Every build given
-                # must have the TLS listener ([listeners.tls]).
-                targets[kind] = start_proxies(kind, port, path, tmp, bins, variants, other_bins, cert)
+                # Other builds may predate the TLS listener: this build only.
+                targets[kind] = start_proxies(kind, port, path, tmp, bins, variants, [], cert)
             else:
                 targets[kind] = [Target("direct", port, path, proc)] + start_proxies(kind, port, path, tmp, bins,
                                                                                      variants, other_bins)
