@@ -101,6 +101,17 @@ pub struct ServerSettings {
     pub upstream_read_timeout: Duration,
     /// Largest request body accepted (413 beyond it).
     pub max_request_body_bytes: u64,
+    /// How long a client connection may wait for its next request (or a
+    /// new one for its first) before it is closed.
+    pub keepalive_timeout: Duration,
+    /// How long a request head may take once its first byte came (408).
+    pub client_header_timeout: Duration,
+    /// Longest silence while a request body is read (408).
+    pub client_body_timeout: Duration,
+    /// Largest request head, request line and fields (431 beyond it).
+    pub max_request_head_bytes: usize,
+    /// Longest request target (414 beyond it).
+    pub max_uri_bytes: usize,
     /// How often usage records are appended beside the config file.
     pub usage_interval: Duration,
     /// Global cap on the bytes (request head plus declared body) of all

@@ -10,8 +10,8 @@ pub mod request;
 pub mod server;
 
 pub use body::{BodyDecoder, BodyError, Decoded};
-pub use request::{HeadError, RequestHead};
-pub use server::ServerConn;
+pub use request::{HeadError, HeadLimits, RequestHead};
+pub use server::{Limits, ServerConn};
 
 /// Where a piece of a head lies in the head's bytes: heads are kept as
 /// received and their parts found by offset, never copied into maps.

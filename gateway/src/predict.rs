@@ -25,7 +25,6 @@ use tokio::time::Instant;
 
 use crate::access_log::AccessLogger;
 use crate::connections::Connections;
-use crate::http1::server::IDLE_TIMEOUT;
 use crate::http1::{RequestHead, ServerConn};
 use crate::reject::Reject;
 use crate::route::{self, Call};
@@ -70,6 +69,10 @@ pub struct UpstreamSettings {
     pub max_request_body_bytes: u64,
 }
 
+/// What the predict listener takes from its clients: request head, body
+/// and idle limits.
+pub use crate::http1::Limits as ClientLimits;
+
 /// What the gateway records of each request.
 #[derive(Debug, Clone, Default)]
 pub struct Observe {
@@ -89,6 +92,7 @@ pub struct Gateway {
     request_metrics: bool,
     access_log: Option<Arc<AccessLogger>>,
     options: HttpServerOptions,
+    client_limits: ClientLimits,
 }
 
 impl Gateway {
@@ -100,6 +104,7 @@ impl Gateway {
         connections: Arc<Connections>,
         in_flight: Arc<InFlight>,
         observe: Observe,
+        client_limits: ClientLimits,
     ) -> Self {
         let mut options = HttpServerOptions::default();
         // HTTP/2 with prior knowledge on the plain listener; TLS listeners
@@ -113,6 +118,7 @@ impl Gateway {
             request_metrics: observe.request_metrics,
             access_log: observe.access_log,
             options,
+            client_limits,
         }
     }
 
@@ -412,7 +418,7 @@ enum Protocol {
 /// them as the start of its first request, an HTTP/2 one gets them back
 /// (Pingora's TCP stream can be rewound). A request shorter than the
 /// preface is not waited on. `None`: the client left first.
-async fn protocol(mut stream: Stream) -> Option<Protocol> {
+async fn protocol(mut stream: Stream, idle_timeout: Duration) -> Option<Protocol> {
     if stream.get_ssl_digest().is_some() {
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         return Some(if h2 {
@@ -423,7 +429,7 @@ async fn protocol(mut stream: Stream) -> Option<Protocol> {
     }
     let mut first = BytesMut::with_capacity(4096);
     while first.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&first) {
-        match tokio::time::timeout(IDLE_TIMEOUT, stream.read_buf(&mut first)).await {
+        match tokio::time::timeout(idle_timeout, stream.read_buf(&mut first)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return None,
         }
@@ -446,12 +452,12 @@ impl ServerApp for Listener {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        match protocol(stream).await? {
+        let limits = self.0.client_limits;
+        match protocol(stream, limits.idle_timeout).await? {
             Protocol::H2(stream) => ServerApp::process_new(&self.0, stream, shutdown).await,
             Protocol::H1(stream, first) => {
-                self.0
-                    .serve_h1(ServerConn::with_buffer(stream, first), shutdown)
-                    .await;
+                let conn = ServerConn::with_buffer(stream, first, limits);
+                self.0.serve_h1(conn, shutdown).await;
                 None
             }
         }

@@ -25,7 +25,8 @@ use pingora_core::services::background::background_service;
 use crate::access_log::AccessLogger;
 use crate::admin::Admin;
 use crate::connections::{Connections, Sweeper};
-use crate::predict::{self, Gateway, Observe, UpstreamSettings};
+use crate::http1::HeadLimits;
+use crate::predict::{self, ClientLimits, Gateway, Observe, UpstreamSettings};
 use crate::shutdown::{self, InFlight};
 use crate::telemetry::{self, Exporter};
 use crate::tls::{self, Certificates, TlsError};
@@ -140,12 +141,22 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         config.server.upstream_keepalive_pool_size,
         config.server.upstream_idle_timeout,
     ));
+    let client_limits = ClientLimits {
+        idle_timeout: config.server.keepalive_timeout,
+        head_timeout: config.server.client_header_timeout,
+        body_timeout: config.server.client_body_timeout,
+        head: HeadLimits {
+            max_head_bytes: config.server.max_request_head_bytes,
+            max_uri_bytes: config.server.max_uri_bytes,
+        },
+    };
     let gateway = Gateway::new(
         routing,
         upstream,
         Arc::clone(&connections),
         Arc::clone(&in_flight),
         observe,
+        client_limits,
     );
     let mut predict = Service::new("predict".to_owned(), predict::Listener::new(gateway));
     // A write buffer that holds a multi-KB predict response with its head,

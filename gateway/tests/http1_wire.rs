@@ -44,13 +44,18 @@ struct Setup {
 
 impl Setup {
     fn start(behaviour: Behaviour) -> Self {
+        Self::start_with("", behaviour)
+    }
+
+    /// With `server` lines added to the gateway's `[server]` table.
+    fn start_with(server: &str, behaviour: Behaviour) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a runtime for the replica");
         let replica = rt.block_on(Replica::start(behaviour));
-        let gw = support::gateway(&replica.config());
+        let gw = support::gateway_with(server, &replica.config());
         Self { gw, replica, rt }
     }
 
@@ -444,32 +449,72 @@ fn rejected_and_closed(setup: &Setup, request: &[u8]) -> Result<(), String> {
 // Framing: Content-Length and Transfer-Encoding
 // ---------------------------------------------------------------------------
 
-/// RFC 9112 section 6.1 and 6.3: with both, Transfer-Encoding frames the
-/// body (a Content-Length that disagrees with it is ignored), the replica
-/// gets the decoded body with no conflicting length, and the connection is
-/// closed after the response.
+/// Two framings in one request are the shape of request smuggling: refused
+/// with 400 and the connection closed, as nginx and Envoy do (RFC 9112 6.1
+/// would allow reading it as chunked).
 #[test]
-fn content_length_with_chunked_is_read_as_chunked_and_the_connection_closes() {
+fn content_length_with_chunked_is_rejected_with_400() {
+    let setup = Setup::echo();
+    assert_rejected_and_closed(
+        &setup,
+        &predict_with(
+            "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+            &chunked(&[b"hello", b" world"]),
+        ),
+        "Content-Length with Transfer-Encoding: chunked",
+    );
+}
+
+/// Two keys in one request: which one counts would be a guess.
+#[test]
+fn two_authorization_headers_are_rejected_with_400() {
+    let setup = Setup::echo();
+    assert_rejected_and_closed(
+        &setup,
+        &predict_with(
+            &format!("Authorization: {}\r\nContent-Length: 2\r\n", auth()),
+            b"{}",
+        ),
+        "two Authorization headers",
+    );
+}
+
+/// The limits in `[server]` are the ones applied.
+#[test]
+fn configured_head_limits_apply() {
+    let setup = Setup::start_with(
+        "max_uri_bytes = 300\nmax_request_head_bytes = 2048",
+        Behaviour::Echo,
+    );
+    let mut client = setup.connect();
+    let path = format!("{PREDICT}?{}", "q".repeat(300));
+    client.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    assert_status(&client.response("a 330-byte URI"), 414, "a 330-byte URI");
+    let mut client = setup.connect();
+    let big = format!("X-Big: {}\r\n", "b".repeat(2048));
+    client.send(&predict_with(&format!("{big}Content-Length: 2\r\n"), b"{}"));
+    assert_status(&client.response("a 2 KiB field"), 431, "a 2 KiB field");
+    setup.assert_replica_saw_nothing("refused heads");
+    // Within the limits, the same gateway answers.
+    let mut client = setup.connect();
+    client.send(&predict(b"{}"));
+    assert_echoed(
+        &client.response("a small predict"),
+        b"{}",
+        "a small predict",
+    );
+}
+
+/// A request target over `max_uri_bytes` (default 8 KiB) is 414.
+#[test]
+fn an_over_long_uri_is_refused_with_414() {
     let setup = Setup::echo();
     let mut client = setup.connect();
-    client.send(&predict_with(
-        "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
-        &chunked(&[b"hello", b" world"]),
-    ));
-    let resp = client.response("the request with both");
-    assert_echoed(&resp, b"hello world", "the request with both");
-    client.assert_closed("after a request with both Content-Length and Transfer-Encoding");
-    assert_eq!(setup.predict_bodies(), [b"hello world".to_vec()]);
-    let received = &setup.received()[0];
-    assert!(
-        !(received.header("transfer-encoding").is_some()
-            && received.header("content-length").is_some()),
-        "the replica got both Transfer-Encoding and Content-Length: {:?}",
-        received.headers
-    );
-    if let Some(length) = received.header("content-length") {
-        assert_eq!(length, "11", "the Content-Length the replica got");
-    }
+    let path = format!("{PREDICT}?{}", "q".repeat(9 * 1024));
+    client.send(format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes());
+    let resp = client.response("a 9 KiB URI");
+    assert_status(&resp, 414, "a 9 KiB URI");
+    setup.assert_replica_saw_nothing("a 9 KiB URI");
 }
 
 /// RFC 9110 section 8.6: a list of identical values is that one value.

@@ -13,10 +13,26 @@ use http::{Method, StatusCode, Version};
 
 use super::{BodyDecoder, Span, connection_tokens, content_length, last_coding_is_chunked};
 
-/// Longest request head accepted.
-pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a request head.
 const MAX_FIELDS: usize = 128;
+
+/// How large a request head may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// The whole head, request line and fields (431 beyond it).
+    pub max_head_bytes: usize,
+    /// The request target (414 beyond it).
+    pub max_uri_bytes: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        Self {
+            max_head_bytes: 64 * 1024,
+            max_uri_bytes: 8 * 1024,
+        }
+    }
+}
 
 /// Why a request head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,9 +43,12 @@ pub enum HeadError {
     /// A request target that is neither a path nor an http(s) URL.
     #[error("unsupported request target")]
     Target,
-    /// Longer than [`MAX_HEAD`].
+    /// Longer than its limit.
     #[error("request head too large")]
     TooLarge,
+    /// A request target longer than its limit.
+    #[error("request target too long")]
+    UriTooLong,
     /// More than the fields allowed.
     #[error("too many header fields")]
     TooManyFields,
@@ -44,6 +63,13 @@ pub enum HeadError {
     /// an HTTP/1.0 request.
     #[error("unsupported Transfer-Encoding")]
     TransferEncoding,
+    /// Both `Transfer-Encoding` and `Content-Length`: two framings, the
+    /// shape of request smuggling (refused, as nginx and Envoy do).
+    #[error("Transfer-Encoding together with Content-Length")]
+    TwoFramings,
+    /// More than one `Authorization`.
+    #[error("more than one Authorization header")]
+    TwoKeys,
     /// The head did not arrive in time.
     #[error("request head timed out")]
     Timeout,
@@ -59,6 +85,7 @@ impl HeadError {
             HeadError::TooLarge | HeadError::TooManyFields => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
+            HeadError::UriTooLong => StatusCode::URI_TOO_LONG,
             HeadError::Timeout => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -110,19 +137,22 @@ impl Default for RequestHead {
 impl RequestHead {
     /// Takes a complete request head off the front of `buf` into `self`;
     /// `false` while `buf` holds only part of one.
-    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<bool, HeadError> {
+    pub fn parse(&mut self, buf: &mut BytesMut, limits: HeadLimits) -> Result<bool, HeadError> {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
         let mut req = httparse::Request::new(&mut []);
         let len = match req.parse_with_uninit_headers(buf, &mut slots) {
             Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Err(HeadError::TooLarge);
+            Ok(httparse::Status::Partial) if buf.len() > limits.max_head_bytes => {
+                return Err(partial_too_large(buf, limits));
             }
             Ok(httparse::Status::Partial) => return Ok(false),
             Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
             Err(_) => return Err(HeadError::Malformed),
         };
-        if len > MAX_HEAD {
+        if req.path.is_some_and(|p| p.len() > limits.max_uri_bytes) {
+            return Err(HeadError::UriTooLong);
+        }
+        if len > limits.max_head_bytes {
             return Err(HeadError::TooLarge);
         }
         let base = buf.as_ptr();
@@ -208,6 +238,7 @@ impl RequestHead {
     /// open.
     fn check_fields(&mut self) -> Result<(), HeadError> {
         let mut host = None;
+        let mut keys = 0;
         let mut length = None;
         let mut coding = None;
         let mut close = false;
@@ -226,6 +257,8 @@ impl RequestHead {
                     return Err(HeadError::ContentLength);
                 }
                 length = Some(n);
+            } else if name.eq_ignore_ascii_case(b"authorization") {
+                keys += 1;
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 // Several fields make one list: the last coding frames.
                 coding = Some(last_coding_is_chunked(value));
@@ -235,6 +268,9 @@ impl RequestHead {
                     keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
             }
+        }
+        if keys > 1 {
+            return Err(HeadError::TwoKeys);
         }
         if let (Some(host), Some(authority)) = (host, self.authority)
             && host != authority.get(&self.raw)
@@ -250,17 +286,11 @@ impl RequestHead {
         match coding {
             None => {}
             Some(_) if self.version == Version::HTTP_10 => return Err(HeadError::TransferEncoding),
+            // RFC 9112 6.1 lets a server read chunked and close after; a
+            // client that sends both may be smuggling, so it gets neither.
+            Some(_) if length.is_some() => return Err(HeadError::TwoFramings),
             Some(false) => return Err(HeadError::TransferEncoding),
-            Some(true) => {
-                // Transfer-Encoding overrides Content-Length, and a client
-                // that sends both may be smuggling: this request is the
-                // connection's last (RFC 9112 6.1).
-                self.chunked = true;
-                if length.is_some() {
-                    self.content_length = None;
-                    self.keep_alive = false;
-                }
-            }
+            Some(true) => self.chunked = true,
         }
         Ok(())
     }
@@ -397,6 +427,17 @@ impl RequestHead {
     /// Whether the head is empty (never, once parsed).
     pub fn is_empty(&self) -> bool {
         self.raw.is_empty()
+    }
+}
+
+/// Why a head that is still incomplete is already too large: its request
+/// line alone may be the part over its limit.
+fn partial_too_large(buf: &[u8], limits: HeadLimits) -> HeadError {
+    let line = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
+    if line > limits.max_uri_bytes {
+        HeadError::UriTooLong
+    } else {
+        HeadError::TooLarge
     }
 }
 

@@ -13,15 +13,32 @@ use http::{Method, StatusCode, Version};
 use pingora_core::protocols::http::date;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::request::MAX_HEAD;
+use super::request::HeadLimits;
 use super::{BodyDecoder, BodyError, Decoded, HeadError, RequestHead, content_length};
 
-/// How long a keep-alive connection may wait for its next request.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a request head may take once its first byte came.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest silence while a request body is being read.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// What a client connection may send, and how long it may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a connection may wait for its next request (and a new
+    /// one for its first): then it is closed.
+    pub idle_timeout: Duration,
+    /// How long a request head may take once its first byte came (408).
+    pub head_timeout: Duration,
+    /// Longest silence while a request body is read (408).
+    pub body_timeout: Duration,
+    pub head: HeadLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(60),
+            head_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            head: HeadLimits::default(),
+        }
+    }
+}
 /// What one read asks for, at least.
 const READ_SIZE: usize = 8 * 1024;
 /// Response bytes gathered into one write at most: a TLS record's payload.
@@ -36,7 +53,7 @@ pub enum BodyReadError {
     /// The client closed the connection before the body ended.
     #[error("the client closed the connection mid-body")]
     Cut,
-    /// No byte came for [`BODY_READ_TIMEOUT`].
+    /// No byte came for the body timeout.
     #[error("the request body timed out")]
     Timeout,
     /// A read failed.
@@ -74,15 +91,16 @@ pub struct ServerConn<S> {
     /// Response bytes not yet handed to the stream: a head, and the body
     /// pieces that fit behind it.
     pending: BytesMut,
+    limits: Limits,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
-    pub fn new(stream: S) -> Self {
-        Self::with_buffer(stream, BytesMut::with_capacity(READ_SIZE))
+    pub fn new(stream: S, limits: Limits) -> Self {
+        Self::with_buffer(stream, BytesMut::with_capacity(READ_SIZE), limits)
     }
 
     /// A connection whose first bytes were read already (into `buf`).
-    pub fn with_buffer(stream: S, buf: BytesMut) -> Self {
+    pub fn with_buffer(stream: S, buf: BytesMut, limits: Limits) -> Self {
         Self {
             stream,
             buf,
@@ -93,11 +111,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             out: Out::Empty,
             body_bytes_sent: 0,
             pending: BytesMut::with_capacity(1024),
+            limits,
         }
     }
 
     /// Reads the next request head: `Ok(false)` when the client closed the
-    /// connection, or left it idle for [`IDLE_TIMEOUT`], between requests.
+    /// connection, or left it idle for the idle timeout, between requests.
     pub async fn read_request(&mut self) -> Result<bool, HeadError> {
         self.pending.clear();
         self.status = None;
@@ -108,7 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             if !self.buf.is_empty()
                 && self
                     .head
-                    .parse(&mut self.buf)
+                    .parse(&mut self.buf, self.limits.head)
                     .inspect_err(|_| self.keep_alive = false)?
             {
                 self.body = self.head.body();
@@ -116,11 +135,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
                 return Ok(true);
             }
             let wait = match deadline {
-                None if self.buf.is_empty() => IDLE_TIMEOUT,
+                None if self.buf.is_empty() => self.limits.idle_timeout,
                 None => {
-                    let at = tokio::time::Instant::now() + HEAD_TIMEOUT;
-                    deadline = Some(at);
-                    HEAD_TIMEOUT
+                    let wait = self.limits.head_timeout;
+                    deadline = Some(tokio::time::Instant::now() + wait);
+                    wait
                 }
                 Some(at) => at.saturating_duration_since(tokio::time::Instant::now()),
             };
@@ -147,7 +166,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
                 Decoded::Done => return Ok(None),
                 Decoded::NeedMore => {
                     let read = read_more(&mut self.stream, &mut self.buf);
-                    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+                    match tokio::time::timeout(self.limits.body_timeout, read).await {
                         Err(_) => return Err(BodyReadError::Timeout),
                         Ok(Ok(0)) => return Err(BodyReadError::Cut),
                         Ok(Ok(_)) => {}
@@ -171,7 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             // The body comes first: the close is not visible before it.
             return std::future::pending().await;
         }
-        while self.buf.len() <= MAX_HEAD {
+        while self.buf.len() <= self.limits.head.max_head_bytes {
             match read_more(&mut self.stream, &mut self.buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}

@@ -169,7 +169,10 @@ mod tests {
     fn parse(wire: &str) -> RequestHead {
         let mut buf = BytesMut::from(wire.as_bytes());
         let mut head = RequestHead::default();
-        assert!(head.parse(&mut buf).unwrap());
+        assert!(
+            head.parse(&mut buf, crate::http1::HeadLimits::default())
+                .unwrap()
+        );
         head
     }
 
@@ -182,7 +185,7 @@ mod tests {
     #[test]
     fn drops_the_key_hop_by_hop_and_nominated_headers() {
         let req = parse(
-            "POST /models/m/production/predict?x=1 HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Api-Key secret\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\nx-private: nominated\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\nExpect: 100-continue\r\nTE: trailers\r\nUpgrade: websocket\r\nContent-Type: application/json\r\n\r\n",
+            "POST /models/m/production/predict?x=1 HTTP/1.1\r\nHost: gw.example\r\nAuthorization: Api-Key secret\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\nx-private: nominated\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nTE: trailers\r\nUpgrade: websocket\r\nContent-Type: application/json\r\n\r\n",
         );
         assert_eq!(
             head(&req, "/predict", Framing::Length(5), None),

@@ -3,7 +3,10 @@ use super::*;
 fn parse(wire: &str) -> Result<RequestHead, HeadError> {
     let mut buf = BytesMut::from(wire.as_bytes());
     let mut head = RequestHead::default();
-    assert!(head.parse(&mut buf)?, "complete head");
+    assert!(
+        head.parse(&mut buf, HeadLimits::default())?,
+        "complete head"
+    );
     Ok(head)
 }
 
@@ -13,7 +16,7 @@ fn origin_form_with_fields_by_offset() {
         &b"POST /models/m/production/predict?x=1 HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\nX-A: b\r\n\r\n{}GET"[..],
     );
     let mut head = RequestHead::default();
-    assert!(head.parse(&mut buf).unwrap());
+    assert!(head.parse(&mut buf, HeadLimits::default()).unwrap());
     assert_eq!(&buf[..], b"{}GET", "the body and what follows stay");
     assert_eq!(head.method(), Method::POST);
     assert_eq!(head.path(), "/models/m/production/predict");
@@ -27,12 +30,22 @@ fn origin_form_with_fields_by_offset() {
 
 #[test]
 fn a_partial_head_waits_and_a_huge_one_is_refused() {
+    let limits = HeadLimits::default();
     let mut head = RequestHead::default();
     let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n"[..]);
-    assert_eq!(head.parse(&mut buf), Ok(false));
+    assert_eq!(head.parse(&mut buf, limits), Ok(false));
     let mut huge = BytesMut::from(&b"GET / HTTP/1.1\r\nX: "[..]);
-    huge.extend_from_slice(&vec![b'a'; MAX_HEAD]);
-    assert_eq!(head.parse(&mut huge), Err(HeadError::TooLarge));
+    huge.extend_from_slice(&vec![b'a'; limits.max_head_bytes]);
+    assert_eq!(head.parse(&mut huge, limits), Err(HeadError::TooLarge));
+    let mut whole = BytesMut::from(&b"GET / HTTP/1.1\r\nX: "[..]);
+    whole.extend_from_slice(&vec![b'a'; limits.max_head_bytes]);
+    whole.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(head.parse(&mut whole, limits), Err(HeadError::TooLarge));
+    let long_uri = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(limits.max_uri_bytes));
+    assert_eq!(parse(&long_uri).err(), Some(HeadError::UriTooLong));
+    let mut line = BytesMut::from(&b"GET /"[..]);
+    line.extend_from_slice(&vec![b'a'; limits.max_head_bytes]);
+    assert_eq!(head.parse(&mut line, limits), Err(HeadError::UriTooLong));
     let many: String = (0..200).map(|i| format!("X-{i}: y\r\n")).collect();
     assert_eq!(
         parse(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(),
@@ -90,11 +103,13 @@ fn content_length_rules() {
 
 #[test]
 fn transfer_encoding_rules() {
-    let both = parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .unwrap();
-    assert!(both.is_chunked());
-    assert_eq!(both.content_length(), None);
-    assert!(!both.keep_alive(), "CL with TE closes the connection");
+    assert_eq!(
+        parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n").err(),
+        Some(HeadError::TwoFramings)
+    );
+    let chunked = parse("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap();
+    assert!(chunked.is_chunked());
+    assert_eq!(chunked.content_length(), None);
     for bad in [
         "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
         "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
@@ -106,6 +121,15 @@ fn transfer_encoding_rules() {
             "{bad:?}"
         );
     }
+}
+
+#[test]
+fn one_key_only() {
+    assert_eq!(
+        parse("GET / HTTP/1.1\r\nAuthorization: Api-Key a\r\nauthorization: Api-Key b\r\n\r\n")
+            .err(),
+        Some(HeadError::TwoKeys)
+    );
 }
 
 #[test]

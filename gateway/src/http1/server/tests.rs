@@ -5,7 +5,7 @@ use super::*;
 /// A connection on one end of a pipe, the client on the other.
 fn pipe() -> (ServerConn<DuplexStream>, DuplexStream) {
     let (server, client) = tokio::io::duplex(64 * 1024);
-    (ServerConn::new(server), client)
+    (ServerConn::new(server, Limits::default()), client)
 }
 
 async fn respond(conn: &mut ServerConn<DuplexStream>, body: &'static [u8], length: bool) -> bool {
