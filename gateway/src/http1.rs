@@ -13,6 +13,30 @@ pub use body::{BodyDecoder, BodyError, Decoded};
 pub use request::{HeadError, HeadLimits, RequestHead};
 pub use server::{Limits, ServerConn};
 
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Writes one header field line, `name: value` and CRLF, into a head.
+pub fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Reads once from `stream` into `buf`, first making room for `read_size`
+/// more bytes when less than half of that is free.
+pub async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    read_size: usize,
+) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < read_size / 2 {
+        buf.reserve(read_size);
+    }
+    stream.read_buf(buf).await
+}
+
 /// Where a piece of a head lies in the head's bytes: heads are kept as
 /// received and their parts found by offset, never copied into maps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

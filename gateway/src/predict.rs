@@ -389,6 +389,17 @@ struct RequestCtx {
     _in_flight: InFlightGuard,
 }
 
+impl RequestCtx {
+    /// The request id, when the gateway made it up: it is passed on to the
+    /// replica and back to the client (one the client sent is theirs).
+    fn generated_request_id(&self) -> Option<&HeaderValue> {
+        match &self.request_id {
+            Some((id, true)) => Some(id),
+            _ => None,
+        }
+    }
+}
+
 /// The predict listener's application: HTTP/1.x connections on the
 /// gateway's own wire code ([`crate::http1`]); HTTP/2 (ALPN `h2`, or h2c
 /// prior knowledge on the plain listener) on Pingora's h2 session, one

@@ -11,10 +11,12 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{Method, StatusCode, Version};
 use pingora_core::protocols::http::date;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::request::HeadLimits;
-use super::{BodyDecoder, BodyError, Decoded, HeadError, RequestHead, content_length};
+use super::{
+    BodyDecoder, BodyError, Decoded, HeadError, RequestHead, content_length, put_field, read_more,
+};
 
 /// What a client connection may send, and how long it may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +146,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
                 Some(at) => at.saturating_duration_since(tokio::time::Instant::now()),
             };
             let idle = self.buf.is_empty();
-            match tokio::time::timeout(wait, read_more(&mut self.stream, &mut self.buf)).await {
+            match tokio::time::timeout(wait, read_more(&mut self.stream, &mut self.buf, READ_SIZE))
+                .await
+            {
                 Ok(Ok(n)) if n > 0 => {}
                 _ if idle => return Ok(false),
                 Err(_) => return Err(HeadError::Timeout),
@@ -165,7 +169,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
                 Decoded::Piece(piece) => return Ok(Some(piece)),
                 Decoded::Done => return Ok(None),
                 Decoded::NeedMore => {
-                    let read = read_more(&mut self.stream, &mut self.buf);
+                    let read = read_more(&mut self.stream, &mut self.buf, READ_SIZE);
                     match tokio::time::timeout(self.limits.body_timeout, read).await {
                         Err(_) => return Err(BodyReadError::Timeout),
                         Ok(Ok(0)) => return Err(BodyReadError::Cut),
@@ -191,7 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             return std::future::pending().await;
         }
         while self.buf.len() <= self.limits.head.max_head_bytes {
-            match read_more(&mut self.stream, &mut self.buf).await {
+            match read_more(&mut self.stream, &mut self.buf, READ_SIZE).await {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
@@ -373,21 +377,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
     pub fn body_bytes_sent(&self) -> u64 {
         self.body_bytes_sent
     }
-}
-
-/// Reads once into `buf`, making room first.
-async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_SIZE / 2 {
-        buf.reserve(READ_SIZE);
-    }
-    stream.read_buf(buf).await
-}
-
-fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
 }
 
 /// `len` in hex with CRLF, written into `buf`.

@@ -73,11 +73,11 @@ impl Client<'_> {
     pub(super) async fn write_head(
         &mut self,
         response: &ResponseHead,
-        extra: &[(&'static str, &HeaderValue)],
+        extra: impl Iterator<Item = (&'static str, &HeaderValue)>,
     ) -> Result<(), Gone> {
         match self {
             Client::H1(conn) => {
-                let extra = extra.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+                let extra = extra.map(|(n, v)| (n.as_bytes(), v.as_bytes()));
                 conn.write_head(response.status(), response.fields().chain(extra))
                     .await
                     .map_err(|_| Gone)
@@ -86,7 +86,7 @@ impl Client<'_> {
                 let mut header = response.to_pingora().ok_or(Gone)?;
                 for (name, value) in extra {
                     header
-                        .insert_header(*name, (*value).clone())
+                        .insert_header(name, value.clone())
                         .map_err(|_| Gone)?;
                 }
                 session

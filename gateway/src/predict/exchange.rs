@@ -4,7 +4,7 @@
 //! back piece by piece as it arrives.
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Method};
+use http::Method;
 use pingora_core::protocols::Stream;
 use tokio::time::Instant;
 
@@ -76,16 +76,12 @@ impl Gateway {
                 .map_or(Framing::Chunked, Framing::Length)
         };
         let mut head = BytesMut::with_capacity(512);
-        let generated_id = match &ctx.request_id {
-            Some((id, true)) => Some(id),
-            _ => None,
-        };
         upstream::write_head(
             &mut head,
             req,
             ctx.replica_path.resolve(req.path()),
             framing,
-            generated_id,
+            ctx.generated_request_id(),
         );
         Ok(Outgoing {
             method: req.method().clone(),
@@ -194,18 +190,10 @@ impl Gateway {
         lease: Lease,
     ) -> Result<(), Reject> {
         let addr = lease.replica().addr();
-        let mut extra = [(DEPLOYMENT_HEADER, &EMPTY); 2];
-        let mut n = 0;
-        if let Some(id) = &ctx.deployment {
-            extra[n] = (DEPLOYMENT_HEADER, id);
-            n += 1;
-        }
-        if let Some((id, true)) = &ctx.request_id {
-            extra[n] = (REQUEST_ID_HEADER, id);
-            n += 1;
-        }
+        let deployment = ctx.deployment.as_ref().map(|id| (DEPLOYMENT_HEADER, id));
+        let request_id = ctx.generated_request_id().map(|id| (REQUEST_ID_HEADER, id));
         client
-            .write_head(&response, &extra[..n])
+            .write_head(&response, deployment.into_iter().chain(request_id))
             .await
             .map_err(|_| Reject::ClientClosed)?;
         if !up.has_buffered() {
@@ -287,6 +275,3 @@ impl Gateway {
         )))
     }
 }
-
-/// A placeholder for the unused slots of the response's extra headers.
-static EMPTY: HeaderValue = HeaderValue::from_static("");

@@ -10,11 +10,11 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, StatusCode};
 use pingora_http::ResponseHeader;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 use crate::http1::{
     BodyDecoder, BodyError, Decoded, Span, connection_tokens, content_length, is_hop_by_hop,
-    last_coding_is_chunked,
+    last_coding_is_chunked, read_more,
 };
 
 /// Longest response head accepted from a replica.
@@ -237,10 +237,8 @@ impl<S: AsyncRead + Unpin> Response<S> {
 
     /// Reads more into the buffer, within the read timeout; 0 at the end.
     async fn fill(&mut self) -> Result<usize, ResponseError> {
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
-            self.buf.reserve(READ_SIZE);
-        }
-        match tokio::time::timeout(self.timeout, self.stream.read_buf(&mut self.buf)).await {
+        let read = read_more(&mut self.stream, &mut self.buf, READ_SIZE);
+        match tokio::time::timeout(self.timeout, read).await {
             Err(_) => Err(ResponseError::Timeout(self.timeout)),
             Ok(Err(e)) => Err(ResponseError::Io(e)),
             Ok(Ok(n)) => Ok(n),

@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderValue, Method};
 use tokio::io::AsyncWriteExt;
 
-use crate::http1::{RequestHead, connection_tokens, is_hop_by_hop};
+use crate::http1::{RequestHead, connection_tokens, is_hop_by_hop, put_field};
 
 use pingora_core::protocols::Stream;
 
@@ -48,7 +48,7 @@ pub(super) fn write_head(
         && let Some(authority) = req.authority()
     {
         // HTTP/2 clients name the host in `:authority`; HTTP/1.1 needs `Host`.
-        put_header(out, b"host", authority);
+        put_field(out, b"host", authority);
     }
     for (name, value) in req.fields() {
         if is_dropped_request_header(name)
@@ -56,28 +56,19 @@ pub(super) fn write_head(
         {
             continue;
         }
-        put_header(out, name, value);
+        put_field(out, name, value);
     }
     if let Some(id) = request_id {
-        put_header(out, super::REQUEST_ID_HEADER.as_bytes(), id.as_bytes());
+        put_field(out, super::REQUEST_ID_HEADER.as_bytes(), id.as_bytes());
     }
     match framing {
         Framing::Length(n) => {
-            out.put_slice(b"content-length: ");
             let mut digits = itoa::Buffer::new();
-            out.put_slice(digits.format(n).as_bytes());
-            out.put_slice(b"\r\n");
+            put_field(out, b"content-length", digits.format(n).as_bytes());
         }
-        Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Chunked => put_field(out, b"transfer-encoding", b"chunked"),
         Framing::None => {}
     }
-    out.put_slice(b"\r\n");
-}
-
-fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
     out.put_slice(b"\r\n");
 }
 
