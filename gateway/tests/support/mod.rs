@@ -5,8 +5,10 @@
 #![allow(dead_code, unreachable_pub, clippy::disallowed_methods)]
 
 pub mod admin;
+pub mod raw;
 pub mod replica;
 pub mod tls;
+pub mod wire;
 
 use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener};
