@@ -109,28 +109,32 @@ impl Api {
 
     /// Answers one request. Authentication: an admin-scoped key.
     pub async fn handle(&self, req: Request<Bytes>) -> Response<Vec<u8>> {
-        // Decide access first: the snapshot guard must not live across the
-        // awaits below.
-        let denied = {
-            let snapshot = self.routing.load();
-            let auth = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes);
-            match snapshot.keys().authenticate(auth) {
-                Err(e) => Some(Failure::new(StatusCode::UNAUTHORIZED, e.to_string())),
-                Ok(p) if !p.is_admin() => Some(Failure::new(
-                    StatusCode::FORBIDDEN,
-                    "the management API needs an admin-scoped key",
-                )),
-                Ok(_) => None,
-            }
+        let auth = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        match self.refusal(auth) {
+            Some(refusal) => refusal,
+            None => respond(self.route(&req).await),
+        }
+    }
+
+    /// The answer (401, 403) to a request whose `Authorization` value is
+    /// `authorization`, if it may not use the API. The listener asks before
+    /// it reads a request body, so that no one without a key makes the
+    /// gateway read (or wait for) one.
+    pub fn refusal(&self, authorization: Option<&[u8]>) -> Option<Response<Vec<u8>>> {
+        // Not async: the snapshot guard must not live across an await.
+        let snapshot = self.routing.load();
+        let refusal = match snapshot.keys().authenticate(authorization) {
+            Err(e) => Failure::new(StatusCode::UNAUTHORIZED, e.to_string()),
+            Ok(p) if !p.is_admin() => Failure::new(
+                StatusCode::FORBIDDEN,
+                "the management API needs an admin-scoped key",
+            ),
+            Ok(_) => return None,
         };
-        let answer = match denied {
-            Some(failure) => Err(failure),
-            None => self.route(&req).await,
-        };
-        respond(answer)
+        Some(respond(Err(refusal)))
     }
 
     async fn route(&self, req: &Request<Bytes>) -> Answer {
@@ -181,10 +185,9 @@ impl Api {
                 }
                 Method::POST => {
                     let new: NewDeployment = parse(body)?;
-                    let model = model.to_string();
-                    let (id, rev) = self.edit(if_match, move |doc| doc.add_deployment(&model, new.clone())).await?;
-                    let view = self.deployment_json(parts[2], &id)?;
-                    Ok((StatusCode::CREATED, view, Some(rev)))
+                    let model_id = model.to_string();
+                    let ((id, m), rev) = self.edit_model(if_match, model, move |doc| doc.add_deployment(&model_id, new.clone())).await?;
+                    Ok((StatusCode::CREATED, self.deployment_view(&m, &id)?, Some(rev)))
                 }
                 _ => Err(not_allowed()),
             },
@@ -198,9 +201,14 @@ impl Api {
                 }
                 Method::PATCH => {
                     let patch: DeploymentPatch = parse(body)?;
-                    let (model, dep) = (model.to_string(), dep.to_string());
-                    let (changed, rev) = self.edit(if_match, move |doc| doc.update_deployment(&model, &dep, patch.clone())).await?;
-                    self.after_edit(&parts, changed, rev)
+                    let (model_id, dep) = (model.to_string(), dep.to_string());
+                    let (((id, changed), m), rev) = self.edit_model(if_match, model, move |doc| {
+                        let id = doc.resolve_deployment(&model_id, &dep)?;
+                        let changed = doc.update_deployment(&model_id, &id, patch.clone())?;
+                        Ok((id, changed))
+                    }).await?;
+                    let view = json!({ "status": accepted(changed), "deployment": self.deployment_view(&m, &id)? });
+                    Ok((StatusCode::OK, view, Some(rev)))
                 }
                 Method::DELETE => {
                     let (model, dep) = (model.to_string(), dep.to_string());
@@ -229,30 +237,31 @@ impl Api {
                 Method::POST => {
                     let new: NewEnvironment = parse(body)?;
                     let name = new.name.clone();
-                    let model = model.to_string();
-                    let ((), rev) = self.edit(if_match, move |doc| doc.add_environment(&model, new.clone())).await?;
-                    let view = self.environment_json(parts[2], &name)?;
-                    Ok((StatusCode::CREATED, view, Some(rev)))
+                    let model_id = model.to_string();
+                    let (((), m), rev) = self.edit_model(if_match, model, move |doc| doc.add_environment(&model_id, new.clone())).await?;
+                    Ok((StatusCode::CREATED, self.environment_view(&m, &name)?, Some(rev)))
                 }
                 _ => Err(not_allowed()),
             },
             ["v1", "models", model, "environments", env] => match *m {
                 Method::GET => {
-                    let view = self.environment_json(model, env)?;
-                    Ok((StatusCode::OK, view, Some(self.store_revision().await?)))
+                    self.read(|doc, _| self.environment_view(find_model(doc.config(), model)?, env)).await
                 }
                 Method::PATCH => {
                     let patch: EnvironmentPatch = parse(body)?;
-                    let (model, env) = (model.to_string(), env.to_string());
-                    let (changed, rev) = self.edit(if_match, move |doc| doc.update_environment(&model, &env, patch.clone())).await?;
-                    self.after_edit(&parts, changed, rev)
+                    let (model_id, env_name) = (model.to_string(), env.to_string());
+                    let ((changed, m), rev) = self.edit_model(if_match, model, move |doc| doc.update_environment(&model_id, &env_name, patch.clone())).await?;
+                    let view = json!({ "status": accepted(changed), "environment": self.environment_view(&m, env)? });
+                    Ok((StatusCode::OK, view, Some(rev)))
                 }
                 Method::DELETE => {
-                    // Deleting an environment cancels its promotion, and its
-                    // deployment scales to zero (unless another serves it).
-                    self.promotions.cancel_if_running(model, env);
+                    // Its deployment scales to zero (unless another serves it).
                     let (model_id, env_name) = (model.to_string(), env.to_string());
                     let (previous, rev) = self.edit(if_match, move |doc| delete_environment(doc, &model_id, &env_name)).await?;
+                    // Only once the environment is gone: a refused delete
+                    // (409 for production, 412 on a stale If-Match) leaves
+                    // its promotion or rollout running.
+                    self.promotions.cancel_if_running(model, env);
                     Ok((StatusCode::OK, json!({ "deleted": env, "deployment_scaled_to_zero": previous }), Some(rev)))
                 }
                 _ => Err(not_allowed()),
@@ -264,7 +273,7 @@ impl Api {
                     deployment_id: String,
                 }
                 let b: Body = parse(body)?;
-                self.promote(model, env, &b.deployment_id).await
+                self.promote(model, env, &b.deployment_id, if_match).await
             }
             ["v1", "models", model, "environments", env, "cancel_promotion"] if m == Method::POST => {
                 self.promotions.cancel(model, env)?;
@@ -301,12 +310,14 @@ impl Api {
             }
             (&Method::POST, "activate" | "deactivate") => {
                 let active = action == "activate";
-                let (changed, rev) = self
-                    .edit(if_match, move |doc| {
-                        doc.set_deployment_active(&model_id, &dep_id, active)
+                let (((id, changed), m), rev) = self
+                    .edit_model(if_match, model, move |doc| {
+                        let id = doc.resolve_deployment(&model_id, &dep_id)?;
+                        let changed = doc.set_deployment_active(&model_id, &id, active)?;
+                        Ok((id, changed))
                     })
                     .await?;
-                let view = self.deployment_json(model, dep)?;
+                let view = self.deployment_view(&m, &id)?;
                 Ok((
                     StatusCode::OK,
                     json!({ "status": accepted(changed), "deployment": view }),
@@ -325,7 +336,7 @@ impl Api {
                     parse(req.body())?
                 };
                 let env = b.environment.unwrap_or_else(|| "production".to_owned());
-                self.promote(model, &env, dep).await
+                self.promote(model, &env, dep, if_match).await
             }
             _ => Err(Failure::new(
                 StatusCode::NOT_FOUND,
@@ -335,39 +346,19 @@ impl Api {
     }
 
     /// Starts a promotion; a development deployment first becomes a new
-    /// persistent deployment, which is what gets promoted.
-    async fn promote(&self, model: &str, env: &str, dep: &str) -> Answer {
+    /// persistent deployment, which is what gets promoted. Every refusal
+    /// (409 while a promotion into the environment runs, 412 on a stale
+    /// `If-Match`, 404, 409 for an inactive deployment) comes before that
+    /// copy is written.
+    async fn promote(&self, model: &str, env: &str, dep: &str, if_match: Option<String>) -> Answer {
+        let starting = self.promotions.begin(model, env).await?;
         let (model_id, env_name, dep_id) = (model.to_owned(), env.to_owned(), dep.to_owned());
         let (target, rev) = self
-            .edit(None, move |doc| {
-                let m = doc
-                    .config()
-                    .model(&model_id)
-                    .ok_or_else(|| EditError::NotFound(format!("model `{model_id}`")))?;
-                if m.environment(&env_name).is_none() {
-                    return Err(EditError::NotFound(format!(
-                        "environment `{env_name}` of model `{model_id}`"
-                    )));
-                }
-                let id = doc.resolve_deployment(&model_id, &dep_id)?;
-                let d = doc
-                    .config()
-                    .model(&model_id)
-                    .and_then(|m| m.deployment(&id))
-                    .cloned();
-                match d {
-                    Some(d) if !d.active => Err(EditError::Conflict(format!(
-                        "deployment `{id}` is inactive; activate it first"
-                    ))),
-                    Some(d) if d.kind == DeploymentKind::Development => {
-                        doc.promote_development(&model_id)
-                    }
-                    Some(_) => Ok(id),
-                    None => Err(EditError::NotFound(format!("deployment `{dep_id}`"))),
-                }
+            .edit(if_match, move |doc| {
+                promotion_target(doc, &model_id, &env_name, &dep_id)
             })
             .await?;
-        self.promotions.start(model, env, &target)?;
+        starting.start(&target);
         Ok((
             StatusCode::ACCEPTED,
             json!({ "environment": env, "promotion": self.promotions.describe(model, env, None) }),
@@ -375,25 +366,10 @@ impl Api {
         ))
     }
 
-    /// `{"status": "ACCEPTED" | "UNCHANGED"}` and the object as it is now.
-    fn after_edit(&self, parts: &[&str], changed: Changed, rev: Revision) -> Answer {
-        let mut v = json!({ "status": accepted(changed) });
-        match parts {
-            ["v1", "models", model, "deployments", dep] => {
-                v["deployment"] = self.deployment_json(model, dep)?
-            }
-            ["v1", "models", model, "environments", env] => {
-                v["environment"] = self.environment_json(model, env)?
-            }
-            _ => {}
-        }
-        Ok((StatusCode::OK, v, Some(rev)))
-    }
-
     /// Reads the file and builds an answer from it and the snapshot.
     async fn read(
         &self,
-        view: impl FnOnce(&ConfigDocument, &Snapshot) -> Result<Value, Failure> + Send + 'static,
+        view: impl FnOnce(&ConfigDocument, &Snapshot) -> Result<Value, Failure>,
     ) -> Answer {
         let store = Arc::clone(&self.store);
         let (doc, rev) = blocking(move || store.read()).await??;
@@ -410,28 +386,40 @@ impl Api {
         Ok(blocking(move || store.edit(if_match.as_deref(), edit)).await??)
     }
 
-    async fn store_revision(&self) -> Result<Revision, Failure> {
-        let store = Arc::clone(&self.store);
-        Ok(blocking(move || store.read()).await??.1)
+    /// [`Self::edit`], also returning `model` as the edit left it: answers
+    /// are built from it rather than from a second read of the file, which
+    /// could fail (or see a later edit) after this one was written.
+    async fn edit_model<T: Send + 'static>(
+        &self,
+        if_match: Option<String>,
+        model: &str,
+        mut edit: impl FnMut(&mut ConfigDocument) -> Result<T, EditError> + Send + 'static,
+    ) -> Result<((T, Model), Revision), Failure> {
+        let model = model.to_owned();
+        self.edit(if_match, move |doc| {
+            let result = edit(doc)?;
+            // Always there after a successful edit of the model; refusing
+            // here would still write nothing.
+            let m = doc.config().model(&model).cloned();
+            let m = m.ok_or_else(|| EditError::NotFound(format!("model `{model}`")))?;
+            Ok((result, m))
+        })
+        .await
     }
 
-    fn deployment_json(&self, model: &str, dep: &str) -> Result<Value, Failure> {
-        let (doc, _) = self.store.read()?;
-        let m = find_model(doc.config(), model)?;
-        Ok(deployment_view(
-            m,
-            find_deployment(&doc, m, dep)?,
-            &self.routing.load(),
-        ))
+    fn deployment_view(&self, model: &Model, id: &str) -> Result<Value, Failure> {
+        let d = model
+            .deployment(id)
+            .ok_or_else(|| deployment_not_found(model, id))?;
+        Ok(deployment_view(model, d, &self.routing.load()))
     }
 
-    fn environment_json(&self, model: &str, env: &str) -> Result<Value, Failure> {
-        let (doc, _) = self.store.read()?;
-        let m = find_model(doc.config(), model)?;
-        let e = find_environment(m, env)?;
-        let mut view = environment_view(m, e, &self.routing.load());
+    /// An environment with its promotion (running or last).
+    fn environment_view(&self, model: &Model, env: &str) -> Result<Value, Failure> {
+        let e = find_environment(model, env)?;
+        let mut view = environment_view(model, e, &self.routing.load());
         let current = e.deployment.as_deref();
-        view["promotion"] = self.promotions.describe(model, env, current);
+        view["promotion"] = self.promotions.describe(&model.id, env, current);
         Ok(view)
     }
 
@@ -478,6 +466,36 @@ impl Api {
             }
         }
         v
+    }
+}
+
+/// The deployment a promotion of `dep` into `env` moves to: `dep` itself,
+/// or for a development deployment a new persistent copy of it (the one
+/// change this edit makes, after every check).
+fn promotion_target(
+    doc: &mut ConfigDocument,
+    model: &str,
+    env: &str,
+    dep: &str,
+) -> Result<String, EditError> {
+    let m = doc
+        .config()
+        .model(model)
+        .ok_or_else(|| EditError::NotFound(format!("model `{model}`")))?;
+    if m.environment(env).is_none() {
+        return Err(EditError::NotFound(format!(
+            "environment `{env}` of model `{model}`"
+        )));
+    }
+    let id = doc.resolve_deployment(model, dep)?;
+    let d = doc.config().model(model).and_then(|m| m.deployment(&id));
+    match d {
+        Some(d) if !d.active => Err(EditError::Conflict(format!(
+            "deployment `{id}` is inactive; activate it first"
+        ))),
+        Some(d) if d.kind == DeploymentKind::Development => doc.promote_development(model),
+        Some(_) => Ok(id),
+        None => Err(EditError::NotFound(format!("deployment `{dep}`"))),
     }
 }
 

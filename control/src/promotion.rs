@@ -111,6 +111,45 @@ pub struct Promotions {
     runtime: tokio::runtime::Handle,
     /// Wakes rollouts that wait for their next check (a cancel).
     cancelled: tokio::sync::Notify,
+    /// Held from the check that an environment has no promotion running
+    /// until the new one is recorded ([`Starting`]): the caller's edits in
+    /// between (copying a development deployment) happen only for a
+    /// promotion that will start.
+    starting: tokio::sync::Mutex<()>,
+}
+
+/// The right to start a promotion into one environment, checked: none is
+/// running there, and none can start until this one does or is dropped.
+#[derive(Debug)]
+pub struct Starting<'a> {
+    promotions: &'a Arc<Promotions>,
+    model: String,
+    environment: String,
+    _turn: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl Starting<'_> {
+    /// Starts promoting `deployment` in the background. The caller has
+    /// checked that it exists.
+    pub fn start(self, deployment: &str) {
+        let key = (self.model.clone(), self.environment.clone());
+        self.promotions.entries().insert(
+            key.clone(),
+            Entry {
+                deployment: deployment.to_owned(),
+                status: PromotionStatus::InProgress,
+                reason: None,
+                switching: false,
+                stage: None,
+            },
+        );
+        log::info!(
+            "promotion of {}/{deployment} into `{}` started",
+            self.model,
+            self.environment
+        );
+        self.promotions.spawn(key, false);
+    }
 }
 
 impl Promotions {
@@ -131,6 +170,7 @@ impl Promotions {
             entries: std::sync::Mutex::new(HashMap::new()),
             runtime: handle,
             cancelled: tokio::sync::Notify::new(),
+            starting: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -140,40 +180,31 @@ impl Promotions {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts promoting `deployment` into `environment` in the background
-    /// (on the current tokio runtime). The caller has checked that both
-    /// exist.
-    pub fn start(
+    /// Checks that no promotion into `environment` is running (409
+    /// otherwise) and holds that true until the returned [`Starting`]
+    /// starts one or is dropped. A caller refused here has changed nothing.
+    pub async fn begin(
         self: &Arc<Self>,
         model: &str,
         environment: &str,
-        deployment: &str,
-    ) -> Result<(), PromotionError> {
-        let key = (model.to_owned(), environment.to_owned());
+    ) -> Result<Starting<'_>, PromotionError> {
+        let turn = self.starting.lock().await;
+        if let Some(e) = self
+            .entries()
+            .get(&(model.to_owned(), environment.to_owned()))
+            && e.status == PromotionStatus::InProgress
         {
-            let mut entries = self.entries();
-            if let Some(e) = entries.get(&key)
-                && e.status == PromotionStatus::InProgress
-            {
-                return Err(PromotionError::InProgress {
-                    environment: environment.to_owned(),
-                    deployment: e.deployment.clone(),
-                });
-            }
-            entries.insert(
-                key.clone(),
-                Entry {
-                    deployment: deployment.to_owned(),
-                    status: PromotionStatus::InProgress,
-                    reason: None,
-                    switching: false,
-                    stage: None,
-                },
-            );
+            return Err(PromotionError::InProgress {
+                environment: environment.to_owned(),
+                deployment: e.deployment.clone(),
+            });
         }
-        log::info!("promotion of {model}/{deployment} into `{environment}` started");
-        self.spawn(key, false);
-        Ok(())
+        Ok(Starting {
+            promotions: self,
+            model: model.to_owned(),
+            environment: environment.to_owned(),
+            _turn: turn,
+        })
     }
 
     /// Picks up the rollouts `config` has in progress (the gateway

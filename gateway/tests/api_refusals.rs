@@ -1,0 +1,320 @@
+//! A refused management call changes nothing: not the config file, not the
+//! deployments, not a promotion or rollout in progress. Each refusal is
+//! checked against the state just before it, on a real gateway.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::admin::{ADMIN, api, call, eventually, file, setup};
+use support::free_port;
+
+/// Adds deployment `id`, whose only replica never answers: a promotion to
+/// it waits for replicas until it is cancelled.
+async fn add_unready(gw: &support::Gateway, id: &str) {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let new = json!({ "id": id, "replicas": { "source": "static", "addresses": [dead] } });
+    let (status, body, _) = api(gw, "POST", "/v1/models/m/deployments", Some(new)).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Adds the development deployment, on `addr`.
+async fn add_development(gw: &support::Gateway, addr: &str) {
+    let dev =
+        json!({ "kind": "development", "replicas": { "source": "static", "addresses": [addr] } });
+    let (status, body, _) = api(gw, "POST", "/v1/models/m/deployments", Some(dev)).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Starts promoting `deployment` into `env` (202).
+async fn promote(gw: &support::Gateway, env: &str, deployment: &str) {
+    let path = format!("/v1/models/m/environments/{env}/promote");
+    let body = json!({ "deployment_id": deployment });
+    let (status, body, _) = api(gw, "POST", &path, Some(body)).await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// The ids of the model's deployments, in order.
+async fn deployment_ids(gw: &support::Gateway) -> Vec<String> {
+    let (status, body, _) = api(gw, "GET", "/v1/models/m/deployments", None).await;
+    assert_eq!(status, 200, "{body}");
+    body["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The promotion into `env` as the API shows it (running or last).
+async fn promotion(gw: &support::Gateway, env: &str) -> Value {
+    let path = format!("/v1/models/m/environments/{env}");
+    let (status, body, _) = api(gw, "GET", &path, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["promotion"].clone()
+}
+
+/// What a refusal must leave as it was.
+#[derive(Debug, PartialEq)]
+struct State {
+    file: String,
+    deployments: Vec<String>,
+    production: Value,
+    staging: Value,
+}
+
+async fn state(gw: &support::Gateway) -> State {
+    State {
+        file: file(gw),
+        deployments: deployment_ids(gw).await,
+        production: promotion(gw, "production").await,
+        staging: promotion(gw, "staging").await,
+    }
+}
+
+/// Sends a call that must be refused with `status`, and checks that the
+/// file, the deployments and both promotions are as they were before it.
+async fn assert_refused(
+    gw: &support::Gateway,
+    (method, path, body): (&str, &str, Option<Value>),
+    if_match: Option<&str>,
+    status: u16,
+) {
+    let before = state(gw).await;
+    let (got, answer, _) = call(gw, method, path, body, Some(ADMIN), if_match).await;
+    assert_eq!(got, status, "{method} {path}: {answer}");
+    assert!(answer["error"].is_string(), "{method} {path}: {answer}");
+    assert_eq!(state(gw).await, before, "{method} {path} changed something");
+}
+
+/// An ETag the file no longer has: taken, then the file edited.
+async fn stale_etag(gw: &support::Gateway) -> String {
+    let (_, _, etag) = api(gw, "GET", "/v1/models/m", None).await;
+    let patch = json!({ "autoscaling": { "max_replica": 3 } });
+    let (status, body, _) = api(
+        gw,
+        "PATCH",
+        "/v1/models/m/environments/staging",
+        Some(patch),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    etag
+}
+
+#[tokio::test]
+async fn a_refused_development_promotion_writes_no_copy() {
+    let (gw, _a, b) = setup();
+    add_unready(&gw, "c").await;
+    add_development(&gw, &b.addr.to_string()).await;
+    promote(&gw, "production", "c").await;
+    assert_eq!(
+        promotion(&gw, "production").await["state"],
+        "WAITING_FOR_REPLICAS"
+    );
+    let dev_into_production = ("POST", "/v1/models/m/deployments/development/promote", None);
+
+    // A promotion into production is in progress: 409, and no
+    // `deployment-N` copy of the development deployment, however often
+    // the call is retried.
+    for _ in 0..3 {
+        assert_refused(&gw, dev_into_production.clone(), None, 409).await;
+    }
+    // Into an environment that does not exist: 404, no copy.
+    let nowhere = Some(json!({ "environment": "nope" }));
+    let dev_promote = "/v1/models/m/deployments/development/promote";
+    assert_refused(&gw, ("POST", dev_promote, nowhere), None, 404).await;
+    // On a stale revision: 412, no copy (nothing runs in staging).
+    let stale = stale_etag(&gw).await;
+    let into_staging = Some(json!({ "environment": "staging" }));
+    assert_refused(&gw, ("POST", dev_promote, into_staging), Some(&stale), 412).await;
+    assert_eq!(promotion(&gw, "staging").await, Value::Null);
+
+    // Once production's promotion is cancelled, the same call is accepted
+    // and makes exactly one copy.
+    let cancel = "/v1/models/m/environments/production/cancel_promotion";
+    assert_eq!(api(&gw, "POST", cancel, None).await.0, 200);
+    let before = deployment_ids(&gw).await;
+    let (status, body, _) = api(&gw, "POST", dev_promote, None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(deployment_ids(&gw).await.len(), before.len() + 1);
+}
+
+#[tokio::test]
+async fn a_refused_promotion_into_a_busy_environment_leaves_the_running_one() {
+    let (gw, _a, _b) = setup();
+    add_unready(&gw, "c").await;
+    promote(&gw, "production", "c").await;
+    let body = Some(json!({ "deployment_id": "b" }));
+    let path = "/v1/models/m/environments/production/promote";
+    assert_refused(&gw, ("POST", path, body), None, 409).await;
+    let running = promotion(&gw, "production").await;
+    assert_eq!(
+        (running["deployment_id"].as_str(), running["state"].as_str()),
+        (Some("c"), Some("WAITING_FOR_REPLICAS")),
+        "{running}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_production_is_refused_and_its_rollout_keeps_ramping() {
+    let (gw, _a, _b) = setup();
+    let ramp = json!({ "promotion": { "ramp_up": true, "ramp_up_duration": 600 } });
+    let path = "/v1/models/m/environments/production";
+    assert_eq!(api(&gw, "PATCH", path, Some(ramp)).await.0, 200);
+    promote(&gw, "production", "b").await;
+    eventually("production RAMPING", || async {
+        promotion(&gw, "production").await["state"] == "RAMPING"
+    })
+    .await;
+
+    assert_refused(&gw, ("DELETE", path, None), None, 409).await;
+    let stale = stale_etag(&gw).await;
+    assert_refused(&gw, ("DELETE", path, None), Some(&stale), 412).await;
+    // The rollout is still in the file and still moving traffic.
+    let config = config::load_str(&file(&gw), "after").unwrap();
+    let rollout = config.models[0]
+        .environment("production")
+        .unwrap()
+        .rollout
+        .as_ref()
+        .map(|r| r.deployment.clone());
+    assert_eq!(rollout.as_deref(), Some("b"));
+    assert_eq!(promotion(&gw, "production").await["state"], "RAMPING");
+}
+
+#[tokio::test]
+async fn a_delete_on_a_stale_revision_leaves_the_environment_and_its_promotion() {
+    let (gw, _a, _b) = setup();
+    add_unready(&gw, "c").await;
+    promote(&gw, "staging", "c").await;
+    let stale = stale_etag(&gw).await;
+    let path = "/v1/models/m/environments/staging";
+    assert_refused(&gw, ("DELETE", path, None), Some(&stale), 412).await;
+    assert_eq!(
+        promotion(&gw, "staging").await["state"],
+        "WAITING_FOR_REPLICAS"
+    );
+
+    // The same delete on the current revision goes through, and only then
+    // is the promotion cancelled.
+    let (_, _, etag) = api(&gw, "GET", "/v1/models/m", None).await;
+    let (status, body, _) = call(&gw, "DELETE", path, None, Some(ADMIN), Some(&etag)).await;
+    assert_eq!(status, 200, "{body}");
+    let cancel = "/v1/models/m/environments/staging/cancel_promotion";
+    assert_eq!(
+        api(&gw, "POST", cancel, None).await.0,
+        404,
+        "nothing left to cancel"
+    );
+}
+
+/// Every management call that edits, refused for a reason of its own and
+/// on a stale revision: the file, the deployments and the promotions stay
+/// as they were.
+#[tokio::test]
+async fn every_refused_edit_leaves_everything_as_it_was() {
+    let (gw, _a, _b) = setup();
+    add_unready(&gw, "c").await;
+    promote(&gw, "staging", "c").await;
+    let stale = stale_etag(&gw).await;
+    let d = "/v1/models/m/deployments";
+    let e = "/v1/models/m/environments";
+    let calls: Vec<(&str, String, Option<Value>, u16)> = vec![
+        // Taken id.
+        (
+            "POST",
+            d.to_owned(),
+            Some(json!({ "id": "a", "replicas": { "source": "static" } })),
+            409,
+        ),
+        // Invalid result (min over max).
+        (
+            "PATCH",
+            format!("{d}/a/autoscaling_settings"),
+            Some(json!({ "min_replica": 5, "max_replica": 2 })),
+            400,
+        ),
+        (
+            "PATCH",
+            format!("{d}/a"),
+            Some(json!({ "predict_concurrency": 0 })),
+            400,
+        ),
+        // An environment serves it.
+        ("DELETE", format!("{d}/a"), None, 409),
+        ("POST", format!("{d}/nope/deactivate"), None, 404),
+        ("POST", format!("{d}/nope/activate"), None, 404),
+        (
+            "POST",
+            format!("{d}/a/promote"),
+            Some(json!({ "environment": "nope" })),
+            404,
+        ),
+        (
+            "POST",
+            e.to_owned(),
+            Some(json!({ "name": "staging" })),
+            409,
+        ),
+        (
+            "PATCH",
+            format!("{e}/nope"),
+            Some(json!({ "autoscaling": { "max_replica": 2 } })),
+            404,
+        ),
+        ("DELETE", format!("{e}/production"), None, 409),
+        ("DELETE", format!("{e}/nope"), None, 404),
+        // A promotion runs in staging.
+        (
+            "POST",
+            format!("{e}/staging/promote"),
+            Some(json!({ "deployment_id": "a" })),
+            409,
+        ),
+        (
+            "POST",
+            format!("{e}/production/cancel_promotion"),
+            None,
+            404,
+        ),
+    ];
+    for (method, path, body, status) in &calls {
+        assert_refused(&gw, (*method, path.as_str(), body.clone()), None, *status).await;
+    }
+    // The same calls, each otherwise acceptable, on a stale revision.
+    let on_stale: Vec<(&str, String, Option<Value>)> = vec![
+        (
+            "POST",
+            d.to_owned(),
+            Some(json!({ "id": "z", "replicas": { "source": "static" } })),
+        ),
+        (
+            "PATCH",
+            format!("{d}/a/autoscaling_settings"),
+            Some(json!({ "max_replica": 2 })),
+        ),
+        (
+            "PATCH",
+            format!("{d}/a"),
+            Some(json!({ "name": "renamed" })),
+        ),
+        ("DELETE", format!("{d}/c"), None),
+        ("POST", format!("{d}/b/deactivate"), None),
+        ("POST", e.to_owned(), Some(json!({ "name": "qa" }))),
+        (
+            "PATCH",
+            format!("{e}/production"),
+            Some(json!({ "autoscaling": { "max_replica": 2 } })),
+        ),
+        (
+            "POST",
+            format!("{e}/production/promote"),
+            Some(json!({ "deployment_id": "b" })),
+        ),
+        ("POST", format!("{d}/b/promote"), None),
+    ];
+    for (method, path, body) in &on_stale {
+        let call = (*method, path.as_str(), body.clone());
+        assert_refused(&gw, call, Some(&stale), 412).await;
+    }
+}
