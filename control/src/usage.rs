@@ -10,6 +10,10 @@
 //! deployment whose replica set is replaced (new addresses) starts a new
 //! counter, so requests routed to the old set after the last sample are not
 //! recorded: at most one interval's worth, for that deployment only.
+//!
+//! An append that fails (a full disk, a lost permission) loses nothing: its
+//! records stay in memory, summed per deployment, and the next append that
+//! succeeds writes them with its own.
 
 // A plain mutex is right here: it serialises appends on the meter's and the
 // API's blocking threads; requests never take it.
@@ -68,7 +72,10 @@ pub struct UsageTotal {
 #[derive(Debug)]
 pub struct UsageLedger {
     path: PathBuf,
-    appending: std::sync::Mutex<()>,
+    /// Serialises appends, and holds the records an append could not
+    /// write: the next append carries them, so a full disk or a lost
+    /// permission delays usage but never drops it.
+    unwritten: std::sync::Mutex<Vec<UsageRecord>>,
 }
 
 impl UsageLedger {
@@ -78,7 +85,7 @@ impl UsageLedger {
         name.push(".usage.jsonl");
         Self {
             path: PathBuf::from(name),
-            appending: std::sync::Mutex::new(()),
+            unwritten: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -87,31 +94,52 @@ impl UsageLedger {
         &self.path
     }
 
-    /// Appends `records` (one write, then fsync). Blocks.
+    /// Appends `records` (one write, then fsync), together with whatever
+    /// earlier appends could not write: a deployment with records of both
+    /// gets one record carrying their sums, stamped with the latest
+    /// interval's end. On failure nothing of this append stays in the file
+    /// and everything is kept for the next one. Blocks.
     pub fn append(&self, records: &[UsageRecord]) -> std::io::Result<()> {
-        if records.is_empty() {
+        let mut unwritten = self
+            .unwritten
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let all = carry(std::mem::take(&mut *unwritten), records);
+        if all.is_empty() {
             return Ok(());
         }
+        let written = self.write(&all);
+        if written.is_err() {
+            *unwritten = all;
+        }
+        written
+    }
+
+    /// Writes `records` as lines at the end of the file, all or none.
+    fn write(&self, records: &[UsageRecord]) -> std::io::Result<()> {
         let mut lines = Vec::new();
         for r in records {
             serde_json::to_writer(&mut lines, r)?;
             lines.push(b'\n');
         }
-        let _appending = self
-            .appending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .open(&self.path)?;
-        if !ends_with_newline(&mut file)? {
+        let length = file.metadata()?.len();
+        if !ends_with_newline(&mut file, length)? {
             // A torn last line (a crash mid-write): start on a fresh line.
             lines.insert(0, b'\n');
         }
-        file.write_all(&lines)?;
-        file.sync_data()
+        let written = file.write_all(&lines).and_then(|()| file.sync_data());
+        if written.is_err() {
+            // Part of it may be in the file: cut it off, or the records
+            // carried to the next append would be counted twice. If even
+            // that fails, the partial line is torn and skipped by readers.
+            let _ = file.set_len(length);
+        }
+        written
     }
 
     /// Every record summed per (model, deployment, resources), optionally
@@ -151,10 +179,29 @@ impl UsageLedger {
     }
 }
 
-/// Whether the file is empty or ends with a newline.
-fn ends_with_newline(file: &mut std::fs::File) -> std::io::Result<bool> {
+/// `earlier` (unwritten records) with `records` added: one record per
+/// (model, deployment, resources), in first-seen order.
+fn carry(mut earlier: Vec<UsageRecord>, records: &[UsageRecord]) -> Vec<UsageRecord> {
+    for r in records {
+        let same = |e: &&mut UsageRecord| {
+            (&e.model, &e.deployment, &e.resources) == (&r.model, &r.deployment, &r.resources)
+        };
+        match earlier.iter_mut().find(same) {
+            Some(e) => {
+                e.at = e.at.max(r.at);
+                e.replica_seconds += r.replica_seconds;
+                e.requests += r.requests;
+            }
+            None => earlier.push(r.clone()),
+        }
+    }
+    earlier
+}
+
+/// Whether the file (`length` bytes) is empty or ends with a newline.
+fn ends_with_newline(file: &mut std::fs::File, length: u64) -> std::io::Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
-    if file.metadata()?.len() == 0 {
+    if length == 0 {
         return Ok(true);
     }
     file.seek(SeekFrom::End(-1))?;
@@ -212,7 +259,7 @@ impl UsageMeter {
                         let records = self.sample(self.interval);
                         if let Err(e) = self.ledger.append(&records) {
                             log::error!(
-                                "usage: cannot append to {}: {e}",
+                                "usage: cannot append to {}: {e}; the next append carries this interval",
                                 self.ledger.path().display()
                             );
                         }
@@ -313,5 +360,58 @@ mod tests {
         assert_eq!((totals[0].from, totals[0].to), (100, 110));
         assert_eq!(ledger.totals(None).unwrap().len(), 3);
         assert!(ledger.path().ends_with("gateway.toml.usage.jsonl"));
+    }
+
+    /// The ledger's lines, parsed.
+    fn lines(ledger: &UsageLedger) -> Vec<UsageRecord> {
+        std::fs::read_to_string(ledger.path())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_interval_that_cannot_be_written_is_carried_by_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = UsageLedger::beside(&dir.path().join("gateway.toml"));
+        ledger.append(&[record("m", "a", 10.0, 1, 100)]).unwrap();
+        let written = std::fs::read(ledger.path()).unwrap();
+
+        // The ledger's path is unwritable for one interval (a directory
+        // stands where the file was).
+        std::fs::rename(ledger.path(), dir.path().join("aside")).unwrap();
+        std::fs::create_dir(ledger.path()).unwrap();
+        let missed = [
+            record("m", "a", 10.0, 3, 110),
+            record("m", "b", 5.0, 2, 110),
+        ];
+        assert!(ledger.append(&missed).is_err());
+        // Still unwritable for the next: nothing lost either.
+        assert!(ledger.append(&[record("m", "a", 10.0, 4, 120)]).is_err());
+
+        std::fs::remove_dir(ledger.path()).unwrap();
+        std::fs::rename(dir.path().join("aside"), ledger.path()).unwrap();
+        ledger.append(&[record("m", "b", 5.0, 1, 130)]).unwrap();
+        let after = std::fs::read(ledger.path()).unwrap();
+        assert!(
+            after.starts_with(&written),
+            "earlier lines stay as they were"
+        );
+        assert_eq!(
+            lines(&ledger)[1..],
+            [
+                record("m", "a", 20.0, 7, 120),
+                record("m", "b", 10.0, 3, 130)
+            ],
+            "one record per deployment carries the missed intervals"
+        );
+        let totals = ledger.totals(Some("m")).unwrap();
+        assert_eq!((totals[0].requests, totals[1].requests), (8, 3));
+
+        // Carried once: the next append writes only its own interval.
+        ledger.append(&[record("m", "a", 10.0, 1, 140)]).unwrap();
+        assert_eq!(lines(&ledger).last(), Some(&record("m", "a", 10.0, 1, 140)));
+        assert_eq!(lines(&ledger).len(), 4);
     }
 }
