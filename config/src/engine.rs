@@ -4,6 +4,7 @@
 //! start a replica from the deployment it belongs to.
 
 use std::ffi::OsString;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,6 +21,9 @@ pub struct EngineSettings {
     pub max_batch_size: u32,
     /// How long the first input of a batch waits for company. Default 2 ms.
     pub max_queue_delay: Duration,
+    /// Most inputs one request may carry; more are refused (400) before
+    /// the request waits for a slot. Default [`Self::DEFAULT_MAX_INPUTS`].
+    pub max_inputs: u32,
     /// Reload the model when its file changes (development). Default false.
     pub watch: bool,
 }
@@ -58,8 +62,33 @@ pub struct TextModelSettings {
     pub runtime_library: Option<PathBuf>,
     /// Longest input in tokens; longer texts are refused (400). Default 256.
     pub max_tokens: u32,
+    /// Most tokens of one request, all its inputs together; more are
+    /// refused (400) before any model run. Default
+    /// [`Self::DEFAULT_MAX_REQUEST_TOKENS`]; at least `max_tokens`.
+    pub max_request_tokens: u32,
     /// Threads one inference may use; 0 (default) = one per core.
     pub threads: u32,
+}
+
+impl TextModelSettings {
+    /// Default `max_request_tokens`: 256 inputs of 256 tokens, the default
+    /// `max_inputs` at the default `max_tokens`.
+    pub const DEFAULT_MAX_REQUEST_TOKENS: u32 = 65_536;
+
+    /// The values `max_request_tokens` may take.
+    pub const MAX_REQUEST_TOKENS_RANGE: RangeInclusive<u32> = 1..=100_000_000;
+
+    /// Why `max_request_tokens` and `max_tokens` do not go together, if
+    /// they do not: a cap below one input's length would refuse inputs
+    /// that `max_tokens` allows.
+    pub fn request_tokens_problem(&self) -> Option<String> {
+        (self.max_request_tokens < self.max_tokens).then(|| {
+            format!(
+                "`max_request_tokens` ({}) is below `max_tokens` ({}): one input of the longest allowed length would be refused",
+                self.max_request_tokens, self.max_tokens
+            )
+        })
+    }
 }
 
 /// Latency profile of the synthetic backend.
@@ -79,6 +108,14 @@ pub struct SyntheticSettings {
 }
 
 impl EngineSettings {
+    /// Default `max_inputs`: a bulk request the CPU model runs in about a
+    /// second, far below what exhausts a replica's memory (one padded batch
+    /// of 10,000 inputs would need tens of GB).
+    pub const DEFAULT_MAX_INPUTS: u32 = 256;
+
+    /// The values `max_inputs` may take.
+    pub const MAX_INPUTS_RANGE: RangeInclusive<u32> = 1..=1_000_000;
+
     /// The `engine` binary's command-line flags that reproduce these
     /// settings exactly: every setting is given, so neither the binary's
     /// defaults nor a `--config` file change them. Durations are whole
@@ -95,6 +132,7 @@ impl EngineSettings {
                     args.flag("onnxruntime", library);
                 }
                 args.number("max-tokens", m.max_tokens);
+                args.number("max-request-tokens", m.max_request_tokens);
                 args.number("threads", m.threads);
             }
             EngineBackend::Synthetic(profile) => {
@@ -109,6 +147,7 @@ impl EngineSettings {
         args.number("queue-size", self.queue_size);
         args.number("max-batch-size", self.max_batch_size);
         args.millis("max-queue-delay-ms", self.max_queue_delay);
+        args.number("max-inputs", self.max_inputs);
         if self.watch {
             args.0.push("--watch".into());
         }
@@ -178,6 +217,7 @@ mod tests {
             queue_size: 7,
             max_batch_size: 2,
             max_queue_delay: Duration::from_millis(4),
+            max_inputs: 64,
             watch: false,
         };
         assert_eq!(
@@ -203,6 +243,8 @@ mod tests {
                 "2",
                 "--max-queue-delay-ms",
                 "4",
+                "--max-inputs",
+                "64",
             ]
         );
     }
@@ -214,6 +256,7 @@ mod tests {
             tokenizer: PathBuf::from("/models/e5/tokenizer.json"),
             runtime_library: Some(PathBuf::from("/opt/ort/libonnxruntime.so")),
             max_tokens: 512,
+            max_request_tokens: 8192,
             threads: 2,
         };
         let mut settings = EngineSettings {
@@ -222,6 +265,7 @@ mod tests {
             queue_size: 16,
             max_batch_size: 1,
             max_queue_delay: Duration::from_millis(2),
+            max_inputs: EngineSettings::DEFAULT_MAX_INPUTS,
             watch: true,
         };
         assert_eq!(
@@ -237,6 +281,8 @@ mod tests {
                 "/opt/ort/libonnxruntime.so",
                 "--max-tokens",
                 "512",
+                "--max-request-tokens",
+                "8192",
                 "--threads",
                 "2",
                 "--predict-concurrency",
@@ -247,6 +293,8 @@ mod tests {
                 "1",
                 "--max-queue-delay-ms",
                 "2",
+                "--max-inputs",
+                "256",
                 "--watch",
             ]
         );

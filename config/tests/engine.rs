@@ -32,6 +32,56 @@ fn an_onnx_replica_gets_defaults_and_the_tokenizer_beside_its_model() {
 }
 
 #[test]
+fn request_caps_default_safely_and_reach_the_engine_as_flags() {
+    let s = load_engine_str(
+        "[engine]\nbackend = \"onnx\"\nmodel = \"m/model.onnx\"\nmax_tokens = 512\n",
+        "replica.toml",
+    )
+    .unwrap();
+    assert_eq!(s.max_inputs, 256);
+    let EngineBackend::Onnx(m) = &s.backend else {
+        panic!("expected onnx, got {:?}", s.backend)
+    };
+    assert_eq!(m.max_request_tokens, 65_536);
+    assert_eq!(m.request_tokens_problem(), None);
+    let args: Vec<String> = s
+        .to_args()
+        .into_iter()
+        .map(|a| a.into_string().unwrap())
+        .collect();
+    for (flag, value) in [("--max-inputs", "256"), ("--max-request-tokens", "65536")] {
+        let at = args.iter().position(|a| a == flag).expect(flag);
+        assert_eq!(args[at + 1], value, "{flag}");
+    }
+
+    // A synthetic replica counts inputs too, but has no tokens.
+    let synthetic = load_engine_str("[engine]\nbackend = \"synthetic\"\n", "replica.toml").unwrap();
+    let args = synthetic.to_args();
+    assert!(args.iter().any(|a| a == "--max-inputs"));
+    assert!(!args.iter().any(|a| a == "--max-request-tokens"));
+}
+
+#[test]
+fn a_request_token_cap_below_one_input_is_named() {
+    let EngineBackend::Onnx(mut m) = load_engine_str(
+        "[engine]\nbackend = \"onnx\"\nmodel = \"m/model.onnx\"\n",
+        "replica.toml",
+    )
+    .unwrap()
+    .backend
+    else {
+        panic!("expected onnx")
+    };
+    m.max_request_tokens = 100;
+    assert_eq!(
+        m.request_tokens_problem().as_deref(),
+        Some(
+            "`max_request_tokens` (100) is below `max_tokens` (256): one input of the longest allowed length would be refused"
+        )
+    );
+}
+
+#[test]
 fn relative_paths_in_a_replica_file_are_relative_to_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("replica.toml");

@@ -2,6 +2,12 @@
 //! `max_queue_delay` of the first one are run together, up to
 //! `max_batch_size` inputs, and each caller gets its own outputs back.
 //! Batches run one at a time: the backend owns the parallelism inside one.
+//!
+//! No backend call ever takes more than `max_batch_size` inputs: a request
+//! with more is cut into batch-sized pieces, run in turn, and its outputs
+//! put back together in order. One padded batch of a whole large request
+//! would cost memory in proportion to inputs x longest input, and a
+//! client chooses both.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +20,8 @@ use crate::backend::{Backend, BackendError, Output};
 /// When to close a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchSettings {
-    /// Most inputs in one batch (a single larger request runs alone).
+    /// Most inputs in one batch (a larger request is cut into pieces of
+    /// this size).
     pub max_batch_size: usize,
     /// How long the first input waits for company.
     pub max_queue_delay: Duration,
@@ -31,6 +38,7 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct Batcher {
     jobs: mpsc::Sender<Job>,
+    max_batch_size: usize,
 }
 
 impl Batcher {
@@ -38,19 +46,89 @@ impl Batcher {
     pub fn start(backend: Arc<dyn Backend>, settings: BatchSettings) -> Self {
         let (jobs, rx) = mpsc::channel(1024);
         tokio::spawn(run(backend, settings, rx));
-        Self { jobs }
+        Self {
+            jobs,
+            max_batch_size: settings.max_batch_size.max(1),
+        }
     }
 
-    /// Runs `inputs` in the next batch with room, and returns their outputs.
+    /// Runs `inputs` in the next batches with room, at most
+    /// `max_batch_size` of them per batch, and returns their outputs in
+    /// order.
     pub async fn infer(&self, inputs: Vec<String>) -> Result<Vec<Output>, BackendError> {
+        let total = inputs.len();
+        // Every piece is queued before the first answer is awaited, so the
+        // pieces can fill consecutive batches (and share them with other
+        // callers) instead of each waiting for the previous one's result.
+        let mut answers = Vec::new();
+        for piece in pieces(inputs, self.max_batch_size) {
+            answers.push(self.submit(piece).await?);
+        }
+        let mut outputs = Vec::with_capacity(total);
+        for answer in answers {
+            let piece = answer.await.map_err(|_| {
+                BackendError::Failed("the batching loop dropped the request".into())
+            })??;
+            outputs.extend(piece);
+        }
+        Ok(outputs)
+    }
+
+    /// Queues one job of at most `max_batch_size` inputs.
+    async fn submit(
+        &self,
+        inputs: Vec<String>,
+    ) -> Result<oneshot::Receiver<Result<Vec<Output>, BackendError>>, BackendError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { inputs, reply })
             .await
             .map_err(|_| BackendError::Failed("the batching loop has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| BackendError::Failed("the batching loop dropped the request".into()))?
+        Ok(answer)
+    }
+}
+
+/// Runs `inputs` on `backend` without the batching loop, at most
+/// `max_batch_size` per backend call, one call after another; the outputs
+/// come back in order.
+pub async fn infer_in_batches(
+    backend: &dyn Backend,
+    inputs: &[String],
+    max_batch_size: usize,
+) -> Result<Vec<Output>, BackendError> {
+    let mut outputs = Vec::with_capacity(inputs.len());
+    for piece in inputs.chunks(max_batch_size.max(1)) {
+        let answer = crate::telemetry::infer(backend, piece).await?;
+        outputs.extend(one_per_input(answer, piece.len())?);
+    }
+    Ok(outputs)
+}
+
+/// `inputs` cut into consecutive pieces of at most `size` (none when
+/// there are no inputs: nothing to run).
+fn pieces(inputs: Vec<String>, size: usize) -> Vec<Vec<String>> {
+    let size = size.max(1);
+    let mut pieces = Vec::with_capacity(inputs.len().div_ceil(size));
+    let mut rest = inputs.into_iter();
+    loop {
+        let piece: Vec<String> = rest.by_ref().take(size).collect();
+        if piece.is_empty() {
+            return pieces;
+        }
+        pieces.push(piece);
+    }
+}
+
+/// A backend's outputs for `inputs` inputs, refused unless there is one
+/// per input: a short answer would shift every later caller's outputs.
+fn one_per_input(outputs: Vec<Output>, inputs: usize) -> Result<Vec<Output>, BackendError> {
+    if outputs.len() == inputs {
+        Ok(outputs)
+    } else {
+        Err(BackendError::Failed(format!(
+            "{} outputs for {inputs} inputs",
+            outputs.len()
+        )))
     }
 }
 
@@ -92,14 +170,9 @@ async fn run_batch(backend: &dyn Backend, mut jobs: Vec<Job>, size: usize) {
         lengths.push(job.inputs.len());
         inputs.append(&mut job.inputs);
     }
-    let result = match crate::telemetry::infer(backend, &inputs).await {
-        Ok(outputs) if outputs.len() == size => Ok(outputs),
-        Ok(outputs) => Err(BackendError::Failed(format!(
-            "{} outputs for {size} inputs",
-            outputs.len()
-        ))),
-        Err(error) => Err(error),
-    };
+    let result = crate::telemetry::infer(backend, &inputs)
+        .await
+        .and_then(|outputs| one_per_input(outputs, size));
     match result {
         Ok(outputs) => {
             let mut outputs = outputs.into_iter();
@@ -185,13 +258,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn inputs_after_the_delay_go_to_the_next_batch_and_big_requests_run_alone() {
+    async fn inputs_after_the_delay_go_to_the_next_batch_and_big_requests_are_cut() {
         let (recorder, batcher) = batcher(4);
         let big = batcher
             .infer((0..6).map(|i| i.to_string()).collect())
             .await
             .unwrap();
-        assert_eq!(big.len(), 6);
+        assert_eq!(
+            texts(&big),
+            ["\"0\"", "\"1\"", "\"2\"", "\"3\"", "\"4\"", "\"5\""]
+        );
         let first = tokio::spawn({
             let b = batcher.clone();
             async move { b.infer(vec!["1".into()]).await }
@@ -200,6 +276,59 @@ mod tests {
         let second = batcher.infer(vec!["2".into()]).await.unwrap();
         assert_eq!(texts(&first.await.unwrap().unwrap()), ["\"1\""]);
         assert_eq!(texts(&second), ["\"2\""]);
-        assert_eq!(*recorder.batches.lock().await, vec![6, 1, 1]);
+        assert_eq!(*recorder.batches.lock().await, vec![4, 2, 1, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_the_loop_a_request_runs_in_pieces_in_order() {
+        let recorder = Recorder::default();
+        let inputs: Vec<String> = (0..5).map(|i| i.to_string()).collect();
+        let outputs = infer_in_batches(&recorder, &inputs, 2).await.unwrap();
+        assert_eq!(
+            texts(&outputs),
+            ["\"0\"", "\"1\"", "\"2\"", "\"3\"", "\"4\""]
+        );
+        assert_eq!(*recorder.batches.lock().await, vec![2, 2, 1]);
+        assert!(
+            infer_in_batches(&recorder, &[], 2)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(recorder.batches.lock().await.len(), 3, "nothing to run");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_piece_fails_the_request() {
+        /// Fails any batch holding the input "bad".
+        struct FailsOnBad;
+
+        #[async_trait::async_trait]
+        impl Backend for FailsOnBad {
+            fn name(&self) -> &'static str {
+                "fails-on-bad"
+            }
+
+            async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, BackendError> {
+                if inputs.iter().any(|i| i == "bad") {
+                    return Err(BackendError::Failed("bad input".into()));
+                }
+                Ok(inputs
+                    .iter()
+                    .map(|s| serde_json::value::to_raw_value(s).unwrap())
+                    .collect())
+            }
+        }
+
+        let settings = BatchSettings {
+            max_batch_size: 2,
+            max_queue_delay: Duration::from_millis(5),
+        };
+        let batcher = Batcher::start(Arc::new(FailsOnBad), settings);
+        let inputs = ["a", "b", "c", "bad", "e"].map(String::from).to_vec();
+        let err = batcher.infer(inputs).await.unwrap_err();
+        assert_eq!(err.to_string(), "inference failed: bad input");
+        let fine = batcher.infer(vec!["a".into()]).await.unwrap();
+        assert_eq!(texts(&fine), ["\"a\""]);
     }
 }

@@ -1,13 +1,14 @@
 //! `engine`: one model replica.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use config::{EngineBackend, EngineSettings};
+use config::{EngineBackend, EngineSettings, TextModelSettings};
 use engine::text::{TextBackend, TextModel};
 use engine::watch::{ModelReloads, watch_model};
 use engine::{Backend, Loader, ServerSettings, Synthetic};
@@ -40,6 +41,25 @@ struct Args {
     /// Milliseconds between events of a streamed (`"stream": true`) response.
     #[arg(long, default_value_t = 100)]
     stream_interval_ms: u64,
+    /// Seconds a client has to send a whole request head, counted from
+    /// the connection's start or the end of its previous response (so
+    /// also how long a keep-alive connection may sit idle); then the
+    /// connection is closed. Keep it above the gateway's
+    /// `upstream_idle_timeout_secs` (20).
+    #[arg(
+        long,
+        default_value_t = ServerSettings::DEFAULT_HEADER_READ_TIMEOUT.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=3600),
+    )]
+    header_read_timeout_secs: u64,
+    /// Most connections open at once; further ones wait in the listen
+    /// backlog (not refused) until one closes.
+    #[arg(
+        long,
+        default_value_t = ServerSettings::DEFAULT_MAX_CONNECTIONS,
+        value_parser = at_least_one,
+    )]
+    max_connections: usize,
     /// Exit when stdin reaches end of file: a provisioner keeps the write
     /// end open, so the replica dies with it even if it is killed with
     /// SIGKILL.
@@ -83,6 +103,15 @@ struct EngineFlags {
     /// Dynamic batching: ms the first input waits for company (default 2).
     #[arg(long)]
     max_queue_delay_ms: Option<i64>,
+    /// Most inputs in one request; more get 400 before they wait for a
+    /// slot (default 256).
+    #[arg(long, value_parser = within(EngineSettings::MAX_INPUTS_RANGE))]
+    max_inputs: Option<u32>,
+    /// onnx, tensorrt: most tokens in one request, all inputs together;
+    /// more get 400 before any model run (default 65536; at least
+    /// --max-tokens).
+    #[arg(long, value_parser = within(TextModelSettings::MAX_REQUEST_TOKENS_RANGE))]
+    max_request_tokens: Option<u32>,
     /// Reload the model when its file changes.
     #[arg(long)]
     watch: bool,
@@ -104,7 +133,10 @@ struct EngineFlags {
 }
 
 impl EngineFlags {
-    /// The flags that were given, as `[engine]` keys.
+    /// The flags that were given, as `[engine]` keys. `max_inputs` and
+    /// `max_request_tokens` are not among them: the config's `[engine]`
+    /// parser does not know those keys yet, so [`EngineFlags::apply_limits`]
+    /// sets them on the loaded settings instead.
     fn table(&self) -> toml::Table {
         let mut t = toml::Table::new();
         let path = |p: &PathBuf| toml::Value::String(p.display().to_string());
@@ -134,6 +166,42 @@ impl EngineFlags {
         }
         put("watch", self.watch.then_some(toml::Value::Boolean(true)));
         t
+    }
+
+    /// Lays `--max-inputs` and `--max-request-tokens` over `settings` and
+    /// checks the request-token cap against `max_tokens` as the config
+    /// would.
+    fn apply_limits(&self, settings: &mut EngineSettings) -> Result<(), String> {
+        if let Some(max) = self.max_inputs {
+            settings.max_inputs = max;
+        }
+        match &mut settings.backend {
+            EngineBackend::Onnx(model) | EngineBackend::TensorRt(model) => {
+                if let Some(max) = self.max_request_tokens {
+                    model.max_request_tokens = max;
+                }
+                model.request_tokens_problem().map_or(Ok(()), Err)
+            }
+            EngineBackend::Synthetic(_) if self.max_request_tokens.is_some() => {
+                Err("--max-request-tokens does not apply to backend = \"synthetic\"".into())
+            }
+            EngineBackend::Synthetic(_) => Ok(()),
+        }
+    }
+}
+
+/// A clap parser for a `u32` flag within `range` (the config's range for
+/// the same setting).
+fn within(range: RangeInclusive<u32>) -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(i64::from(*range.start())..=i64::from(*range.end()))
+}
+
+/// A clap parser for a count that must be at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -177,7 +245,11 @@ fn main() -> ExitCode {
         .target(env_logger::Target::Stderr)
         .init();
     let args = Args::parse();
-    let settings = match settings(&args) {
+    let loaded = settings(&args).and_then(|mut settings| {
+        args.engine.apply_limits(&mut settings)?;
+        Ok(settings)
+    });
+    let settings = match loaded {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -268,6 +340,9 @@ async fn run(args: Args, engine: EngineSettings) -> std::io::Result<()> {
             max_batch_size: engine.max_batch_size as usize,
             max_queue_delay: engine.max_queue_delay,
         }),
+        max_inputs: engine.max_inputs as usize,
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+        max_connections: args.max_connections,
         metrics: Some(metrics),
     };
     let mut term = signal(SignalKind::terminate())?;
@@ -318,6 +393,7 @@ fn engine_info(engine: &EngineSettings) -> serde_json::Value {
         "queue_size": engine.queue_size,
         "max_batch_size": engine.max_batch_size,
         "max_queue_delay_ms": ms(engine.max_queue_delay),
+        "max_inputs": engine.max_inputs,
         "watch": engine.watch,
     });
     let backend = match &engine.backend {
@@ -333,6 +409,7 @@ fn engine_info(engine: &EngineSettings) -> serde_json::Value {
             "tokenizer": m.tokenizer,
             "onnxruntime": m.runtime_library,
             "max_tokens": m.max_tokens,
+            "max_request_tokens": m.max_request_tokens,
             "threads": m.threads,
         }),
     };

@@ -1,4 +1,14 @@
 //! The replica's HTTP server (hyper, HTTP/1.1 keep-alive).
+//!
+//! Hostile or broken clients are bounded: a request head must arrive
+//! within `header_read_timeout` (which also closes keep-alive connections
+//! idle that long), at most `max_connections` connections are open (more
+//! wait in the kernel's listen backlog, see [`next_connection`]), a failing
+//! `accept` (out of file descriptors) pauses instead of spinning, and a
+//! predict request with more than `max_inputs` inputs is refused before it
+//! waits for a slot ([`request`]).
+
+pub mod request;
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -14,19 +24,21 @@ use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::admission::{Admission, Slot};
-use crate::backend::{Backend, BackendError, Output, input_texts};
-use crate::batching::{BatchSettings, Batcher};
+use crate::backend::{Backend, BackendError, Output};
+use crate::batching::{self, BatchSettings, Batcher};
 use crate::telemetry;
 use config::ReadyLine;
+use request::{PredictRequest, RequestError};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -45,11 +57,40 @@ pub struct ServerSettings {
     pub predict_concurrency: usize,
     /// Predictions that may wait for a slot; beyond that, 429.
     pub queue_size: usize,
-    /// Dynamic batching; `None` runs each request on its own.
+    /// Dynamic batching; `None` runs each request on its own, one input
+    /// per backend call (`max_batch_size` 1).
     pub batching: Option<BatchSettings>,
+    /// Most inputs in one predict request; more get 400 before admission.
+    pub max_inputs: usize,
+    /// Longest wait for a complete request head, from the connection's
+    /// start or the end of its previous response (so also the keep-alive
+    /// idle timeout); the connection is closed after it.
+    pub header_read_timeout: Duration,
+    /// Most connections open at once; further ones wait to be accepted.
+    pub max_connections: usize,
     /// Renders `GET /metrics`; `None` when no recorder is installed.
     pub metrics: Option<PrometheusHandle>,
 }
+
+impl ServerSettings {
+    /// Default `header_read_timeout`: hyper's own. It must stay above the
+    /// gateway's idle time for pooled replica connections (20 s by
+    /// default), so that the gateway, not the replica, closes an idle one
+    /// and never sends a request on a connection the replica is closing.
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default `max_connections`: well above what a gateway keeps open to
+    /// one replica (its idle pool plus the requests in flight). Under a
+    /// lower file-descriptor limit, `accept` fails with EMFILE first, and
+    /// then pauses.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+}
+
+/// The first pause after a failed `accept`; it doubles up to
+/// [`ACCEPT_PAUSE_MAX`] while accepting keeps failing. A failure is
+/// usually EMFILE (no file descriptors left), which retrying at once only
+/// turns into a busy loop; a pause lets connections close meanwhile.
+const ACCEPT_PAUSE_FIRST: Duration = Duration::from_millis(100);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 struct Replica {
     /// Set once the backend has loaded and passed its warm-up.
@@ -105,14 +146,16 @@ pub async fn serve(
     let mut load_failed = None;
 
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(replica.settings.max_connections.max(1)));
+    let http = http1_builder(&replica.settings);
     let mut stop = std::pin::pin!(stop);
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+        let (stream, slot) = tokio::select! {
+            accepted = next_connection(&listener, &connections) => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    continue;
+                    log::error!("cannot take a connection slot ({e}): stopping");
+                    break;
                 }
             },
             () = &mut stop => break,
@@ -128,19 +171,7 @@ pub async fn serve(
                 break;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let replica = Arc::clone(&replica);
-        let service = service_fn(move |req| {
-            let replica = Arc::clone(&replica);
-            async move { Ok::<_, Infallible>(handle(&replica, req).await) }
-        });
-        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                log::debug!("connection ended with error: {e}");
-            }
-        });
+        serve_connection(&replica, &http, &graceful, stream, slot);
     }
     drop(listener);
     replica.ready.store(false, Ordering::Release);
@@ -156,6 +187,68 @@ pub async fn serve(
         Some(Some(e)) => Err(std::io::Error::other(e)),
         _ => Ok(()),
     }
+}
+
+/// HTTP/1.1 with a header-read timeout. hyper applies the timeout only
+/// with a timer; without one a half-sent head holds its connection forever.
+fn http1_builder(settings: &ServerSettings) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    builder
+}
+
+/// Takes a connection slot, waiting while `max_connections` connections
+/// are open, then accepts the next connection.
+///
+/// At the cap the replica stops accepting rather than accepting and
+/// closing: the kernel completes handshakes into the listen backlog, and
+/// each waits there until a connection ends. A gateway that has written a
+/// request on such a connection gets its answer late instead of a closed
+/// connection, which for a POST it may not retry (502). Stalled
+/// connections cannot hold slots forever: the header-read timeout closes
+/// them.
+async fn next_connection(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+) -> Result<(TcpStream, OwnedSemaphorePermit), AcquireError> {
+    let slot = Arc::clone(connections).acquire_owned().await?;
+    let mut pause = ACCEPT_PAUSE_FIRST;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return Ok((stream, slot)),
+            Err(e) => {
+                log::warn!("accept failed: {e}; retrying in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(ACCEPT_PAUSE_MAX);
+            }
+        }
+    }
+}
+
+/// Serves one connection on a task of its own, which holds its connection
+/// slot until the connection ends.
+fn serve_connection(
+    replica: &Arc<Replica>,
+    http: &http1::Builder,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    slot: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let replica = Arc::clone(replica);
+    let service = service_fn(move |req| {
+        let replica = Arc::clone(&replica);
+        async move { Ok::<_, Infallible>(handle(&replica, req).await) }
+    });
+    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+    tokio::spawn(async move {
+        let _slot = slot;
+        if let Err(e) = conn.await {
+            log::debug!("connection ended with error: {e}");
+        }
+    });
 }
 
 async fn become_ready(replica: Arc<Replica>, addr: SocketAddr, load: Loader) -> Result<(), String> {
@@ -237,29 +330,73 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
     let Some(loaded) = replica.loaded.get() else {
         return error_response(StatusCode::SERVICE_UNAVAILABLE, "model is not loaded yet");
     };
+    let body = match read_body(req, replica.settings.max_body_bytes).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    // Before admission: a request over `max_inputs` never takes a slot,
+    // never reaches the tokenizer and never reaches the model.
+    let request = match PredictRequest::parse(&body, replica.settings.max_inputs) {
+        Ok(request) => request,
+        Err(e) => {
+            if matches!(e, RequestError::TooManyInputs { .. }) {
+                telemetry::rejected_too_many_inputs();
+            }
+            return error_response(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    drop(body);
+    let slot = match admit(replica).await {
+        Ok(slot) => slot,
+        Err(response) => return response,
+    };
+    // In the slot: tokenizing (the per-input and per-request token caps)
+    // is work too, and admission bounds how much of it runs at once.
+    let texts = match loaded.backend.check(request.texts).await {
+        Ok(texts) => texts,
+        Err(e) => return backend_error(&e),
+    };
+    if request.stream {
+        return stream(replica, &loaded.backend, texts, slot);
+    }
+    let result = match &loaded.batcher {
+        Some(batcher) => batcher.infer(texts).await,
+        // No batching means `max_batch_size` 1: one input per call.
+        None => batching::infer_in_batches(loaded.backend.as_ref(), &texts, 1).await,
+    };
+    drop(slot);
+    match result {
+        Ok(outputs) => predict_response(loaded.backend.name(), &outputs),
+        Err(e) => backend_error(&e),
+    }
+}
+
+/// The whole body, at most `max_bytes` of it (413 beyond).
+async fn read_body(req: Request<Incoming>, max_bytes: usize) -> Result<Bytes, Response<Body>> {
     // Bounded by `Limited`, so collecting cannot exhaust memory.
     #[allow(clippy::disallowed_methods)]
-    let collected = Limited::new(req.into_body(), replica.settings.max_body_bytes)
-        .collect()
-        .await;
-    let body = match collected {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-        }
-        Err(_) => {
-            return error_response(StatusCode::BAD_REQUEST, "could not read the request body");
-        }
-    };
-    let input: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
-    };
+    let collected = Limited::new(req.into_body(), max_bytes).collect().await;
+    match collected {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        )),
+        Err(_) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            "could not read the request body",
+        )),
+    }
+}
+
+/// A running slot, after waiting in line if needed; 429 when the line is
+/// full.
+async fn admit(replica: &Replica) -> Result<Slot, Response<Body>> {
     let queued_at = Instant::now();
-    let slot = match replica.admission.enter().await {
+    match replica.admission.enter().await {
         Ok(slot) => {
             telemetry::queue_wait(queued_at.elapsed());
-            slot
+            Ok(slot)
         }
         Err(full) => {
             telemetry::rejected_queue_full();
@@ -267,44 +404,25 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-            return response;
+            Err(response)
         }
-    };
-    let texts: Vec<String> = match input_texts(&input) {
-        Ok(texts) => texts.into_iter().map(str::to_owned).collect(),
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    let texts = match loaded.backend.check(texts).await {
-        Ok(texts) => texts,
-        Err(e @ BackendError::BadInput(_)) => {
-            return error_response(StatusCode::BAD_REQUEST, &e.to_string());
-        }
-        Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    };
-    if input.get("stream").and_then(Value::as_bool) == Some(true) {
-        return stream(replica, &loaded.backend, texts, slot);
     }
-    let result = match &loaded.batcher {
-        Some(batcher) => batcher.infer(texts).await,
-        None => telemetry::infer(loaded.backend.as_ref(), &texts).await,
-    };
-    drop(slot);
-    match result {
-        Ok(outputs) => {
-            let body = PredictResponse {
-                backend: loaded.backend.name(),
-                outputs: &outputs,
-            };
-            match serde_json::to_vec(&body) {
-                Ok(bytes) => bytes_response(StatusCode::OK, Bytes::from(bytes)),
-                Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-            }
-        }
-        Err(e @ BackendError::BadInput(_)) => {
-            error_response(StatusCode::BAD_REQUEST, &e.to_string())
-        }
+}
+
+fn predict_response(backend: &str, outputs: &[Output]) -> Response<Body> {
+    match serde_json::to_vec(&PredictResponse { backend, outputs }) {
+        Ok(bytes) => bytes_response(StatusCode::OK, Bytes::from(bytes)),
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// 400 for input the backend refuses, 500 for a backend failure.
+fn backend_error(e: &BackendError) -> Response<Body> {
+    let status = match e {
+        BackendError::BadInput(_) => StatusCode::BAD_REQUEST,
+        BackendError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error_response(status, &e.to_string())
 }
 
 /// Server-sent events: one event per input, `stream_interval` apart, then

@@ -73,6 +73,10 @@ pub(crate) fn rejected_queue_full() {
     counter!(REJECTED, "reason" => "queue_full").increment(1);
 }
 
+pub(crate) fn rejected_too_many_inputs() {
+    counter!(REJECTED, "reason" => "too_many_inputs").increment(1);
+}
+
 pub(crate) fn queue_wait(waited: Duration) {
     histogram!(QUEUE_WAIT).record(waited.as_secs_f64());
 }

@@ -63,7 +63,8 @@ async fn embeddings_match_the_python_onnxruntime_reference() {
         let diff = max_abs_diff(got, &case.embedding);
         assert!(diff < TOLERANCE, "{:?}: max diff {diff}", case.text);
     }
-    // All of them in one request: one padded batch, same vectors.
+    // All of them in one request (run one input per model call, as
+    // batching is off): same vectors.
     let texts: Vec<&str> = fits.iter().map(|c| c.text.as_str()).collect();
     let body = predict(&http, &r, serde_json::json!({ "inputs": texts })).await;
     for (got, case) in embeddings(&body).iter().zip(&fits) {

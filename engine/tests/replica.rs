@@ -343,6 +343,7 @@ async fn settings_passed_as_to_args_take_effect() {
         queue_size: 7,
         max_batch_size: 2,
         max_queue_delay: Duration::from_millis(4),
+        max_inputs: 64,
         watch: false,
     };
     let args = settings.to_args();
@@ -358,6 +359,7 @@ async fn settings_passed_as_to_args_take_effect() {
             "queue_size": 7,
             "max_batch_size": 2,
             "max_queue_delay_ms": 4,
+            "max_inputs": 64,
             "watch": false,
             "fixed_ms": 5,
             "per_item_ms": 1,

@@ -62,6 +62,9 @@ pub(super) fn engine(
         0,
         10_000,
     ));
+    // Not an `[engine]` key yet (`RawEngine` has no field for it), so every
+    // table gets the default; the engine's `--max-inputs` flag changes it.
+    let max_inputs = max_inputs(c, path, None);
     let backend = backend(c, path, &raw);
     Some(EngineSettings {
         backend: backend?,
@@ -69,8 +72,44 @@ pub(super) fn engine(
         queue_size,
         max_batch_size,
         max_queue_delay,
+        max_inputs,
         watch: raw.watch.unwrap_or(false),
     })
+}
+
+/// `max_inputs`: how many inputs one request may carry.
+fn max_inputs(c: &mut Checker<'_>, path: &ConfigPath, value: Option<i64>) -> u32 {
+    let range = EngineSettings::MAX_INPUTS_RANGE;
+    c.ranged(
+        path,
+        "max_inputs",
+        value,
+        EngineSettings::DEFAULT_MAX_INPUTS,
+        *range.start(),
+        *range.end(),
+    )
+}
+
+/// `max_request_tokens` of a text model: in range, and no smaller than
+/// one input may be.
+fn max_request_tokens(
+    c: &mut Checker<'_>,
+    path: &ConfigPath,
+    value: Option<i64>,
+    settings: &mut TextModelSettings,
+) {
+    let range = TextModelSettings::MAX_REQUEST_TOKENS_RANGE;
+    settings.max_request_tokens = c.ranged(
+        path,
+        "max_request_tokens",
+        value,
+        TextModelSettings::DEFAULT_MAX_REQUEST_TOKENS,
+        *range.start(),
+        *range.end(),
+    );
+    if let Some(problem) = settings.request_tokens_problem() {
+        c.error(path.key("max_request_tokens"), problem);
+    }
 }
 
 fn backend(c: &mut Checker<'_>, path: &ConfigPath, raw: &RawEngine) -> Option<EngineBackend> {
@@ -119,13 +158,17 @@ fn backend(c: &mut Checker<'_>, path: &ConfigPath, raw: &RawEngine) -> Option<En
                 Some(t) => PathBuf::from(t),
                 None => model.with_file_name("tokenizer.json"),
             };
-            let settings = TextModelSettings {
+            let mut settings = TextModelSettings {
                 tokenizer,
                 runtime_library: raw.onnxruntime.as_ref().map(PathBuf::from),
                 max_tokens: c.ranged(path, "max_tokens", raw.max_tokens, 256, 1, 65_536),
+                max_request_tokens: TextModelSettings::DEFAULT_MAX_REQUEST_TOKENS,
                 threads: c.ranged(path, "threads", raw.threads, 0, 0, 1024),
                 model,
             };
+            // Not an `[engine]` key yet (`RawEngine` has no field for it):
+            // the default, which the engine's `--max-request-tokens` changes.
+            max_request_tokens(c, path, None, &mut settings);
             Some(if name == "onnx" {
                 EngineBackend::Onnx(settings)
             } else {

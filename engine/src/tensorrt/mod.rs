@@ -396,6 +396,7 @@ max_seq 16
             tokenizer,
             runtime_library: None,
             max_tokens: 256,
+            max_request_tokens: config::TextModelSettings::DEFAULT_MAX_REQUEST_TOKENS,
             threads: 0,
         });
         let model = crate::text::TextModel::load(&backend).unwrap();

@@ -48,12 +48,31 @@ pub enum LoadError {
     Unsupported(String),
 }
 
+/// A request whose inputs together have more tokens than the replica takes
+/// in one request. Counting stops at the input that crosses the cap, so
+/// `tokens` is a lower bound: a huge request is not tokenized to its end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "too many tokens: {tokens} > {max} in the first {counted} of {inputs} inputs; send fewer or shorter inputs"
+)]
+pub struct TooManyTokens {
+    /// Tokens counted, special tokens included.
+    pub tokens: usize,
+    /// `max_request_tokens`.
+    pub max: usize,
+    /// Inputs counted.
+    pub counted: usize,
+    /// Inputs in the request.
+    pub inputs: usize,
+}
+
 /// A tokenizer and an encoder that together turn texts into embeddings.
 #[derive(Debug)]
 pub struct TextModel {
     tokenizer: Tokenizer,
     encoder: Box<dyn Encoder>,
     max_tokens: usize,
+    max_request_tokens: usize,
 }
 
 impl std::fmt::Debug for dyn Encoder {
@@ -85,14 +104,16 @@ impl TextModel {
                 ));
             }
         };
-        let model = Self::with_encoder(&settings.tokenizer, settings.max_tokens, encoder)?;
+        let model = Self::with_encoder(&settings.tokenizer, settings.max_tokens, encoder)?
+            .with_max_request_tokens(settings.max_request_tokens);
         model
             .embed(&["warm-up".to_owned()])
             .map_err(LoadError::WarmUp)?;
         Ok(model)
     }
 
-    /// A model from a loaded encoder and the tokenizer file.
+    /// A model from a loaded encoder and the tokenizer file, taking up to
+    /// the default `max_request_tokens` per request.
     pub fn with_encoder(
         tokenizer: &Path,
         max_tokens: u32,
@@ -118,24 +139,50 @@ impl TextModel {
             tokenizer: tok,
             encoder,
             max_tokens,
+            max_request_tokens: TextModelSettings::DEFAULT_MAX_REQUEST_TOKENS as usize,
         })
     }
 
-    /// Refuses texts longer than the model takes, naming the first.
+    /// The same model taking at most `max` tokens per request.
+    pub fn with_max_request_tokens(mut self, max: u32) -> Self {
+        self.max_request_tokens = max as usize;
+        self
+    }
+
+    /// Refuses texts longer than the model takes, naming the first, and
+    /// requests with more tokens in all than `max_request_tokens`. Each
+    /// text is tokenized once, in order, and counting stops at the cap.
     pub fn check(&self, texts: &[String]) -> Result<(), BackendError> {
+        let mut tokens = 0usize;
         for (index, text) in texts.iter().enumerate() {
-            let encoding = self
-                .tokenizer
-                .encode_fast(text.as_str(), true)
-                .map_err(|e| BackendError::BadInput(format!("input {index}: {e}")))?;
-            if !encoding.get_overflowing().is_empty() {
-                return Err(BackendError::BadInput(format!(
-                    "input {index} is longer than this model's {} tokens; send shorter text",
-                    self.max_tokens
-                )));
+            tokens += self.tokens(index, text)?;
+            if tokens > self.max_request_tokens {
+                let too_many = TooManyTokens {
+                    tokens,
+                    max: self.max_request_tokens,
+                    counted: index + 1,
+                    inputs: texts.len(),
+                };
+                return Err(BackendError::BadInput(too_many.to_string()));
             }
         }
         Ok(())
+    }
+
+    /// The tokens of input `index` (special ones included), or why it
+    /// cannot run.
+    fn tokens(&self, index: usize, text: &str) -> Result<usize, BackendError> {
+        let encoding = self
+            .tokenizer
+            .encode_fast(text, true)
+            .map_err(|e| BackendError::BadInput(format!("input {index}: {e}")))?;
+        if !encoding.get_overflowing().is_empty() {
+            return Err(BackendError::BadInput(format!(
+                "input {index} is longer than this model's {} tokens; send shorter text",
+                self.max_tokens
+            )));
+        }
+        Ok(encoding.len())
     }
 
     /// Embeds `texts` as one padded batch: one unit vector per text.
@@ -296,5 +343,47 @@ mod tests {
     fn an_all_zero_vector_stays_finite() {
         let e = mean_pool_normalized(&[1], &[0.0, 0.0], 2);
         assert_eq!(e.embedding, vec![0.0, 0.0]);
+    }
+
+    /// Hidden states of zeros: tokenizing is what these tests look at.
+    struct Zeros;
+
+    impl Encoder for Zeros {
+        fn runtime(&self) -> &'static str {
+            "zeros"
+        }
+
+        fn encode(&self, batch: &TokenBatch) -> Result<Hidden, EncoderError> {
+            Ok(Hidden {
+                values: vec![0.0; batch.batch * batch.seq_len * 2],
+                dim: 2,
+            })
+        }
+    }
+
+    fn model(max_tokens: u32, max_request_tokens: u32) -> TextModel {
+        let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer.json");
+        TextModel::with_encoder(&tokenizer, max_tokens, Box::new(Zeros))
+            .unwrap()
+            .with_max_request_tokens(max_request_tokens)
+    }
+
+    #[test]
+    fn the_request_token_cap_counts_special_tokens_and_stops_at_the_cap() {
+        // "hello world" is [CLS] hello world [SEP]: 4 tokens.
+        let texts = vec!["hello world".to_owned(); 5];
+        assert!(model(16, 20).check(&texts).is_ok());
+        let err = model(16, 10).check(&texts).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "too many tokens: 12 > 10 in the first 3 of 5 inputs; send fewer or shorter inputs"
+        );
+        // A too-long input is still named as such.
+        let long = vec!["hello ".repeat(20)];
+        let err = model(16, 1000).check(&long).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "input 0 is longer than this model's 16 tokens; send shorter text"
+        );
     }
 }
