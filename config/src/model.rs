@@ -112,6 +112,29 @@ pub struct ServerSettings {
     pub max_request_head_bytes: usize,
     /// Longest request target (414 beyond it).
     pub max_uri_bytes: usize,
+    /// Longest a write to a client may stall: then the connection is
+    /// closed (a client that stopped reading).
+    pub client_send_timeout: Duration,
+    /// Replica response bytes held for a client that reads slower than
+    /// the replica sends, so that the replica's slot frees once its response
+    /// is read; beyond it the gateway waits for the client.
+    pub response_buffer_bytes: usize,
+    /// Longest a request may take from its head to the end of its response
+    /// (504 before the response began; cut after).
+    pub request_timeout: Duration,
+    /// Longest wait for a replica's response head once the request is sent.
+    pub upstream_first_byte_timeout: Duration,
+    /// Most client connections per listener. At the cap, the connection
+    /// idle longest (between requests, or still waiting for its first head)
+    /// is closed to admit a new one; requests in progress are never cut.
+    pub max_connections: usize,
+    /// TCP keepalive idle time on accepted connections; `None` = off.
+    pub tcp_keepalive: Option<Duration>,
+    /// What replicas get in `X-Forwarded-For`.
+    pub forwarded_for: ForwardedFor,
+    /// Pass the replica's `x-replica-id` response header to clients
+    /// (default false: it names internals; on for debugging).
+    pub expose_replica_id: bool,
     /// How often usage records are appended beside the config file.
     pub usage_interval: Duration,
     /// Global cap on the bytes (request head plus declared body) of all
@@ -123,6 +146,21 @@ pub struct ServerSettings {
     pub request_metrics: bool,
     /// One JSON line per request (`[server.access_log]`).
     pub access_log: AccessLog,
+}
+
+/// What the gateway tells replicas about the client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedFor {
+    /// `replace` (default): `X-Forwarded-For` is the client's address alone;
+    /// what the client sent in it (or in `Forwarded`) is dropped. For a
+    /// gateway that clients reach directly.
+    #[default]
+    Replace,
+    /// `append`: the client's address is appended to the `X-Forwarded-For`
+    /// it sent. Only behind a proxy that sets the header itself.
+    Append,
+    /// `off`: neither the client's headers nor its address are passed.
+    Off,
 }
 
 /// Which requests get an access log line.
@@ -266,6 +304,114 @@ pub struct Deployment {
     pub engine: Option<crate::engine::EngineSettings>,
     /// Its activation queue: where requests wait for replica capacity.
     pub queue: QueueSettings,
+    /// Largest request body it accepts (413 beyond it); default the
+    /// `[server]` limit.
+    pub max_request_body_bytes: Option<u64>,
+    /// Replica paths reachable through `/sync/...`. Default `["/v1/*"]`.
+    pub sync_routes: SyncRoutes,
+}
+
+/// The replica paths a deployment lets clients reach through
+/// `/sync/...`: exact paths, or prefixes ending in `/*` (`/v1/*` matches
+/// `/v1/embeddings` and `/v1`). The replica's own surface (`/info`,
+/// `/metrics`, `/health` and below) is never reachable, whatever is listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRoutes(Vec<String>);
+
+impl Default for SyncRoutes {
+    fn default() -> Self {
+        Self(vec!["/v1/*".to_owned()])
+    }
+}
+
+impl SyncRoutes {
+    /// Routes as written; each is checked by [`SyncRoutes::problem`] first.
+    pub fn new(routes: Vec<String>) -> Self {
+        Self(routes)
+    }
+
+    /// The routes as written.
+    pub fn routes(&self) -> &[String] {
+        &self.0
+    }
+
+    /// What is wrong with `route` as an entry, if anything.
+    pub fn problem(route: &str) -> Option<&'static str> {
+        let exact = route.strip_suffix("/*").unwrap_or(route);
+        if !route.starts_with('/') {
+            Some("must start with `/`")
+        } else if exact.contains(['*', '?', '#']) {
+            Some("may contain `*` only as a final `/*`")
+        } else if exact.split('/').any(|s| s == ".." || s == ".") {
+            Some("may not contain `.` or `..` segments")
+        } else if is_replica_internal(exact) || (route.ends_with("/*") && exact.is_empty()) {
+            Some("would expose the replica's own /info, /metrics or /health routes")
+        } else {
+            None
+        }
+    }
+
+    /// Whether a client may reach `path` (the replica path, without the
+    /// query) through `/sync/...`.
+    pub fn allows(&self, path: &str) -> bool {
+        // Matched as the replica's router will see it: servers that decode
+        // percent-escapes before routing would take `/%69nfo` for `/info`.
+        let decoded = percent_decoded(path);
+        let path = decoded.as_deref().unwrap_or(path);
+        if is_replica_internal(path) || path.split('/').any(|s| s == ".." || s == ".") {
+            return false;
+        }
+        self.0.iter().any(|route| match route.strip_suffix("/*") {
+            Some(prefix) => path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+            None => path == route,
+        })
+    }
+}
+
+/// `path` with its percent-escapes decoded, if it has any (`None`: it
+/// has none, or they do not decode to UTF-8, which no route matches then:
+/// an empty string is returned instead).
+fn percent_decoded(path: &str) -> Option<String> {
+    if !path.contains('%') {
+        return None;
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(String::from_utf8(out).unwrap_or_default())
+}
+
+/// The replica's own routes, never passed through: its identity and
+/// files (`/info`), its metrics and its health probes. Compared without
+/// regard to case or a trailing slash, so that no spelling slips past.
+fn is_replica_internal(path: &str) -> bool {
+    let first = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    ["info", "metrics", "health"]
+        .iter()
+        .any(|internal| first.eq_ignore_ascii_case(internal))
 }
 
 /// A deployment's activation queue. Parked requests wait in a FIFO for a

@@ -34,6 +34,14 @@ pub(crate) struct RawServer {
     pub(crate) client_body_timeout_secs: Option<u32>,
     pub(crate) max_request_head_bytes: Option<u32>,
     pub(crate) max_uri_bytes: Option<u32>,
+    pub(crate) client_send_timeout_secs: Option<u32>,
+    pub(crate) response_buffer_bytes: Option<u64>,
+    pub(crate) request_timeout_secs: Option<u32>,
+    pub(crate) upstream_first_byte_timeout_secs: Option<u32>,
+    pub(crate) max_connections: Option<u32>,
+    pub(crate) tcp_keepalive_secs: Option<u32>,
+    pub(crate) forwarded_for: Option<String>,
+    pub(crate) expose_replica_id: Option<bool>,
     pub(crate) usage_interval_secs: Option<u32>,
     pub(crate) max_parked_bytes: Option<u64>,
     pub(crate) request_metrics: Option<bool>,
@@ -121,6 +129,8 @@ pub(crate) struct RawDeployment {
     pub(crate) replicas: Option<RawReplicas>,
     pub(crate) engine: Option<RawEngine>,
     pub(crate) queue: Option<RawQueue>,
+    pub(crate) max_request_body_bytes: Option<u64>,
+    pub(crate) sync_routes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

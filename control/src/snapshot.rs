@@ -60,9 +60,24 @@ pub struct DeploymentRoute {
     recent: Arc<RecentStats>,
     /// Handles for requests that name the deployment (or development).
     metrics: Arc<RouteMetrics>,
+    /// Its own request body limit, if it sets one.
+    max_request_body_bytes: Option<u64>,
+    /// Replica paths reachable through `/sync/...`.
+    sync_routes: config::SyncRoutes,
 }
 
 impl DeploymentRoute {
+    /// Its request body limit: its own, or `default` (the server's).
+    pub fn max_request_body_bytes(&self, default: u64) -> u64 {
+        self.max_request_body_bytes.unwrap_or(default)
+    }
+
+    /// Whether clients may reach the replica path `path` through
+    /// `/sync/...`.
+    pub fn allows_sync(&self, path: &str) -> bool {
+        self.sync_routes.allows(path)
+    }
+
     /// The deployment id.
     pub fn id(&self) -> &str {
         &self.id
@@ -347,6 +362,8 @@ impl Snapshot {
                     pool,
                     recent,
                     metrics,
+                    max_request_body_bytes: d.max_request_body_bytes,
+                    sync_routes: d.sync_routes.clone(),
                 });
                 if d.kind == DeploymentKind::Development {
                     development = Some(Arc::clone(&route));

@@ -22,6 +22,13 @@ const BACKLOG: usize = 16 * 1024;
 /// Longest `x-request-id` taken from a client; a longer one is replaced.
 const MAX_REQUEST_ID: usize = 128;
 
+/// Whether a client's `x-request-id` is one the gateway passes on and
+/// logs: 1-128 visible ASCII characters. Others are dropped (and replaced
+/// by a generated id when the request is logged).
+pub fn is_valid_request_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.iter().all(u8::is_ascii_graphic)
+}
+
 /// What one line says.
 #[derive(Debug)]
 pub struct Entry {
@@ -97,9 +104,8 @@ impl AccessLogger {
     /// printable, else a new one (32 hex digits).
     pub fn request_id(&self, from_client: Option<&[u8]>) -> (HeaderValue, bool) {
         if let Some(id) = from_client
-            .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID)
+            .filter(|v| is_valid_request_id(v))
             .and_then(|v| HeaderValue::from_bytes(v).ok())
-            .filter(|v| v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
         {
             return (id, false);
         }

@@ -14,7 +14,9 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod conn_limit;
 pub mod connections;
+pub mod fd_limit;
 pub mod http1;
 pub mod ops;
 pub mod predict;

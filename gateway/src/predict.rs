@@ -24,12 +24,14 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::access_log::AccessLogger;
+use crate::conn_limit::{Admitted, ConnLimit};
 use crate::connections::Connections;
 use crate::http1::{RequestHead, ServerConn};
 use crate::reject::Reject;
 use crate::route::{self, Call};
 use crate::shutdown::{InFlight, InFlightGuard};
 use client::Client;
+use config::ForwardedFor;
 use request::{ReplicaPath, RequestBody, client_gone, parked_bytes, session_hash};
 
 mod client;
@@ -63,10 +65,21 @@ const CONNECT_ATTEMPTS: u32 = 3;
 pub struct UpstreamSettings {
     /// Opening a connection to a replica.
     pub connect_timeout: Duration,
-    /// Longest silence while reading a replica's response.
+    /// Longest wait for a replica's response head once the request is
+    /// sent.
+    pub first_byte_timeout: Duration,
+    /// Longest silence while reading a replica's response body.
     pub read_timeout: Duration,
-    /// Largest request body accepted.
+    /// Largest request body accepted, unless the deployment sets its own.
     pub max_request_body_bytes: u64,
+    /// Longest a request may take, head to last response byte.
+    pub request_timeout: Duration,
+    /// Response bytes held for a client slower than its replica.
+    pub response_buffer_bytes: usize,
+    /// What replicas get in `X-Forwarded-For`.
+    pub forwarded_for: config::ForwardedFor,
+    /// Whether clients see the replica's `x-replica-id`.
+    pub expose_replica_id: bool,
 }
 
 /// What the predict listener takes from its clients: request head, body
@@ -127,9 +140,10 @@ impl Gateway {
     async fn serve(
         &self,
         client: &mut Client<'_>,
-        shutting_down: bool,
+        shutdown: &ShutdownWatch,
         keys: &mut KeyMemo,
     ) -> bool {
+        let shutting_down = *shutdown.borrow();
         let mut ctx = RequestCtx {
             metrics: None,
             request_id: None,
@@ -146,6 +160,7 @@ impl Gateway {
             deployment: None,
             replica_path: ReplicaPath::Predict,
             body: RequestBody::default(),
+            max_body: self.upstream.max_request_body_bytes,
             _in_flight: self.in_flight.enter(),
         };
         let path = client.head().path();
@@ -167,7 +182,21 @@ impl Gateway {
             let from_client = client.head().field(REQUEST_ID_HEADER.as_bytes());
             ctx.request_id = Some(log.request_id(from_client));
         }
-        let reuse = match self.route_and_proxy(client, &mut ctx, keys).await {
+        let deadline = self.upstream.request_timeout;
+        let proxied = tokio::time::timeout(
+            deadline,
+            self.route_and_proxy(client, &mut ctx, keys, shutdown),
+        )
+        .await;
+        let outcome = proxied.unwrap_or_else(|_| {
+            // Still waiting for the client's body is the client's fault.
+            Err(if ctx.body.is_reading() {
+                Reject::BodyTimeout
+            } else {
+                Reject::RequestTimeout
+            })
+        });
+        let reuse = match outcome {
             Ok(()) => !ctx.abort,
             Err(Reject::ClientClosed) => {
                 // Nobody to answer: counted as 499 unless a response began.
@@ -186,6 +215,7 @@ impl Gateway {
         client: &mut Client<'_>,
         ctx: &mut RequestCtx,
         keys: &mut KeyMemo,
+        shutdown: &ShutdownWatch,
     ) -> Result<(), Reject> {
         let lease = match self.admit(client.head(), ctx, keys)? {
             Next::Proxy(lease) => lease,
@@ -196,7 +226,7 @@ impl Gateway {
             }
             Next::Park(mut parked) => {
                 let parked_at = Instant::now();
-                let outcome = self.wait_parked(client, &mut ctx.body, &mut parked).await;
+                let outcome = self.wait_parked(client, ctx, &mut parked, shutdown).await;
                 ctx.queue_wait = Some(parked_at.elapsed());
                 outcome?
             }
@@ -244,10 +274,8 @@ impl Gateway {
         )?;
         let deployment = resolved.route;
         ctx.metrics = Some(Arc::clone(resolved.metrics));
-        if req
-            .content_length()
-            .is_some_and(|n| n > self.upstream.max_request_body_bytes)
-        {
+        ctx.max_body = deployment.max_request_body_bytes(self.upstream.max_request_body_bytes);
+        if req.content_length().is_some_and(|n| n > ctx.max_body) {
             return Err(Reject::BodyTooLarge);
         }
         if route.call == Call::Wake {
@@ -258,6 +286,11 @@ impl Gateway {
             return Ok(Next::Woken);
         }
         ctx.replica_path = ReplicaPath::of(route.call, req.path());
+        if matches!(route.call, Call::Sync(_))
+            && !deployment.allows_sync(ctx.replica_path.resolve(req.path()))
+        {
+            return Err(Reject::SyncRouteNotAllowed);
+        }
         ctx.deployment = Some(deployment.id_header().clone());
         ctx.rollout = resolved
             .rollout
@@ -274,18 +307,22 @@ impl Gateway {
 
     /// Waits in the deployment's queue for a replica slot, the queue
     /// timeout, or the client leaving, whichever comes first.
+    /// At SIGTERM the wait ends in 503 with `Retry-After`: the process is
+    /// going away, and the client is better off trying another gateway.
     async fn wait_parked(
         &self,
         client: &mut Client<'_>,
-        body: &mut RequestBody,
+        ctx: &mut RequestCtx,
         parked: &mut Parked,
+        shutdown: &ShutdownWatch,
     ) -> Result<Lease, Reject> {
         let timeout = parked.timeout();
-        let max = self.upstream.max_request_body_bytes;
+        let mut shutdown = shutdown.clone();
         let outcome = tokio::select! {
             lease = parked.lease() => lease.map_err(|_| Reject::Closed),
             () = tokio::time::sleep(timeout) => Err(Reject::QueueTimeout),
-            () = client_gone(client, body, max) => Err(Reject::ClientClosed),
+            () = client_gone(client, &mut ctx.body, ctx.max_body) => Err(Reject::ClientClosed),
+            _ = shutdown.wait_for(|stopping| *stopping) => Err(Reject::ShuttingDown),
         };
         let counters = parked.counters();
         let counter = match outcome {
@@ -386,6 +423,8 @@ struct RequestCtx {
     deployment: Option<HeaderValue>,
     replica_path: ReplicaPath,
     body: RequestBody,
+    /// Largest body it may have: its deployment's limit once resolved.
+    max_body: u64,
     _in_flight: InFlightGuard,
 }
 
@@ -405,12 +444,31 @@ impl RequestCtx {
 /// prior knowledge on the plain listener) on Pingora's h2 session, one
 /// task per stream.
 #[derive(Debug)]
-pub struct Listener(Arc<Gateway>);
+pub struct Listener {
+    gateway: Arc<Gateway>,
+    conns: Arc<ConnLimit>,
+}
 
 impl Listener {
-    pub fn new(gateway: Gateway) -> Self {
-        Self(Arc::new(gateway))
+    /// Serves `gateway` to at most `conns`' limit of client connections.
+    pub fn new(gateway: Gateway, conns: Arc<ConnLimit>) -> Self {
+        Self {
+            gateway: Arc::new(gateway),
+            conns,
+        }
     }
+}
+
+/// A client's IP as `X-Forwarded-For` carries it: the address without its
+/// port (an IPv4 client on a dual-stack listener as plain IPv4).
+fn peer_ip(addr: &pingora_core::protocols::l4::socket::SocketAddr) -> Option<Box<str>> {
+    let ip = match addr.as_inet()?.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    Some(ip.to_string().into_boxed_str())
 }
 
 /// What an HTTP/2 client sends first.
@@ -463,12 +521,31 @@ impl ServerApp for Listener {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let limits = self.0.client_limits;
-        match protocol(stream, limits.idle_timeout).await? {
-            Protocol::H2(stream) => ServerApp::process_new(&self.0, stream, shutdown).await,
+        // Refused at the cap: every open connection has a request in
+        // progress. Dropping the stream closes it.
+        let admitted = self.conns.admit()?;
+        let limits = self.gateway.client_limits;
+        let protocol = tokio::select! {
+            protocol = protocol(stream, limits.idle_timeout) => protocol?,
+            () = admitted.evicted() => return None,
+        };
+        match protocol {
+            Protocol::H2(stream) => {
+                // An HTTP/2 connection multiplexes requests the cap cannot
+                // see between: it is never closed to make room.
+                admitted.set_busy(true);
+                ServerApp::process_new(&self.gateway, stream, shutdown).await
+            }
             Protocol::H1(stream, first) => {
-                let conn = ServerConn::with_buffer(stream, first, limits);
-                self.0.serve_h1(conn, shutdown).await;
+                let peer = match self.gateway.upstream.forwarded_for {
+                    ForwardedFor::Off => None,
+                    _ => stream
+                        .get_socket_digest()
+                        .and_then(|digest| digest.peer_addr().and_then(peer_ip)),
+                };
+                let mut conn = ServerConn::with_buffer(stream, first, limits);
+                conn.set_peer(peer);
+                self.gateway.serve_h1(conn, shutdown, &admitted).await;
                 None
             }
         }
@@ -477,10 +554,24 @@ impl ServerApp for Listener {
 
 impl Gateway {
     /// Serves one HTTP/1.x connection, request after request.
-    async fn serve_h1(&self, mut conn: ServerConn<Stream>, shutdown: &ShutdownWatch) {
+    /// The connection is closed when the cap needs its place while it waits
+    /// for a request.
+    async fn serve_h1(
+        &self,
+        mut conn: ServerConn<Stream>,
+        shutdown: &ShutdownWatch,
+        admitted: &Admitted,
+    ) {
         let mut keys = KeyMemo::default();
         loop {
-            match conn.read_request().await {
+            admitted.set_busy(false);
+            let head = tokio::select! {
+                biased;
+                head = conn.read_request() => head,
+                () = admitted.evicted() => return,
+            };
+            admitted.set_busy(true);
+            match head {
                 Ok(true) => {}
                 // The client closed the connection, or let it idle.
                 Ok(false) => return,
@@ -491,13 +582,13 @@ impl Gateway {
                     return;
                 }
             }
-            let shutting_down = *shutdown.borrow();
-            if shutting_down {
-                // Draining: this connection takes no further request.
+            if *shutdown.borrow() || admitted.is_evicted() {
+                // Draining, or its place is taken: this connection takes no
+                // further request.
                 conn.set_close();
             }
             let reuse = self
-                .serve(&mut Client::H1(&mut conn), shutting_down, &mut keys)
+                .serve(&mut Client::H1(&mut conn), shutdown, &mut keys)
                 .await;
             if !reuse {
                 // Whatever was answered leaves; a response cut short stays
@@ -530,14 +621,22 @@ impl HttpServerApp for Gateway {
                 return None;
             }
         }
-        let shutting_down = *shutdown.borrow();
+        // A stream whose client stops reading (or sending) is ended, as an
+        // HTTP/1 connection is.
+        session.set_write_timeout(Some(self.client_limits.send_timeout));
+        session.set_read_timeout(Some(self.client_limits.body_timeout));
         let head = RequestHead::from_h2(session.req_header());
+        let peer = match self.upstream.forwarded_for {
+            ForwardedFor::Off => None,
+            _ => session.client_addr().and_then(peer_ip),
+        };
         let mut client = Client::H2 {
             session: &mut session,
             head,
+            peer,
         };
         if self
-            .serve(&mut client, shutting_down, &mut KeyMemo::default())
+            .serve(&mut client, shutdown, &mut KeyMemo::default())
             .await
         {
             let _ = session.finish().await;

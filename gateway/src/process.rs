@@ -49,6 +49,14 @@ pub fn render(out: &mut String, listeners: Listeners) {
             "Open file descriptors.",
             &[("", fds as f64)],
         );
+        if let Some(max) = max_fds() {
+            family(
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                &[("", max)],
+            );
+        }
         let (down, up) = connections(&sockets, listeners);
         family(
             control::telemetry::OPEN_CONNECTIONS,
@@ -78,6 +86,18 @@ fn cpu_and_start() -> Option<(f64, f64)> {
         .parse::<f64>()
         .ok()?;
     Some((cpu, boot + started_after_boot))
+}
+
+/// The soft open-files limit (`None` when unlimited or unknown).
+fn max_fds() -> Option<f64> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn resident_bytes() -> Option<f64> {

@@ -24,6 +24,13 @@ pub enum Reject {
     /// `x-rollout-side` other than `stable` or `canary` (400).
     #[error("x-rollout-side must be `stable` or `canary`")]
     BadSide,
+    /// A `/sync/...` path the deployment does not let clients reach (404).
+    #[error("no such route on this deployment: /sync passes only the routes it declares")]
+    SyncRouteNotAllowed,
+    /// The gateway is shutting down (503, `Retry-After`): a parked request
+    /// is answered at once rather than cut when the process exits.
+    #[error("the gateway is shutting down; retry")]
+    ShuttingDown,
     /// Predict needs POST (405).
     #[error("method not allowed: predict takes POST")]
     MethodNotAllowed,
@@ -49,6 +56,14 @@ pub enum Reject {
     /// The client went away while queued (499, nothing is sent).
     #[error("client closed the connection while queued")]
     ClientClosed,
+    /// The gateway ran out of file descriptors or local ports connecting
+    /// to a replica (503; the replica is not blamed).
+    #[error("the gateway is out of connection resources; retry shortly")]
+    LocalResources,
+    /// The whole request took longer than the request timeout, waiting
+    /// on the replica (504).
+    #[error("the request did not complete within the gateway's request timeout")]
+    RequestTimeout,
     /// The replica could not be reached or broke the connection (502).
     #[error("the model replica failed to answer")]
     ReplicaFailed,
@@ -73,15 +88,20 @@ impl Reject {
             Reject::Auth(AuthError::Missing | AuthError::Invalid) => StatusCode::UNAUTHORIZED,
             Reject::Auth(AuthError::Forbidden) | Reject::SideNeedsAdmin => StatusCode::FORBIDDEN,
             Reject::BadSide | Reject::BadBody => StatusCode::BAD_REQUEST,
-            Reject::Url(_) | Reject::Route(_) => StatusCode::NOT_FOUND,
+            Reject::Url(_) | Reject::Route(_) | Reject::SyncRouteNotAllowed => {
+                StatusCode::NOT_FOUND
+            }
             Reject::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Reject::QueueTimeout | Reject::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::QueueTimeout
+            | Reject::Closed
+            | Reject::LocalResources
+            | Reject::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Reject::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             Reject::ClientClosed => CLIENT_CLOSED,
             Reject::ReplicaFailed => StatusCode::BAD_GATEWAY,
-            Reject::ReplicaTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reject::ReplicaTimeout | Reject::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,7 +115,8 @@ impl Reject {
             }
             Reject::MethodNotAllowed => &[(header::ALLOW, "POST")],
             Reject::QueueTimeout | Reject::Closed => &[(header::RETRY_AFTER, "5")],
-            Reject::Overloaded(_) => &[(header::RETRY_AFTER, "1")],
+            Reject::ShuttingDown => &[(header::RETRY_AFTER, "1")],
+            Reject::Overloaded(_) | Reject::LocalResources => &[(header::RETRY_AFTER, "1")],
             _ => &[],
         }
     }
@@ -111,6 +132,7 @@ impl Reject {
                 | Reject::BodyTimeout
                 | Reject::ReplicaFailed
                 | Reject::ReplicaTimeout
+                | Reject::RequestTimeout
                 | Reject::Internal
         )
     }

@@ -13,8 +13,8 @@ use control::scaling::{self, Controller, ScalingSettings};
 use control::store::ConfigStore;
 use control::usage::{UsageLedger, UsageMeter};
 use control::{Reloader, Routing, Snapshot, WatchError};
-use pingora_core::apps::http_app::HttpServer;
-use pingora_core::listeners::ListenerConfig;
+use pingora_core::listeners::{ListenerConfig, TcpSocketOptions};
+use pingora_core::protocols::TcpKeepalive;
 use pingora_core::protocols::l4::stream::{DEFAULT_L4_READ_BUFFER_SIZE, L4BufferSettings};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
@@ -24,7 +24,9 @@ use pingora_core::services::background::background_service;
 
 use crate::access_log::AccessLogger;
 use crate::admin::Admin;
+use crate::conn_limit::ConnLimit;
 use crate::connections::{Connections, Sweeper};
+use crate::fd_limit;
 use crate::http1::HeadLimits;
 use crate::predict::{self, ClientLimits, Gateway, Observe, UpstreamSettings};
 use crate::shutdown::{self, InFlight};
@@ -72,6 +74,16 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
     let access_log =
         AccessLogger::start(&config.server.access_log).map_err(StartError::AccessLog)?;
     let routing = Arc::new(Routing::new(Snapshot::build(config, None)));
+    let nofile = fd_limit::raise();
+    let cap = fd_limit::connection_cap(config.server.max_connections, nofile);
+    if cap < config.server.max_connections {
+        log::warn!(
+            "max_connections lowered from {} to {cap} to fit the open-files limit ({}): raise it (ulimit -n, LimitNOFILE=) for more",
+            config.server.max_connections,
+            nofile.unwrap_or_default()
+        );
+    }
+    let conns = ConnLimit::new(cap);
     let exporter = Exporter::new(
         metrics,
         Arc::clone(&routing),
@@ -79,6 +91,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
             predict: config.listeners.predict,
             admin: config.listeners.admin,
         },
+        Arc::clone(&conns),
     );
     let reloader = Arc::new(Reloader::new(
         config_path,
@@ -128,10 +141,16 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let settings = &config.server;
     let upstream = UpstreamSettings {
-        connect_timeout: config.server.upstream_connect_timeout,
-        read_timeout: config.server.upstream_read_timeout,
-        max_request_body_bytes: config.server.max_request_body_bytes,
+        connect_timeout: settings.upstream_connect_timeout,
+        first_byte_timeout: settings.upstream_first_byte_timeout,
+        read_timeout: settings.upstream_read_timeout,
+        max_request_body_bytes: settings.max_request_body_bytes,
+        request_timeout: settings.request_timeout,
+        response_buffer_bytes: settings.response_buffer_bytes,
+        forwarded_for: settings.forwarded_for,
+        expose_replica_id: settings.expose_replica_id,
     };
     let observe = Observe {
         request_metrics: config.server.request_metrics,
@@ -145,6 +164,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         idle_timeout: config.server.keepalive_timeout,
         head_timeout: config.server.client_header_timeout,
         body_timeout: config.server.client_body_timeout,
+        send_timeout: config.server.client_send_timeout,
         head: HeadLimits {
             max_head_bytes: config.server.max_request_head_bytes,
             max_uri_bytes: config.server.max_uri_bytes,
@@ -158,7 +178,14 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         observe,
         client_limits,
     );
-    let mut predict = Service::new("predict".to_owned(), predict::Listener::new(gateway));
+    let mut predict = Service::new("predict".to_owned(), predict::Listener::new(gateway, conns));
+    let mut socket = TcpSocketOptions::default();
+    socket.tcp_keepalive = settings.tcp_keepalive.map(|idle| TcpKeepalive {
+        idle,
+        interval: Duration::from_secs(10),
+        count: 6,
+        user_timeout: Duration::ZERO,
+    });
     // A write buffer that holds a multi-KB predict response with its head,
     // so that it leaves in one send (Pingora's default is one MSS). No read
     // buffer on the plain listener: HTTP/1 connections read into their own
@@ -167,12 +194,16 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
     // header and then its body, two system calls without it.
     let buffers = L4BufferSettings::new(0, 64 * 1024);
     let tls_buffers = L4BufferSettings::new(DEFAULT_L4_READ_BUFFER_SIZE, 64 * 1024);
-    predict
-        .add_listener(ListenerConfig::tcp(config.listeners.predict.to_string()).l4_buffer(buffers));
+    predict.add_listener(
+        ListenerConfig::tcp(config.listeners.predict.to_string())
+            .tcp_socket_options(socket.clone())
+            .l4_buffer(buffers),
+    );
     if let Some(tls) = &config.listeners.tls {
         let certificates = Certificates::load(&tls.cert, &tls.key)?;
         predict.add_listener(
             ListenerConfig::tcp(tls.address.to_string())
+                .tcp_socket_options(socket)
                 .tls(certificates.settings()?)
                 .l4_buffer(tls_buffers),
         );
@@ -187,10 +218,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         Sweeper(connections),
     ));
 
-    let mut admin = Service::new(
-        "admin".to_owned(),
-        HttpServer::new_app(Admin::new(api, exporter.clone())),
-    );
+    let mut admin = Service::new("admin".to_owned(), Admin::new(api, exporter.clone()));
     admin.add_tcp(&config.listeners.admin.to_string());
     admin.threads = Some(1);
     server.add_service(admin);

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use control::Routing;
+
+use crate::conn_limit::ConnLimit;
 use control::telemetry::{self, COLD_START_BUCKETS, LATENCY_BUCKETS};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use pingora_core::server::ShutdownWatch;
@@ -26,6 +28,7 @@ pub struct Exporter {
     handle: PrometheusHandle,
     routing: Arc<Routing>,
     listeners: Listeners,
+    conns: Arc<ConnLimit>,
 }
 
 /// Ports that tell downstream connections from upstream ones.
@@ -59,11 +62,17 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
 
 impl Exporter {
     /// An exporter over `routing`'s current snapshot.
-    pub fn new(handle: PrometheusHandle, routing: Arc<Routing>, listeners: Listeners) -> Self {
+    pub fn new(
+        handle: PrometheusHandle,
+        routing: Arc<Routing>,
+        listeners: Listeners,
+        conns: Arc<ConnLimit>,
+    ) -> Self {
         Self {
             handle,
             routing,
             listeners,
+            conns,
         }
     }
 
@@ -72,7 +81,45 @@ impl Exporter {
         telemetry::collect(&self.routing.load());
         let mut text = self.handle.render();
         crate::process::render(&mut text, self.listeners);
+        render_connections(&mut text, &self.conns);
         text
+    }
+}
+
+/// The client-connection cap's figures.
+fn render_connections(out: &mut String, conns: &ConnLimit) {
+    use std::fmt::Write;
+    let families = [
+        (
+            "igw_client_connections_limit",
+            "gauge",
+            "Client connections the predict listeners hold at most (max_connections, lowered to fit the open-files limit).",
+            conns.limit() as f64,
+        ),
+        (
+            "igw_client_connections_admitted",
+            "gauge",
+            "Client connections open on the predict listeners now.",
+            conns.open() as f64,
+        ),
+        (
+            "igw_client_connections_evicted_total",
+            "counter",
+            "Idle client connections closed to admit new ones at the cap.",
+            conns.evicted() as f64,
+        ),
+        (
+            "igw_client_connections_refused_total",
+            "counter",
+            "Client connections closed on arrival: at the cap, every open one had a request in progress.",
+            conns.refused() as f64,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
     }
 }
 

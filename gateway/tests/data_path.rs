@@ -99,7 +99,7 @@ async fn connect(gw: &Gateway) -> Conn {
 // ---------------------------------------------------------------------------
 
 const PREDICT: &str = "/models/m1/production/predict";
-const SYNC_INFO: &str = "/models/m1/production/sync/info";
+const SYNC_INFO: &str = "/models/m1/production/sync/v1/info";
 
 fn start_gateway(replica: &Replica) -> Gateway {
     support::gateway(&replica.config())
@@ -227,7 +227,7 @@ async fn gets_and_posts(gw: &support::Gateway, n: usize) -> Vec<String> {
                 .expect("GET");
             assert_eq!(resp.status(), 200, "GET {i}");
             assert_eq!(header(&resp, "x-deployment-id"), "d1");
-            assert_eq!(resp.text().await.unwrap(), summary("GET", "/info", 0));
+            assert_eq!(resp.text().await.unwrap(), summary("GET", "/v1/info", 0));
 
             let body = format!("post {i}");
             let resp = client
@@ -343,7 +343,7 @@ async fn head_gets_headers_without_a_body_and_the_connection_stays_usable() {
         .collect();
     let expected: Vec<(String, String)> = ["HEAD", "GET", "HEAD", "GET"]
         .iter()
-        .map(|m| ((*m).to_owned(), "/info".to_owned()))
+        .map(|m| ((*m).to_owned(), "/v1/info".to_owned()))
         .collect();
     assert_eq!(seen, expected, "the replica saw HEAD as HEAD");
     replica.assert_never_saw_authorization().await;

@@ -175,7 +175,7 @@ fn an_unknown_model_is_a_404_json_error_and_a_bodiless_one_keeps_the_connection(
             (
                 "GET of an unknown model",
                 format!(
-                    "GET /models/nope/production/sync/info HTTP/1.1\r\nHost: gw\r\nAuthorization: {key}\r\n\r\n"
+                    "GET /models/nope/production/sync/v1/info HTTP/1.1\r\nHost: gw\r\nAuthorization: {key}\r\n\r\n"
                 ),
             ),
             (
@@ -271,8 +271,8 @@ fn head_on_a_sync_path_gets_the_headers_without_a_body() {
     assert_eq!(
         seen,
         [
-            ("HEAD".to_owned(), "/info".to_owned()),
-            ("GET".to_owned(), "/info".to_owned())
+            ("HEAD".to_owned(), "/v1/info".to_owned()),
+            ("GET".to_owned(), "/v1/info".to_owned())
         ]
     );
 }

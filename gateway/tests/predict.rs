@@ -17,6 +17,7 @@ replicas = {{ source = "static", addresses = ["{}"] }}
 [[models.deployments]]
 id = "b"
 replicas = {{ source = "static", addresses = ["{}"] }}
+sync_routes = ["/predict"]
 [[models.deployments]]
 id = "dev"
 kind = "development"
@@ -76,17 +77,38 @@ async fn every_url_form_reaches_the_right_deployment() {
         );
     }
 
-    // Passthrough: /sync/{route} reaches the replica's /{route}, key removed.
+    // Passthrough: /sync/{route} reaches the replica's /{route}, key
+    // removed, for the routes the deployment declares.
     let resp = client()
-        .get(gw.url("/models/m1/environments/staging/sync/info"))
+        .post(gw.url("/models/m1/environments/staging/sync/predict"))
         .header("authorization", format!("Bearer {KEY}"))
+        .body(r#"{"inputs": ["abc"]}"#)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-deployment-id"), "b");
+    assert_eq!(header(&resp, "x-replica-id"), "rb");
     let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["replica"], "rb");
+    assert_eq!(body["outputs"][0]["chars"], 3);
+    // Never the replica's own surface, whatever the spelling.
+    for route in [
+        "info",
+        "metrics",
+        "health/ready",
+        "INFO",
+        "%69nfo",
+        "predict/../info",
+    ] {
+        let resp = client()
+            .get(gw.url(&format!("/models/m1/environments/staging/sync/{route}")))
+            .header("authorization", format!("Bearer {KEY}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{route}");
+        assert!(resp.headers().get("x-replica-id").is_none(), "{route}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -336,6 +336,73 @@ fn server(c: &mut Checker<'_>, path: &ConfigPath, raw: RawServer) -> ServerSetti
             256,
             1_048_576,
         ) as usize,
+        client_send_timeout: secs(c.ranged(
+            path,
+            "client_send_timeout_secs",
+            int(raw.client_send_timeout_secs),
+            60,
+            1,
+            3600,
+        )),
+        response_buffer_bytes: match raw.response_buffer_bytes {
+            None => 1024 * 1024,
+            Some(n) if n <= MAX_RESPONSE_BUFFER_BYTES => n as usize,
+            Some(n) => {
+                c.error(
+                    path.key("response_buffer_bytes"),
+                    format!("`response_buffer_bytes` is {n}; it must be at most {MAX_RESPONSE_BUFFER_BYTES} (1 GiB)"),
+                );
+                1024 * 1024
+            }
+        },
+        request_timeout: secs(c.ranged(
+            path,
+            "request_timeout_secs",
+            int(raw.request_timeout_secs),
+            1200,
+            1,
+            86_400,
+        )),
+        upstream_first_byte_timeout: secs(c.ranged(
+            path,
+            "upstream_first_byte_timeout_secs",
+            int(raw.upstream_first_byte_timeout_secs),
+            600,
+            1,
+            86_400,
+        )),
+        max_connections: c.ranged(
+            path,
+            "max_connections",
+            int(raw.max_connections),
+            10_000,
+            1,
+            1_000_000,
+        ) as usize,
+        tcp_keepalive: match c.ranged(
+            path,
+            "tcp_keepalive_secs",
+            int(raw.tcp_keepalive_secs),
+            60,
+            0,
+            7200,
+        ) {
+            0 => None,
+            s => Some(secs(s)),
+        },
+        forwarded_for: match raw.forwarded_for.as_deref() {
+            None | Some("replace") => ForwardedFor::Replace,
+            Some("append") => ForwardedFor::Append,
+            Some("off") => ForwardedFor::Off,
+            Some(other) => {
+                c.error(
+                    path.key("forwarded_for"),
+                    format!("unknown `forwarded_for` `{other}`: use replace, append or off"),
+                );
+                ForwardedFor::Replace
+            }
+        },
+        expose_replica_id: raw.expose_replica_id.unwrap_or(false),
         usage_interval: secs(c.ranged(
             path,
             "usage_interval_secs",
@@ -393,6 +460,9 @@ fn access_log(c: &mut Checker<'_>, path: &ConfigPath, raw: RawAccessLog) -> Acce
         path: raw.path.map(std::path::PathBuf::from),
     }
 }
+
+/// 1 GiB.
+const MAX_RESPONSE_BUFFER_BYTES: u64 = 1 << 30;
 
 /// 64 MiB.
 const DEFAULT_MAX_PARKED_BYTES: u64 = 64 * 1024 * 1024;

@@ -188,7 +188,21 @@ fn deployment(
         replicas: replicas?,
         engine,
         queue,
+        max_request_body_bytes: raw.max_request_body_bytes,
+        sync_routes: sync_routes(c, &path.key("sync_routes"), raw.sync_routes),
     })
+}
+
+fn sync_routes(c: &mut Checker<'_>, path: &ConfigPath, raw: Option<Vec<String>>) -> SyncRoutes {
+    let Some(routes) = raw else {
+        return SyncRoutes::default();
+    };
+    for route in &routes {
+        if let Some(problem) = SyncRoutes::problem(route) {
+            c.error(path.clone(), format!("sync route `{route}` {problem}"));
+        }
+    }
+    SyncRoutes::new(routes)
 }
 
 fn resources(

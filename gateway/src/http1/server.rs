@@ -28,6 +28,9 @@ pub struct Limits {
     pub head_timeout: Duration,
     /// Longest silence while a request body is read (408).
     pub body_timeout: Duration,
+    /// Longest a write to the client may wait: a client that takes nothing
+    /// for this long has stopped reading, and its connection is closed.
+    pub send_timeout: Duration,
     pub head: HeadLimits,
 }
 
@@ -37,6 +40,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             head_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             head: HeadLimits::default(),
         }
     }
@@ -94,6 +98,8 @@ pub struct ServerConn<S> {
     /// pieces that fit behind it.
     pending: BytesMut,
     limits: Limits,
+    /// The client's address as the replica is told it, when it is.
+    peer: Option<Box<str>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
@@ -114,7 +120,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             body_bytes_sent: 0,
             pending: BytesMut::with_capacity(1024),
             limits,
+            peer: None,
         }
+    }
+
+    /// Records the client's address (its IP, as text).
+    pub fn set_peer(&mut self, peer: Option<Box<str>>) {
+        self.peer = peer;
+    }
+
+    /// The client's address, if recorded.
+    pub fn peer(&self) -> Option<&str> {
+        self.peer.as_deref()
     }
 
     /// Reads the next request head: `Ok(false)` when the client closed the
@@ -208,10 +225,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
         if self.head.version() == Version::HTTP_10 {
             return Ok(());
         }
-        self.stream
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .await?;
-        self.stream.flush().await
+        self.send(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        self.flush_stream().await
     }
 
     /// This request is the connection's last.
@@ -285,7 +300,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
     /// Sends what is buffered.
     pub async fn flush(&mut self) -> io::Result<()> {
         self.write_pending().await?;
-        self.stream.flush().await
+        self.flush_stream().await
+    }
+
+    /// Flushes the stream (under TLS, what the TLS layer holds), within the
+    /// send timeout.
+    async fn flush_stream(&mut self) -> io::Result<()> {
+        tokio::time::timeout(self.limits.send_timeout, self.stream.flush())
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    }
+
+    /// Writes all of `bytes`, each write within the send timeout: a
+    /// minimum send rate of one byte per timeout, so that a client that
+    /// stopped reading cannot hold its connection (and whatever waits on
+    /// it) for ever.
+    async fn send(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let write = self.stream.write(bytes);
+            match tokio::time::timeout(self.limits.send_timeout, write).await {
+                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => bytes = &bytes[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Queues `part` behind what is pending, so that a head and a small
@@ -296,7 +336,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
         if self.pending.len() + part.len() > COALESCE {
             self.write_pending().await?;
             if part.len() > COALESCE {
-                return self.stream.write_all(part).await;
+                return self.send(part).await;
             }
         }
         self.pending.extend_from_slice(part);
@@ -305,8 +345,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
 
     async fn write_pending(&mut self) -> io::Result<()> {
         if !self.pending.is_empty() {
-            self.stream.write_all(&self.pending).await?;
+            let pending = std::mem::take(&mut self.pending);
+            let sent = self.send(&pending).await;
+            self.pending = pending;
             self.pending.clear();
+            sent?;
         }
         Ok(())
     }

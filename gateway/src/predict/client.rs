@@ -24,6 +24,8 @@ pub(super) enum Client<'a> {
     H2 {
         session: &'a mut ServerSession,
         head: RequestHead,
+        /// The client's IP as text, when the replica is told it.
+        peer: Option<Box<str>>,
     },
 }
 
@@ -48,6 +50,14 @@ impl Client<'_> {
                 .read_request_body()
                 .await
                 .map_err(|_| Reject::BadBody),
+        }
+    }
+
+    /// The client's IP as text, when the replica is told it.
+    pub(super) fn peer(&self) -> Option<&str> {
+        match self {
+            Client::H1(conn) => conn.peer(),
+            Client::H2 { peer, .. } => peer.as_deref(),
         }
     }
 

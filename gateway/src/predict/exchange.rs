@@ -3,6 +3,8 @@
 //! pooled or new connection with the retry rule, and the response relayed
 //! back piece by piece as it arrives.
 
+use std::collections::VecDeque;
+
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use pingora_core::protocols::Stream;
@@ -18,6 +20,41 @@ use control::Lease;
 
 /// A replica's response being read.
 type Upstream = Response<Stream>;
+
+/// The next piece of the replica's response, while it is being read (never
+/// resolves once it has been).
+async fn next_piece(
+    replica: &mut Option<(Upstream, Lease)>,
+) -> Result<Option<Bytes>, ResponseError> {
+    match replica {
+        Some((up, _)) => up.next_piece().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Response pieces read from the replica and not yet written to the client.
+#[derive(Debug, Default)]
+struct Backlog {
+    pieces: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Backlog {
+    fn push(&mut self, piece: Bytes) {
+        self.bytes += piece.len();
+        self.pieces.push_back(piece);
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        let piece = self.pieces.pop_front()?;
+        self.bytes -= piece.len();
+        Some(piece)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+}
 
 /// The request as it goes to the replica.
 struct Outgoing {
@@ -54,7 +91,7 @@ impl Gateway {
         client: &mut Client<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<Outgoing, Reject> {
-        let max = self.upstream.max_request_body_bytes;
+        let max = ctx.max_body;
         if client.head().expects_continue() && !ctx.body.is_complete() {
             // The gateway answers the client's `Expect` itself: the replica
             // gets the body with the head.
@@ -82,6 +119,10 @@ impl Gateway {
             ctx.replica_path.resolve(req.path()),
             framing,
             ctx.generated_request_id(),
+            upstream::ClientAddress {
+                policy: self.upstream.forwarded_for,
+                peer: client.peer(),
+            },
         );
         Ok(Outgoing {
             method: req.method().clone(),
@@ -119,6 +160,9 @@ impl Gateway {
                 Some(stream) => stream,
                 None => match self.connect(addr).await {
                     Ok(stream) => stream,
+                    // The gateway is out of file descriptors or ports: no
+                    // fault of the replica's, which stays in routing.
+                    Err(reject @ Reject::LocalResources) => return Err(reject),
                     Err(reject) => {
                         // Nothing reached the replica, so trying another
                         // one is safe for any method. The failed replica
@@ -154,7 +198,13 @@ impl Gateway {
             let head_only = out.method == Method::HEAD;
             let response = tokio::select! {
                 biased;
-                response = Upstream::read_head(stream, head_only, self.upstream.read_timeout) => response,
+                response = Upstream::read_head(
+                    stream,
+                    head_only,
+                    self.upstream.first_byte_timeout,
+                    self.upstream.read_timeout,
+                    self.upstream.expose_replica_id,
+                ) => response,
                 () = client.closed() => return Err(Reject::ClientClosed),
             };
             match response {
@@ -178,18 +228,20 @@ impl Gateway {
         Ok((up, head, lease))
     }
 
-    /// Writes the client's response head and relays the body as it comes;
-    /// the replica's connection goes back to the pool when its response
-    /// ended cleanly.
+    /// Writes the client's response head and relays the body as it comes.
+    /// While a write to the client waits, the replica's response is read on
+    /// into a backlog (up to the response buffer), so that a slow client
+    /// holds the replica's slot no longer than its response takes: the slot
+    /// frees, and the connection goes back to the pool, as soon as the
+    /// replica's response has been read.
     async fn relay(
         &self,
         client: &mut Client<'_>,
         ctx: &mut RequestCtx,
-        mut up: Upstream,
+        up: Upstream,
         response: ResponseHead,
         lease: Lease,
     ) -> Result<(), Reject> {
-        let addr = lease.replica().addr();
         let deployment = ctx.deployment.as_ref().map(|id| (DEPLOYMENT_HEADER, id));
         let request_id = ctx.generated_request_id().map(|id| (REQUEST_ID_HEADER, id));
         client
@@ -200,35 +252,81 @@ impl Gateway {
             // The body is not here yet (a stream, say): the head goes now.
             client.flush().await.map_err(|_| Reject::ClientClosed)?;
         }
-
+        let mut replica = Some((up, lease));
+        let mut backlog = Backlog::default();
         loop {
-            match up.next_piece().await {
-                Ok(Some(piece)) => {
-                    if client.write_body(piece).await.is_err() {
-                        ctx.abort = true;
+            let piece = match backlog.pop() {
+                Some(piece) => piece,
+                None => match next_piece(&mut replica).await {
+                    Ok(Some(piece)) => piece,
+                    end => {
+                        self.release(ctx, replica.take(), end);
                         break;
                     }
+                },
+            };
+            let mut write = std::pin::pin!(client.write_body(piece));
+            let written = loop {
+                tokio::select! {
+                    biased;
+                    written = &mut write => break written,
+                    next = next_piece(&mut replica),
+                        if replica.is_some() && backlog.bytes < self.upstream.response_buffer_bytes =>
+                    {
+                        match next {
+                            Ok(Some(piece)) => backlog.push(piece),
+                            end => self.release(ctx, replica.take(), end),
+                        }
+                    }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    // The replica broke off mid-response: the client sees a
-                    // truncated response and a closed connection.
-                    log::debug!("replica {addr}: {e}");
-                    ctx.abort = true;
-                    ctx.failed = true;
-                    break;
-                }
+            };
+            if written.is_err() {
+                // The client stopped reading (or left): the connection is
+                // closed instead of finishing the response.
+                ctx.abort = true;
+                break;
+            }
+            if backlog.is_empty() && replica.is_none() {
+                break;
             }
         }
-        ctx.upstream_done = Some(Instant::now());
-        ctx.replica = Some(addr);
-        // The replica is done: its slot frees now, before the client has the
-        // last byte, so the client's next request finds it free.
-        drop(lease);
-        if let Some(stream) = up.into_reusable() {
-            self.connections.checkin(addr, stream);
+        if let Some((_, lease)) = replica {
+            // The client went first: the replica's connection, its response
+            // unread, is not reused.
+            ctx.upstream_done = Some(Instant::now());
+            ctx.replica = Some(lease.replica().addr());
         }
         Ok(())
+    }
+
+    /// The replica's response has been read to `end` (its end, or where
+    /// it broke off): its slot frees now, and its connection goes back to
+    /// the pool if the response ended cleanly.
+    fn release(
+        &self,
+        ctx: &mut RequestCtx,
+        replica: Option<(Upstream, Lease)>,
+        end: Result<Option<Bytes>, ResponseError>,
+    ) {
+        let Some((up, lease)) = replica else { return };
+        let addr = lease.replica().addr();
+        ctx.upstream_done = Some(Instant::now());
+        ctx.replica = Some(addr);
+        drop(lease);
+        match end {
+            Ok(_) => {
+                if let Some(stream) = up.into_reusable() {
+                    self.connections.checkin(addr, stream);
+                }
+            }
+            Err(e) => {
+                // The replica broke off mid-response: the client sees a
+                // truncated response and a closed connection.
+                log::debug!("replica {addr}: {e}");
+                ctx.abort = true;
+                ctx.failed = true;
+            }
+        }
     }
 
     /// Writes the head and a body too large to hold, piece by piece as the
@@ -242,7 +340,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<std::io::Result<()>, Reject> {
         use tokio::io::AsyncWriteExt;
-        let max = self.upstream.max_request_body_bytes;
+        let max = ctx.max_body;
         if let Err(e) = stream.write_all(&out.head).await {
             return Ok(Err(e));
         }
@@ -264,7 +362,12 @@ impl Gateway {
     async fn connect(&self, addr: std::net::SocketAddr) -> Result<Stream, Reject> {
         let connect = tokio::net::TcpStream::connect(addr);
         let tcp = match tokio::time::timeout(self.upstream.connect_timeout, connect).await {
-            Err(_) => return Err(Reject::ReplicaTimeout),
+            // Unreachable in time is unreachable: 502, as a refusal is.
+            Err(_) => return Err(Reject::ReplicaFailed),
+            Ok(Err(e)) if is_local_shortage(&e) => {
+                log::warn!("cannot connect to replica {addr}: {e}");
+                return Err(Reject::LocalResources);
+            }
             Ok(Err(_)) => return Err(Reject::ReplicaFailed),
             Ok(Ok(tcp)) => tcp,
         };
@@ -274,4 +377,12 @@ impl Gateway {
             tcp,
         )))
     }
+}
+
+/// Whether a failed connect is the gateway's own shortage (file
+/// descriptors, local ports, buffers), not the replica's fault.
+fn is_local_shortage(e: &std::io::Error) -> bool {
+    /// EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL (Linux numbers).
+    const LOCAL: [i32; 5] = [24, 23, 105, 12, 99];
+    e.raw_os_error().is_some_and(|code| LOCAL.contains(&code))
 }

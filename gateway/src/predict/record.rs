@@ -17,20 +17,24 @@ impl Gateway {
     pub(super) fn record(&self, client: &Client<'_>, ctx: &mut RequestCtx) {
         let now = Instant::now();
         let total = now.duration_since(ctx.started);
-        let sent = client.status().map(|s| s.as_u16());
+        let sent = client.status();
         // Feed the rollout guard: a 5xx, a broken response or no response
-        // at all is a failure.
+        // at all is a failure; a client that left is no one's failure.
         if let Some((runtime, side)) = &ctx.rollout {
-            let failed = ctx.failed || sent.is_none_or(|s| s >= 500);
+            let failed =
+                ctx.failed || (!ctx.client_left && sent.is_none_or(|s| s.is_server_error()));
             runtime.stats().record(*side, failed, total);
         }
+        let status = match sent {
+            _ if ctx.client_left => 499,
+            // The replica broke off its response: whatever its head said,
+            // the client got a truncated one, counted as the replica's 502.
+            Some(_) if ctx.failed => 502,
+            sent => sent.map_or(0, |s| s.as_u16()),
+        };
         let finished = Finished {
             at: now,
-            status: if ctx.client_left {
-                499
-            } else {
-                sent.unwrap_or(0)
-            },
+            status,
             request_bytes: ctx.body.bytes(),
             response_bytes: client.body_bytes_sent(),
             total,

@@ -77,12 +77,21 @@ pub(super) struct RequestBody {
     read: u64,
     /// The client's body has ended.
     done: bool,
+    /// A read of the client's body is under way (or was, when the request
+    /// was given up in the middle of it).
+    reading: bool,
 }
 
 impl RequestBody {
     /// Bytes read in all.
     pub(super) fn bytes(&self) -> u64 {
         self.read
+    }
+
+    /// Whether the request was waiting for its client's body (and so the
+    /// client is slow, not the replica).
+    pub(super) fn is_reading(&self) -> bool {
+        self.reading
     }
 
     /// Whether the whole body has been read.
@@ -136,7 +145,10 @@ impl RequestBody {
         if self.done {
             return Ok(None);
         }
-        match client.read_body().await? {
+        self.reading = true;
+        let piece = client.read_body().await;
+        self.reading = false;
+        match piece? {
             Some(piece) => {
                 self.read += piece.len() as u64;
                 if self.read > max {

@@ -72,29 +72,39 @@ pub(super) struct Response<S> {
     /// The replica keeps the connection open after this response.
     keep_alive: bool,
     timeout: Duration,
+    /// Pass the replica's `x-replica-id` on to the client.
+    expose_replica_id: bool,
 }
 
 impl<S: AsyncRead + Unpin> Response<S> {
     /// Reads the final response head (informational ones are skipped) and
     /// returns it as the client's response header. `head_only`: the request
-    /// was a HEAD, so no body follows whatever the head says.
+    /// was a HEAD, so no body follows whatever the head says. The head may
+    /// take `first_byte` (a model's work before it answers); the body may
+    /// then fall silent for `idle` at most between pieces.
     pub(super) async fn read_head(
         stream: S,
         head_only: bool,
-        timeout: Duration,
+        first_byte: Duration,
+        idle: Duration,
+        expose_replica_id: bool,
     ) -> Result<(Self, ResponseHead), ResponseError> {
         let mut response = Self {
             stream,
             buf: BytesMut::with_capacity(READ_SIZE),
             body: BodyDecoder::none(),
             keep_alive: true,
-            timeout,
+            timeout: first_byte,
+            expose_replica_id,
         };
         let mut read_any = false;
         let mut informational = 0;
         loop {
             match response.parse_head(head_only)? {
-                Parsed::Final(head) => return Ok((response, head)),
+                Parsed::Final(head) => {
+                    response.timeout = idle;
+                    return Ok((response, head));
+                }
                 Parsed::Informational => {
                     informational += 1;
                     if informational > MAX_INFORMATIONAL {
@@ -174,9 +184,12 @@ impl<S: AsyncRead + Unpin> Response<S> {
             // Hop-by-hop headers stop here; the framing headers stay: the
             // client's side of the response is framed from them, but
             // Transfer-Encoding wins over Content-Length, which then must
-            // not reach the client beside it.
+            // not reach the client beside it. The replica's `Server` and
+            // its id are internals (nginx hides `Server` too).
             if is_hop_by_hop(name)
                 || connection.nominates(name)
+                || name.eq_ignore_ascii_case(b"server")
+                || (!self.expose_replica_id && name.eq_ignore_ascii_case(b"x-replica-id"))
                 || (chunked.is_some() && name.eq_ignore_ascii_case(b"content-length"))
             {
                 continue;

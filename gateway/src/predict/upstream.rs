@@ -8,7 +8,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderValue, Method};
 use tokio::io::AsyncWriteExt;
 
+use crate::access_log::is_valid_request_id;
 use crate::http1::{RequestHead, connection_tokens, is_hop_by_hop, put_field};
+use config::ForwardedFor;
 
 use pingora_core::protocols::Stream;
 
@@ -23,17 +25,28 @@ pub(super) enum Framing {
     Chunked,
 }
 
+/// What the replica is told of the client's address: the policy, and the
+/// client's IP (`None` when unknown, or under `off`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ClientAddress<'a> {
+    pub(super) policy: ForwardedFor,
+    pub(super) peer: Option<&'a str>,
+}
+
 /// The request line and headers the replica gets: the client's method, the
 /// replica path (`/predict` or the passthrough route) with the client's
-/// query, the client's end-to-end headers, the gateway's framing, and the
-/// request id when the gateway made it up. Never the client's key, nor any
-/// hop-by-hop header or one the client's `Connection` header nominates.
+/// query, the client's end-to-end headers, `X-Forwarded-For` as configured,
+/// the gateway's framing, and the request id when the gateway made it up.
+/// Never the client's key, any hop-by-hop header or one the client's
+/// `Connection` header nominates, a header that is the gateway's to set
+/// (`x-deployment-id`, `x-rollout-side`), nor an invalid `x-request-id`.
 pub(super) fn write_head(
     out: &mut BytesMut,
     req: &RequestHead,
     path: &str,
     framing: Framing,
     request_id: Option<&HeaderValue>,
+    client: ClientAddress<'_>,
 ) {
     out.put_slice(req.method().as_str().as_bytes());
     out.put_u8(b' ');
@@ -50,9 +63,23 @@ pub(super) fn write_head(
         // HTTP/2 clients name the host in `:authority`; HTTP/1.1 needs `Host`.
         put_field(out, b"host", authority);
     }
+    let mut forwarded_for: Option<&[u8]> = None;
     for (name, value) in req.fields() {
         if is_dropped_request_header(name)
             || nominated.is_some_and(|c| connection_tokens(c).any(|t| t.eq_ignore_ascii_case(name)))
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            // Appended to (one line, after the loop) or replaced.
+            forwarded_for = forwarded_for.or(Some(value));
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"forwarded") && client.policy != ForwardedFor::Append {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(super::REQUEST_ID_HEADER.as_bytes())
+            && (request_id.is_some() || !is_valid_request_id(value))
         {
             continue;
         }
@@ -61,6 +88,7 @@ pub(super) fn write_head(
     if let Some(id) = request_id {
         put_field(out, super::REQUEST_ID_HEADER.as_bytes(), id.as_bytes());
     }
+    write_forwarded_for(out, client, forwarded_for);
     match framing {
         Framing::Length(n) => {
             let mut digits = itoa::Buffer::new();
@@ -70,6 +98,30 @@ pub(super) fn write_head(
         Framing::None => {}
     }
     out.put_slice(b"\r\n");
+}
+
+/// `X-Forwarded-For` by the policy: the client's address alone (replace),
+/// after what the client sent (append), or nothing (off).
+fn write_forwarded_for(out: &mut BytesMut, client: ClientAddress<'_>, sent: Option<&[u8]>) {
+    const NAME: &[u8] = b"x-forwarded-for";
+    match (client.policy, client.peer) {
+        (ForwardedFor::Off, _) => {}
+        (ForwardedFor::Append, peer) => match (sent, peer) {
+            (Some(sent), Some(peer)) => {
+                out.put_slice(NAME);
+                out.put_slice(b": ");
+                out.put_slice(sent);
+                out.put_slice(b", ");
+                out.put_slice(peer.as_bytes());
+                out.put_slice(b"\r\n");
+            }
+            (Some(only), None) => put_field(out, NAME, only),
+            (None, Some(peer)) => put_field(out, NAME, peer.as_bytes()),
+            (None, None) => {}
+        },
+        (ForwardedFor::Replace, Some(peer)) => put_field(out, NAME, peer.as_bytes()),
+        (ForwardedFor::Replace, None) => {}
+    }
 }
 
 /// Request headers that are the gateway's to write or that stop here: the
@@ -84,6 +136,8 @@ fn is_dropped_request_header(name: &[u8]) -> bool {
             b"transfer-encoding",
             b"expect",
             b"proxy-authorization",
+            b"x-deployment-id",
+            b"x-rollout-side",
         ]
         .iter()
         .any(|dropped| name.eq_ignore_ascii_case(dropped))
@@ -169,7 +223,11 @@ mod tests {
 
     fn head(req: &RequestHead, path: &str, framing: Framing, id: Option<&HeaderValue>) -> String {
         let mut out = BytesMut::new();
-        write_head(&mut out, req, path, framing, id);
+        let client = ClientAddress {
+            policy: ForwardedFor::Replace,
+            peer: Some("192.0.2.7"),
+        };
+        write_head(&mut out, req, path, framing, id, client);
         String::from_utf8(out.to_vec()).unwrap()
     }
 
@@ -180,7 +238,7 @@ mod tests {
         );
         assert_eq!(
             head(&req, "/predict", Framing::Length(5), None),
-            "POST /predict?x=1 HTTP/1.1\r\nHost: gw.example\r\nContent-Type: application/json\r\ncontent-length: 5\r\n\r\n"
+            "POST /predict?x=1 HTTP/1.1\r\nHost: gw.example\r\nContent-Type: application/json\r\nx-forwarded-for: 192.0.2.7\r\ncontent-length: 5\r\n\r\n"
         );
     }
 
@@ -193,7 +251,38 @@ mod tests {
         let id = HeaderValue::from_static("abc");
         assert_eq!(
             head(&req, "/v1/models", Framing::Chunked, Some(&id)),
-            "GET /v1/models?a=b HTTP/1.1\r\nhost: gw.example:8080\r\nx-request-id: abc\r\ntransfer-encoding: chunked\r\n\r\n"
+            "GET /v1/models?a=b HTTP/1.1\r\nhost: gw.example:8080\r\nx-request-id: abc\r\nx-forwarded-for: 192.0.2.7\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_gateway_sets_forwarding_and_drops_what_is_its_own() {
+        let req = parse(
+            "POST /p HTTP/1.1\r\nHost: gw\r\nX-Forwarded-For: 1.2.3.4\r\nForwarded: for=1.2.3.4\r\nx-deployment-id: evil\r\nx-rollout-side: canary\r\nx-request-id: bad id\r\n\r\n",
+        );
+        let written = |policy, peer| {
+            let mut out = BytesMut::new();
+            write_head(
+                &mut out,
+                &req,
+                "/predict",
+                Framing::None,
+                None,
+                ClientAddress { policy, peer },
+            );
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        assert_eq!(
+            written(ForwardedFor::Replace, Some("192.0.2.7")),
+            "POST /predict HTTP/1.1\r\nHost: gw\r\nx-forwarded-for: 192.0.2.7\r\n\r\n"
+        );
+        assert_eq!(
+            written(ForwardedFor::Append, Some("192.0.2.7")),
+            "POST /predict HTTP/1.1\r\nHost: gw\r\nForwarded: for=1.2.3.4\r\nx-forwarded-for: 1.2.3.4, 192.0.2.7\r\n\r\n"
+        );
+        assert_eq!(
+            written(ForwardedFor::Off, None),
+            "POST /predict HTTP/1.1\r\nHost: gw\r\n\r\n"
         );
     }
 

@@ -126,16 +126,39 @@ pub fn gateway(body: &str) -> Gateway {
 
 /// Like [`gateway`], with extra lines for the `[server]` table.
 pub fn gateway_with(server: &str, body: &str) -> Gateway {
+    gateway_through(&[], server, body)
+}
+
+/// Like [`gateway_with`], the gateway started by `wrapper`, a command that
+/// execs it (so the pid stays the gateway's), e.g.
+/// `["prlimit", "--nofile=256:256", "--"]`.
+pub fn gateway_through(wrapper: &[&str], server: &str, body: &str) -> Gateway {
+    // The tests tell replicas apart by the header the gateway hides by
+    // default; a test of the default says so in `server`.
+    let expose = if server.contains("expose_replica_id") {
+        ""
+    } else {
+        "expose_replica_id = true\n"
+    };
     for _ in 0..5 {
         let predict: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let text = format!(
-            "[listeners]\npredict = \"{predict}\"\nadmin = \"{admin}\"\n[server]\nthreads = 2\ngrace_period_secs = 10\n{server}\n{}\n{body}",
+            "[listeners]\npredict = \"{predict}\"\nadmin = \"{admin}\"\n[server]\nthreads = 2\ngrace_period_secs = 10\n{expose}{server}\n{}\n{body}",
             key_entry(KEY, "test", "\"all\"")
         );
         let config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         std::fs::write(config.path(), text).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        let bin = env!("CARGO_BIN_EXE_gateway");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bin);
+                command
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(config.path())

@@ -58,6 +58,14 @@ impl Client {
         }
     }
 
+    /// A client over a connection made (and written to) already.
+    pub fn from_stream(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Writes `bytes` whole.
     pub fn send(&mut self, bytes: &[u8]) {
         self.try_send(bytes)

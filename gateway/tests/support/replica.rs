@@ -54,6 +54,16 @@ pub enum Behaviour {
         rest: Bytes,
         go: Arc<Notify>,
     },
+    /// Reads and records the request, then answers nothing (for at most
+    /// [`LIMIT`]).
+    Silent,
+    /// 200 with `content-length: 1000` and 500 bytes of body, then a close:
+    /// a replica that dies mid-response.
+    Truncated,
+    /// 200 with headers a client must not see: the replica's `Server` and
+    /// `x-replica-id`, `Keep-Alive`, and `X-Secret`, which its `Connection`
+    /// header nominates.
+    Leaky,
 }
 
 /// One data-path request as the replica received it.
@@ -263,7 +273,12 @@ async fn serve(stream: TcpStream, record: &Record, behaviour: &Behaviour) -> std
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         respond(conn.get_mut(), behaviour, &received).await?;
         let nth = record.responses.fetch_add(1, Ordering::SeqCst);
-        if close || matches!(behaviour, Behaviour::SummaryThenCloseAtOnce) {
+        if close
+            || matches!(
+                behaviour,
+                Behaviour::SummaryThenCloseAtOnce | Behaviour::Truncated
+            )
+        {
             return Ok(());
         }
         if matches!(behaviour, Behaviour::SummaryThenClose) {
@@ -301,6 +316,23 @@ async fn respond(
         ),
         Behaviour::Echo => ("application/octet-stream", Bytes::from(req.body.clone())),
         Behaviour::Fixed(body) => ("application/octet-stream", body.clone()),
+        Behaviour::Silent => {
+            tokio::time::sleep(LIMIT).await;
+            return Ok(());
+        }
+        Behaviour::Truncated => {
+            let mut message = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n".to_vec();
+            message.extend_from_slice(&[b'x'; 500]);
+            out.write_all(&message).await?;
+            return out.flush().await;
+        }
+        Behaviour::Leaky => {
+            out.write_all(
+                b"HTTP/1.1 200 OK\r\nserver: replica/1.0\r\nx-replica-id: r1\r\nconnection: x-secret\r\nx-secret: s\r\nkeep-alive: timeout=5\r\ncontent-length: 2\r\n\r\nok",
+            )
+            .await?;
+            return out.flush().await;
+        }
         Behaviour::StreamAfterSignal { first, rest, go } => {
             out.write_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\nx-replica: r1\r\n\r\n",

@@ -10,7 +10,7 @@ use super::replica::{Behaviour, Received, Replica};
 use super::{Gateway, KEY};
 
 pub const PREDICT: &str = "/models/m1/production/predict";
-pub const SYNC_INFO: &str = "/models/m1/production/sync/info";
+pub const SYNC_INFO: &str = "/models/m1/production/sync/v1/info";
 
 // ---------------------------------------------------------------------------
 // The gateway and its replica

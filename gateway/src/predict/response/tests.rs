@@ -50,7 +50,7 @@ impl AsyncRead for Reset {
 
 #[tokio::test]
 async fn a_reset_before_any_byte_reads_as_an_early_close() {
-    let read = Response::read_head(Reset, false, T).await;
+    let read = Response::read_head(Reset, false, T, T, true).await;
     assert!(matches!(
         read,
         Err(ResponseError::Closed { nothing_read: true })
@@ -69,7 +69,7 @@ async fn read(
         at: 0,
         step,
     };
-    let (mut response, head) = Response::read_head(stream, head_only, T).await?;
+    let (mut response, head) = Response::read_head(stream, head_only, T, T, true).await?;
     let mut body = Vec::new();
     while let Some(piece) = response.next_piece().await? {
         assert!(!piece.is_empty(), "no empty pieces");
