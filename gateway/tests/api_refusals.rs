@@ -1,12 +1,16 @@
 //! A refused management call changes nothing: not the config file, not the
 //! deployments, not a promotion or rollout in progress. Each refusal is
-//! checked against the state just before it, on a real gateway.
+//! checked against the state just before it, on a real gateway. And the
+//! admin listener refuses early and quietly: no body is read before the key
+//! is checked, and a malformed request gets a 400 with nothing of it (its
+//! key above all) in the log.
 
 mod support;
 
 use serde_json::{Value, json};
-use support::admin::{ADMIN, api, call, eventually, file, setup};
-use support::free_port;
+use support::admin::{ADMIN, api, call, eventually, file, gateway_logging_to, setup};
+use support::raw::Client;
+use support::{KEY, free_port};
 
 /// Adds deployment `id`, whose only replica never answers: a promotion to
 /// it waits for replicas until it is cancelled.
@@ -316,5 +320,85 @@ async fn every_refused_edit_leaves_everything_as_it_was() {
     for (method, path, body) in &on_stale {
         let call = (*method, path.as_str(), body.clone());
         assert_refused(&gw, call, Some(&stale), 412).await;
+    }
+}
+
+/// A POST head announcing 1 MiB (the API's limit), with `authorization`.
+fn big_post(authorization: Option<&str>) -> Vec<u8> {
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    format!(
+        "POST /v1/models/m/deployments HTTP/1.1\r\nHost: a\r\n{auth}Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_request_body_is_read_only_with_an_admin_key() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let gw = gateway_logging_to(log.path(), "warn");
+    let before = file(&gw);
+    let predict_key = format!("Api-Key {KEY}");
+    for (authorization, status) in [(None, 401), (Some(predict_key.as_str()), 403)] {
+        // Only the head is sent: the answer comes without the body, and
+        // the connection closes (its body was never read).
+        let mut client = Client::connect(gw.admin);
+        client.send(&big_post(authorization));
+        let response = client.response("the refusal, before any body");
+        assert_eq!(response.status, status, "{}", response.describe());
+        assert!(
+            String::from_utf8_lossy(&response.body).contains("\"error\""),
+            "{}",
+            response.describe()
+        );
+        client.assert_closed("the connection whose body was left unread");
+    }
+    // With the admin key the body is awaited; one over the limit is
+    // refused by its length, unread.
+    let mut client = Client::connect(gw.admin);
+    let over = String::from_utf8(big_post(Some(&format!("Api-Key {ADMIN}"))))
+        .unwrap()
+        .replace("1048576", "1048577");
+    client.send(over.as_bytes());
+    let response = client.response("413 by the declared length");
+    assert_eq!(response.status, 413, "{}", response.describe());
+    client.assert_closed("the connection whose body was left unread");
+    assert_eq!(file(&gw), before);
+}
+
+#[test]
+fn a_malformed_admin_request_gets_400_and_its_key_stays_out_of_the_log() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    // Debug: the most the gateway would say about a refused request.
+    let mut gw = gateway_logging_to(log.path(), "debug");
+    let mut client = Client::connect(gw.admin);
+    let request = format!(
+        "GET /v1/models HTTP/1.1\r\nHost: a\r\nAuthorization: Api-Key {ADMIN}\r\nBad Header: x\r\n\r\n"
+    );
+    client.send(request.as_bytes());
+    let response = client.response("an answer to a malformed head");
+    assert_eq!(response.status, 400, "{}", response.describe());
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    client.assert_closed("the connection of a malformed request");
+    // The listener goes on serving well-formed requests.
+    let mut client = Client::connect(gw.admin);
+    let good =
+        format!("GET /v1/models HTTP/1.1\r\nHost: a\r\nAuthorization: Api-Key {ADMIN}\r\n\r\n");
+    client.send(good.as_bytes());
+    assert_eq!(client.response("a well-formed request").status, 200);
+
+    // Everything the gateway logged, once it has exited.
+    gw.proc.signal("INT");
+    assert!(
+        gw.proc
+            .wait_exit(std::time::Duration::from_secs(10))
+            .is_some()
+    );
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        logged.contains("admin listener: refused a request head: malformed request head"),
+        "the refusal is logged: {logged}"
+    );
+    for secret in [ADMIN, "Bad Header", "Authorization"] {
+        assert!(!logged.contains(secret), "{secret:?} in the log: {logged}");
     }
 }

@@ -165,3 +165,44 @@ pub async fn wait_promoted(gw: &Gateway, env: &str) {
     })
     .await;
 }
+
+/// A gateway with the admin key and one model (no replica needed), whose
+/// log at `level` goes to the file `log` instead of the test's stderr: for
+/// the tests of what it logs.
+pub fn gateway_logging_to(log: &std::path::Path, level: &str) -> Gateway {
+    use std::net::SocketAddr;
+    use std::process::{Command, Stdio};
+    for _ in 0..5 {
+        let predict: SocketAddr = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
+        let text = format!(
+            "[listeners]\npredict = \"{predict}\"\nadmin = \"{admin}\"\n{}{}\n[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"a\"\nreplicas = {{ source = \"static\" }}\n",
+            key_entry(KEY, "test", "\"all\""),
+            key_entry(ADMIN, "ops", "\"admin\""),
+        );
+        let config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(config.path(), text).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config.path())
+            .env("RUST_LOG", level)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("spawn gateway");
+        let mut proc = Proc {
+            child,
+            addr: predict,
+        };
+        if super::wait_ready(&mut proc, admin) {
+            return Gateway {
+                proc,
+                admin,
+                config,
+            };
+        }
+        // Most likely a port was taken meanwhile: try new ones.
+    }
+    panic!("gateway did not become ready");
+}
