@@ -198,6 +198,8 @@ pub(crate) struct RawEngine {
     pub(crate) queue_size: Option<i64>,
     pub(crate) max_batch_size: Option<i64>,
     pub(crate) max_queue_delay_ms: Option<i64>,
+    pub(crate) max_inputs: Option<i64>,
+    pub(crate) max_request_tokens: Option<i64>,
     pub(crate) watch: Option<bool>,
     pub(crate) fixed_ms: Option<i64>,
     pub(crate) per_item_ms: Option<i64>,

@@ -107,10 +107,19 @@ impl HealthChecker {
             for replica in pool.replicas().replicas() {
                 let (pool, replica) = (Arc::clone(&pool), Arc::clone(replica));
                 probes.spawn(async move {
-                    let outcome = probe(replica.addr(), settings.timeout).await;
-                    if record(&replica, outcome, settings.failure_threshold) == Some(Health::Ready)
-                    {
-                        pool.capacity_changed();
+                    match probe(replica.addr(), settings.timeout).await {
+                        // Out of descriptors or ports: no verdict on the
+                        // replica, which keeps its state.
+                        Err(ProbeError::Local(e)) => {
+                            log::warn!("cannot probe replica {}: {e}", replica.addr());
+                        }
+                        outcome => {
+                            let outcome = outcome.map_err(|e| e.to_string());
+                            let change = record(&replica, outcome, settings.failure_threshold);
+                            if change == Some(Health::Ready) {
+                                pool.capacity_changed();
+                            }
+                        }
                     }
                     replica.health() == Health::Ready
                 });
@@ -161,19 +170,50 @@ fn record(
     change
 }
 
-/// Whether the replica answers the readiness probe with a 2xx within
-/// `limit`; if not, why not, for the log.
-pub(crate) async fn probe(addr: SocketAddr, limit: Duration) -> Result<(), String> {
-    match tokio::time::timeout(limit, ask_ready(addr)).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(format!("no answer within {limit:?}")),
+/// Why a probe did not pass.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProbeError {
+    /// The replica did not answer it, or not with a 2xx: counts against
+    /// the replica.
+    #[error("{0}")]
+    Failed(String),
+    /// The gateway could not even try: it is out of file descriptors or
+    /// local ports. No verdict on the replica.
+    #[error("connect: {0} (the gateway's own shortage)")]
+    Local(std::io::Error),
+}
+
+impl From<String> for ProbeError {
+    fn from(why: String) -> Self {
+        ProbeError::Failed(why)
     }
 }
 
-async fn ask_ready(addr: SocketAddr) -> Result<(), String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+/// Whether a failed connect or accept is the gateway's own shortage (file
+/// descriptors, local ports, buffers), not the peer's fault.
+pub fn is_local_shortage(e: &std::io::Error) -> bool {
+    /// EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL (Linux numbers).
+    const LOCAL: [i32; 5] = [24, 23, 105, 12, 99];
+    e.raw_os_error().is_some_and(|code| LOCAL.contains(&code))
+}
+
+/// Whether the replica answers the readiness probe with a 2xx within
+/// `limit`; if not, why not, for the log.
+pub(crate) async fn probe(addr: SocketAddr, limit: Duration) -> Result<(), ProbeError> {
+    match tokio::time::timeout(limit, ask_ready(addr)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!("no answer within {limit:?}").into()),
+    }
+}
+
+async fn ask_ready(addr: SocketAddr) -> Result<(), ProbeError> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| {
+        if is_local_shortage(&e) {
+            ProbeError::Local(e)
+        } else {
+            ProbeError::Failed(format!("connect: {e}"))
+        }
+    })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
@@ -198,7 +238,7 @@ async fn ask_ready(addr: SocketAddr) -> Result<(), String> {
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!("status {}", response.status()))
+        Err(format!("status {}", response.status()).into())
     }
 }
 
@@ -214,6 +254,13 @@ mod tests {
         assert_eq!(s.failure_threshold, 2);
     }
 
+    #[test]
+    fn the_gateways_own_shortage_is_told_from_the_replicas_fault() {
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let refused = std::io::Error::from_raw_os_error(111);
+        assert!(is_local_shortage(&emfile) && !is_local_shortage(&refused));
+    }
+
     #[tokio::test]
     async fn a_closed_port_fails_the_probe() {
         // Bind then drop: nothing listens there any more.
@@ -221,7 +268,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let why = probe(addr, Duration::from_secs(5)).await.unwrap_err();
-        assert!(why.starts_with("connect"), "{why}");
+        assert!(why.to_string().starts_with("connect"), "{why}");
     }
 
     #[tokio::test]
@@ -230,7 +277,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let why = probe(addr, Duration::from_millis(100)).await.unwrap_err();
-        assert!(why.starts_with("no answer"), "{why}");
+        assert!(why.to_string().starts_with("no answer"), "{why}");
         drop(listener);
     }
 }

@@ -1,14 +1,13 @@
 //! `engine`: one model replica.
 
 use std::net::SocketAddr;
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use config::{EngineBackend, EngineSettings, TextModelSettings};
+use config::{EngineBackend, EngineSettings};
 use engine::text::{TextBackend, TextModel};
 use engine::watch::{ModelReloads, watch_model};
 use engine::{Backend, Loader, ServerSettings, Synthetic};
@@ -105,13 +104,13 @@ struct EngineFlags {
     max_queue_delay_ms: Option<i64>,
     /// Most inputs in one request; more get 400 before they wait for a
     /// slot (default 256).
-    #[arg(long, value_parser = within(EngineSettings::MAX_INPUTS_RANGE))]
-    max_inputs: Option<u32>,
+    #[arg(long)]
+    max_inputs: Option<i64>,
     /// onnx, tensorrt: most tokens in one request, all inputs together;
     /// more get 400 before any model run (default 65536; at least
     /// --max-tokens).
-    #[arg(long, value_parser = within(TextModelSettings::MAX_REQUEST_TOKENS_RANGE))]
-    max_request_tokens: Option<u32>,
+    #[arg(long)]
+    max_request_tokens: Option<i64>,
     /// Reload the model when its file changes.
     #[arg(long)]
     watch: bool,
@@ -133,10 +132,8 @@ struct EngineFlags {
 }
 
 impl EngineFlags {
-    /// The flags that were given, as `[engine]` keys. `max_inputs` and
-    /// `max_request_tokens` are not among them: the config's `[engine]`
-    /// parser does not know those keys yet, so [`EngineFlags::apply_limits`]
-    /// sets them on the loaded settings instead.
+    /// The flags that were given, as `[engine]` keys (checked, with their
+    /// ranges, by the config's `[engine]` validation).
     fn table(&self) -> toml::Table {
         let mut t = toml::Table::new();
         let path = |p: &PathBuf| toml::Value::String(p.display().to_string());
@@ -156,6 +153,8 @@ impl EngineFlags {
             ("queue_size", self.queue_size),
             ("max_batch_size", self.max_batch_size),
             ("max_queue_delay_ms", self.max_queue_delay_ms),
+            ("max_inputs", self.max_inputs),
+            ("max_request_tokens", self.max_request_tokens),
             ("fixed_ms", self.fixed_ms),
             ("per_item_ms", self.per_item_ms),
             ("jitter_ms", self.jitter_ms),
@@ -167,33 +166,6 @@ impl EngineFlags {
         put("watch", self.watch.then_some(toml::Value::Boolean(true)));
         t
     }
-
-    /// Lays `--max-inputs` and `--max-request-tokens` over `settings` and
-    /// checks the request-token cap against `max_tokens` as the config
-    /// would.
-    fn apply_limits(&self, settings: &mut EngineSettings) -> Result<(), String> {
-        if let Some(max) = self.max_inputs {
-            settings.max_inputs = max;
-        }
-        match &mut settings.backend {
-            EngineBackend::Onnx(model) | EngineBackend::TensorRt(model) => {
-                if let Some(max) = self.max_request_tokens {
-                    model.max_request_tokens = max;
-                }
-                model.request_tokens_problem().map_or(Ok(()), Err)
-            }
-            EngineBackend::Synthetic(_) if self.max_request_tokens.is_some() => {
-                Err("--max-request-tokens does not apply to backend = \"synthetic\"".into())
-            }
-            EngineBackend::Synthetic(_) => Ok(()),
-        }
-    }
-}
-
-/// A clap parser for a `u32` flag within `range` (the config's range for
-/// the same setting).
-fn within(range: RangeInclusive<u32>) -> clap::builder::RangedI64ValueParser<u32> {
-    clap::value_parser!(u32).range(i64::from(*range.start())..=i64::from(*range.end()))
 }
 
 /// A clap parser for a count that must be at least 1.
@@ -245,10 +217,7 @@ fn main() -> ExitCode {
         .target(env_logger::Target::Stderr)
         .init();
     let args = Args::parse();
-    let loaded = settings(&args).and_then(|mut settings| {
-        args.engine.apply_limits(&mut settings)?;
-        Ok(settings)
-    });
+    let loaded = settings(&args);
     let settings = match loaded {
         Ok(s) => s,
         Err(e) => {

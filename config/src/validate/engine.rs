@@ -15,7 +15,14 @@ const SYNTHETIC_KEYS: [&str; 5] = [
     "load_delay_ms",
     "error_percent",
 ];
-const MODEL_KEYS: [&str; 5] = ["model", "tokenizer", "onnxruntime", "max_tokens", "threads"];
+const MODEL_KEYS: [&str; 6] = [
+    "model",
+    "tokenizer",
+    "onnxruntime",
+    "max_tokens",
+    "max_request_tokens",
+    "threads",
+];
 
 /// `deployment_concurrency` is set when the table belongs to a deployment,
 /// whose `predict_concurrency` the replica then uses.
@@ -62,9 +69,7 @@ pub(super) fn engine(
         0,
         10_000,
     ));
-    // Not an `[engine]` key yet (`RawEngine` has no field for it), so every
-    // table gets the default; the engine's `--max-inputs` flag changes it.
-    let max_inputs = max_inputs(c, path, None);
+    let max_inputs = max_inputs(c, path, raw.max_inputs);
     let backend = backend(c, path, &raw);
     Some(EngineSettings {
         backend: backend?,
@@ -118,6 +123,7 @@ fn backend(c: &mut Checker<'_>, path: &ConfigPath, raw: &RawEngine) -> Option<En
         "tokenizer" => raw.tokenizer.is_some(),
         "onnxruntime" => raw.onnxruntime.is_some(),
         "max_tokens" => raw.max_tokens.is_some(),
+        "max_request_tokens" => raw.max_request_tokens.is_some(),
         "threads" => raw.threads.is_some(),
         "fixed_ms" => raw.fixed_ms.is_some(),
         "per_item_ms" => raw.per_item_ms.is_some(),
@@ -166,9 +172,7 @@ fn backend(c: &mut Checker<'_>, path: &ConfigPath, raw: &RawEngine) -> Option<En
                 threads: c.ranged(path, "threads", raw.threads, 0, 0, 1024),
                 model,
             };
-            // Not an `[engine]` key yet (`RawEngine` has no field for it):
-            // the default, which the engine's `--max-request-tokens` changes.
-            max_request_tokens(c, path, None, &mut settings);
+            max_request_tokens(c, path, raw.max_request_tokens, &mut settings);
             Some(if name == "onnx" {
                 EngineBackend::Onnx(settings)
             } else {

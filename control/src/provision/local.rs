@@ -168,7 +168,7 @@ async fn announce(stdout: ChildStdout) -> Result<std::net::SocketAddr, String> {
     for _ in 0..50 {
         match health::probe(addr, Duration::from_secs(1)).await {
             Ok(()) => return Ok(addr),
-            Err(why) => last = why,
+            Err(why) => last = why.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -364,7 +364,7 @@ impl Gateway {
         let tcp = match tokio::time::timeout(self.upstream.connect_timeout, connect).await {
             // Unreachable in time is unreachable: 502, as a refusal is.
             Err(_) => return Err(Reject::ReplicaFailed),
-            Ok(Err(e)) if is_local_shortage(&e) => {
+            Ok(Err(e)) if control::health::is_local_shortage(&e) => {
                 log::warn!("cannot connect to replica {addr}: {e}");
                 return Err(Reject::LocalResources);
             }
@@ -379,10 +379,3 @@ impl Gateway {
     }
 }
 
-/// Whether a failed connect is the gateway's own shortage (file
-/// descriptors, local ports, buffers), not the replica's fault.
-fn is_local_shortage(e: &std::io::Error) -> bool {
-    /// EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL (Linux numbers).
-    const LOCAL: [i32; 5] = [24, 23, 105, 12, 99];
-    e.raw_os_error().is_some_and(|code| LOCAL.contains(&code))
-}
