@@ -9,6 +9,11 @@
 //! was. Untouched parts of the file stay byte-identical, comments included;
 //! a replaced value keeps the comment on its line.
 //!
+//! Some values only a hand edit may set or change ([`Protected`]): a
+//! deployment engine's file paths, unless the config's `[admin]` section
+//! has `api_may_set_paths = true`, and static replica addresses when it has
+//! `api_may_set_replica_addresses = false`. Edits that keep them pass.
+//!
 //! `{deployment}` arguments take a deployment id or the aliases
 //! `development` (the model's development deployment) and `production`
 //! (the deployment the production environment serves).
@@ -28,6 +33,7 @@
 
 mod input;
 mod lookup;
+mod protected;
 mod rollout;
 mod tree;
 
@@ -37,6 +43,7 @@ pub use input::{
     AutoscalingPatch, AutoscalingScope, DeploymentPatch, EnvironmentPatch, NewDeployment,
     NewEnvironment, PromotionPatch, ReplicasSpec, ResourcesSpec, RollbackPatch,
 };
+pub use protected::Protected;
 
 use crate::error::{ConfigErrors, Problem};
 use crate::model::{Config, DeploymentKind, Model, PRODUCTION};
@@ -94,6 +101,11 @@ pub enum EditError {
     /// (400) The request contradicts itself.
     #[error("{0}")]
     BadRequest(String),
+    /// (400) The edit would set or change a file path (or a replica
+    /// address, when those are locked): only a hand edit may, unless the
+    /// config's `[admin]` section lets the API.
+    #[error(transparent)]
+    Protected(#[from] Protected),
 }
 
 impl ConfigDocument {
@@ -399,7 +411,9 @@ impl ConfigDocument {
             EditError::NotFound(format!("development deployment of model `{model}`"))
         })?;
         let (dev_id, id, name) = (dev.id.clone(), unused_id(m), next_deployment_name(m));
-        self.apply(|doc| {
+        // The copy keeps the development deployment's paths and addresses.
+        let copy = Some((id.as_str(), dev_id.as_str()));
+        self.try_edit_copying(copy, |doc| {
             let mut m = tree::model(doc, model)?;
             let dev = tree::entry(m.reborrow(), "deployments", "id", &dev_id).ok_or_else(|| {
                 EditError::NotFound(format!("deployment `{dev_id}` of model `{model}`"))
@@ -414,6 +428,24 @@ impl ConfigDocument {
             Ok(())
         })?;
         Ok(id)
+    }
+
+    /// Refuses a result that sets or changes what only a hand edit may
+    /// ([`Protected`]). `copy`: a new deployment's id and the id of the
+    /// deployment it copies, whose values it may keep.
+    fn check_protected(&self, new: &Config, copy: Option<(&str, &str)>) -> Result<(), EditError> {
+        for model in &new.models {
+            let old = self.config.model(&model.id);
+            for d in &model.deployments {
+                let baseline = match copy {
+                    Some((id, source)) if id == d.id => source,
+                    _ => d.id.as_str(),
+                };
+                let before = old.and_then(|m| m.deployment(baseline));
+                protected::check(&self.config.admin, before, d)?;
+            }
+        }
+        Ok(())
     }
 
     fn model(&self, id: &str) -> Result<&Model, EditError> {
@@ -439,15 +471,26 @@ impl ConfigDocument {
     }
 
     /// Runs `edit` on a copy of the tree and keeps the result only if its
-    /// text validates and means something new.
+    /// text validates, changes nothing protected, and means something new.
     fn try_edit<T>(
         &mut self,
+        edit: impl FnOnce(&mut DocumentMut) -> Result<T, EditError>,
+    ) -> Result<(T, Changed), EditError> {
+        self.try_edit_copying(None, edit)
+    }
+
+    /// [`Self::try_edit`] for an edit that copies a deployment (see
+    /// [`Self::check_protected`]).
+    fn try_edit_copying<T>(
+        &mut self,
+        copy: Option<(&str, &str)>,
         edit: impl FnOnce(&mut DocumentMut) -> Result<T, EditError>,
     ) -> Result<(T, Changed), EditError> {
         let mut doc = self.doc.clone();
         let result = edit(&mut doc)?;
         let text = doc.to_string();
         let config = crate::load_str(&text, &self.origin).map_err(EditError::Invalid)?;
+        self.check_protected(&config, copy)?;
         // Same meaning (e.g. a default written out): keep the file as it is.
         if config == self.config {
             return Ok((result, Changed::Unchanged));

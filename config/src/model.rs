@@ -20,6 +20,8 @@ pub struct Config {
     pub models: Vec<Model>,
     /// What this machine offers the replicas the gateway starts on it.
     pub node: Node,
+    /// What the management API may change (`[admin]`).
+    pub admin: AdminSettings,
 }
 
 impl Config {
@@ -58,6 +60,33 @@ impl Config {
     /// The model with this id.
     pub fn model(&self, id: &str) -> Option<&Model> {
         self.models.iter().find(|m| m.id == id)
+    }
+}
+
+/// What the management API may change (`[admin]`). Read from the file at
+/// each API edit, so a hand edit of it applies at once, without a restart;
+/// no API call changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Whether API edits may set or change file paths: a deployment
+    /// engine's `model`, `tokenizer` and `onnxruntime`. Default false: a
+    /// local replica loads what they name (`onnxruntime` is a shared
+    /// library it loads into its process), so an admin key could otherwise
+    /// run any code on the host. Edits that keep the paths as they are
+    /// are always allowed.
+    pub api_may_set_paths: bool,
+    /// Whether API edits may set or change static replicas' addresses,
+    /// which the gateway health-checks and sends predictions to. Default
+    /// true; false leaves them to hand edits too.
+    pub api_may_set_replica_addresses: bool,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            api_may_set_paths: false,
+            api_may_set_replica_addresses: true,
+        }
     }
 }
 

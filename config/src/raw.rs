@@ -56,6 +56,12 @@ pub(crate) struct RawAccessLog {
 }
 
 #[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawAdmin {
+    pub(crate) api_may_set_paths: Option<bool>,
+    pub(crate) api_may_set_replica_addresses: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawNode {
     pub(crate) cpus: Option<f64>,
     pub(crate) memory: Option<String>,
@@ -182,6 +188,7 @@ pub(crate) struct RawConfig {
     pub(crate) api_keys: Vec<Option<RawApiKey>>,
     pub(crate) models: Vec<RawModel>,
     pub(crate) node: Option<RawNode>,
+    pub(crate) admin: Option<RawAdmin>,
 }
 
 /// `[engine]` of a replica's own file, or a deployment's `engine` table:

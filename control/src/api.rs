@@ -81,7 +81,9 @@ fn edit_failure(e: &EditError) -> Failure {
     let status = match e {
         EditError::NotFound(_) => StatusCode::NOT_FOUND,
         EditError::Conflict(_) => StatusCode::CONFLICT,
-        EditError::Invalid(_) | EditError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        EditError::Invalid(_) | EditError::BadRequest(_) | EditError::Protected(_) => {
+            StatusCode::BAD_REQUEST
+        }
     };
     Failure(status, e.to_string())
 }

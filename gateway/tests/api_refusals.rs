@@ -76,18 +76,20 @@ async fn state(gw: &support::Gateway) -> State {
 }
 
 /// Sends a call that must be refused with `status`, and checks that the
-/// file, the deployments and both promotions are as they were before it.
+/// file, the deployments and both promotions are as they were before it;
+/// returns the error message.
 async fn assert_refused(
     gw: &support::Gateway,
     (method, path, body): (&str, &str, Option<Value>),
     if_match: Option<&str>,
     status: u16,
-) {
+) -> String {
     let before = state(gw).await;
     let (got, answer, _) = call(gw, method, path, body, Some(ADMIN), if_match).await;
     assert_eq!(got, status, "{method} {path}: {answer}");
     assert!(answer["error"].is_string(), "{method} {path}: {answer}");
     assert_eq!(state(gw).await, before, "{method} {path} changed something");
+    answer["error"].as_str().unwrap_or_default().to_owned()
 }
 
 /// An ETag the file no longer has: taken, then the file edited.
@@ -321,6 +323,108 @@ async fn every_refused_edit_leaves_everything_as_it_was() {
         let call = (*method, path.as_str(), body.clone());
         assert_refused(&gw, call, Some(&stale), 412).await;
     }
+}
+
+/// Appends `text` to the config file, as an operator's hand edit.
+fn hand_edit(gw: &support::Gateway, text: &str) {
+    let edited = format!("{}\n{text}", file(gw));
+    std::fs::write(gw.config.path(), edited).unwrap();
+}
+
+/// An onnx engine table whose runtime library is `library`.
+fn onnx(library: &str) -> Value {
+    json!({ "backend": "onnx", "model": "/tmp/igw-test/m.onnx", "onnxruntime": library })
+}
+
+#[tokio::test]
+async fn api_edits_set_no_file_path_unless_the_config_allows_it() {
+    let (gw, _a, _b) = setup();
+    let d = "/v1/models/m/deployments";
+    let new = json!({ "id": "q", "replicas": { "source": "local" }, "engine": onnx("/tmp/x.so") });
+    let message = assert_refused(&gw, ("POST", d, Some(new.clone())), None, 400).await;
+    for field in [
+        "`engine.onnxruntime`",
+        "`engine.model`",
+        "api_may_set_paths = true",
+    ] {
+        assert!(message.contains(field), "{message}");
+    }
+
+    // A deployment with paths, written by hand: edits that keep its paths
+    // are accepted (local, at zero replicas: nothing is started).
+    hand_edit(
+        &gw,
+        "[[models.deployments]]\nid = \"p\"\nreplicas = { source = \"local\" }\n[models.deployments.engine]\nbackend = \"onnx\"\nmodel = \"/tmp/igw-test/m.onnx\"\nonnxruntime = \"/tmp/igw-test/lib.so\"\n",
+    );
+    let autoscaling = json!({ "max_replica": 2 });
+    let path = format!("{d}/p/autoscaling_settings");
+    let (status, body, _) = api(&gw, "PATCH", &path, Some(autoscaling)).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ACCEPTED")),
+        "{body}"
+    );
+    let mut same = onnx("/tmp/igw-test/lib.so");
+    same["threads"] = json!(2);
+    let (status, body, _) = api(
+        &gw,
+        "PATCH",
+        &format!("{d}/p"),
+        Some(json!({ "engine": same })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ACCEPTED")),
+        "{body}"
+    );
+    // Another library is refused, naming the field.
+    let other = Some(json!({ "engine": onnx("/tmp/evil.so") }));
+    let message = assert_refused(&gw, ("PATCH", &format!("{d}/p"), other.clone()), None, 400).await;
+    assert!(message.contains("`engine.onnxruntime`"), "{message}");
+    assert!(!message.contains("`engine.model`"), "{message}");
+
+    // The operator opts in by hand: the same calls are accepted.
+    hand_edit(&gw, "[admin]\napi_may_set_paths = true\n");
+    let (status, body, _) = api(&gw, "POST", d, Some(new)).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body, _) = api(&gw, "PATCH", &format!("{d}/p"), other).await;
+    assert_eq!(status, 200, "{body}");
+    let config = config::load_str(&file(&gw), "after").unwrap();
+    let library = |id: &str| match &config.models[0]
+        .deployment(id)
+        .unwrap()
+        .engine
+        .as_ref()
+        .unwrap()
+        .backend
+    {
+        config::EngineBackend::Onnx(m) => m.runtime_library.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(library("p"), Some("/tmp/evil.so".into()));
+    assert_eq!(library("q"), Some("/tmp/x.so".into()));
+}
+
+#[tokio::test]
+async fn locked_replica_addresses_are_left_to_hand_edits() {
+    let (gw, _a, _b) = setup();
+    hand_edit(&gw, "[admin]\napi_may_set_replica_addresses = false\n");
+    let d = "/v1/models/m/deployments";
+    let new =
+        json!({ "id": "c", "replicas": { "source": "static", "addresses": ["10.0.0.1:80"] } });
+    let message = assert_refused(&gw, ("POST", d, Some(new)), None, 400).await;
+    assert!(message.contains("`replicas.addresses`"), "{message}");
+    let moved = json!({ "replicas": { "source": "static", "addresses": ["10.0.0.1:80"] } });
+    assert_refused(&gw, ("PATCH", &format!("{d}/a"), Some(moved)), None, 400).await;
+    // Deployment a keeps its addresses through other edits.
+    let path = format!("{d}/a/autoscaling_settings");
+    let (status, body, _) = api(&gw, "PATCH", &path, Some(json!({ "max_replica": 2 }))).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ACCEPTED")),
+        "{body}"
+    );
 }
 
 /// A POST head announcing 1 MiB (the API's limit), with `authorization`.

@@ -34,7 +34,8 @@ pub struct NewDeployment {
     /// Where replicas come from.
     pub replicas: ReplicasSpec,
     /// How a replica runs (an `[engine]` table, checked by validation);
-    /// required with local replicas.
+    /// required with local replicas. Its file paths (`model`, `tokenizer`,
+    /// `onnxruntime`) only with `[admin] api_may_set_paths = true`.
     pub engine: Option<toml::Table>,
     /// Its activation queue (a `queue` table: `max_length`, `timeout_secs`,
     /// `backpressure`; checked by validation). Default: the defaults.
@@ -56,7 +57,8 @@ pub struct DeploymentPatch {
     pub predict_concurrency: Option<i64>,
     /// Replaces the replica source and addresses.
     pub replicas: Option<ReplicasSpec>,
-    /// Replaces the whole engine table.
+    /// Replaces the whole engine table; its file paths must stay as they
+    /// are unless `[admin] api_may_set_paths = true`.
     pub engine: Option<toml::Table>,
     /// Replaces the whole queue table.
     pub queue: Option<toml::Table>,

@@ -171,6 +171,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Conf
         api_keys,
         models,
         node,
+        admin: admin(raw.admin.unwrap_or_default()),
     })
 }
 
@@ -185,6 +186,18 @@ pub(crate) fn validate_engine_file(
         return None;
     };
     engine::engine(&mut c, &path, raw, None).filter(|_| c.errors.is_empty())
+}
+
+/// `[admin]`: two switches, each with its default when absent (serde has
+/// already refused anything but a boolean).
+fn admin(raw: RawAdmin) -> AdminSettings {
+    let defaults = AdminSettings::default();
+    AdminSettings {
+        api_may_set_paths: raw.api_may_set_paths.unwrap_or(defaults.api_may_set_paths),
+        api_may_set_replica_addresses: raw
+            .api_may_set_replica_addresses
+            .unwrap_or(defaults.api_may_set_replica_addresses),
+    }
 }
 
 fn listeners(c: &mut Checker<'_>, path: &ConfigPath, raw: RawListeners) -> Listeners {
