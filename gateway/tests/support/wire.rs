@@ -175,3 +175,33 @@ pub fn rejected_and_closed(setup: &Setup, request: &[u8]) -> Result<(), String> 
     }
     client.closed().map_err(|e| format!("400, but {e}"))
 }
+
+// ---------------------------------------------------------------------------
+// Requests built from a request line (tests/hostile.rs)
+// ---------------------------------------------------------------------------
+
+/// `line` (a request line, without its CRLF), a Host and the key, then
+/// `extra` header lines (each ending in CRLF), the blank line, and `body`
+/// exactly as given.
+pub fn keyed_request(line: &str, extra: &str, body: &[u8]) -> Vec<u8> {
+    unkeyed_request(line, &format!("Authorization: {}\r\n{extra}", auth()), body)
+}
+
+/// `line` (a request line, without its CRLF), a Host, then `extra` header
+/// lines (each ending in CRLF), the blank line, and `body` exactly as given.
+pub fn unkeyed_request(line: &str, extra: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{line}\r\nHost: gw\r\n{extra}\r\n").into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// `bytes` for a failure message: escaped, cut after `max` bytes (with the
+/// full length said).
+pub fn escaped(bytes: &[u8], max: usize) -> String {
+    let shown = bytes[..bytes.len().min(max)].escape_ascii().to_string();
+    if bytes.len() > max {
+        format!("{shown}... ({} bytes in all)", bytes.len())
+    } else {
+        shown
+    }
+}
