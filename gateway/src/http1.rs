@@ -13,8 +13,24 @@ pub use body::{BodyDecoder, BodyError, Decoded};
 pub use request::{HeadError, HeadLimits, RequestHead};
 pub use server::{Limits, ServerConn};
 
+use std::task::Poll;
+use std::time::Duration;
+
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// `future`, unless `limit` passes first (`None`). The clock is read, and a
+/// timer armed, only if the future has to wait: for writes, which on the
+/// predict path complete at their first poll (reads usually wait, and take
+/// a plain timeout).
+pub async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let first = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => tokio::time::timeout(limit, future).await.ok(),
+    }
+}
 
 /// Writes one header field line, `name: value` and CRLF, into a head.
 pub fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {

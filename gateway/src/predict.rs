@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::access_log::AccessLogger;
 use crate::conn_limit::{Admitted, ConnLimit};
 use crate::connections::Connections;
-use crate::http1::{RequestHead, ServerConn};
+use crate::http1::{HeadError, RequestHead, ServerConn};
 use crate::reject::Reject;
 use crate::route::{self, Call};
 use crate::shutdown::{InFlight, InFlightGuard};
@@ -182,8 +182,9 @@ impl Gateway {
             let from_client = client.head().field(REQUEST_ID_HEADER.as_bytes());
             ctx.request_id = Some(log.request_id(from_client));
         }
-        let deadline = self.upstream.request_timeout;
-        let proxied = tokio::time::timeout(
+        // From the clock reading the request already took.
+        let deadline = ctx.started + self.upstream.request_timeout;
+        let proxied = tokio::time::timeout_at(
             deadline,
             self.route_and_proxy(client, &mut ctx, keys, shutdown),
         )
@@ -217,7 +218,9 @@ impl Gateway {
         keys: &mut KeyMemo,
         shutdown: &ShutdownWatch,
     ) -> Result<(), Reject> {
-        let lease = match self.admit(client.head(), ctx, keys)? {
+        let next = self.admit(client.head(), ctx, keys)?;
+        client.set_body_limit(ctx.max_body);
+        let lease = match next {
             Next::Proxy(lease) => lease,
             Next::Woken => {
                 let body = Bytes::from_static(br#"{"status":"waking"}"#);
@@ -478,6 +481,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 enum Protocol {
     /// HTTP/1.x, with what was read of it deciding.
     H1(Stream, BytesMut),
+    /// A start that stalled within the head timeout: answered 408.
+    H1Stalled(Stream, BytesMut),
     H2(Stream),
 }
 
@@ -486,8 +491,11 @@ enum Protocol {
 /// preface). Those bytes are read, not peeked: an HTTP/1 connection keeps
 /// them as the start of its first request, an HTTP/2 one gets them back
 /// (Pingora's TCP stream can be rewound). A request shorter than the
-/// preface is not waited on. `None`: the client left first.
-async fn protocol(mut stream: Stream, idle_timeout: Duration) -> Option<Protocol> {
+/// preface is not waited on. The first byte may take the idle timeout; the
+/// rest of what could still be a preface, the head timeout (then the
+/// client is answered 408, as a stalled HTTP/1 head is). `None`: the client
+/// left first.
+async fn protocol(mut stream: Stream, limits: &ClientLimits) -> Option<Protocol> {
     if stream.get_ssl_digest().is_some() {
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         return Some(if h2 {
@@ -497,9 +505,16 @@ async fn protocol(mut stream: Stream, idle_timeout: Duration) -> Option<Protocol
         });
     }
     let mut first = BytesMut::with_capacity(4096);
+    let mut head_deadline = None;
     while first.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&first) {
-        match tokio::time::timeout(idle_timeout, stream.read_buf(&mut first)).await {
+        let deadline = match head_deadline {
+            Some(at) => at,
+            None if first.is_empty() => Instant::now() + limits.idle_timeout,
+            None => *head_deadline.insert(Instant::now() + limits.head_timeout),
+        };
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut first)).await {
             Ok(Ok(n)) if n > 0 => {}
+            Err(_) if !first.is_empty() => return Some(Protocol::H1Stalled(stream, first)),
             _ => return None,
         }
     }
@@ -526,7 +541,7 @@ impl ServerApp for Listener {
         let admitted = self.conns.admit()?;
         let limits = self.gateway.client_limits;
         let protocol = tokio::select! {
-            protocol = protocol(stream, limits.idle_timeout) => protocol?,
+            protocol = protocol(stream, &limits) => protocol?,
             () = admitted.evicted() => return None,
         };
         match protocol {
@@ -535,6 +550,11 @@ impl ServerApp for Listener {
                 // see between: it is never closed to make room.
                 admitted.set_busy(true);
                 ServerApp::process_new(&self.gateway, stream, shutdown).await
+            }
+            Protocol::H1Stalled(stream, first) => {
+                let mut conn = ServerConn::with_buffer(stream, first, limits);
+                refuse_head(&mut conn, HeadError::Timeout).await;
+                None
             }
             Protocol::H1(stream, first) => {
                 let peer = match self.gateway.upstream.forwarded_for {
@@ -575,12 +595,7 @@ impl Gateway {
                 Ok(true) => {}
                 // The client closed the connection, or let it idle.
                 Ok(false) => return,
-                Err(e) => {
-                    let mut client = Client::H1(&mut conn);
-                    let _ = client.respond_error(e.status(), &e.to_string(), &[]).await;
-                    let _ = conn.flush().await;
-                    return;
-                }
+                Err(e) => return refuse_head(&mut conn, e).await,
             }
             if *shutdown.borrow() || admitted.is_evicted() {
                 // Draining, or its place is taken: this connection takes no
@@ -601,6 +616,15 @@ impl Gateway {
             }
         }
     }
+}
+
+/// Answers a request head that could not be read (the connection then
+/// closes).
+async fn refuse_head(conn: &mut ServerConn<Stream>, e: HeadError) {
+    conn.set_close();
+    let mut client = Client::H1(conn);
+    let _ = client.respond_error(e.status(), &e.to_string(), &[]).await;
+    let _ = conn.flush().await;
 }
 
 /// HTTP/2 streams, which Pingora's h2 session reads.

@@ -20,6 +20,10 @@ pub enum BodyError {
     /// A chunk-size or trailer line longer than allowed.
     #[error("chunk line too long")]
     LineTooLong,
+    /// A chunk-size or trailer line with a bare CR or LF: peers that end
+    /// lines at a lone LF would frame the body differently (smuggling).
+    #[error("bare CR or LF in a chunk line")]
+    BareLineEnd,
 }
 
 /// What the buffer gave.
@@ -84,6 +88,15 @@ impl BodyDecoder {
     /// No body.
     pub fn none() -> Self {
         Self(State::Done)
+    }
+
+    /// Body bytes announced and not yet decoded: what remains of a
+    /// `Content-Length`, or of the chunk being read (0 when unknown).
+    pub fn announced(&self) -> u64 {
+        match self.0 {
+            State::Length(n) | State::Chunked(Chunk::Data(n)) => n,
+            _ => 0,
+        }
     }
 
     /// Whether the body is complete.
@@ -165,12 +178,17 @@ impl BodyDecoder {
     }
 }
 
-/// A CRLF-terminated line at the start of `buf`, without its CRLF.
+/// A CRLF-terminated line at the start of `buf`, without its CRLF. A CR
+/// or LF anywhere else in it is an error, not a line end.
 fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, BodyError> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(end) if end > MAX_LINE => Err(BodyError::LineTooLong),
+    match buf.iter().position(|b| *b == b'\n') {
+        Some(end) if end > MAX_LINE + 1 => Err(BodyError::LineTooLong),
+        Some(0) => Err(BodyError::BareLineEnd),
         Some(end) => {
-            let line = buf.split_to(end);
+            if buf[end - 1] != b'\r' || buf[..end - 1].contains(&b'\r') {
+                return Err(BodyError::BareLineEnd);
+            }
+            let line = buf.split_to(end - 1);
             buf.advance(2);
             Ok(Some(line))
         }
@@ -249,6 +267,10 @@ mod tests {
             (b"\r\n", BodyError::ChunkSize),
             (b"5\r\nhelloXX", BodyError::ChunkEnd),
             (b"1234567890abcdef0\r\n", BodyError::ChunkSize),
+            (b"5;a\nb\r\nhello\r\n", BodyError::BareLineEnd),
+            (b"5\nhello\n0\n\n", BodyError::BareLineEnd),
+            (b"5;a\rb\r\nhello\r\n", BodyError::BareLineEnd),
+            (b"\n", BodyError::BareLineEnd),
         ] {
             let mut buf = BytesMut::from(wire);
             assert_eq!(

@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode, Version};
 
-use super::{BodyDecoder, Span, connection_tokens, content_length, last_coding_is_chunked};
+use super::{BodyDecoder, Span, connection_tokens, content_length};
 
 /// Most header fields in a request head.
 const MAX_FIELDS: usize = 128;
@@ -59,10 +59,18 @@ pub enum HeadError {
     /// A `Content-Length` that is not one number.
     #[error("bad or conflicting Content-Length")]
     ContentLength,
-    /// A `Transfer-Encoding` whose final coding is not `chunked`, or one on
-    /// an HTTP/1.0 request.
+    /// A `Transfer-Encoding` whose final coding is not `chunked`, that
+    /// applies `chunked` twice, or one on an HTTP/1.0 request.
     #[error("unsupported Transfer-Encoding")]
     TransferEncoding,
+    /// A transfer coding besides `chunked` (`gzip, chunked`): the gateway
+    /// decodes none, and passing the body on still coded would mislead the
+    /// replica (501, as nginx and Envoy answer).
+    #[error("transfer codings other than chunked are not implemented")]
+    CodingNotImplemented,
+    /// An HTTP/1.1 request without `Host` (RFC 9112 3.2: 400).
+    #[error("HTTP/1.1 request without Host")]
+    NoHost,
     /// Both `Transfer-Encoding` and `Content-Length`: two framings, the
     /// shape of request smuggling (refused, as nginx and Envoy do).
     #[error("Transfer-Encoding together with Content-Length")]
@@ -87,7 +95,38 @@ impl HeadError {
             }
             HeadError::UriTooLong => StatusCode::URI_TOO_LONG,
             HeadError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            HeadError::CodingNotImplemented => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// The transfer codings a request lists, across its `Transfer-Encoding`
+/// fields.
+#[derive(Debug, Default, Clone, Copy)]
+struct Codings {
+    /// Times `chunked` is listed (more than once is an error: RFC 9112 6.1).
+    chunked: u32,
+    /// Other codings listed.
+    others: u32,
+    /// The last coding is `chunked` (the one that frames the body).
+    last_chunked: bool,
+}
+
+impl Codings {
+    fn add(&mut self, value: &[u8]) {
+        for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if coding.is_empty() {
+                continue;
+            }
+            // Parameters (`;q=...`) make a coding something else again.
+            let chunked = coding.eq_ignore_ascii_case(b"chunked");
+            if chunked {
+                self.chunked += 1;
+            } else {
+                self.others += 1;
+            }
+            self.last_chunked = chunked;
         }
     }
 }
@@ -240,7 +279,7 @@ impl RequestHead {
         let mut host = None;
         let mut keys = 0;
         let mut length = None;
-        let mut coding = None;
+        let mut codings: Option<Codings> = None;
         let mut close = false;
         let mut keep_alive = false;
         for field in &self.fields {
@@ -261,7 +300,7 @@ impl RequestHead {
                 keys += 1;
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 // Several fields make one list: the last coding frames.
-                coding = Some(last_coding_is_chunked(value));
+                codings.get_or_insert_default().add(value);
             } else if name.eq_ignore_ascii_case(b"connection") {
                 for token in connection_tokens(value) {
                     close |= token.eq_ignore_ascii_case(b"close");
@@ -271,6 +310,9 @@ impl RequestHead {
         }
         if keys > 1 {
             return Err(HeadError::TwoKeys);
+        }
+        if host.is_none() && self.version == Version::HTTP_11 {
+            return Err(HeadError::NoHost);
         }
         if let (Some(host), Some(authority)) = (host, self.authority)
             && host != authority.get(&self.raw)
@@ -283,14 +325,17 @@ impl RequestHead {
         };
         self.chunked = false;
         self.content_length = length;
-        match coding {
+        match codings {
             None => {}
             Some(_) if self.version == Version::HTTP_10 => return Err(HeadError::TransferEncoding),
             // RFC 9112 6.1 lets a server read chunked and close after; a
             // client that sends both may be smuggling, so it gets neither.
             Some(_) if length.is_some() => return Err(HeadError::TwoFramings),
-            Some(false) => return Err(HeadError::TransferEncoding),
-            Some(true) => self.chunked = true,
+            Some(c) if !c.last_chunked || c.chunked > 1 => {
+                return Err(HeadError::TransferEncoding);
+            }
+            Some(c) if c.others > 0 => return Err(HeadError::CodingNotImplemented),
+            Some(_) => self.chunked = true,
         }
         Ok(())
     }

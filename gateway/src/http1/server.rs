@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::request::HeadLimits;
 use super::{
     BodyDecoder, BodyError, Decoded, HeadError, RequestHead, content_length, put_field, read_more,
+    within,
 };
 
 /// What a client connection may send, and how long it may take.
@@ -62,6 +63,9 @@ pub enum BodyReadError {
     /// No byte came for the body timeout.
     #[error("the request body timed out")]
     Timeout,
+    /// The body announced (by a chunk size, say) more than its limit.
+    #[error("the request body is larger than allowed")]
+    TooLarge,
     /// A read failed.
     #[error("reading the request body: {0}")]
     Io(#[from] io::Error),
@@ -100,6 +104,9 @@ pub struct ServerConn<S> {
     limits: Limits,
     /// The client's address as the replica is told it, when it is.
     peer: Option<Box<str>>,
+    /// Body bytes of this request decoded so far, and the most allowed.
+    body_read: u64,
+    body_limit: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
@@ -121,7 +128,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             pending: BytesMut::with_capacity(1024),
             limits,
             peer: None,
+            body_read: 0,
+            body_limit: u64::MAX,
         }
+    }
+
+    /// The largest body this request may have: one that announces more (a
+    /// chunk size beyond it, say) fails before its bytes are waited for.
+    pub fn set_body_limit(&mut self, limit: u64) {
+        self.body_limit = limit;
     }
 
     /// Records the client's address (its IP, as text).
@@ -141,6 +156,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
         self.status = None;
         self.out = Out::Empty;
         self.body_bytes_sent = 0;
+        self.body_read = 0;
+        self.body_limit = u64::MAX;
         let mut deadline = None;
         loop {
             if !self.buf.is_empty()
@@ -163,9 +180,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
                 Some(at) => at.saturating_duration_since(tokio::time::Instant::now()),
             };
             let idle = self.buf.is_empty();
-            match tokio::time::timeout(wait, read_more(&mut self.stream, &mut self.buf, READ_SIZE))
-                .await
-            {
+            // A plain timeout: this read usually waits (for the client's
+            // next request).
+            let read = read_more(&mut self.stream, &mut self.buf, READ_SIZE);
+            match tokio::time::timeout(wait, read).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ if idle => return Ok(false),
                 Err(_) => return Err(HeadError::Timeout),
@@ -183,9 +201,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
     pub async fn read_body(&mut self) -> Result<Option<Bytes>, BodyReadError> {
         loop {
             match self.body.decode(&mut self.buf)? {
-                Decoded::Piece(piece) => return Ok(Some(piece)),
+                Decoded::Piece(piece) => {
+                    self.body_read += piece.len() as u64;
+                    return Ok(Some(piece));
+                }
                 Decoded::Done => return Ok(None),
                 Decoded::NeedMore => {
+                    if self.body_read.saturating_add(self.body.announced()) > self.body_limit {
+                        return Err(BodyReadError::TooLarge);
+                    }
                     let read = read_more(&mut self.stream, &mut self.buf, READ_SIZE);
                     match tokio::time::timeout(self.limits.body_timeout, read).await {
                         Err(_) => return Err(BodyReadError::Timeout),
@@ -306,9 +330,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
     /// Flushes the stream (under TLS, what the TLS layer holds), within the
     /// send timeout.
     async fn flush_stream(&mut self) -> io::Result<()> {
-        tokio::time::timeout(self.limits.send_timeout, self.stream.flush())
+        within(self.limits.send_timeout, self.stream.flush())
             .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+            .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
     }
 
     /// Writes all of `bytes`, each write within the send timeout: a
@@ -318,11 +342,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
     async fn send(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
             let write = self.stream.write(bytes);
-            match tokio::time::timeout(self.limits.send_timeout, write).await {
-                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(Ok(n)) => bytes = &bytes[n..],
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            match within(self.limits.send_timeout, write).await {
+                Some(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Some(Ok(n)) => bytes = &bytes[n..],
+                Some(Err(e)) => return Err(e),
+                None => return Err(io::ErrorKind::TimedOut.into()),
             }
         }
         Ok(())

@@ -44,6 +44,7 @@ impl Client<'_> {
             Client::H1(conn) => conn.read_body().await.map_err(|e| match e {
                 BodyReadError::Framing(_) => Reject::BadBody,
                 BodyReadError::Timeout => Reject::BodyTimeout,
+                BodyReadError::TooLarge => Reject::BodyTooLarge,
                 BodyReadError::Cut | BodyReadError::Io(_) => Reject::ClientClosed,
             }),
             Client::H2 { session, .. } => session
@@ -58,6 +59,14 @@ impl Client<'_> {
         match self {
             Client::H1(conn) => conn.peer(),
             Client::H2 { peer, .. } => peer.as_deref(),
+        }
+    }
+
+    /// The largest body this request may have (enforced as it is read, and
+    /// as soon as a chunk announces more).
+    pub(super) fn set_body_limit(&mut self, limit: u64) {
+        if let Client::H1(conn) = self {
+            conn.set_body_limit(limit);
         }
     }
 

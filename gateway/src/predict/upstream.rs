@@ -65,7 +65,11 @@ pub(super) fn write_head(
     }
     let mut forwarded_for: Option<&[u8]> = None;
     for (name, value) in req.fields() {
+        // A name with `_` is dropped (as nginx does): replicas that read
+        // `_` as `-` (WSGI, CGI) would take `X_Forwarded_For` for the
+        // header the gateway sets.
         if is_dropped_request_header(name)
+            || name.contains(&b'_')
             || nominated.is_some_and(|c| connection_tokens(c).any(|t| t.eq_ignore_ascii_case(name)))
         {
             continue;

@@ -40,7 +40,7 @@ async fn read_all(client: &mut DuplexStream) -> String {
 async fn pipelined_requests_are_answered_in_turn() {
     let (mut conn, mut client) = pipe();
     client
-        .write_all(b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\n\r\n")
+        .write_all(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: h\r\n\r\n")
         .await
         .unwrap();
     assert!(conn.read_request().await.unwrap());
@@ -68,7 +68,10 @@ async fn pipelined_requests_are_answered_in_turn() {
 #[tokio::test]
 async fn without_a_length_the_body_is_chunked_or_ends_with_the_connection() {
     let (mut conn, mut client) = pipe();
-    client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
     assert!(conn.read_request().await.unwrap());
     assert!(respond(&mut conn, b"data", false).await);
     drop(conn);
@@ -117,7 +120,7 @@ async fn framing_fields_are_the_connections_own() {
 async fn an_unread_body_closes_the_connection_unless_it_is_all_here() {
     let (mut conn, mut client) = pipe();
     client
-        .write_all(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+        .write_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}")
         .await
         .unwrap();
     assert!(conn.read_request().await.unwrap());
@@ -125,7 +128,7 @@ async fn an_unread_body_closes_the_connection_unless_it_is_all_here() {
 
     let (mut conn, mut client) = pipe();
     client
-        .write_all(b"POST / HTTP/1.1\r\nContent-Length: 20\r\n\r\n{}")
+        .write_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 20\r\n\r\n{}")
         .await
         .unwrap();
     assert!(conn.read_request().await.unwrap());
@@ -143,7 +146,7 @@ async fn bad_heads_and_bodies_are_errors() {
 
     let (mut conn, mut client) = pipe();
     client
-        .write_all(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        .write_all(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
         .await
         .unwrap();
     assert!(conn.read_request().await.unwrap());
@@ -167,16 +170,25 @@ async fn an_idle_connection_ends_and_a_slow_head_times_out() {
     assert!(!conn.read_request().await.unwrap());
 
     let (mut conn, mut client) = pipe();
-    client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n")
+        .await
+        .unwrap();
     assert_eq!(conn.read_request().await, Err(HeadError::Timeout));
 }
 
 #[tokio::test]
 async fn closed_keeps_what_the_client_pipelines() {
     let (mut conn, mut client) = pipe();
-    client.write_all(b"GET /a HTTP/1.1\r\n\r\n").await.unwrap();
+    client
+        .write_all(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
     assert!(conn.read_request().await.unwrap());
-    client.write_all(b"GET /b HTTP/1.1\r\n\r\n").await.unwrap();
+    client
+        .write_all(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
     client.shutdown().await.unwrap();
     conn.closed().await;
     assert!(respond(&mut conn, b"{}", true).await);
