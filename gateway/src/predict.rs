@@ -153,6 +153,7 @@ impl Gateway {
             upstream_done: None,
             replica: None,
             client_left: false,
+            client_fault: false,
             failed: false,
             abort: false,
             rollout: None,
@@ -202,9 +203,14 @@ impl Gateway {
             Err(Reject::ClientClosed) => {
                 // Nobody to answer: counted as 499 unless a response began.
                 ctx.client_left = client.status().is_none();
+                ctx.client_fault = true;
                 false
             }
-            Err(reject) => self.refuse(client, reject).await,
+            Err(reject) => {
+                // The gateway's own 4xx: the client's doing, not the replica's.
+                ctx.client_fault = reject.status().is_client_error();
+                self.refuse(client, reject).await
+            }
         };
         self.record(client, &mut ctx);
         reuse
@@ -415,6 +421,10 @@ struct RequestCtx {
     replica: Option<std::net::SocketAddr>,
     /// The client left before any response: counted as 499.
     client_left: bool,
+    /// The gateway refused the request for the client's fault (a 4xx, or
+    /// the client left): it says nothing of the replica, so the rollout
+    /// guard does not see it (neither its outcome nor its latency).
+    client_fault: bool,
     /// The replica broke off its response.
     failed: bool,
     /// The response could not be completed: the connection is closed

@@ -279,6 +279,69 @@ async fn the_guard_rolls_back_a_failing_canary_but_not_a_healthy_one() {
     }
 }
 
+/// Client faults on the canary (a broken chunk: 400; a body that stops:
+/// 408; a client that leaves mid-body: 499) are no one's failure: enough
+/// of them to trip the guard, were they counted, leave the rollout ramping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_faults_never_roll_a_canary_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let guard = "promotion = { ramp_up = true, ramp_up_duration = 600, rollback = { max_error_rate_increase_pct = 5, min_requests = 20 } }";
+    let (a, b) = (engine("a", &[]), engine("b", &[]));
+    let gw = gateway_with(
+        "client_body_timeout_secs = 1",
+        &two_deployments(&[&a], &[&b], guard),
+    );
+    promote_until_ramping(&gw).await;
+    let head = |framing: &str| {
+        format!(
+            "POST /models/m/production/predict HTTP/1.1\r\nHost: gw\r\nAuthorization: Api-Key {ADMIN}\r\nx-rollout-side: canary\r\n{framing}\r\n"
+        )
+    };
+    let faults = [
+        (
+            head("Transfer-Encoding: chunked\r\n") + "zz\r\n",
+            false,
+            "400",
+        ),
+        (head("Content-Length: 100\r\n") + "{\"text\"", false, "408"),
+        (head("Content-Length: 100\r\n") + "{\"text\"", true, "499"),
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for (request, leave, expected) in faults {
+        for _ in 0..25 {
+            let (addr, request) = (gw.proc.addr, request.clone());
+            tasks.spawn(async move {
+                let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+                conn.write_all(request.as_bytes()).await.unwrap();
+                let mut answer = Vec::new();
+                if !leave {
+                    // The gateway answers, then closes.
+                    let _ = conn.read_to_end(&mut answer).await;
+                }
+                let status = String::from_utf8_lossy(&answer)
+                    .chars()
+                    .skip(9)
+                    .take(3)
+                    .collect::<String>();
+                (status, expected)
+            });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (status, expected) = done.unwrap();
+        if expected != "499" {
+            assert_eq!(status, expected);
+        }
+    }
+    // Healthy traffic on both sides too.
+    for _ in 0..100 {
+        assert_eq!(call(&gw, &[], KEY).await.0, 200);
+    }
+    // The guard runs every 200 ms: give it time to (wrongly) act.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(environment(&gw).await["promotion"]["state"], "RAMPING");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_stick_and_admins_can_pin_a_side() {
     let (a, b1, b2) = (engine("a", &[]), engine("b1", &[]), engine("b2", &[]));

@@ -19,10 +19,12 @@ impl Gateway {
         let total = now.duration_since(ctx.started);
         let sent = client.status();
         // Feed the rollout guard: a 5xx, a broken response or no response
-        // at all is a failure; a client that left is no one's failure.
-        if let Some((runtime, side)) = &ctx.rollout {
-            let failed =
-                ctx.failed || (!ctx.client_left && sent.is_none_or(|s| s.is_server_error()));
+        // at all is a failure; a client's fault is not the replica's, and is
+        // left out (its outcome and its latency).
+        if let Some((runtime, side)) = &ctx.rollout
+            && !ctx.client_fault
+        {
+            let failed = ctx.failed || sent.is_none_or(|s| s.is_server_error());
             runtime.stats().record(*side, failed, total);
         }
         let status = match sent {
