@@ -98,6 +98,11 @@ struct Replica {
     /// `x-replica-id`, parsed once.
     replica_header: Option<http::HeaderValue>,
     admission: Admission,
+    /// Requests being checked (tokenized against the token caps) at once:
+    /// before admission, so an over-cap request never takes a predict slot,
+    /// yet bounded, so tokenizer work cannot grow with the number of
+    /// clients. One per core.
+    checking: tokio::sync::Semaphore,
     settings: ServerSettings,
     ready: AtomicBool,
     /// Wall-clock microseconds since the Unix epoch when it became ready,
@@ -137,6 +142,9 @@ pub async fn serve(
         loaded: OnceLock::new(),
         replica_header,
         admission: Admission::new(settings.predict_concurrency, settings.queue_size),
+        checking: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        ),
         ready: AtomicBool::new(false),
         ready_at_unix_us: OnceLock::new(),
         settings,
@@ -346,15 +354,21 @@ async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
         }
     };
     drop(body);
+    // Before admission too: the token caps (per input and per request), so
+    // a request over them is refused without taking a slot. Tokenizing is
+    // work, bounded by its own permits.
+    let texts = {
+        let Ok(_checking) = replica.checking.acquire().await else {
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        };
+        match loaded.backend.check(request.texts).await {
+            Ok(texts) => texts,
+            Err(e) => return backend_error(&e),
+        }
+    };
     let slot = match admit(replica).await {
         Ok(slot) => slot,
         Err(response) => return response,
-    };
-    // In the slot: tokenizing (the per-input and per-request token caps)
-    // is work too, and admission bounds how much of it runs at once.
-    let texts = match loaded.backend.check(request.texts).await {
-        Ok(texts) => texts,
-        Err(e) => return backend_error(&e),
     };
     if request.stream {
         return stream(replica, &loaded.backend, texts, slot);

@@ -22,27 +22,51 @@ use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 
+use crate::conn_limit::{Admitted, ConnLimit};
 use crate::http1::server::BodyReadError;
 use crate::http1::{Limits, ServerConn};
 use crate::telemetry::Exporter;
+
+/// Client connections the admin listener holds at most: operators, probes
+/// and scrapers are few. At the cap the one idle longest makes room, as on
+/// the predict listener.
+const MAX_CONNECTIONS: usize = 256;
 
 /// Serves the admin listener.
 #[derive(Debug)]
 pub struct Admin {
     api: Arc<Api>,
     exporter: Exporter,
+    conns: Arc<ConnLimit>,
 }
 
 impl Admin {
     /// Health checks, `/metrics` from `exporter`, and `api` under `/v1/`.
     pub fn new(api: Arc<Api>, exporter: Exporter) -> Self {
-        Self { api, exporter }
+        Self {
+            api,
+            exporter,
+            conns: ConnLimit::new(MAX_CONNECTIONS),
+        }
     }
 
-    /// Serves one connection, request after request.
-    async fn serve(&self, mut conn: ServerConn<Stream>, shutdown: &ShutdownWatch) {
+    /// Serves one connection, request after request; closed when the cap
+    /// needs its place while it waits for a request.
+    async fn serve(
+        &self,
+        mut conn: ServerConn<Stream>,
+        shutdown: &ShutdownWatch,
+        admitted: &Admitted,
+    ) {
         loop {
-            match conn.read_request().await {
+            admitted.set_busy(false);
+            let head = tokio::select! {
+                biased;
+                head = conn.read_request() => head,
+                () = admitted.evicted() => return,
+            };
+            admitted.set_busy(true);
+            match head {
                 Ok(true) => {}
                 // The client closed the connection, or let it idle.
                 Ok(false) => return,
@@ -124,8 +148,9 @@ impl ServerApp for Admin {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        self.serve(ServerConn::new(stream, Limits::default()), shutdown)
-            .await;
+        let admitted = self.conns.admit()?;
+        let conn = ServerConn::new(stream, Limits::default());
+        self.serve(conn, shutdown, &admitted).await;
         None
     }
 }
