@@ -144,6 +144,7 @@ impl Gateway {
         keys: &mut KeyMemo,
     ) -> bool {
         let shutting_down = *shutdown.borrow();
+        let started = Instant::now();
         let mut ctx = RequestCtx {
             metrics: None,
             request_id: None,
@@ -157,7 +158,8 @@ impl Gateway {
             failed: false,
             abort: false,
             rollout: None,
-            started: Instant::now(),
+            started,
+            deadline: started + self.upstream.request_timeout,
             deployment: None,
             replica_path: ReplicaPath::Predict,
             body: RequestBody::default(),
@@ -183,21 +185,7 @@ impl Gateway {
             let from_client = client.head().field(REQUEST_ID_HEADER.as_bytes());
             ctx.request_id = Some(log.request_id(from_client));
         }
-        // From the clock reading the request already took.
-        let deadline = ctx.started + self.upstream.request_timeout;
-        let proxied = tokio::time::timeout_at(
-            deadline,
-            self.route_and_proxy(client, &mut ctx, keys, shutdown),
-        )
-        .await;
-        let outcome = proxied.unwrap_or_else(|_| {
-            // Still waiting for the client's body is the client's fault.
-            Err(if ctx.body.is_reading() {
-                Reject::BodyTimeout
-            } else {
-                Reject::RequestTimeout
-            })
-        });
+        let outcome = self.route_and_proxy(client, &mut ctx, keys, shutdown).await;
         let reuse = match outcome {
             Ok(()) => !ctx.abort,
             Err(Reject::ClientClosed) => {
@@ -226,6 +214,7 @@ impl Gateway {
     ) -> Result<(), Reject> {
         let next = self.admit(client.head(), ctx, keys)?;
         client.set_body_limit(ctx.max_body);
+        client.set_deadline(ctx.deadline);
         let lease = match next {
             Next::Proxy(lease) => lease,
             Next::Woken => {
@@ -325,11 +314,17 @@ impl Gateway {
         parked: &mut Parked,
         shutdown: &ShutdownWatch,
     ) -> Result<Lease, Reject> {
-        let timeout = parked.timeout();
+        let queue_timeout = Instant::now() + parked.timeout();
         let mut shutdown = shutdown.clone();
         let outcome = tokio::select! {
             lease = parked.lease() => lease.map_err(|_| Reject::Closed),
-            () = tokio::time::sleep(timeout) => Err(Reject::QueueTimeout),
+            () = tokio::time::sleep_until(queue_timeout.min(ctx.deadline)) => {
+                Err(if queue_timeout <= ctx.deadline {
+                    Reject::QueueTimeout
+                } else {
+                    Reject::RequestTimeout
+                })
+            }
             () = client_gone(client, &mut ctx.body, ctx.max_body) => Err(Reject::ClientClosed),
             _ = shutdown.wait_for(|stopping| *stopping) => Err(Reject::ShuttingDown),
         };
@@ -433,6 +428,10 @@ struct RequestCtx {
     /// The rollout this request counts for, and its side.
     rollout: Option<(Arc<RolloutRuntime>, Side)>,
     started: Instant,
+    /// Every wait of the request (its body, the queue, the replica) ends by
+    /// then: the request timeout, one deadline threaded through the waits
+    /// rather than one more timer around them all.
+    deadline: Instant,
     deployment: Option<HeaderValue>,
     replica_path: ReplicaPath,
     body: RequestBody,

@@ -180,9 +180,10 @@ fn stalled_client(setup: &Setup) -> TcpStream {
 /// Waits until the replica has received `n` requests: the stalled one
 /// holds the slot before the next client comes.
 fn replica_has(setup: &Setup, n: usize) {
-    setup.rt.block_on(support::admin::eventually("the replica's requests", || async {
-        setup.replica.received().await.len() >= n
-    }));
+    setup.rt.block_on(support::admin::eventually(
+        "the replica's requests",
+        || async { setup.replica.received().await.len() >= n },
+    ));
 }
 
 fn one_slot(config: String) -> String {
@@ -237,7 +238,11 @@ fn a_client_that_never_reads_beyond_the_buffer_is_cut_by_the_send_timeout() {
         .unwrap();
     let mut got = Vec::new();
     let _ = stalled.read_to_end(&mut got);
-    assert!(got.len() < LARGE, "the stalled response was cut short: {} bytes", got.len());
+    assert!(
+        got.len() < LARGE,
+        "the stalled response was cut short: {} bytes",
+        got.len()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -393,16 +398,32 @@ fn a_deployment_sets_its_own_body_limit() {
     );
 }
 
-#[test]
-fn sigterm_answers_parked_requests_with_503() {
-    // A replica that never becomes ready: requests park.
+/// A deployment whose one replica never becomes ready: requests park.
+fn never_ready() -> String {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = closed.local_addr().unwrap();
     drop(closed);
-    let config = format!(
+    format!(
         "[[models]]\nid = \"m1\"\n[[models.deployments]]\nid = \"d1\"\nreplicas = {{ source = \"static\", addresses = [\"{addr}\"] }}\n[[models.environments]]\nname = \"production\"\ndeployment = \"d1\"\n"
+    )
+}
+
+#[test]
+fn the_request_timeout_bounds_a_parked_request_too() {
+    // The queue would wait 60 s; the request may take 1.
+    let gw = support::gateway_with("request_timeout_secs = 1", &never_ready());
+    let mut client = Client::connect(gw.proc.addr);
+    client.send(&predict(b"parked"));
+    assert_json_error(
+        &client.response("a parked request"),
+        504,
+        "parked past the deadline",
     );
-    let mut gw = support::gateway(&config);
+}
+
+#[test]
+fn sigterm_answers_parked_requests_with_503() {
+    let mut gw = support::gateway(&never_ready());
     let mut client = Client::connect(gw.proc.addr);
     client.send(&predict(b"parked"));
     // Parked once the gateway counts it.

@@ -107,6 +107,8 @@ pub struct ServerConn<S> {
     /// Body bytes of this request decoded so far, and the most allowed.
     body_read: u64,
     body_limit: u64,
+    /// No body read of this request waits past it.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
@@ -130,7 +132,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             peer: None,
             body_read: 0,
             body_limit: u64::MAX,
+            deadline: None,
         }
+    }
+
+    /// No read of this request's body waits past `deadline` (408 then, as
+    /// for a body silent for the body timeout).
+    pub fn set_deadline(&mut self, deadline: tokio::time::Instant) {
+        self.deadline = Some(deadline);
     }
 
     /// The largest body this request may have: one that announces more (a
@@ -158,6 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
         self.body_bytes_sent = 0;
         self.body_read = 0;
         self.body_limit = u64::MAX;
+        self.deadline = None;
         let mut deadline = None;
         loop {
             if !self.buf.is_empty()
@@ -211,7 +221,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
                         return Err(BodyReadError::TooLarge);
                     }
                     let read = read_more(&mut self.stream, &mut self.buf, READ_SIZE);
-                    match tokio::time::timeout(self.limits.body_timeout, read).await {
+                    let mut until = tokio::time::Instant::now() + self.limits.body_timeout;
+                    if let Some(deadline) = self.deadline {
+                        until = until.min(deadline);
+                    }
+                    match tokio::time::timeout_at(until, read).await {
                         Err(_) => return Err(BodyReadError::Timeout),
                         Ok(Ok(0)) => return Err(BodyReadError::Cut),
                         Ok(Ok(_)) => {}

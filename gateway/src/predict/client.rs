@@ -70,6 +70,13 @@ impl Client<'_> {
         }
     }
 
+    /// No read of the request's body waits past `deadline` (then 408).
+    pub(super) fn set_deadline(&mut self, deadline: tokio::time::Instant) {
+        if let Client::H1(conn) = self {
+            conn.set_deadline(deadline);
+        }
+    }
+
     /// Resolves when the client goes away (once its body has been read).
     pub(super) async fn closed(&mut self) {
         match self {

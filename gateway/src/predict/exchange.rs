@@ -181,10 +181,21 @@ impl Gateway {
                     }
                 },
             };
-            let written = if out.inline {
-                upstream::write_all_vectored(&mut stream, &out.head, &out.body).await
-            } else {
-                self.stream_body(client, &mut stream, out, ctx).await?
+            // Within the request's deadline: a replica that stops reading
+            // the body would hold the request otherwise. (An inline write
+            // completes at its first poll: no timer is armed for it.)
+            let deadline = ctx.deadline;
+            let writing = async {
+                if out.inline {
+                    Ok(upstream::write_all_vectored(&mut stream, &out.head, &out.body).await)
+                } else {
+                    self.stream_body(client, &mut stream, out, ctx).await
+                }
+            };
+            let written = match tokio::time::timeout_at(deadline, writing).await {
+                Ok(written) => written?,
+                Err(_) if ctx.body.is_reading() => return Err(Reject::BodyTimeout),
+                Err(_) => return Err(Reject::RequestTimeout),
             };
             if written.is_err() {
                 // A pooled connection the replica had closed: the request
@@ -203,6 +214,7 @@ impl Gateway {
                     head_only,
                     self.upstream.first_byte_timeout,
                     self.upstream.read_timeout,
+                    ctx.deadline,
                     self.upstream.expose_replica_id,
                 ) => response,
                 () = client.closed() => return Err(Reject::ClientClosed),
@@ -319,6 +331,9 @@ impl Gateway {
                     self.connections.checkin(addr, stream);
                 }
             }
+            // The request's deadline passed mid-response: cut, but not the
+            // replica's failure (a stream may simply last that long).
+            Err(ResponseError::Timeout(_)) if Instant::now() >= ctx.deadline => ctx.abort = true,
             Err(e) => {
                 // The replica broke off mid-response: the client sees a
                 // truncated response and a closed connection.

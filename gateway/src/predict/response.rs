@@ -11,6 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, StatusCode};
 use pingora_http::ResponseHeader;
 use tokio::io::AsyncRead;
+use tokio::time::Instant;
 
 use crate::http1::{
     BodyDecoder, BodyError, Decoded, Span, connection_tokens, content_length, is_hop_by_hop,
@@ -72,6 +73,8 @@ pub(super) struct Response<S> {
     /// The replica keeps the connection open after this response.
     keep_alive: bool,
     timeout: Duration,
+    /// No read waits past this: the request's deadline.
+    deadline: Instant,
     /// Pass the replica's `x-replica-id` on to the client.
     expose_replica_id: bool,
 }
@@ -87,6 +90,7 @@ impl<S: AsyncRead + Unpin> Response<S> {
         head_only: bool,
         first_byte: Duration,
         idle: Duration,
+        deadline: Instant,
         expose_replica_id: bool,
     ) -> Result<(Self, ResponseHead), ResponseError> {
         let mut response = Self {
@@ -95,6 +99,7 @@ impl<S: AsyncRead + Unpin> Response<S> {
             body: BodyDecoder::none(),
             keep_alive: true,
             timeout: first_byte,
+            deadline,
             expose_replica_id,
         };
         let mut read_any = false;
@@ -248,10 +253,12 @@ impl<S: AsyncRead + Unpin> Response<S> {
         !self.buf.is_empty()
     }
 
-    /// Reads more into the buffer, within the read timeout; 0 at the end.
+    /// Reads more into the buffer, within the read timeout and the
+    /// deadline; 0 at the end.
     async fn fill(&mut self) -> Result<usize, ResponseError> {
         let read = read_more(&mut self.stream, &mut self.buf, READ_SIZE);
-        match tokio::time::timeout(self.timeout, read).await {
+        let until = (Instant::now() + self.timeout).min(self.deadline);
+        match tokio::time::timeout_at(until, read).await {
             Err(_) => Err(ResponseError::Timeout(self.timeout)),
             Ok(Err(e)) => Err(ResponseError::Io(e)),
             Ok(Ok(n)) => Ok(n),

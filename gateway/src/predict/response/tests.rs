@@ -50,7 +50,7 @@ impl AsyncRead for Reset {
 
 #[tokio::test]
 async fn a_reset_before_any_byte_reads_as_an_early_close() {
-    let read = Response::read_head(Reset, false, T, T, true).await;
+    let read = Response::read_head(Reset, false, T, T, far(), true).await;
     assert!(matches!(
         read,
         Err(ResponseError::Closed { nothing_read: true })
@@ -69,7 +69,7 @@ async fn read(
         at: 0,
         step,
     };
-    let (mut response, head) = Response::read_head(stream, head_only, T, T, true).await?;
+    let (mut response, head) = Response::read_head(stream, head_only, T, T, far(), true).await?;
     let mut body = Vec::new();
     while let Some(piece) = response.next_piece().await? {
         assert!(!piece.is_empty(), "no empty pieces");
@@ -215,4 +215,9 @@ async fn broken_responses_are_errors() {
     .await
     .unwrap();
     assert_eq!(body, b"ok", "a list of one length is that length");
+}
+
+/// A deadline no test reaches.
+fn far() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(3600)
 }
