@@ -164,6 +164,10 @@ pub struct ServerSettings {
     /// Pass the replica's `x-replica-id` response header to clients
     /// (default false: it names internals; on for debugging).
     pub expose_replica_id: bool,
+    /// Consecutive failed starts (a replica that exits before it is ready)
+    /// after which a local deployment is marked failed: it stops starting
+    /// replicas and refuses requests at once, until its config changes.
+    pub max_failed_starts: u32,
     /// How often usage records are appended beside the config file.
     pub usage_interval: Duration,
     /// Global cap on the bytes (request head plus declared body) of all

@@ -42,6 +42,7 @@ pub(crate) struct RawServer {
     pub(crate) tcp_keepalive_secs: Option<u32>,
     pub(crate) forwarded_for: Option<String>,
     pub(crate) expose_replica_id: Option<bool>,
+    pub(crate) max_failed_starts: Option<u32>,
     pub(crate) usage_interval_secs: Option<u32>,
     pub(crate) max_parked_bytes: Option<u64>,
     pub(crate) request_metrics: Option<bool>,

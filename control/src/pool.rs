@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use config::{Backpressure, QueueSettings};
 use tokio::sync::{Notify, oneshot};
 
@@ -123,6 +123,8 @@ pub enum Admission {
     Park(Parked),
     /// Refused (429).
     Refuse(Overload),
+    /// The deployment cannot start replicas (503): why.
+    Failed(Arc<String>),
 }
 
 /// The replica counts the scaling controller last published, for status.
@@ -136,6 +138,12 @@ pub struct ScaleStatus {
     pub pending: u32,
     /// Why `pending` replicas cannot start (e.g. not enough CPU on the node).
     pub pending_reason: Option<String>,
+    /// It gave up starting replicas (too many failed starts in a row) until
+    /// its config changes.
+    pub failed: bool,
+    /// Why its last replica exited unexpectedly, in the replica's words
+    /// (cleared once one is ready).
+    pub last_error: Option<String>,
     /// Replicas that exited unexpectedly since the gateway started.
     pub crashes: u64,
     /// The autoscaler's stable-window signal at its last decision.
@@ -200,6 +208,9 @@ pub struct Pool {
     status: ArcSwap<ScaleStatus>,
     counters: QueueCounters,
     parking: Arc<Parking>,
+    /// Set while the deployment cannot start replicas (the scaling
+    /// controller gave up on it): why, in the replica's words.
+    failure: ArcSwapOption<String>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -227,7 +238,27 @@ impl Pool {
             status: ArcSwap::from_pointee(ScaleStatus::default()),
             counters: QueueCounters::default(),
             parking,
+            failure: ArcSwapOption::empty(),
         }
+    }
+
+    /// The deployment cannot start replicas: parked requests fail at once
+    /// (their [`Parked::lease`] returns [`Closed`] and [`Parked::failure`]
+    /// says why), and new ones that would park are refused
+    /// ([`Admission::Failed`]) until [`Pool::recover`].
+    pub fn fail(&self, reason: &str) {
+        self.failure.store(Some(Arc::new(reason.to_owned())));
+        self.close();
+    }
+
+    /// The deployment may start replicas again (its config changed).
+    pub fn recover(&self) {
+        self.failure.store(None);
+    }
+
+    /// Why the deployment cannot start replicas, while it cannot.
+    pub fn failure(&self) -> Option<Arc<String>> {
+        self.failure.load_full()
     }
 
     /// Applies changed settings (config reload). A higher limit frees slots
@@ -382,6 +413,11 @@ impl Pool {
                 return Admission::Go(self.lease(Arc::clone(replica)));
             }
         }
+        // Checked only here, where a request would wait: a failed
+        // deployment has no replica to claim, so the fast path never sees it.
+        if let Some(why) = self.failure() {
+            return Admission::Failed(why);
+        }
         let queue = **self.queue.load();
         let outcome = if queue.backpressure == Backpressure::RejectOnFull
             && self.replicas.load().routable_count() > 0
@@ -519,6 +555,12 @@ impl Parked {
     /// How long it may wait, per the deployment's queue settings.
     pub fn timeout(&self) -> Duration {
         self.pool.queue_timeout()
+    }
+
+    /// Why its deployment cannot start replicas, when that is why the wait
+    /// ended in [`Closed`].
+    pub fn failure(&self) -> Option<Arc<String>> {
+        self.pool.failure()
     }
 
     /// The deployment's queue counters, to record how the wait ended.

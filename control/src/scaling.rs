@@ -49,6 +49,9 @@ pub struct ScalingSettings {
     /// A running replica that fails its readiness probes this long (hung,
     /// or lost its model) is stopped and replaced.
     pub unready_timeout: Duration,
+    /// Consecutive failed starts after which a deployment is marked failed
+    /// (`[server] max_failed_starts`).
+    pub max_failed_starts: u32,
 }
 
 impl Default for ScalingSettings {
@@ -60,6 +63,7 @@ impl Default for ScalingSettings {
             max_restart_backoff: Duration::from_secs(30),
             stable_after: Duration::from_secs(60),
             unready_timeout: Duration::from_secs(30),
+            max_failed_starts: 5,
         }
     }
 }
@@ -140,6 +144,13 @@ struct Managed {
     restart_not_before: Option<Instant>,
     last_desired: Option<u32>,
     last_pending: Option<String>,
+    /// Replicas that exited before they were ever ready, in a row.
+    failed_starts: u32,
+    /// Why the last one did, in its own words.
+    last_error: Option<String>,
+    /// Set when it gave up starting replicas: the config it gave up on (a
+    /// different one tries again).
+    failed_with: Option<Deployment>,
     /// Decision-to-ready time of its replicas.
     cold_start: metrics::Histogram,
 }
@@ -247,6 +258,9 @@ impl Controller {
                     restart_not_before: None,
                     last_desired: None,
                     last_pending: None,
+                    failed_starts: 0,
+                    last_error: None,
+                    failed_with: None,
                     cold_start: metrics::histogram!(
                         telemetry::REPLICA_COLD_START,
                         "model" => model.id.clone(),
@@ -284,6 +298,7 @@ impl Controller {
 
     fn step(&self, d: &Deployment, m: &mut Managed, now: Instant, sample: bool, used: &mut Usage) {
         self.follow(m, now);
+        self.give_up_or_retry(d, m);
         let current = m.live().count() as u32;
         let in_flight = m.pool.in_flight();
         let parked = m.pool.parked();
@@ -304,7 +319,7 @@ impl Controller {
             m.autoscaler.observe(t, load);
         }
         let decision = m.autoscaler.decide(t, current);
-        let desired = if !d.active {
+        let desired = if !d.active || m.failed_with.is_some() {
             0
         } else {
             let ceiling = m.autoscaler.max_replicas();
@@ -403,11 +418,40 @@ impl Controller {
             starting,
             pending,
             pending_reason: reason,
+            failed: m.failed_with.is_some(),
+            last_error: m.last_error.clone(),
             crashes: m.crashes,
             stable_signal: decision.stable_signal,
             burst_signal: decision.burst_signal,
             burst_mode: decision.burst,
         });
+    }
+
+    /// Marks the deployment failed after too many failed starts in a row
+    /// (no more replicas are started; its requests are refused at once with
+    /// the replica's own error), and lifts that once its config changes.
+    fn give_up_or_retry(&self, d: &Deployment, m: &mut Managed) {
+        if let Some(failed_with) = &m.failed_with {
+            if failed_with != d {
+                log::info!("{}: its config changed; starting replicas again", m.name);
+                m.failed_with = None;
+                m.failed_starts = 0;
+                m.backoff = Duration::ZERO;
+                m.restart_not_before = None;
+                m.pool.recover();
+            }
+            return;
+        }
+        if m.failed_starts >= self.settings.max_failed_starts {
+            let why = format!(
+                "{} replica starts failed in a row; the last: {}",
+                m.failed_starts,
+                m.last_error.as_deref().unwrap_or("no reason given")
+            );
+            log::error!("{}: deployment failed: {why}", m.name);
+            m.pool.fail(&why);
+            m.failed_with = Some(d.clone());
+        }
     }
 
     /// Applies replica state changes: ready ones join routing, exited ones
@@ -422,6 +466,8 @@ impl Controller {
                     m.pool.add_replica(Arc::clone(&replica));
                     t.replica = Some(replica);
                     t.running_since = Some(now);
+                    m.failed_starts = 0;
+                    m.last_error = None;
                     let cold_start = now.duration_since(t.started);
                     m.cold_start.record(cold_start);
                     log::info!(
@@ -457,6 +503,10 @@ impl Controller {
                 }
                 if !t.stopping {
                     m.crashes += 1;
+                    if t.running_since.is_none() {
+                        m.failed_starts += 1;
+                    }
+                    m.last_error = Some(reason.clone());
                     let ran_long = t
                         .running_since
                         .is_some_and(|since| now.duration_since(since) >= settings.stable_after);

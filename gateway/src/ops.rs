@@ -163,6 +163,9 @@ fn status_table(model: &Value) -> String {
         if let Some(reason) = d["replicas"]["pending_reason"].as_str() {
             out += &format!("{:<12} pending: {reason}\n", "");
         }
+        if let Some(error) = d["replicas"]["last_error"].as_str() {
+            out += &format!("{:<12} last error: {error}\n", "");
+        }
     }
     out
 }

@@ -155,6 +155,7 @@ impl Gateway {
             replica: None,
             client_left: false,
             client_fault: false,
+            failure: None,
             failed: false,
             abort: false,
             rollout: None,
@@ -197,7 +198,7 @@ impl Gateway {
             Err(reject) => {
                 // The gateway's own 4xx: the client's doing, not the replica's.
                 ctx.client_fault = reject.status().is_client_error();
-                self.refuse(client, reject).await
+                self.refuse(client, reject, ctx.failure.as_deref()).await
             }
         };
         self.record(client, &mut ctx);
@@ -300,6 +301,10 @@ impl Gateway {
             Admission::Go(lease) => Ok(Next::Proxy(lease)),
             Admission::Park(parked) => Ok(Next::Park(parked)),
             Admission::Refuse(why) => Err(Reject::Overloaded(why)),
+            Admission::Failed(why) => {
+                ctx.failure = Some(why);
+                Err(Reject::DeployFailed)
+            }
         }
     }
 
@@ -317,7 +322,13 @@ impl Gateway {
         let queue_timeout = Instant::now() + parked.timeout();
         let mut shutdown = shutdown.clone();
         let outcome = tokio::select! {
-            lease = parked.lease() => lease.map_err(|_| Reject::Closed),
+            lease = parked.lease() => lease.map_err(|_| match parked.failure() {
+                Some(why) => {
+                    ctx.failure = Some(why);
+                    Reject::DeployFailed
+                }
+                None => Reject::Closed,
+            }),
             () = tokio::time::sleep_until(queue_timeout.min(ctx.deadline)) => {
                 Err(if queue_timeout <= ctx.deadline {
                     Reject::QueueTimeout
@@ -340,9 +351,15 @@ impl Gateway {
         outcome
     }
 
-    /// Answers a refused or failed request with its JSON error, if no
-    /// response has begun; whether the connection can take another request.
-    async fn refuse(&self, client: &mut Client<'_>, reject: Reject) -> bool {
+    /// Answers a refused or failed request with its JSON error (`detail`
+    /// after the reason, when there is one), if no response has begun;
+    /// whether the connection can take another request.
+    async fn refuse(
+        &self,
+        client: &mut Client<'_>,
+        reject: Reject,
+        detail: Option<&String>,
+    ) -> bool {
         if client.status().is_some() {
             // A status cannot follow response bytes: the connection is cut.
             return false;
@@ -351,8 +368,12 @@ impl Gateway {
         if !reuse {
             client.set_close();
         }
+        let message = match detail {
+            Some(detail) => format!("{reject}: {detail}"),
+            None => reject.to_string(),
+        };
         let sent = client
-            .respond_error(reject.status(), &reject.to_string(), reject.extra_headers())
+            .respond_error(reject.status(), &message, reject.extra_headers())
             .await;
         reuse && sent.is_ok()
     }
@@ -420,6 +441,8 @@ struct RequestCtx {
     /// the client left): it says nothing of the replica, so the rollout
     /// guard does not see it (neither its outcome nor its latency).
     client_fault: bool,
+    /// Why its deployment cannot start replicas, when that refused it.
+    failure: Option<Arc<String>>,
     /// The replica broke off its response.
     failed: bool,
     /// The response could not be completed: the connection is closed

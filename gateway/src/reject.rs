@@ -27,6 +27,10 @@ pub enum Reject {
     /// A `/sync/...` path the deployment does not let clients reach (404).
     #[error("no such route on this deployment: /sync passes only the routes it declares")]
     SyncRouteNotAllowed,
+    /// The deployment gave up starting replicas (too many failed starts in
+    /// a row) until its config changes (503; the reason follows).
+    #[error("the deployment cannot start its replicas")]
+    DeployFailed,
     /// The gateway is shutting down (503, `Retry-After`): a parked request
     /// is answered at once rather than cut when the process exits.
     #[error("the gateway is shutting down; retry")]
@@ -97,7 +101,8 @@ impl Reject {
             Reject::QueueTimeout
             | Reject::Closed
             | Reject::LocalResources
-            | Reject::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            | Reject::ShuttingDown
+            | Reject::DeployFailed => StatusCode::SERVICE_UNAVAILABLE,
             Reject::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             Reject::ClientClosed => CLIENT_CLOSED,
             Reject::ReplicaFailed => StatusCode::BAD_GATEWAY,

@@ -123,7 +123,10 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         Arc::new(provisioner),
         events,
         NodeCapacity::from_config(&config.node),
-        ScalingSettings::default(),
+        ScalingSettings {
+            max_failed_starts: config.server.max_failed_starts,
+            ..ScalingSettings::default()
+        },
     );
     let scaling = Arc::new(scaling::start_background(controller).map_err(StartError::Scaling)?);
     let in_flight = Arc::new(InFlight::default());

@@ -435,3 +435,58 @@ backend = "synthetic"
     assert!(reason.contains("L4"), "{reason}");
     assert_eq!(gpu["replicas"]["ready"], 0);
 }
+
+/// A deployment whose replicas can never start (here: a model file that is
+/// not a model) is marked failed after `max_failed_starts` tries: its status
+/// says so with the engine's own error, a parked request is answered 503
+/// with that reason, new ones are refused at once, and no more replicas
+/// are started, until a config edit fixes it and it serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_that_cannot_start_fails_fast_and_recovers_when_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    std::fs::write(&model, b"not a model").unwrap();
+    std::fs::write(dir.path().join("tokenizer.json"), b"{}").unwrap();
+    let broken = format!("backend = \"onnx\"\nmodel = \"{}\"", model.display());
+    let config =
+        local_model("", "", "").replace("backend = \"synthetic\"\n", &format!("{broken}\n"));
+    let gw = gateway_with("max_failed_starts = 2", &config);
+
+    // Parks (no replica yet), then is answered once the deployment fails.
+    let parked = tokio::spawn({
+        let url = gw.url("/models/m/production/predict");
+        async move { post(&url, None, Some(KEY), BODY).await }
+    });
+    let resp = parked.await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let error: Value = resp.json().await.unwrap();
+    let error = error["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("cannot start its replicas") && error.contains("2 replica starts failed"),
+        "{error}"
+    );
+    let d = deployment(&gw, "d").await;
+    assert_eq!(d["status"], "DEPLOY_FAILED", "{d}");
+    let last = d["replicas"]["last_error"].as_str().unwrap();
+    // The engine's own last words (here: it cannot load the model).
+    assert!(last.contains("error: model"), "{last}");
+    assert_eq!(d["replicas"]["crashes"], 2, "no start after it failed: {d}");
+    // New requests: refused at once, with the reason.
+    let resp = predict(&gw, BODY).await;
+    assert_eq!(resp.status(), 503);
+    assert!(
+        resp.text()
+            .await
+            .unwrap()
+            .contains("2 replica starts failed")
+    );
+
+    // A hand edit that fixes the deployment: it starts again and serves.
+    let fixed = support::admin::file(&gw).replace(&broken, "backend = \"synthetic\"");
+    std::fs::write(gw.config.path(), fixed).unwrap();
+    eventually("the fixed deployment serves", || async {
+        predict(&gw, BODY).await.status() == 200
+    })
+    .await;
+    assert_eq!(deployment(&gw, "d").await["status"], "ACTIVE");
+}

@@ -416,6 +416,14 @@ fn server(c: &mut Checker<'_>, path: &ConfigPath, raw: RawServer) -> ServerSetti
             }
         },
         expose_replica_id: raw.expose_replica_id.unwrap_or(false),
+        max_failed_starts: c.ranged(
+            path,
+            "max_failed_starts",
+            int(raw.max_failed_starts),
+            5,
+            1,
+            1000,
+        ),
         usage_interval: secs(c.ranged(
             path,
             "usage_interval_secs",

@@ -42,6 +42,8 @@ pub(super) fn deployment_view(m: &Model, d: &Deployment, snap: &Snapshot) -> Val
     });
     let status = if !d.active {
         "INACTIVE"
+    } else if scale.failed {
+        "DEPLOY_FAILED"
     } else if ready > 0 {
         "ACTIVE"
     } else if desired == 0 {
@@ -75,6 +77,7 @@ pub(super) fn deployment_view(m: &Model, d: &Deployment, snap: &Snapshot) -> Val
             "starting": scale.starting,
             "pending": scale.pending,
             "pending_reason": scale.pending_reason,
+            "last_error": scale.last_error,
             "crashes": scale.crashes,
             "instances": instances,
         },

@@ -230,6 +230,7 @@ fn many_threads_never_exceed_the_limit_and_all_finish() {
                     Admission::Go(lease) => lease,
                     Admission::Park(mut parked) => parked.lease().await.unwrap(),
                     Admission::Refuse(why) => panic!("{why}"),
+                    Admission::Failed(why) => panic!("{why}"),
                 };
                 peak.fetch_max(lease.replica().outstanding() as usize, Ordering::SeqCst);
                 tokio::task::yield_now().await;

@@ -5,6 +5,10 @@
 //! probe. Its stdin is a pipe the gateway never writes to: the engine runs
 //! with `--exit-on-stdin-eof`, so when the gateway dies, however it dies,
 //! the kernel closes the pipe and every replica exits. No orphans.
+//!
+//! Its stderr passes through to the gateway's, and its last lines are kept:
+//! a replica that fails to start says why in its deployment's status, in
+//! its own words.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -12,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::sync::Notify;
 
 use super::{Instance, InstanceState, ProvisionError, Provisioner, ReplicaSpec};
@@ -75,7 +79,7 @@ impl Provisioner for LocalProvisioner {
             .args(spec.engine.to_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             // The last resort if the supervising task is dropped.
             .kill_on_drop(true);
         let child = command.spawn().map_err(|source| ProvisionError::Spawn {
@@ -104,12 +108,13 @@ impl Provisioner for LocalProvisioner {
 async fn supervise(mut child: Child, instance: Arc<Instance>, settings: LocalSettings) {
     // Held, never written: closing it is how the replica learns we are gone.
     let _stdin = child.stdin.take();
-    let Some(stdout) = child.stdout.take() else {
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         instance.set_state(InstanceState::Exited {
-            reason: "no stdout pipe".into(),
+            reason: "no stdout or stderr pipe".into(),
         });
         return;
     };
+    let last_words = tokio::spawn(pass_through(stderr));
     let startup = tokio::time::timeout(settings.start_timeout, announce(stdout));
     let outcome = tokio::select! {
         started = startup => match started {
@@ -129,6 +134,7 @@ async fn supervise(mut child: Child, instance: Arc<Instance>, settings: LocalSet
         Err(reason) => {
             // Whatever state it is in, it will not serve: make sure it is gone.
             let _ = child.kill().await;
+            let reason = with_last_words(reason, last_words).await;
             instance.set_state(InstanceState::Exited { reason });
             return;
         }
@@ -136,12 +142,43 @@ async fn supervise(mut child: Child, instance: Arc<Instance>, settings: LocalSet
     instance.set_state(InstanceState::Running(addr));
     tokio::select! {
         status = child.wait() => {
-            instance.set_state(InstanceState::Exited { reason: describe(status) });
+            let reason = with_last_words(describe(status), last_words).await;
+            instance.set_state(InstanceState::Exited { reason });
         }
         () = instance.stop_requested() => {
             terminate(&mut child, &instance, settings.stop_grace).await;
             instance.set_state(InstanceState::Stopped);
         }
+    }
+}
+
+/// Lines of a replica's stderr kept for its exit reason.
+const LAST_WORDS: usize = 3;
+
+/// Passes the replica's stderr through to the gateway's, line by line, and
+/// returns its last lines once it closes.
+async fn pass_through(stderr: ChildStderr) -> Vec<String> {
+    let mut lines = BufReader::new(stderr).lines();
+    let mut last = std::collections::VecDeque::with_capacity(LAST_WORDS);
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("{line}");
+        if line.trim().is_empty() {
+            continue;
+        }
+        if last.len() == LAST_WORDS {
+            last.pop_front();
+        }
+        last.push_back(line);
+    }
+    last.into()
+}
+
+/// `reason`, followed by what the replica last said on stderr (the pipe
+/// closes with the process; a grandchild holding it is not waited for).
+async fn with_last_words(reason: String, words: tokio::task::JoinHandle<Vec<String>>) -> String {
+    match tokio::time::timeout(Duration::from_secs(1), words).await {
+        Ok(Ok(lines)) if !lines.is_empty() => format!("{reason}: {}", lines.join(" | ")),
+        _ => reason,
     }
 }
 
