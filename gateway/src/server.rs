@@ -1,10 +1,12 @@
 //! Wires the Pingora server: predict and admin services, shutdown.
 
+use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use config::Config;
+use config::{Config, Listeners};
 use control::api::Api;
 use control::capacity::NodeCapacity;
 use control::health::HealthSettings;
@@ -60,6 +62,91 @@ pub enum StartError {
     /// The TLS listener's certificate or key cannot be used.
     #[error("TLS listener")]
     Tls(#[from] TlsError),
+    /// Another process listens on a listener's address. (`error` is in the
+    /// message and deliberately not its `source`, which `{:#}` would print a
+    /// second time.)
+    #[error(
+        "cannot listen for {listener} on {address}: {error}; another process holds it: stop it or change {setting}"
+    )]
+    AddressInUse {
+        /// `predict`, `admin` or `TLS`.
+        listener: &'static str,
+        /// The config key that sets the address.
+        setting: &'static str,
+        /// The address configured.
+        address: SocketAddr,
+        /// What `bind` said.
+        error: io::Error,
+    },
+    /// A listener's address cannot be bound for another reason: not an
+    /// address of this host, a port below 1024 without the privilege.
+    #[error("cannot listen for {listener} on {address}: {error}; check {setting}")]
+    Listen {
+        /// `predict`, `admin` or `TLS`.
+        listener: &'static str,
+        /// The config key that sets the address.
+        setting: &'static str,
+        /// The address configured.
+        address: SocketAddr,
+        /// What `bind` said.
+        error: io::Error,
+    },
+}
+
+/// Fails the start when a listener's address cannot be bound, before
+/// anything else starts: Pingora binds only inside `Server::run`, and there
+/// it answers an address in use with a warning a second for 30 seconds
+/// (after the "serving" line) instead of an error.
+///
+/// Each address is bound the way Pingora binds it (`SO_REUSEADDR`, the
+/// system's `IPV6_V6ONLY` default, no `SO_REUSEPORT`, as the listeners below
+/// configure none) and released at once, without `listen`. So it is refused
+/// exactly where Pingora's bind would be: where a socket listens on the
+/// address (or on a wildcard covering it), not over connections a previous
+/// run left in TIME_WAIT. (A process that takes a port in the moment between
+/// this check and Pingora's bind still meets Pingora's retries.)
+///
+/// A graceful upgrade (Pingora's `--upgrade`, which takes the listening
+/// sockets over from the running process, which still holds the ports) must
+/// skip this check; the command line has no such mode yet.
+fn check_listeners(listeners: &Listeners) -> Result<(), StartError> {
+    let mut wanted = vec![
+        ("predict", "[listeners] predict", listeners.predict),
+        ("admin", "[listeners] admin", listeners.admin),
+    ];
+    if let Some(tls) = &listeners.tls {
+        wanted.push(("TLS", "[listeners.tls] address", tls.address));
+    }
+    for (listener, setting, address) in wanted {
+        bind_once(address).map_err(|error| {
+            if error.kind() == io::ErrorKind::AddrInUse {
+                StartError::AddressInUse {
+                    listener,
+                    setting,
+                    address,
+                    error,
+                }
+            } else {
+                StartError::Listen {
+                    listener,
+                    setting,
+                    address,
+                    error,
+                }
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Binds a socket to `address` as Pingora's listener does, then closes it.
+fn bind_once(address: SocketAddr) -> io::Result<()> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)
 }
 
 /// How long exiting waits for local replicas to stop.
@@ -69,6 +156,9 @@ const REPLICA_STOP_LIMIT: Duration = Duration::from_secs(15);
 /// requests (up to the grace period), SIGINT exits at once. Changes to the
 /// file at `config_path` are applied while it runs.
 pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
+    // First, so that nothing (replicas, threads, the "serving" line) starts
+    // when a port is taken. An upgrade must skip it (see the function).
+    check_listeners(&config.listeners)?;
     // Before the first snapshot: routes resolve their handles from it.
     let metrics = telemetry::install()?;
     let access_log =

@@ -295,3 +295,50 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .sum()
 }
+
+/// A `gateway serve` started on a config file of exactly `text`, its log
+/// (at `info`) in a file: for the tests of how it starts, or fails to.
+pub struct Serving {
+    pub proc: Proc,
+    pub config: tempfile::NamedTempFile,
+    log: tempfile::NamedTempFile,
+}
+
+impl Serving {
+    /// What it has logged (and printed to stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+
+    /// Waits until both listeners answer `GET /readyz` (false if it exited
+    /// or 20 s passed).
+    pub fn ready(&mut self, admin: SocketAddr) -> bool {
+        wait_ready(&mut self.proc, admin)
+    }
+}
+
+/// Starts `gateway serve` on a config of exactly `text`; `predict` is
+/// recorded as the process's address. Killed by pid when dropped.
+pub fn serve_text(predict: SocketAddr, text: &str) -> Serving {
+    let config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(config.path(), text).unwrap();
+    let log = tempfile::Builder::new().suffix(".log").tempfile().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("spawn gateway");
+    Serving {
+        proc: Proc {
+            child,
+            addr: predict,
+        },
+        config,
+        log,
+    }
+}
