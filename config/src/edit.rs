@@ -135,6 +135,19 @@ impl ConfigDocument {
         &self.origin
     }
 
+    /// [`check_files`](crate::check_files) of this document: whether every
+    /// file its local replicas would load exists, relative paths taken from
+    /// `base` (the config file's directory). Not part of [`parse`](Self::parse)
+    /// or the edits, which never look at the disk; the caller that writes
+    /// the file runs it, as the reloader does for hand edits.
+    pub fn check_files(&self, base: &std::path::Path) -> Result<(), ConfigErrors> {
+        let problems = crate::files::problems(&self.config, base);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(crate::files::locate(&self.origin, &self.text(), problems))
+    }
+
     /// The id `reference` (an id, `development` or `production`) stands for.
     pub fn resolve_deployment(&self, model: &str, reference: &str) -> Result<String, EditError> {
         let m = self.model(model)?;

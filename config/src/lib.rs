@@ -23,6 +23,7 @@
 pub mod edit;
 mod engine;
 mod error;
+mod files;
 mod keys;
 mod model;
 mod parse;
@@ -36,6 +37,7 @@ pub mod watch;
 pub use edit::{ConfigDocument, EditError};
 pub use engine::{EngineBackend, EngineSettings, SyntheticSettings, TextModelSettings};
 pub use error::{ConfigError, ConfigErrors, Location};
+pub use files::check_files;
 pub use keys::{GeneratedKey, KEY_PREFIX, generate_key, key_digest};
 pub use model::*;
 pub use path::{ConfigPath, Segment};
@@ -53,6 +55,21 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     if let Some(dir) = path.parent() {
         config.resolve_paths(dir);
     }
+    Ok(config)
+}
+
+/// [`load_file`], then [`check_files`]: also refuses a config whose local
+/// replicas would load a file that does not exist (a model, tokenizer or
+/// ONNX Runtime library), with the same located errors. What `gateway
+/// check` and every reload use; [`load_file`] and [`load_str`] never look
+/// at those files.
+pub fn load_file_checked(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::io(path, &e))?;
+    let origin = path.display().to_string();
+    let mut config = load_str(&text, &origin)?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    check_files(&config, base, &text, &origin)?;
+    config.resolve_paths(base);
     Ok(config)
 }
 

@@ -1,7 +1,8 @@
 //! Hot reload: watch the config file, and on each change parse, validate,
 //! build the complete new snapshot and publish it with one atomic store. A
-//! bad file is rejected with the same located errors as `gateway check`
-//! and the previous snapshot keeps serving.
+//! bad file (invalid, or naming a model, tokenizer or runtime library of a
+//! local deployment that does not exist) is rejected with the same located
+//! errors as `gateway check` and the previous snapshot keeps serving.
 //! Watching (directory, debounce) is [`config::watch`].
 
 // A plain mutex is right here: only control-plane threads take it, to
@@ -69,9 +70,10 @@ impl Reloader {
         }
     }
 
-    /// Reads the file once and applies it if valid.
+    /// Reads the file once and applies it if valid, and if every file its
+    /// local replicas would load exists ([`config::load_file_checked`]).
     pub fn reload(&self) -> Outcome {
-        let config = match config::load_file(&self.path) {
+        let config = match config::load_file_checked(&self.path) {
             Ok(config) => config,
             Err(errors) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -215,5 +217,42 @@ deployment = "a"
                 .is_ok()
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_local_deployment_naming_a_missing_model_is_rejected_until_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, reloader, routing) = setup(dir.path());
+        let local = "[[models.deployments]]\nid = \"p\"\n[models.deployments.engine]\nbackend = \"onnx\"\nmodel = \"e5/model.onnx\"\n";
+        let edited = V1.replace(
+            "[[models.environments]]",
+            &format!("{local}[[models.environments]]"),
+        );
+        std::fs::write(&path, &edited).unwrap();
+        let model = dir.path().join("e5/model.onnx");
+        match reloader.reload() {
+            Outcome::Rejected(errors) => {
+                let text = errors.to_string();
+                let expected = format!(
+                    "gateway.toml:11:1: models[0].deployments[1].engine.model: model file {} does not exist",
+                    model.display()
+                );
+                assert!(text.contains(&expected), "{text}");
+                assert!(text.contains("engine.tokenizer: tokenizer file"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((reloader.revision(), reloader.rejected()), (1, 1));
+        assert!(routing.load().deployment("m", "p").is_none());
+
+        // The files appear: the same file is applied.
+        std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+        std::fs::write(&model, "").unwrap();
+        std::fs::write(model.with_file_name("tokenizer.json"), "{}").unwrap();
+        assert!(matches!(
+            reloader.reload(),
+            Outcome::Applied { revision: 2 }
+        ));
+        assert!(routing.load().deployment("m", "p").is_some());
     }
 }

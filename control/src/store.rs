@@ -1,7 +1,8 @@
 //! The config file as the management API's one source of truth. Every API
 //! mutation is a read-modify-write of the file the operator edits by hand:
 //! read it, check the caller's revision, apply the edit to the TOML document
-//! (comments and layout kept), validate, write it atomically (temp file,
+//! (comments and layout kept), validate (the files a local replica would
+//! load included, as a reload does), write it atomically (temp file,
 //! fsync, atomic exchange, fsync of the directory), then apply it through the same
 //! reload path as a hand edit before answering.
 //!
@@ -115,12 +116,15 @@ impl ConfigStore {
         &self.reloader
     }
 
-    /// The file's revision and, if it is invalid, why. Blocks (file I/O).
+    /// The file's revision and, if it is invalid, why: the errors a reload
+    /// of it reports, a local replica's missing files included. Blocks
+    /// (file I/O).
     pub fn status(&self) -> Result<(Revision, Option<ConfigErrors>), StoreError> {
         let bytes = self.read_bytes()?;
         let errors = match self.parse(&bytes) {
             Err(StoreError::FileInvalid(errors)) => Some(errors),
-            _ => None,
+            Ok(doc) => doc.check_files(self.base()).err(),
+            Err(_) => None,
         };
         Ok((Revision::of(&bytes), errors))
     }
@@ -162,6 +166,9 @@ impl ConfigStore {
             if after.as_bytes() == before.as_slice() {
                 return Ok((result, revision));
             }
+            // What the reloader would refuse is refused here, before
+            // anything is written: a local replica's file that is missing.
+            self.check_files(&before, &doc)?;
             match self.replace_if_unchanged(&before, after.as_bytes())? {
                 true => {
                     self.apply();
@@ -182,6 +189,25 @@ impl ConfigStore {
         let text = String::from_utf8_lossy(bytes);
         ConfigDocument::parse(&text, &self.path.display().to_string())
             .map_err(StoreError::FileInvalid)
+    }
+
+    /// The directory relative file paths in the config are taken from.
+    fn base(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new(""))
+    }
+
+    /// Refuses an edited document naming a file that a local replica would
+    /// load and that does not exist: an invalid edit (400) when the edit
+    /// brought the problem, [`StoreError::FileInvalid`] (409) when the file
+    /// as it is (`before`) already has one, as for any broken hand edit.
+    fn check_files(&self, before: &[u8], edited: &ConfigDocument) -> Result<(), StoreError> {
+        let Err(errors) = edited.check_files(self.base()) else {
+            return Ok(());
+        };
+        match self.parse(before)?.check_files(self.base()) {
+            Err(already) => Err(StoreError::FileInvalid(already)),
+            Ok(()) => Err(StoreError::Edit(EditError::Invalid(errors))),
+        }
     }
 
     fn replace_if_unchanged(&self, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
@@ -259,6 +285,105 @@ pub fn replace_if_unchanged(path: &Path, old: &[u8], new: &[u8]) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::Routing;
+    use crate::snapshot::Snapshot;
+    use config::edit::{AutoscalingPatch, AutoscalingScope, NewDeployment};
+
+    const CONFIG: &str = r#"[admin]
+api_may_set_paths = true
+[[models]]
+id = "m"
+[[models.deployments]]
+id = "a"
+replicas = { source = "static", addresses = ["127.0.0.1:9001"] }
+[[models.environments]]
+name = "production"
+deployment = "a"
+"#;
+
+    fn local(id: &str, model: &str) -> NewDeployment {
+        serde_json::from_value(serde_json::json!({
+            "id": id,
+            "replicas": { "source": "local" },
+            "engine": { "backend": "onnx", "model": model },
+        }))
+        .unwrap()
+    }
+
+    fn scale_a(doc: &mut ConfigDocument, max: u32) -> Result<(), EditError> {
+        let patch = AutoscalingPatch {
+            max_replica: Some(i64::from(max)),
+            ..Default::default()
+        };
+        doc.set_autoscaling("m", AutoscalingScope::Deployment("a".into()), patch)
+            .map(drop)
+    }
+
+    #[test]
+    fn edits_naming_a_missing_file_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, CONFIG).unwrap();
+        let model = dir.path().join("e5/model.onnx");
+        std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+        std::fs::write(&model, "").unwrap();
+        std::fs::write(model.with_file_name("tokenizer.json"), "{}").unwrap();
+        let config = config::load_file_checked(&path).unwrap();
+        let routing = Arc::new(Routing::new(Snapshot::build(&config, None)));
+        let reloader = Arc::new(Reloader::new(&path, config, Arc::clone(&routing)));
+        let store = ConfigStore::new(&path, Arc::clone(&reloader));
+
+        // A deployment whose files exist is written and applied.
+        store
+            .edit(None, |doc| {
+                doc.add_deployment("m", local("ok", "e5/model.onnx"))
+            })
+            .unwrap();
+        assert!(routing.load().deployment("m", "ok").is_some());
+
+        // A typo is refused as an invalid edit (400), located in the edit.
+        let before = std::fs::read(&path).unwrap();
+        let refused = store.edit(None, |doc| {
+            doc.add_deployment("m", local("typo", "e5/modle.onnx"))
+        });
+        let Err(StoreError::Edit(EditError::Invalid(errors))) = refused else {
+            panic!("{refused:?}")
+        };
+        let expected = format!(
+            "models[0].deployments[2].engine.model: model file {} does not exist",
+            dir.path().join("e5/modle.onnx").display()
+        );
+        assert!(errors.to_string().contains(&expected), "{errors}");
+        assert!(
+            errors
+                .to_string()
+                .starts_with(&format!("{}:", path.display())),
+            "{errors}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "nothing written");
+        assert_eq!(store.status().unwrap().1.map(|e| e.to_string()), None);
+
+        // A file that goes missing makes the file invalid, as a broken hand
+        // edit does: unrelated edits get 409, the status says why...
+        std::fs::remove_file(model.with_file_name("tokenizer.json")).unwrap();
+        let refused = store.edit(None, |doc| scale_a(doc, 3));
+        assert!(
+            matches!(refused, Err(StoreError::FileInvalid(_))),
+            "{refused:?}"
+        );
+        let status = store.status().unwrap().1.expect("file errors").to_string();
+        assert!(
+            status.contains("models[0].deployments[1].engine.tokenizer: tokenizer file"),
+            "{status}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "nothing written");
+        // ...and an edit that removes the problem is accepted.
+        store
+            .edit(None, |doc| doc.delete_deployment("m", "ok"))
+            .unwrap();
+        assert!(routing.load().deployment("m", "ok").is_none());
+        assert_eq!(store.status().unwrap().1.map(|e| e.to_string()), None);
+    }
 
     #[test]
     fn if_match_accepts_the_current_revision_star_and_lists() {

@@ -25,7 +25,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a config file: prints OK, or every error with its location.
+    /// Validate a config file, and that the model, tokenizer and runtime
+    /// library files of local deployments exist: prints OK, or every error
+    /// with its location.
     Check {
         /// The TOML config file.
         #[arg(long, short)]
@@ -70,7 +72,7 @@ fn main() -> ExitCode {
 fn run(command: Command, api: &gateway::ops::ApiTarget) -> anyhow::Result<ExitCode> {
     match command {
         Command::Ops(op) => gateway::ops::run(api, op),
-        Command::Check { config } => match config::load_file(&config) {
+        Command::Check { config } => match config::load_file_checked(&config) {
             Ok(_) => {
                 println!("OK");
                 Ok(ExitCode::SUCCESS)
