@@ -84,8 +84,10 @@ fn run(command: Command, api: &gateway::ops::ApiTarget) -> anyhow::Result<ExitCo
             }
         },
         Command::Serve { config: path } => {
-            let config =
-                config::load_file(&path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+            // The files local replicas load are checked too, as `check`
+            // and every reload do: a typo is an error now, not a crash loop.
+            let config = config::load_file_checked(&path)
+                .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
             gateway::server::run(&config, &path)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -331,16 +331,23 @@ fn hand_edit(gw: &support::Gateway, text: &str) {
     std::fs::write(gw.config.path(), edited).unwrap();
 }
 
-/// An onnx engine table whose runtime library is `library`.
-fn onnx(library: &str) -> Value {
-    json!({ "backend": "onnx", "model": "/tmp/igw-test/m.onnx", "onnxruntime": library })
+/// An onnx engine table with `dir`'s model whose runtime library is
+/// `library` in `dir`.
+fn onnx(dir: &std::path::Path, library: &str) -> Value {
+    json!({ "backend": "onnx", "model": dir.join("m.onnx"), "onnxruntime": dir.join(library) })
 }
 
 #[tokio::test]
 async fn api_edits_set_no_file_path_unless_the_config_allows_it() {
     let (gw, _a, _b) = setup();
+    // The files exist: a path naming none is refused for that alone.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["m.onnx", "tokenizer.json", "lib.so", "x.so", "evil.so"] {
+        std::fs::write(dir.path().join(name), "").unwrap();
+    }
+    let dir = dir.path();
     let d = "/v1/models/m/deployments";
-    let new = json!({ "id": "q", "replicas": { "source": "local" }, "engine": onnx("/tmp/x.so") });
+    let new = json!({ "id": "q", "replicas": { "source": "local" }, "engine": onnx(dir, "x.so") });
     let message = assert_refused(&gw, ("POST", d, Some(new.clone())), None, 400).await;
     for field in [
         "`engine.onnxruntime`",
@@ -354,7 +361,11 @@ async fn api_edits_set_no_file_path_unless_the_config_allows_it() {
     // are accepted (local, at zero replicas: nothing is started).
     hand_edit(
         &gw,
-        "[[models.deployments]]\nid = \"p\"\nreplicas = { source = \"local\" }\n[models.deployments.engine]\nbackend = \"onnx\"\nmodel = \"/tmp/igw-test/m.onnx\"\nonnxruntime = \"/tmp/igw-test/lib.so\"\n",
+        &format!(
+            "[[models.deployments]]\nid = \"p\"\nreplicas = {{ source = \"local\" }}\n[models.deployments.engine]\nbackend = \"onnx\"\nmodel = \"{}\"\nonnxruntime = \"{}\"\n",
+            dir.join("m.onnx").display(),
+            dir.join("lib.so").display(),
+        ),
     );
     let autoscaling = json!({ "max_replica": 2 });
     let path = format!("{d}/p/autoscaling_settings");
@@ -364,7 +375,7 @@ async fn api_edits_set_no_file_path_unless_the_config_allows_it() {
         (200, Some("ACCEPTED")),
         "{body}"
     );
-    let mut same = onnx("/tmp/igw-test/lib.so");
+    let mut same = onnx(dir, "lib.so");
     same["threads"] = json!(2);
     let (status, body, _) = api(
         &gw,
@@ -379,7 +390,7 @@ async fn api_edits_set_no_file_path_unless_the_config_allows_it() {
         "{body}"
     );
     // Another library is refused, naming the field.
-    let other = Some(json!({ "engine": onnx("/tmp/evil.so") }));
+    let other = Some(json!({ "engine": onnx(dir, "evil.so") }));
     let message = assert_refused(&gw, ("PATCH", &format!("{d}/p"), other.clone()), None, 400).await;
     assert!(message.contains("`engine.onnxruntime`"), "{message}");
     assert!(!message.contains("`engine.model`"), "{message}");
@@ -402,8 +413,8 @@ async fn api_edits_set_no_file_path_unless_the_config_allows_it() {
         config::EngineBackend::Onnx(m) => m.runtime_library.clone(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(library("p"), Some("/tmp/evil.so".into()));
-    assert_eq!(library("q"), Some("/tmp/x.so".into()));
+    assert_eq!(library("p"), Some(dir.join("evil.so")));
+    assert_eq!(library("q"), Some(dir.join("x.so")));
 }
 
 #[tokio::test]
