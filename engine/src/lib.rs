@@ -15,6 +15,7 @@
 pub mod admission;
 pub mod backend;
 pub mod batching;
+pub mod fuzzing;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "tensorrt")]

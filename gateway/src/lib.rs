@@ -17,6 +17,7 @@ pub mod admin;
 pub mod conn_limit;
 pub mod connections;
 pub mod fd_limit;
+pub mod fuzzing;
 pub mod http1;
 pub mod ops;
 pub mod predict;
