@@ -187,6 +187,10 @@ impl TextModel {
 
     /// Embeds `texts` as one padded batch: one unit vector per text.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Embedding>, BackendError> {
+        if texts.is_empty() {
+            // No batch to run (and pooling a batch of width 0 would panic).
+            return Ok(Vec::new());
+        }
         let encodings = self
             .tokenizer
             .encode_batch_fast(texts.iter().map(String::as_str).collect(), true)
