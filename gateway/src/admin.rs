@@ -59,13 +59,9 @@ impl Admin {
         admitted: &Admitted,
     ) {
         loop {
-            admitted.set_busy(false);
-            let head = tokio::select! {
-                biased;
-                head = conn.read_request() => head,
-                () = admitted.evicted() => return,
+            let Some(head) = admitted.while_idle(conn.read_request()).await else {
+                return;
             };
-            admitted.set_busy(true);
             match head {
                 Ok(true) => {}
                 // The client closed the connection, or let it idle.

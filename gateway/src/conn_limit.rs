@@ -128,6 +128,20 @@ impl Admitted {
         self.slot.busy.store(busy, Ordering::Release);
     }
 
+    /// Waits on `next` (the connection's next request) as an idle
+    /// connection, which the cap may close: `None` when it did. Marked busy
+    /// again once `next` resolves.
+    pub async fn while_idle<F: Future>(&self, next: F) -> Option<F::Output> {
+        self.set_busy(false);
+        let outcome = tokio::select! {
+            biased;
+            outcome = next => Some(outcome),
+            () = self.evicted() => None,
+        };
+        self.set_busy(true);
+        outcome
+    }
+
     /// Resolves when the cap closes this connection to admit another.
     pub async fn evicted(&self) {
         self.slot.close.notified().await;

@@ -616,13 +616,9 @@ impl Gateway {
     ) {
         let mut keys = KeyMemo::default();
         loop {
-            admitted.set_busy(false);
-            let head = tokio::select! {
-                biased;
-                head = conn.read_request() => head,
-                () = admitted.evicted() => return,
+            let Some(head) = admitted.while_idle(conn.read_request()).await else {
+                return;
             };
-            admitted.set_busy(true);
             match head {
                 Ok(true) => {}
                 // The client closed the connection, or let it idle.
