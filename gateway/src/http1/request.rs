@@ -173,6 +173,40 @@ impl Default for RequestHead {
     }
 }
 
+/// Decides when a partial head is worth parsing again. Parsing after every
+/// read would cost time quadratic in the head's size for a client that
+/// trickles it a byte at a time; this parses once a blank line (the head's
+/// end) has arrived, and otherwise only when the buffer has doubled since
+/// the last parse or outgrown the head limit, so a malformed or oversized
+/// head is still refused early, at linear cost in all.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HeadScan {
+    /// Bytes already searched for the blank line.
+    scanned: usize,
+    /// The buffer's length at the last parse (0: not parsed yet).
+    parsed: usize,
+}
+
+impl HeadScan {
+    /// Whether `buf`, which has grown since the last call, should be
+    /// parsed now.
+    pub fn should_parse(&mut self, buf: &[u8], limits: HeadLimits) -> bool {
+        // A blank line is `\n\n` or `\n\r\n`: one that straddles the old
+        // end starts at most two bytes before it.
+        let new = &buf[self.scanned.saturating_sub(2).min(buf.len())..];
+        self.scanned = buf.len();
+        let ended = new.windows(2).any(|w| w == b"\n\n") || new.windows(3).any(|w| w == b"\n\r\n");
+        let due = ended
+            || self.parsed == 0
+            || buf.len() >= self.parsed.saturating_mul(2)
+            || buf.len() > limits.max_head_bytes;
+        if due {
+            self.parsed = buf.len();
+        }
+        due
+    }
+}
+
 impl RequestHead {
     /// Takes a complete request head off the front of `buf` into `self`;
     /// `false` while `buf` holds only part of one.

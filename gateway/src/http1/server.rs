@@ -13,7 +13,7 @@ use http::{Method, StatusCode, Version};
 use pingora_core::protocols::http::date;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::request::HeadLimits;
+use super::request::{HeadLimits, HeadScan};
 use super::{
     BodyDecoder, BodyError, Decoded, HeadError, RequestHead, content_length, put_field, read_more,
     within,
@@ -169,8 +169,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
         self.body_limit = u64::MAX;
         self.deadline = None;
         let mut deadline = None;
+        let mut scan = HeadScan::default();
         loop {
             if !self.buf.is_empty()
+                && scan.should_parse(&self.buf, self.limits.head)
                 && self
                     .head
                     .parse(&mut self.buf, self.limits.head)

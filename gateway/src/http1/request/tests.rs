@@ -193,3 +193,57 @@ fn from_h2() {
     assert_eq!(head.content_length(), Some(3));
     assert_eq!(head.field(b"Content-Length"), Some(&b"3"[..]));
 }
+
+/// Feeds `wire` one byte at a time as a trickling client would, parsing
+/// when `HeadScan` says so: the parses made, and the length at which the
+/// head was complete.
+fn trickle(wire: &[u8]) -> (usize, Option<usize>) {
+    let limits = HeadLimits::default();
+    let mut scan = HeadScan::default();
+    let mut head = RequestHead::default();
+    let mut buf = BytesMut::new();
+    let mut parses = 0;
+    for (i, byte) in wire.iter().enumerate() {
+        buf.extend_from_slice(&[*byte]);
+        if scan.should_parse(&buf, limits) {
+            parses += 1;
+            if head.parse(&mut buf, limits).unwrap() {
+                return (parses, Some(i + 1));
+            }
+        }
+    }
+    (parses, None)
+}
+
+#[test]
+fn a_trickled_head_is_parsed_a_logarithmic_number_of_times() {
+    let mut wire = b"POST /predict HTTP/1.1\r\nHost: gw\r\n".to_vec();
+    for i in 0..100 {
+        wire.extend_from_slice(format!("X-Field-{i}: {}\r\n", "v".repeat(600)).as_bytes());
+    }
+    wire.extend_from_slice(b"\r\n");
+    let (parses, complete_at) = trickle(&wire);
+    assert_eq!(complete_at, Some(wire.len()), "complete at its last byte");
+    assert!(parses <= 20, "{parses} parses for {} bytes", wire.len());
+}
+
+#[test]
+fn a_blank_line_split_across_reads_is_found() {
+    for wire in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"GET / HTTP/1.1\nHost: a\n\n",
+        b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+    ] {
+        assert_eq!(trickle(wire).1, Some(wire.len()), "{wire:?}");
+    }
+}
+
+#[test]
+fn a_trickled_malformed_head_is_refused_before_its_end() {
+    let limits = HeadLimits::default();
+    let mut scan = HeadScan::default();
+    let mut head = RequestHead::default();
+    let mut buf = BytesMut::from(&b"G\x01T / HTTP/1.1\r\n"[..]);
+    assert!(scan.should_parse(&buf, limits), "the first bytes are parsed");
+    assert_eq!(head.parse(&mut buf, limits), Err(HeadError::Malformed));
+}
