@@ -342,6 +342,8 @@ pub struct Deployment {
     pub max_request_body_bytes: Option<u64>,
     /// Replica paths reachable through `/sync/...`. Default `["/v1/*"]`.
     pub sync_routes: SyncRoutes,
+    /// When a replica is taken out of routing for what live traffic shows.
+    pub outlier_detection: OutlierDetection,
 }
 
 /// The replica paths a deployment lets clients reach through
@@ -467,6 +469,51 @@ impl Default for QueueSettings {
             max_length: 1000,
             timeout: Duration::from_secs(60),
             backpressure: Backpressure::QueueOnFull,
+        }
+    }
+}
+
+/// A deployment's `outlier_detection` table: when live traffic takes a
+/// replica out of routing (ejects it). A replica that fails
+/// `consecutive_failures` requests in a row (a 5xx other than an overloaded
+/// 503 with `Retry-After`, a connection failure, no response within the
+/// upstream timeouts, a response cut off), or whose latency grows past
+/// `latency_factor` times its peers', is ejected for `base_ejection` times
+/// 2^(ejections so far), at most `max_ejection`; it returns once that time
+/// has passed and a readiness probe passes. At most `max_ejected_percent`
+/// of the deployment's replicas are ejected at once (and never the last
+/// routable one). A local replica ejected `restart_after_ejections` times
+/// in a row is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// Failures in a row that eject a replica; 0 = never on failures.
+    /// Default 5, 0-1000.
+    pub consecutive_failures: u32,
+    /// The first ejection's length. Default 10 s, 1-3600 s.
+    pub base_ejection: Duration,
+    /// The longest ejection. Default 300 s (or the first ejection's length,
+    /// if longer), 1-86400 s.
+    pub max_ejection: Duration,
+    /// Share of a deployment's replicas ejected at once, at most. Default
+    /// 50, 0-100.
+    pub max_ejected_percent: u32,
+    /// A replica whose average latency exceeds this many times the median
+    /// of its peers' is ejected; 0 (default) = never on latency. 0-1000.
+    pub latency_factor: u32,
+    /// Ejections in a row (without a quiet `max_ejection` between them)
+    /// after which a local replica is replaced. Default 3, 0 = never.
+    pub restart_after_ejections: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_percent: 50,
+            latency_factor: 0,
+            restart_after_ejections: 3,
         }
     }
 }

@@ -138,6 +138,17 @@ pub(crate) struct RawDeployment {
     pub(crate) queue: Option<RawQueue>,
     pub(crate) max_request_body_bytes: Option<u64>,
     pub(crate) sync_routes: Option<Vec<String>>,
+    pub(crate) outlier_detection: Option<RawOutlierDetection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawOutlierDetection {
+    pub(crate) consecutive_failures: Option<i64>,
+    pub(crate) base_ejection_secs: Option<i64>,
+    pub(crate) max_ejection_secs: Option<i64>,
+    pub(crate) max_ejected_percent: Option<i64>,
+    pub(crate) latency_factor: Option<i64>,
+    pub(crate) restart_after_ejections: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -104,6 +104,8 @@ impl HealthChecker {
         let settings = self.settings;
         let mut probes = JoinSet::new();
         for pool in pools {
+            // Between probes, live traffic's verdict: slow replicas out.
+            pool.eject_slow_replicas();
             for replica in pool.replicas().replicas() {
                 let (pool, replica) = (Arc::clone(&pool), Arc::clone(replica));
                 probes.spawn(async move {

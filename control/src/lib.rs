@@ -12,6 +12,7 @@ mod autoscaler;
 mod buckets;
 pub mod capacity;
 pub mod health;
+pub mod outlier;
 pub mod pool;
 pub mod promotion;
 pub mod provision;

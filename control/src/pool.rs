@@ -26,9 +26,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use config::{Backpressure, QueueSettings};
+use config::{Backpressure, OutlierDetection, QueueSettings};
 use tokio::sync::{Notify, oneshot};
 
+use crate::outlier::{self, Ejection, Failure};
 use crate::replicas::{Replica, ReplicaSet};
 
 /// What every pool of one gateway shares: the signal that wakes the scaling
@@ -211,6 +212,10 @@ pub struct Pool {
     /// Set while the deployment cannot start replicas (the scaling
     /// controller gave up on it): why, in the replica's words.
     failure: ArcSwapOption<String>,
+    /// When its traffic ejects a replica.
+    outlier_detection: ArcSwap<OutlierDetection>,
+    /// Ejections so far, by [`Ejection`] (in [`Ejection::ALL`]'s order).
+    ejections: [AtomicU64; 2],
 }
 
 impl std::fmt::Debug for Pool {
@@ -239,6 +244,8 @@ impl Pool {
             counters: QueueCounters::default(),
             parking,
             failure: ArcSwapOption::empty(),
+            outlier_detection: ArcSwap::from_pointee(OutlierDetection::default()),
+            ejections: Default::default(),
         }
     }
 
@@ -263,12 +270,53 @@ impl Pool {
 
     /// Applies changed settings (config reload). A higher limit frees slots
     /// at once.
-    pub fn configure(self: &Arc<Self>, limit: u32, queue: QueueSettings) {
+    pub fn configure(
+        self: &Arc<Self>,
+        limit: u32,
+        queue: QueueSettings,
+        outlier_detection: OutlierDetection,
+    ) {
         self.limit.store(limit.max(1), Ordering::SeqCst);
         if **self.queue.load() != queue {
             self.queue.store(Arc::new(queue));
         }
+        if **self.outlier_detection.load() != outlier_detection {
+            self.outlier_detection.store(Arc::new(outlier_detection));
+        }
         self.dispatch();
+    }
+
+    /// When its traffic ejects a replica.
+    pub fn outlier_detection(&self) -> OutlierDetection {
+        **self.outlier_detection.load()
+    }
+
+    /// Ejections so far for `why`.
+    pub fn ejections(&self, why: Ejection) -> u64 {
+        self.ejections[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// Ejects `replica` for `why` if the deployment's settings and its
+    /// other replicas allow it.
+    pub fn eject(&self, replica: &Replica, why: Ejection) -> bool {
+        let settings = self.outlier_detection();
+        let set = self.replicas.load();
+        let ejected = outlier::try_eject(&set, replica, &settings, why, outlier::now_ms());
+        if ejected.is_some() {
+            self.ejections[why as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        ejected.is_some()
+    }
+
+    /// Ejects the replicas whose latency runs far above their peers' (the
+    /// health checker asks, each round); how many it ejected.
+    pub fn eject_slow_replicas(&self) -> usize {
+        let settings = self.outlier_detection();
+        let set = self.replicas.load();
+        outlier::latency_outliers(&set, &settings)
+            .into_iter()
+            .filter(|r| self.eject(r, Ejection::Latency))
+            .count()
     }
 
     /// Requests one replica runs at once (its `predict_concurrency`).
@@ -591,6 +639,22 @@ impl Lease {
     /// The leased replica.
     pub fn replica(&self) -> &Replica {
         &self.replica
+    }
+
+    /// The replica answered (with any status that is not a counted
+    /// failure), after `latency` (to its response head).
+    pub fn answered(&self, latency: Duration) {
+        self.replica.outlier().answered(latency);
+    }
+
+    /// The request failed at the replica: enough failures in a row eject
+    /// it (see [`crate::outlier`]).
+    pub fn failed(&self, failure: Failure) {
+        let settings = self.pool.outlier_detection.load();
+        if outlier::failure_ejects(&self.replica, &settings) {
+            log::debug!("replica {}: {failure:?}", self.replica.addr());
+            self.pool.eject(&self.replica, Ejection::Failures);
+        }
     }
 
     /// A slot on another routable replica, for a retry after this one could

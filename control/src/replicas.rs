@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
+use crate::outlier::{self, Tracker};
+
 /// What the health checker last concluded about a replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -17,6 +19,9 @@ pub enum Health {
     /// Probes failed (see [`crate::health`] for how many it takes). Not
     /// routed to while any other replica of the set is routable.
     Unready,
+    /// Taken out of routing by what its traffic showed (see
+    /// [`crate::outlier`]): until its backoff ends and a probe passes.
+    Ejected,
 }
 
 impl Health {
@@ -24,6 +29,7 @@ impl Health {
         match v {
             1 => Health::Ready,
             2 => Health::Unready,
+            3 => Health::Ejected,
             _ => Health::Unknown,
         }
     }
@@ -33,6 +39,7 @@ impl Health {
             Health::Unknown => 0,
             Health::Ready => 1,
             Health::Unready => 2,
+            Health::Ejected => 3,
         }
     }
 }
@@ -50,6 +57,8 @@ pub struct Replica {
     failures: AtomicU32,
     /// A hash of the address, for session affinity.
     key: u64,
+    /// What its traffic has shown, for ejections.
+    outlier: Tracker,
 }
 
 impl Replica {
@@ -70,6 +79,7 @@ impl Replica {
             served: AtomicU64::new(0),
             health: AtomicU8::new(health.as_u8()),
             failures: AtomicU32::new(0),
+            outlier: Tracker::default(),
             key: mix(match addr.ip() {
                 std::net::IpAddr::V4(ip) => u64::from(ip.to_bits()),
                 std::net::IpAddr::V6(ip) => (ip.to_bits() as u64) ^ ((ip.to_bits() >> 64) as u64),
@@ -99,9 +109,29 @@ impl Replica {
         Health::from_u8(self.health.load(Ordering::Relaxed))
     }
 
-    /// Whether requests may be sent to it: anything but known unready.
+    /// Whether requests may be sent to it: not yet probed, or ready.
     pub fn is_routable(&self) -> bool {
-        self.health() != Health::Unready
+        matches!(self.health(), Health::Unknown | Health::Ready)
+    }
+
+    /// What its traffic has shown.
+    pub(crate) fn outlier(&self) -> &Tracker {
+        &self.outlier
+    }
+
+    /// Ejections in a row so far (see [`crate::outlier`]).
+    pub fn ejections(&self) -> u32 {
+        self.outlier.ejections()
+    }
+
+    /// The moving average of its answers' latency, once there is one.
+    pub fn latency(&self) -> Option<std::time::Duration> {
+        self.outlier.latency()
+    }
+
+    /// Takes it out of routing for an ejection (timed by its tracker).
+    pub(crate) fn set_ejected(&self) {
+        self.health.store(Health::Ejected.as_u8(), Ordering::Relaxed);
     }
 
     /// Takes one of its `limit` concurrency slots, if one is free. The
@@ -130,6 +160,10 @@ impl Replica {
     /// passing probe brings it back, so a dead replica is not tried again
     /// by every request until the next probe.
     pub fn mark_unreachable(&self) {
+        if self.health() == Health::Ejected {
+            // Out of routing already, for longer.
+            return;
+        }
         let old = self.health.swap(Health::Unready.as_u8(), Ordering::Relaxed);
         if old != Health::Unready.as_u8() {
             log::warn!(
@@ -146,8 +180,15 @@ impl Replica {
     /// lost probe does not pull a serving replica; one that has never been
     /// seen ready becomes unready at the first failure, since there is no
     /// evidence it can serve (e.g. still loading its model).
+    ///
+    /// An ejected replica stays ejected, whatever the probe says, until its
+    /// backoff ends; then it is ready once a probe passes (and unready if
+    /// one fails).
     pub(crate) fn record_probe(&self, ok: bool, failure_threshold: u32) -> Option<Health> {
         let old = self.health();
+        if old == Health::Ejected && self.outlier.ejected_at(outlier::now_ms()) {
+            return None;
+        }
         let new = if ok {
             self.failures.store(0, Ordering::Relaxed);
             Health::Ready

@@ -494,6 +494,16 @@ impl Controller {
                         settings.unready_timeout
                     );
                     self.retire(&m.pool, t, false);
+                } else if !t.stopping && ejected_too_often(t.replica.as_deref(), &m.pool) {
+                    // Alive, passing probes between ejections, and still
+                    // failing its requests: a fresh process may do better.
+                    m.crashes += 1;
+                    log::warn!(
+                        "replica {} was ejected {} times in a row; replacing it",
+                        t.instance.name(),
+                        t.replica.as_ref().map_or(0, |r| r.ejections())
+                    );
+                    self.retire(&m.pool, t, false);
                 }
                 true
             }
@@ -622,6 +632,15 @@ impl ControllerHandle {
             }
         }
     }
+}
+
+/// Whether `replica`, ejected now, has been ejected as many times in a row
+/// as its deployment allows before it is replaced.
+fn ejected_too_often(replica: Option<&Replica>, pool: &Pool) -> bool {
+    let after = pool.outlier_detection().restart_after_ejections;
+    replica.is_some_and(|r| {
+        after != 0 && r.health() == crate::replicas::Health::Ejected && r.ejections() >= after
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 pub(crate) mod engine;
 mod models;
 mod node;
+mod outlier;
 mod queue;
 mod rollout;
 

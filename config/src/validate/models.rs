@@ -190,6 +190,11 @@ fn deployment(
         queue,
         max_request_body_bytes: raw.max_request_body_bytes,
         sync_routes: sync_routes(c, &path.key("sync_routes"), raw.sync_routes),
+        outlier_detection: super::outlier::outlier_detection(
+            c,
+            &path.key("outlier_detection"),
+            raw.outlier_detection.unwrap_or_default(),
+        ),
     })
 }
 

@@ -36,6 +36,8 @@ pub(super) fn deployment_view(m: &Model, d: &Deployment, snap: &Snapshot) -> Val
                     "address": r.addr().to_string(),
                     "health": format!("{:?}", r.health()).to_uppercase(),
                     "in_flight": r.outstanding(),
+                    "ejections_in_a_row": r.ejections(),
+                    "latency_ms": r.latency().map(|l| l.as_secs_f64() * 1e3),
                 })
             })
             .collect()

@@ -5,6 +5,8 @@
 
 use metrics::{Label, counter, gauge};
 
+use crate::Health;
+use crate::outlier::Ejection;
 use crate::pool::Overload;
 use crate::rollout::{self, Phase};
 use crate::scaling::ReplicaCounts;
@@ -49,6 +51,20 @@ pub fn collect(snapshot: &Snapshot) {
             gauge!(super::REPLICAS_STARTING, labels.to_vec()).set(status.starting);
             gauge!(super::REPLICAS_PENDING, labels.to_vec()).set(status.pending);
             counter!(super::REPLICA_RESTARTS, labels.to_vec()).absolute(status.crashes);
+            let ejected = pool
+                .replicas()
+                .replicas()
+                .iter()
+                .filter(|r| r.health() == Health::Ejected)
+                .count();
+            gauge!(super::REPLICAS_EJECTED, labels.to_vec()).set(ejected as f64);
+            for why in Ejection::ALL {
+                counter!(
+                    super::REPLICA_EJECTIONS,
+                    with(Label::from_static_parts("reason", why.label()))
+                )
+                .absolute(pool.ejections(why));
+            }
             gauge!(super::AUTOSCALER_STABLE, labels.to_vec()).set(status.stable_signal);
             gauge!(super::AUTOSCALER_BURST, labels.to_vec()).set(status.burst_signal);
             gauge!(super::AUTOSCALER_BURST_MODE, labels.to_vec()).set(if status.burst_mode {

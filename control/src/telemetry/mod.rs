@@ -60,6 +60,10 @@ pub const REPLICAS_PENDING: &str = "igw_replicas_pending";
 pub const REPLICA_COLD_START: &str = "igw_replica_cold_start_seconds";
 /// Replicas that exited or hung and were replaced.
 pub const REPLICA_RESTARTS: &str = "igw_replica_restarts_total";
+/// Replicas out of routing now for what their traffic showed.
+pub const REPLICAS_EJECTED: &str = "igw_replicas_ejected";
+/// Ejections, by `reason` (`failures`, `latency`).
+pub const REPLICA_EJECTIONS: &str = "igw_replica_ejections_total";
 /// The autoscaler's stable-window signal (average concurrent requests).
 pub const AUTOSCALER_STABLE: &str = "igw_autoscaler_stable_signal";
 /// The autoscaler's burst-window signal.
@@ -147,6 +151,14 @@ pub fn describe() {
     describe_gauge!(REPLICAS_DESIRED, "Replicas the autoscaler wants.");
     describe_gauge!(REPLICAS_READY, "Replicas in routing and passing probes.");
     describe_gauge!(REPLICAS_STARTING, "Replicas started and not ready yet.");
+    describe_gauge!(
+        REPLICAS_EJECTED,
+        "Replicas out of routing for what their traffic showed (outlier detection)."
+    );
+    describe_counter!(
+        REPLICA_EJECTIONS,
+        "Replicas ejected by outlier detection, by reason."
+    );
     describe_gauge!(
         REPLICAS_PENDING,
         "Replicas wanted that cannot start yet (node capacity, restart backoff)."

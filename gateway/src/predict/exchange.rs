@@ -17,6 +17,7 @@ use super::upstream::{self, Framing};
 use super::{CONNECT_ATTEMPTS, DEPLOYMENT_HEADER, Gateway, REQUEST_ID_HEADER, RequestCtx};
 use crate::reject::Reject;
 use control::Lease;
+use control::outlier::Failure;
 
 /// A replica's response being read.
 type Upstream = Response<Stream>;
@@ -167,6 +168,7 @@ impl Gateway {
                         // Nothing reached the replica, so trying another
                         // one is safe for any method. The failed replica
                         // leaves routing until a probe passes.
+                        lease.failed(Failure::Connect);
                         connect_attempts += 1;
                         if connect_attempts < CONNECT_ATTEMPTS {
                             // Takes the replica out of routing either way.
@@ -204,6 +206,7 @@ impl Gateway {
                     fresh_only = true;
                     continue;
                 }
+                lease.failed(Failure::Connect);
                 return Err(Reject::ReplicaFailed);
             }
             let head_only = out.method == Method::HEAD;
@@ -220,8 +223,24 @@ impl Gateway {
                 () = client.closed() => return Err(Reject::ClientClosed),
             };
             match response {
-                Ok((up, head)) => break (up, head),
-                Err(ResponseError::Timeout(_)) => return Err(Reject::ReplicaTimeout),
+                Ok((up, head)) => {
+                    let now = Instant::now();
+                    ctx.first_byte = Some(now - ctx.started);
+                    if head.is_replica_failure() {
+                        lease.failed(Failure::ServerError);
+                    } else {
+                        lease.answered(now - ctx.upstream_started.unwrap_or(ctx.started));
+                    }
+                    break (up, head);
+                }
+                Err(ResponseError::Timeout(_)) => {
+                    // The request's own deadline is no fault of the
+                    // replica's; its first-byte timeout is.
+                    if Instant::now() < ctx.deadline {
+                        lease.failed(Failure::Timeout);
+                    }
+                    return Err(Reject::ReplicaTimeout);
+                }
                 Err(ResponseError::Closed { nothing_read: true })
                     if reused && out.inline && upstream::idempotent(&out.method) =>
                 {
@@ -232,11 +251,11 @@ impl Gateway {
                 }
                 Err(e) => {
                     log::debug!("replica {addr}: {e}");
+                    lease.failed(Failure::Cut);
                     return Err(Reject::ReplicaFailed);
                 }
             }
         };
-        ctx.first_byte = Some(ctx.started.elapsed());
         Ok((up, head, lease))
     }
 
@@ -324,6 +343,14 @@ impl Gateway {
         let addr = lease.replica().addr();
         ctx.upstream_done = Some(Instant::now());
         ctx.replica = Some(addr);
+        let broke_off = match &end {
+            Ok(_) => false,
+            Err(ResponseError::Timeout(_)) => Instant::now() < ctx.deadline,
+            Err(_) => true,
+        };
+        if broke_off {
+            lease.failed(Failure::Cut);
+        }
         drop(lease);
         match end {
             Ok(_) => {

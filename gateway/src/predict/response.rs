@@ -294,8 +294,16 @@ impl ResponseHead {
             .map(|(name, value)| (name.get(&self.raw), value.get(&self.raw)))
     }
 
+    /// Whether the status counts against the replica for outlier
+    /// detection: a 5xx, except a 503 with `Retry-After`, which says the
+    /// replica is busy rather than broken.
+    pub(super) fn is_replica_failure(&self) -> bool {
+        self.status.is_server_error()
+            && !(self.status == StatusCode::SERVICE_UNAVAILABLE
+                && self.field(b"retry-after").is_some())
+    }
+
     /// The first field named `name` (any case).
-    #[cfg(test)]
     pub(super) fn field(&self, name: &[u8]) -> Option<&[u8]> {
         self.fields()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))

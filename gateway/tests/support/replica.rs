@@ -57,6 +57,9 @@ pub enum Behaviour {
     /// Reads and records the request, then answers nothing (for at most
     /// [`LIMIT`]).
     Silent,
+    /// This status with a small JSON body, whatever the request: a replica
+    /// whose predictions fail while its readiness probe passes.
+    Status(u16),
     /// 200 with `content-length: 1000` and 500 bytes of body, then a close:
     /// a replica that dies mid-response.
     Truncated,
@@ -319,6 +322,15 @@ async fn respond(
         Behaviour::Silent => {
             tokio::time::sleep(LIMIT).await;
             return Ok(());
+        }
+        Behaviour::Status(status) => {
+            let body = r#"{"error":"replica failure"}"#;
+            let message = format!(
+                "HTTP/1.1 {status} Replica\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-replica: r1\r\n\r\n{body}",
+                body.len()
+            );
+            out.write_all(message.as_bytes()).await?;
+            return out.flush().await;
         }
         Behaviour::Truncated => {
             let mut message = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n".to_vec();

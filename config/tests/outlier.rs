@@ -1,0 +1,75 @@
+//! A deployment's `outlier_detection` table: defaults, accepted values and
+//! the errors bad ones get.
+
+use config::{OutlierDetection, load_str};
+use std::time::Duration;
+
+fn with(deployment: &str) -> Result<config::Config, String> {
+    let text = format!(
+        "[[models]]\nid = \"m1\"\n[[models.deployments]]\nid = \"d1\"\nreplicas = {{ source = \"static\", addresses = [\"127.0.0.1:9\"] }}\n{deployment}\n[[models.environments]]\nname = \"production\"\ndeployment = \"d1\"\n"
+    );
+    load_str(&text, "gateway.toml").map_err(|e| e.to_string())
+}
+
+fn detection(deployment: &str) -> OutlierDetection {
+    with(deployment).unwrap().models[0]
+        .deployment("d1")
+        .unwrap()
+        .outlier_detection
+}
+
+#[test]
+fn failures_eject_by_default_and_latency_does_not() {
+    let d = detection("");
+    assert_eq!(d, OutlierDetection::default());
+    assert_eq!(d.consecutive_failures, 5);
+    assert_eq!(d.base_ejection, Duration::from_secs(10));
+    assert_eq!(d.max_ejection, Duration::from_secs(300));
+    assert_eq!(d.max_ejected_percent, 50);
+    assert_eq!(d.latency_factor, 0);
+    assert_eq!(d.restart_after_ejections, 3);
+}
+
+#[test]
+fn settings_are_read() {
+    let d = detection(
+        "outlier_detection = { consecutive_failures = 2, base_ejection_secs = 1, max_ejection_secs = 4, max_ejected_percent = 100, latency_factor = 8, restart_after_ejections = 0 }",
+    );
+    assert_eq!(
+        d,
+        OutlierDetection {
+            consecutive_failures: 2,
+            base_ejection: Duration::from_secs(1),
+            max_ejection: Duration::from_secs(4),
+            max_ejected_percent: 100,
+            latency_factor: 8,
+            restart_after_ejections: 0,
+        }
+    );
+}
+
+#[test]
+fn the_longest_ejection_is_at_least_the_first() {
+    let d = detection("outlier_detection = { base_ejection_secs = 600 }");
+    assert_eq!(d.max_ejection, Duration::from_secs(600));
+}
+
+#[test]
+fn bad_values_name_the_file_line_and_field() {
+    for (table, field) in [
+        ("consecutive_failures = -1", "consecutive_failures"),
+        ("base_ejection_secs = 0", "base_ejection_secs"),
+        ("max_ejected_percent = 101", "max_ejected_percent"),
+        (
+            "base_ejection_secs = 60, max_ejection_secs = 30",
+            "max_ejection_secs",
+        ),
+        ("eject_after = 3", "eject_after"),
+    ] {
+        let e = with(&format!("outlier_detection = {{ {table} }}")).unwrap_err();
+        assert!(
+            e.contains("gateway.toml:6") && e.contains(field),
+            "{table}: {e}"
+        );
+    }
+}
