@@ -8,7 +8,9 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::Value;
 use support::admin::{ADMIN, api};
@@ -160,7 +162,11 @@ async fn a_replica_that_stalls_while_passing_probes_is_ejected() {
         2,
         "two timeouts, then it is out of routing: {seen:?}"
     );
-    assert_eq!(seen.get(&200).copied().unwrap_or(0), requests - 2, "{seen:?}");
+    assert_eq!(
+        seen.get(&200).copied().unwrap_or(0),
+        requests - 2,
+        "{seen:?}"
+    );
     // The first-byte timeout (1 s), not the replica's silence (30 s), is
     // what a client waited at most.
     assert!(longest < Duration::from_secs(10), "{longest:?}");
