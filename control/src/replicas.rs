@@ -131,7 +131,8 @@ impl Replica {
 
     /// Takes it out of routing for an ejection (timed by its tracker).
     pub(crate) fn set_ejected(&self) {
-        self.health.store(Health::Ejected.as_u8(), Ordering::Relaxed);
+        self.health
+            .store(Health::Ejected.as_u8(), Ordering::Relaxed);
     }
 
     /// Takes one of its `limit` concurrency slots, if one is free. The

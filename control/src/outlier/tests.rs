@@ -101,7 +101,11 @@ fn an_ejected_replica_returns_only_after_its_backoff_and_a_passing_probe() {
     assert_eq!(r.record_probe(true, 2), None, "still within its backoff");
     assert_eq!(r.health(), Health::Ejected);
     r.mark_unreachable();
-    assert_eq!(r.health(), Health::Ejected, "a connect failure does not shorten it");
+    assert_eq!(
+        r.health(),
+        Health::Ejected,
+        "a connect failure does not shorten it"
+    );
     r.outlier().ejected_until.store(0, Ordering::Relaxed);
     assert_eq!(r.record_probe(true, 2), Some(Health::Ready));
     assert!(r.is_routable());
@@ -143,9 +147,7 @@ fn a_replica_far_slower_than_its_peers_is_a_latency_outlier() {
     assert!(latency_outliers(&with_latencies(&[1, 1, 8]), &settings()).is_empty());
     // Too few answers to judge.
     let s = set(2);
-    s.replicas()[0]
-        .outlier()
-        .answered(Duration::from_secs(5));
+    s.replicas()[0].outlier().answered(Duration::from_secs(5));
     assert!(latency_outliers(&s, &settings()).is_empty());
 }
 

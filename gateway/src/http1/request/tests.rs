@@ -244,6 +244,9 @@ fn a_trickled_malformed_head_is_refused_before_its_end() {
     let mut scan = HeadScan::default();
     let mut head = RequestHead::default();
     let mut buf = BytesMut::from(&b"G\x01T / HTTP/1.1\r\n"[..]);
-    assert!(scan.should_parse(&buf, limits), "the first bytes are parsed");
+    assert!(
+        scan.should_parse(&buf, limits),
+        "the first bytes are parsed"
+    );
     assert_eq!(head.parse(&mut buf, limits), Err(HeadError::Malformed));
 }
