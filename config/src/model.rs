@@ -157,6 +157,10 @@ pub struct ServerSettings {
     /// idle longest (between requests, or still waiting for its first head)
     /// is closed to admit a new one; requests in progress are never cut.
     pub max_connections: usize,
+    /// Most predict requests the process holds at once, parked ones
+    /// included (each holds memory); beyond it a request gets 503 with
+    /// `Retry-After` before its body is read.
+    pub max_in_flight: usize,
     /// TCP keepalive idle time on accepted connections; `None` = off.
     pub tcp_keepalive: Option<Duration>,
     /// What replicas get in `X-Forwarded-For`.

@@ -39,6 +39,7 @@ pub(crate) struct RawServer {
     pub(crate) request_timeout_secs: Option<u32>,
     pub(crate) upstream_first_byte_timeout_secs: Option<u32>,
     pub(crate) max_connections: Option<u32>,
+    pub(crate) max_in_flight: Option<u32>,
     pub(crate) tcp_keepalive_secs: Option<u32>,
     pub(crate) forwarded_for: Option<String>,
     pub(crate) expose_replica_id: Option<bool>,

@@ -21,6 +21,7 @@ fn defaults_are_safe() {
     assert_eq!(s.upstream_first_byte_timeout, Duration::from_secs(600));
     assert_eq!(s.response_buffer_bytes, 1024 * 1024);
     assert_eq!(s.max_connections, 10_000);
+    assert_eq!(s.max_in_flight, 10_000);
     assert_eq!(s.tcp_keepalive, Some(Duration::from_secs(60)));
     assert_eq!(s.forwarded_for, ForwardedFor::Replace);
     assert!(!s.expose_replica_id);
@@ -32,7 +33,7 @@ fn defaults_are_safe() {
 #[test]
 fn settings_are_read() {
     let config = with(
-        "client_send_timeout_secs = 5\nrequest_timeout_secs = 30\nmax_connections = 100\ntcp_keepalive_secs = 0\nforwarded_for = \"append\"\nexpose_replica_id = true\nresponse_buffer_bytes = 0",
+        "client_send_timeout_secs = 5\nrequest_timeout_secs = 30\nmax_connections = 100\nmax_in_flight = 50\ntcp_keepalive_secs = 0\nforwarded_for = \"append\"\nexpose_replica_id = true\nresponse_buffer_bytes = 0",
         "max_request_body_bytes = 1024\nsync_routes = [\"/v1/*\", \"/generate\"]",
     )
     .unwrap();
@@ -40,6 +41,7 @@ fn settings_are_read() {
     assert_eq!(s.client_send_timeout, Duration::from_secs(5));
     assert_eq!(s.request_timeout, Duration::from_secs(30));
     assert_eq!(s.max_connections, 100);
+    assert_eq!(s.max_in_flight, 50);
     assert_eq!(s.tcp_keepalive, None);
     assert_eq!(s.forwarded_for, ForwardedFor::Append);
     assert!(s.expose_replica_id);
@@ -53,6 +55,7 @@ fn settings_are_read() {
 fn bad_values_name_the_field() {
     for (server, field) in [
         ("max_connections = 0", "max_connections"),
+        ("max_in_flight = 0", "max_in_flight"),
         ("forwarded_for = \"trust\"", "forwarded_for"),
         ("client_send_timeout_secs = 0", "client_send_timeout_secs"),
         (

@@ -393,6 +393,14 @@ fn server(c: &mut Checker<'_>, path: &ConfigPath, raw: RawServer) -> ServerSetti
             1,
             1_000_000,
         ) as usize,
+        max_in_flight: c.ranged(
+            path,
+            "max_in_flight",
+            int(raw.max_in_flight),
+            10_000,
+            1,
+            1_000_000,
+        ) as usize,
         tcp_keepalive: match c.ranged(
             path,
             "tcp_keepalive_secs",
