@@ -20,6 +20,7 @@ pub mod fd_limit;
 pub mod fuzzing;
 pub mod http1;
 pub mod ops;
+pub mod overload;
 pub mod predict;
 pub mod process;
 pub mod reject;

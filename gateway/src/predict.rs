@@ -27,9 +27,10 @@ use crate::access_log::AccessLogger;
 use crate::conn_limit::{Admitted, ConnLimit};
 use crate::connections::Connections;
 use crate::http1::{HeadError, RequestHead, ServerConn};
+use crate::overload::InFlightCap;
 use crate::reject::Reject;
 use crate::route::{self, Call};
-use crate::shutdown::{InFlight, InFlightGuard};
+use crate::shutdown::InFlightGuard;
 use client::Client;
 use config::ForwardedFor;
 use request::{ReplicaPath, RequestBody, client_gone, parked_bytes, session_hash};
@@ -101,7 +102,7 @@ pub struct Gateway {
     routing: Arc<Routing>,
     upstream: UpstreamSettings,
     connections: Arc<Connections>,
-    in_flight: Arc<InFlight>,
+    in_flight: Arc<InFlightCap>,
     request_metrics: bool,
     access_log: Option<Arc<AccessLogger>>,
     options: HttpServerOptions,
@@ -110,12 +111,13 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway routing by `routing`'s current snapshot, reusing replica
-    /// connections from `connections`.
+    /// connections from `connections`, holding at most `in_flight`'s cap of
+    /// requests.
     pub fn new(
         routing: Arc<Routing>,
         upstream: UpstreamSettings,
         connections: Arc<Connections>,
-        in_flight: Arc<InFlight>,
+        in_flight: Arc<InFlightCap>,
         observe: Observe,
         client_limits: ClientLimits,
     ) -> Self {
@@ -144,6 +146,12 @@ impl Gateway {
         keys: &mut KeyMemo,
     ) -> bool {
         let shutting_down = *shutdown.borrow();
+        let path = client.head().path();
+        // Health checks pass the cap: an overloaded gateway is alive.
+        let in_flight = match path {
+            "/healthz" | "/readyz" => Some(self.in_flight.enter_uncapped()),
+            _ => self.in_flight.admit(),
+        };
         let started = Instant::now();
         let mut ctx = RequestCtx {
             metrics: None,
@@ -165,9 +173,8 @@ impl Gateway {
             replica_path: ReplicaPath::Predict,
             body: RequestBody::default(),
             max_body: self.upstream.max_request_body_bytes,
-            _in_flight: self.in_flight.enter(),
+            in_flight,
         };
-        let path = client.head().path();
         if path == "/healthz" || path == "/readyz" {
             let (status, body) = match (path, shutting_down) {
                 ("/healthz", _) => (StatusCode::OK, r#"{"status":"ok"}"#),
@@ -186,7 +193,11 @@ impl Gateway {
             let from_client = client.head().field(REQUEST_ID_HEADER.as_bytes());
             ctx.request_id = Some(log.request_id(from_client));
         }
-        let outcome = self.route_and_proxy(client, &mut ctx, keys, shutdown).await;
+        let outcome = if ctx.in_flight.is_some() {
+            self.route_and_proxy(client, &mut ctx, keys, shutdown).await
+        } else {
+            Err(Reject::AtCapacity)
+        };
         let reuse = match outcome {
             Ok(()) => !ctx.abort,
             Err(Reject::ClientClosed) => {
@@ -460,7 +471,9 @@ struct RequestCtx {
     body: RequestBody,
     /// Largest body it may have: its deployment's limit once resolved.
     max_body: u64,
-    _in_flight: InFlightGuard,
+    /// Its place under the in-flight cap (the drain counts it too); `None`:
+    /// refused at the cap.
+    in_flight: Option<InFlightGuard>,
 }
 
 impl RequestCtx {

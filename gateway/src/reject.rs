@@ -31,6 +31,11 @@ pub enum Reject {
     /// a row) until its config changes (503; the reason follows).
     #[error("the deployment cannot start its replicas")]
     DeployFailed,
+    /// The gateway holds `[server] max_in_flight` requests already (503,
+    /// `Retry-After`), refused before its body is read and before any
+    /// deployment is chosen: no replica or canary is blamed.
+    #[error("the gateway is at its limit of requests in flight; retry shortly")]
+    AtCapacity,
     /// The gateway is shutting down (503, `Retry-After`): a parked request
     /// is answered at once rather than cut when the process exits.
     #[error("the gateway is shutting down; retry")]
@@ -102,6 +107,7 @@ impl Reject {
             | Reject::Closed
             | Reject::LocalResources
             | Reject::ShuttingDown
+            | Reject::AtCapacity
             | Reject::DeployFailed => StatusCode::SERVICE_UNAVAILABLE,
             Reject::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             Reject::ClientClosed => CLIENT_CLOSED,
@@ -120,7 +126,7 @@ impl Reject {
             }
             Reject::MethodNotAllowed => &[(header::ALLOW, "POST")],
             Reject::QueueTimeout | Reject::Closed => &[(header::RETRY_AFTER, "5")],
-            Reject::ShuttingDown => &[(header::RETRY_AFTER, "1")],
+            Reject::ShuttingDown | Reject::AtCapacity => &[(header::RETRY_AFTER, "1")],
             Reject::Overloaded(_) | Reject::LocalResources => &[(header::RETRY_AFTER, "1")],
             _ => &[],
         }

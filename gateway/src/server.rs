@@ -30,6 +30,7 @@ use crate::conn_limit::ConnLimit;
 use crate::connections::{Connections, Sweeper};
 use crate::fd_limit;
 use crate::http1::HeadLimits;
+use crate::overload::InFlightCap;
 use crate::predict::{self, ClientLimits, Gateway, Observe, UpstreamSettings};
 use crate::shutdown::{self, InFlight};
 use crate::telemetry::{self, Exporter};
@@ -174,6 +175,11 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         );
     }
     let conns = ConnLimit::new(cap);
+    let in_flight = Arc::new(InFlight::default());
+    let in_flight_cap = Arc::new(InFlightCap::new(
+        Arc::clone(&in_flight),
+        config.server.max_in_flight,
+    ));
     let exporter = Exporter::new(
         metrics,
         Arc::clone(&routing),
@@ -182,6 +188,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
             admin: config.listeners.admin,
         },
         Arc::clone(&conns),
+        Arc::clone(&in_flight_cap),
     );
     let reloader = Arc::new(Reloader::new(
         config_path,
@@ -219,7 +226,6 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         },
     );
     let scaling = Arc::new(scaling::start_background(controller).map_err(StartError::Scaling)?);
-    let in_flight = Arc::new(InFlight::default());
 
     let threads = config.server.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -267,7 +273,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         routing,
         upstream,
         Arc::clone(&connections),
-        Arc::clone(&in_flight),
+        in_flight_cap,
         observe,
         client_limits,
     );

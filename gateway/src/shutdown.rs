@@ -26,6 +26,18 @@ impl InFlight {
     pub fn get(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
+
+    /// Counts one request unless `limit` are counted already: the global
+    /// in-flight cap ([`crate::overload`]) takes its places in this count.
+    /// One atomic add, as `enter`; arrivals racing at the cap may see it
+    /// reached a moment early, never late.
+    pub fn try_enter(self: &Arc<Self>, limit: usize) -> Option<InFlightGuard> {
+        if self.count.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlightGuard(Arc::clone(self)))
+    }
 }
 
 /// Holds one request in the [`InFlight`] count.

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use control::Routing;
 
 use crate::conn_limit::ConnLimit;
+use crate::overload::InFlightCap;
 use control::telemetry::{self, COLD_START_BUCKETS, LATENCY_BUCKETS};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use pingora_core::server::ShutdownWatch;
@@ -29,6 +30,7 @@ pub struct Exporter {
     routing: Arc<Routing>,
     listeners: Listeners,
     conns: Arc<ConnLimit>,
+    in_flight: Arc<InFlightCap>,
 }
 
 /// Ports that tell downstream connections from upstream ones.
@@ -67,12 +69,14 @@ impl Exporter {
         routing: Arc<Routing>,
         listeners: Listeners,
         conns: Arc<ConnLimit>,
+        in_flight: Arc<InFlightCap>,
     ) -> Self {
         Self {
             handle,
             routing,
             listeners,
             conns,
+            in_flight,
         }
     }
 
@@ -82,13 +86,13 @@ impl Exporter {
         let mut text = self.handle.render();
         crate::process::render(&mut text, self.listeners);
         render_connections(&mut text, &self.conns);
+        render_in_flight(&mut text, &self.in_flight);
         text
     }
 }
 
 /// The client-connection cap's figures.
 fn render_connections(out: &mut String, conns: &ConnLimit) {
-    use std::fmt::Write;
     let families = [
         (
             "igw_client_connections_limit",
@@ -115,6 +119,37 @@ fn render_connections(out: &mut String, conns: &ConnLimit) {
             conns.refused() as f64,
         ),
     ];
+    write_families(out, &families);
+}
+
+/// The in-flight cap's figures, named like the connection cap's.
+fn render_in_flight(out: &mut String, cap: &InFlightCap) {
+    let families = [
+        (
+            "igw_client_requests_limit",
+            "gauge",
+            "Predict requests the gateway holds at most, parked ones included (max_in_flight).",
+            cap.limit() as f64,
+        ),
+        (
+            "igw_client_requests_admitted",
+            "gauge",
+            "Predict requests the gateway holds now, parked ones included.",
+            cap.held() as f64,
+        ),
+        (
+            "igw_client_requests_refused_total",
+            "counter",
+            "Predict requests answered 503 at once: the gateway held max_in_flight already.",
+            cap.refused() as f64,
+        ),
+    ];
+    write_families(out, &families);
+}
+
+/// Gauges and counters without labels, each with its help and type.
+fn write_families(out: &mut String, families: &[(&str, &str, &str, f64)]) {
+    use std::fmt::Write;
     for (name, kind, help, value) in families {
         let _ = writeln!(
             out,
