@@ -9,6 +9,7 @@
 //!   snapshot applies the configured addresses and the health checker
 //!   decides which ones are routable.
 
+pub mod handover;
 mod local;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use arc_swap::ArcSwap;
 use config::EngineSettings;
 use tokio::sync::Notify;
 
+pub use handover::Released;
 pub use local::{LocalProvisioner, LocalSettings};
 
 /// What a provisioner needs to start one replica.
@@ -42,6 +44,16 @@ pub enum ProvisionError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// A replica handed over by the previous gateway cannot be taken over.
+    #[error("cannot adopt replica {name} (pid {pid}): {why}")]
+    Adopt {
+        /// Its name.
+        name: String,
+        /// Its process id.
+        pid: i32,
+        /// Why not.
+        why: String,
+    },
 }
 
 /// Starts and stops replicas. Implementations report progress through the
@@ -55,6 +67,29 @@ pub trait Provisioner: Send + Sync + 'static {
     /// grace period); the instance ends [`InstanceState::Stopped`].
     /// Take it out of routing and let its requests finish first.
     fn stop(&self, instance: &Instance);
+
+    /// For a binary upgrade: describes a running replica and copies what
+    /// the next gateway process needs to keep it ([`handover`]). Changes
+    /// nothing here: until [`Provisioner::detach`] this process still owns
+    /// it. `None` when it is not running, or this provisioner's replicas
+    /// cannot outlive their gateway.
+    fn hand_over(&self, _instance: &Instance) -> Option<Released> {
+        None
+    }
+
+    /// The next gateway holds the replica now: stop supervising it without
+    /// stopping it.
+    fn detach(&self, _instance: &Instance) {}
+
+    /// Takes over a replica the previous gateway handed over; it is
+    /// [`InstanceState::Starting`] until its readiness probe passes.
+    fn adopt(&self, replica: Released) -> Result<Arc<Instance>, ProvisionError> {
+        Err(ProvisionError::Adopt {
+            name: replica.record.name,
+            pid: replica.record.pid,
+            why: "this provisioner does not adopt replicas".into(),
+        })
+    }
 }
 
 /// Where a replica is in its life.
@@ -80,6 +115,9 @@ impl InstanceState {
     }
 }
 
+/// The sequence number of the next instance's name.
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
 /// One replica a provisioner started.
 #[derive(Debug)]
 pub struct Instance {
@@ -93,10 +131,25 @@ impl Instance {
     /// A starting instance named after its deployment and a sequence
     /// number; `events` is notified on every state change.
     pub fn new(deployment: &str, events: Arc<Notify>) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let n = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
+        Self::named(format!("{deployment}#{n}"), events)
+    }
+
+    /// A starting instance that keeps the name a previous gateway gave it
+    /// (the replica's `--replica-id`); later names do not repeat it.
+    pub fn adopted(name: String, events: Arc<Notify>) -> Self {
+        if let Some(n) = name
+            .rsplit_once('#')
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+        {
+            NEXT_INSTANCE.fetch_max(n + 1, Ordering::Relaxed);
+        }
+        Self::named(name, events)
+    }
+
+    fn named(name: String, events: Arc<Notify>) -> Self {
         Self {
-            name: format!("{deployment}#{n}"),
+            name,
             state: ArcSwap::from_pointee(InstanceState::Starting),
             stop: Notify::new(),
             events,

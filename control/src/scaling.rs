@@ -22,13 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::{Autoscaling, Deployment, DeploymentKind, Model, ReplicaSource, Resources};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::autoscaler::Autoscaler;
 use crate::capacity::{NodeCapacity, Usage};
 use crate::pool::{Pool, ScaleStatus};
-use crate::provision::{Instance, InstanceState, Provisioner, ReplicaSpec};
+use crate::provision::{Instance, InstanceState, Provisioner, Released, ReplicaSpec};
 use crate::replicas::Replica;
 use crate::routing::Routing;
 use crate::telemetry;
@@ -130,6 +130,10 @@ struct Tracked {
     unready_since: Option<Instant>,
     /// Being drained and stopped on purpose.
     stopping: bool,
+    /// Taken over from the previous gateway (no cold start).
+    adopted: bool,
+    /// Handed over to the next gateway: never stopped by this one.
+    handed: bool,
 }
 
 /// A local deployment's replicas and scaling state.
@@ -155,7 +159,51 @@ struct Managed {
     cold_start: metrics::Histogram,
 }
 
+impl Tracked {
+    /// A replica just started (or adopted) at `now`.
+    fn new(instance: Arc<Instance>, resources: Resources, now: Instant, adopted: bool) -> Self {
+        Self {
+            instance,
+            replica: None,
+            resources,
+            started: now,
+            running_since: None,
+            unready_since: None,
+            stopping: false,
+            adopted,
+            handed: false,
+        }
+    }
+}
+
 impl Managed {
+    fn new(model: &Model, d: &Deployment, pool: &Arc<Pool>) -> Self {
+        let settings = (
+            effective_autoscaling(model, d),
+            d.kind == DeploymentKind::Development,
+        );
+        Self {
+            name: format!("{}/{}", model.id, d.id),
+            pool: Arc::clone(pool),
+            settings,
+            autoscaler: Autoscaler::new(settings.0, settings.1),
+            replicas: Vec::new(),
+            crashes: 0,
+            backoff: Duration::ZERO,
+            restart_not_before: None,
+            last_desired: None,
+            last_pending: None,
+            failed_starts: 0,
+            last_error: None,
+            failed_with: None,
+            cold_start: metrics::histogram!(
+                telemetry::REPLICA_COLD_START,
+                "model" => model.id.clone(),
+                "deployment" => d.id.clone(),
+            ),
+        }
+    }
+
     fn live(&self) -> impl Iterator<Item = &Tracked> {
         self.replicas.iter().filter(|t| !t.stopping)
     }
@@ -171,6 +219,14 @@ pub struct Controller {
     settings: ScalingSettings,
     deployments: HashMap<(String, String), Managed>,
     epoch: Instant,
+    /// Replicas the previous gateway handed over, adopted when `run` starts.
+    adopting: Vec<Released>,
+    /// Adopted replicas the config no longer wants, being stopped.
+    leftovers: Vec<Arc<Instance>>,
+    /// Set once replicas are being handed to the next gateway: nothing is
+    /// started or stopped any more.
+    frozen: bool,
+    commands: Option<mpsc::UnboundedReceiver<handover::Command>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -200,6 +256,10 @@ impl Controller {
             settings,
             deployments: HashMap::new(),
             epoch: Instant::now(),
+            adopting: Vec::new(),
+            leftovers: Vec::new(),
+            frozen: false,
+            commands: None,
         }
     }
 
@@ -209,11 +269,17 @@ impl Controller {
         let parking = Arc::clone(self.routing.load().parking());
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.adopt_all();
+        let mut commands = self.commands.take();
         loop {
             let sample = tokio::select! {
                 _ = tick.tick() => true,
                 () = parking.activated() => false,
                 () = self.events.notified() => false,
+                Some(command) = handover::next(&mut commands) => {
+                    self.command(command);
+                    continue;
+                }
                 _ = &mut shutdown => break,
             };
             self.reconcile(sample);
@@ -224,6 +290,9 @@ impl Controller {
     /// One pass over every deployment; `sample` records the current load
     /// for the autoscaler (once per tick, so the window averages ticks).
     pub fn reconcile(&mut self, sample: bool) {
+        if self.frozen {
+            return;
+        }
         let now = Instant::now();
         let snapshot = self.routing.load_full();
         let config = Arc::clone(snapshot.config());
@@ -247,26 +316,9 @@ impl Controller {
                     effective_autoscaling(model, d),
                     d.kind == DeploymentKind::Development,
                 );
-                let managed = deployments.entry(key).or_insert_with(|| Managed {
-                    name: format!("{}/{}", model.id, d.id),
-                    pool: Arc::clone(route.pool()),
-                    settings,
-                    autoscaler: Autoscaler::new(settings.0, settings.1),
-                    replicas: Vec::new(),
-                    crashes: 0,
-                    backoff: Duration::ZERO,
-                    restart_not_before: None,
-                    last_desired: None,
-                    last_pending: None,
-                    failed_starts: 0,
-                    last_error: None,
-                    failed_with: None,
-                    cold_start: metrics::histogram!(
-                        telemetry::REPLICA_COLD_START,
-                        "model" => model.id.clone(),
-                        "deployment" => d.id.clone(),
-                    ),
-                });
+                let managed = deployments
+                    .entry(key)
+                    .or_insert_with(|| Managed::new(model, d, route.pool()));
                 if managed.settings != settings {
                     log::info!("autoscaler {}: settings changed", managed.name);
                     managed.settings = settings;
@@ -372,15 +424,8 @@ impl Controller {
                 match self.provisioner.start(&spec) {
                     Ok(instance) => {
                         used.add(&d.resources);
-                        m.replicas.push(Tracked {
-                            instance,
-                            replica: None,
-                            resources: d.resources.clone(),
-                            started: now,
-                            running_since: None,
-                            unready_since: None,
-                            stopping: false,
-                        });
+                        m.replicas
+                            .push(Tracked::new(instance, d.resources.clone(), now, false));
                     }
                     Err(e) => {
                         pending += 1;
@@ -468,13 +513,17 @@ impl Controller {
                     t.running_since = Some(now);
                     m.failed_starts = 0;
                     m.last_error = None;
-                    let cold_start = now.duration_since(t.started);
-                    m.cold_start.record(cold_start);
-                    log::info!(
-                        "replica {} is ready at {addr} after {:.2} s",
-                        t.instance.name(),
-                        cold_start.as_secs_f64()
-                    );
+                    if t.adopted {
+                        log::info!("replica {} (adopted) is ready at {addr}", t.instance.name());
+                    } else {
+                        let cold_start = now.duration_since(t.started);
+                        m.cold_start.record(cold_start);
+                        log::info!(
+                            "replica {} is ready at {addr} after {:.2} s",
+                            t.instance.name(),
+                            cold_start.as_secs_f64()
+                        );
+                    }
                 }
                 let unready = t
                     .replica
@@ -567,11 +616,14 @@ impl Controller {
     /// Stops every replica at once (the gateway is exiting: its own
     /// requests are drained already) and waits until all are gone.
     async fn stop_all(&mut self) {
+        // Those handed to the next gateway are its own now.
         let instances: Vec<Arc<Instance>> = self
             .deployments
             .values()
             .flat_map(|m| &m.replicas)
+            .filter(|t| !t.handed)
             .map(|t| Arc::clone(&t.instance))
+            .chain(self.leftovers.iter().cloned())
             .collect();
         for instance in &instances {
             self.provisioner.stop(instance);
@@ -594,10 +646,13 @@ type Once<T> = std::sync::Mutex<T>;
 pub struct ControllerHandle {
     shutdown: Once<Option<oneshot::Sender<()>>>,
     done: Once<std::sync::mpsc::Receiver<()>>,
+    commands: mpsc::UnboundedSender<handover::Command>,
 }
 
 /// Starts `controller` on a thread of its own.
-pub fn start_background(controller: Controller) -> std::io::Result<ControllerHandle> {
+pub fn start_background(mut controller: Controller) -> std::io::Result<ControllerHandle> {
+    let (commands, receiver) = mpsc::unbounded_channel();
+    controller.commands = Some(receiver);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -612,6 +667,7 @@ pub fn start_background(controller: Controller) -> std::io::Result<ControllerHan
     Ok(ControllerHandle {
         shutdown: Once::new(Some(shutdown_tx)),
         done: Once::new(done_rx),
+        commands,
     })
 }
 
@@ -643,5 +699,6 @@ fn ejected_too_often(replica: Option<&Replica>, pool: &Pool) -> bool {
     })
 }
 
+mod handover;
 #[cfg(test)]
 mod tests;
