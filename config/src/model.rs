@@ -348,6 +348,8 @@ pub struct Deployment {
     pub sync_routes: SyncRoutes,
     /// When a replica is taken out of routing for what live traffic shows.
     pub outlier_detection: OutlierDetection,
+    /// When a failed attempt is tried again on another replica.
+    pub retry: RetryPolicy,
 }
 
 /// The replica paths a deployment lets clients reach through
@@ -518,6 +520,49 @@ impl Default for OutlierDetection {
             max_ejected_percent: 50,
             latency_factor: 0,
             restart_after_ejections: 3,
+        }
+    }
+}
+
+/// A deployment's `retry` table: when a failed attempt is tried again on
+/// another replica. Always when nothing of the request can have been
+/// processed (the connection failed, or the replica answered 503 with
+/// `Retry-After`, i.e. busy, and the gateway still holds the body); with
+/// `idempotent`, also a GET, HEAD, OPTIONS, PUT or DELETE whose attempt
+/// failed otherwise (a 5xx, a timeout, a broken connection). Never once a
+/// byte of the response has reached the client. Retries are held to a
+/// budget: `budget_percent` of the deployment's requests plus
+/// `min_retries_per_sec`, so that retries cannot multiply the load on a
+/// failing deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included; 1 = never retry. Default
+    /// 3, 1-10.
+    pub attempts: u32,
+    /// Retries allowed as a share of requests, in percent. Default 20,
+    /// 0-100.
+    pub budget_percent: u32,
+    /// Retries allowed per second whatever the share. Default 10, 0-10000.
+    pub min_retries_per_sec: u32,
+    /// Wait before the first retry after an answer (doubled for each
+    /// further one, with jitter); connection failures retry at once.
+    /// Default 25 ms, 0-10000.
+    pub backoff: Duration,
+    /// Longest wait between attempts. Default 250 ms, 0-60000.
+    pub max_backoff: Duration,
+    /// Retry idempotent methods after any failure. Default false.
+    pub idempotent: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            budget_percent: 20,
+            min_retries_per_sec: 10,
+            backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_millis(250),
+            idempotent: false,
         }
     }
 }

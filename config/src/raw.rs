@@ -140,6 +140,17 @@ pub(crate) struct RawDeployment {
     pub(crate) max_request_body_bytes: Option<u64>,
     pub(crate) sync_routes: Option<Vec<String>>,
     pub(crate) outlier_detection: Option<RawOutlierDetection>,
+    pub(crate) retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawRetry {
+    pub(crate) attempts: Option<i64>,
+    pub(crate) budget_percent: Option<i64>,
+    pub(crate) min_retries_per_sec: Option<i64>,
+    pub(crate) backoff_ms: Option<i64>,
+    pub(crate) max_backoff_ms: Option<i64>,
+    pub(crate) idempotent: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

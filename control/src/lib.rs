@@ -18,6 +18,7 @@ pub mod promotion;
 pub mod provision;
 mod reload;
 mod replicas;
+pub mod retry;
 pub mod rollout;
 mod routing;
 pub mod scaling;

@@ -26,11 +26,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use config::{Backpressure, OutlierDetection, QueueSettings};
+use config::{Backpressure, OutlierDetection, QueueSettings, RetryPolicy};
 use tokio::sync::{Notify, oneshot};
 
 use crate::outlier::{self, Ejection, Failure};
 use crate::replicas::{Replica, ReplicaSet};
+use crate::retry::{RetryBudget, RetryReason};
 
 /// What every pool of one gateway shares: the signal that wakes the scaling
 /// controller and the budget of bytes all parked requests may hold.
@@ -216,6 +217,9 @@ pub struct Pool {
     outlier_detection: ArcSwap<OutlierDetection>,
     /// Ejections so far, by [`Ejection`] (in [`Ejection::ALL`]'s order).
     ejections: [AtomicU64; 2],
+    /// When a failed attempt is tried again.
+    retry: ArcSwap<RetryPolicy>,
+    retry_budget: RetryBudget,
 }
 
 impl std::fmt::Debug for Pool {
@@ -246,6 +250,8 @@ impl Pool {
             failure: ArcSwapOption::empty(),
             outlier_detection: ArcSwap::from_pointee(OutlierDetection::default()),
             ejections: Default::default(),
+            retry: ArcSwap::from_pointee(RetryPolicy::default()),
+            retry_budget: RetryBudget::default(),
         }
     }
 
@@ -275,6 +281,7 @@ impl Pool {
         limit: u32,
         queue: QueueSettings,
         outlier_detection: OutlierDetection,
+        retry: RetryPolicy,
     ) {
         self.limit.store(limit.max(1), Ordering::SeqCst);
         if **self.queue.load() != queue {
@@ -283,7 +290,20 @@ impl Pool {
         if **self.outlier_detection.load() != outlier_detection {
             self.outlier_detection.store(Arc::new(outlier_detection));
         }
+        if **self.retry.load() != retry {
+            self.retry.store(Arc::new(retry));
+        }
         self.dispatch();
+    }
+
+    /// When a failed attempt is tried again.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        **self.retry.load()
+    }
+
+    /// Its retry budget and counts.
+    pub fn retry_budget(&self) -> &RetryBudget {
+        &self.retry_budget
     }
 
     /// When its traffic ejects a replica.
@@ -641,6 +661,11 @@ impl Lease {
         &self.replica
     }
 
+    /// Its deployment's retry policy.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.pool.retry_policy()
+    }
+
     /// The replica answered (with any status that is not a counted
     /// failure), after `latency` (to its response head).
     pub fn answered(&self, latency: Duration) {
@@ -657,13 +682,29 @@ impl Lease {
         }
     }
 
-    /// A slot on another routable replica, for a retry after this one could
-    /// not be reached (which also takes this one out of routing).
-    pub fn retry_elsewhere(&self) -> Option<Lease> {
-        self.replica.mark_unreachable();
-        let set = self.pool.replicas.load();
-        let other = set.claim_other(self.pool.limit(), &self.replica)?;
-        Some(self.pool.lease(Arc::clone(other)))
+    /// A slot on another routable replica for attempt `attempts + 1`, if
+    /// the deployment's retry policy allows that many, one is free and the
+    /// retry budget has one left. A connection failure also takes this
+    /// replica out of routing (until a probe passes).
+    pub fn retry_elsewhere(&self, why: RetryReason, attempts: u32) -> Option<Lease> {
+        if why == RetryReason::Connect {
+            self.replica.mark_unreachable();
+        }
+        let policy = self.pool.retry_policy();
+        if attempts >= policy.attempts {
+            return None;
+        }
+        let other = {
+            let set = self.pool.replicas.load();
+            let other = set.claim_other(self.pool.limit(), &self.replica)?;
+            self.pool.lease(Arc::clone(other))
+        };
+        // Taken after the slot, so a retry with nowhere to go costs no
+        // budget; dropping `other` gives the slot back.
+        let budget = &self.pool.retry_budget;
+        budget
+            .withdraw(&policy, why, self.pool.served(), outlier::now_ms())
+            .then_some(other)
     }
 }
 

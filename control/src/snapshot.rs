@@ -333,7 +333,7 @@ impl Snapshot {
                         Arc::clone(&parking),
                     )),
                 };
-                pool.configure(d.predict_concurrency, d.queue, d.outlier_detection);
+                pool.configure(d.predict_concurrency, d.queue, d.outlier_detection, d.retry);
                 if let ReplicaSource::Static { addresses } = &d.replicas {
                     let current = pool.replicas();
                     if !same_addresses(&current, addresses) {

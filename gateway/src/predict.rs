@@ -58,8 +58,8 @@ pub const SIDE_HEADER: &str = "x-rollout-side";
 /// replica.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Replicas tried for one request when they cannot be reached.
-const CONNECT_ATTEMPTS: u32 = 3;
+/// How many attempts a response took, when a retry made it more than one.
+const ATTEMPTS_HEADER: &str = "x-gateway-attempts";
 
 /// Upstream settings applied to every replica connection.
 #[derive(Debug, Clone)]
@@ -158,6 +158,7 @@ impl Gateway {
             request_id: None,
             queue_wait: None,
             upstream_started: None,
+            attempts: 1,
             first_byte: None,
             upstream_done: None,
             replica: None,
@@ -442,6 +443,8 @@ struct RequestCtx {
     request_id: Option<(HeaderValue, bool)>,
     queue_wait: Option<Duration>,
     upstream_started: Option<Instant>,
+    /// Attempts made at replicas, the first included (more after retries).
+    attempts: u32,
     first_byte: Option<Duration>,
     upstream_done: Option<Instant>,
     /// The replica that answered.

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub(crate) mod engine;
+mod failures;
 mod models;
 mod node;
-mod outlier;
 mod queue;
 mod rollout;
 

@@ -190,11 +190,12 @@ fn deployment(
         queue,
         max_request_body_bytes: raw.max_request_body_bytes,
         sync_routes: sync_routes(c, &path.key("sync_routes"), raw.sync_routes),
-        outlier_detection: super::outlier::outlier_detection(
+        outlier_detection: super::failures::outlier_detection(
             c,
             &path.key("outlier_detection"),
             raw.outlier_detection.unwrap_or_default(),
         ),
+        retry: super::failures::retry(c, &path.key("retry"), raw.retry.unwrap_or_default()),
     })
 }
 

@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
+use crate::retry::RetryReason;
 
 fn queue(max_length: u32, backpressure: Backpressure) -> QueueSettings {
     QueueSettings {
@@ -198,13 +199,41 @@ fn retries_take_the_failed_replica_out_of_routing() {
     pool.add_replica(replica(2));
     let lease = go(pool.admit(0));
     let failed = lease.replica().addr();
-    let retry = lease.retry_elsewhere().expect("the other replica");
+    let retry = lease
+        .retry_elsewhere(RetryReason::Connect, 1)
+        .expect("the other replica");
     assert_ne!(retry.replica().addr(), failed);
     drop(lease);
     for _ in 0..20 {
         assert_ne!(go(pool.admit(0)).replica().addr(), failed);
     }
-    assert!(retry.retry_elsewhere().is_none(), "no third replica");
+    assert!(
+        retry.retry_elsewhere(RetryReason::Connect, 2).is_none(),
+        "no third replica"
+    );
+}
+
+#[test]
+fn a_busy_replica_stays_in_routing_and_retries_stop_at_the_attempts_allowed() {
+    let pool = pool(4);
+    for i in 1..=3 {
+        pool.add_replica(replica(i));
+    }
+    let lease = go(pool.admit(0));
+    let busy = lease.replica().addr();
+    let retry = lease
+        .retry_elsewhere(RetryReason::Busy, 1)
+        .expect("another replica");
+    assert_ne!(retry.replica().addr(), busy);
+    assert!(
+        pool.replicas().replicas().iter().all(|r| r.is_routable()),
+        "busy is not broken"
+    );
+    assert!(
+        retry.retry_elsewhere(RetryReason::Busy, 3).is_none(),
+        "three attempts made: no fourth"
+    );
+    assert_eq!(pool.retry_budget().retries(RetryReason::Busy), 1);
 }
 
 #[test]

@@ -8,6 +8,7 @@ use metrics::{Label, counter, gauge};
 use crate::Health;
 use crate::outlier::Ejection;
 use crate::pool::Overload;
+use crate::retry::RetryReason;
 use crate::rollout::{self, Phase};
 use crate::scaling::ReplicaCounts;
 use crate::snapshot::Snapshot;
@@ -65,6 +66,15 @@ pub fn collect(snapshot: &Snapshot) {
                 )
                 .absolute(pool.ejections(why));
             }
+            let budget = pool.retry_budget();
+            for why in RetryReason::ALL {
+                counter!(
+                    super::RETRIES,
+                    with(Label::from_static_parts("reason", why.label()))
+                )
+                .absolute(budget.retries(why));
+            }
+            counter!(super::RETRY_BUDGET_EXHAUSTED, labels.to_vec()).absolute(budget.exhausted());
             gauge!(super::AUTOSCALER_STABLE, labels.to_vec()).set(status.stable_signal);
             gauge!(super::AUTOSCALER_BURST, labels.to_vec()).set(status.burst_signal);
             gauge!(super::AUTOSCALER_BURST_MODE, labels.to_vec()).set(if status.burst_mode {

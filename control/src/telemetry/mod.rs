@@ -64,6 +64,10 @@ pub const REPLICA_RESTARTS: &str = "igw_replica_restarts_total";
 pub const REPLICAS_EJECTED: &str = "igw_replicas_ejected";
 /// Ejections, by `reason` (`failures`, `latency`).
 pub const REPLICA_EJECTIONS: &str = "igw_replica_ejections_total";
+/// Requests tried again on another replica, by `reason`.
+pub const RETRIES: &str = "igw_retries_total";
+/// Retries refused because the deployment's retry budget was spent.
+pub const RETRY_BUDGET_EXHAUSTED: &str = "igw_retry_budget_exhausted_total";
 /// The autoscaler's stable-window signal (average concurrent requests).
 pub const AUTOSCALER_STABLE: &str = "igw_autoscaler_stable_signal";
 /// The autoscaler's burst-window signal.
@@ -158,6 +162,14 @@ pub fn describe() {
     describe_counter!(
         REPLICA_EJECTIONS,
         "Replicas ejected by outlier detection, by reason."
+    );
+    describe_counter!(
+        RETRIES,
+        "Requests tried again on another replica, by reason."
+    );
+    describe_counter!(
+        RETRY_BUDGET_EXHAUSTED,
+        "Retries refused because the deployment's retry budget was spent."
     );
     describe_gauge!(
         REPLICAS_PENDING,

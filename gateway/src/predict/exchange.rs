@@ -14,10 +14,11 @@ use super::client::Client;
 use super::request::INLINE_BODY_LIMIT;
 use super::response::{Response, ResponseError, ResponseHead};
 use super::upstream::{self, Framing};
-use super::{CONNECT_ATTEMPTS, DEPLOYMENT_HEADER, Gateway, REQUEST_ID_HEADER, RequestCtx};
+use super::{ATTEMPTS_HEADER, DEPLOYMENT_HEADER, Gateway, REQUEST_ID_HEADER, RequestCtx};
 use crate::reject::Reject;
 use control::Lease;
 use control::outlier::Failure;
+use control::retry::{self, RetryReason};
 
 /// A replica's response being read.
 type Upstream = Response<Stream>;
@@ -147,7 +148,6 @@ impl Gateway {
         out: &Outgoing,
     ) -> Result<(Upstream, ResponseHead, Lease), Reject> {
         ctx.upstream_started = Some(Instant::now());
-        let mut connect_attempts = 0;
         let mut fresh_only = false;
         let (up, head) = loop {
             let addr = lease.replica().addr();
@@ -166,20 +166,17 @@ impl Gateway {
                     Err(reject @ Reject::LocalResources) => return Err(reject),
                     Err(reject) => {
                         // Nothing reached the replica, so trying another
-                        // one is safe for any method. The failed replica
-                        // leaves routing until a probe passes.
+                        // one is safe for any method, at once. The failed
+                        // replica leaves routing until a probe passes.
                         lease.failed(Failure::Connect);
-                        connect_attempts += 1;
-                        if connect_attempts < CONNECT_ATTEMPTS {
-                            // Takes the replica out of routing either way.
-                            if let Some(other) = lease.retry_elsewhere() {
+                        match lease.retry_elsewhere(RetryReason::Connect, ctx.attempts) {
+                            Some(other) => {
                                 lease = other;
+                                ctx.attempts += 1;
                                 continue;
                             }
-                        } else {
-                            lease.replica().mark_unreachable();
+                            None => return Err(reject),
                         }
-                        return Err(reject);
                     }
                 },
             };
@@ -226,20 +223,37 @@ impl Gateway {
                 Ok((up, head)) => {
                     let now = Instant::now();
                     ctx.first_byte = Some(now - ctx.started);
-                    if head.is_replica_failure() {
+                    // A busy replica is neither failing nor a latency sample.
+                    let why = if head.is_busy() {
+                        RetryReason::Busy
+                    } else if head.is_replica_failure() {
                         lease.failed(Failure::ServerError);
+                        RetryReason::Failure
                     } else {
                         lease.answered(now - ctx.upstream_started.unwrap_or(ctx.started));
+                        break (up, head);
+                    };
+                    match self.retry(client, ctx, &lease, out, why).await? {
+                        // The response is dropped unread, and its
+                        // connection with it.
+                        Some(other) => (lease, fresh_only) = (other, false),
+                        None => break (up, head),
                     }
-                    break (up, head);
                 }
                 Err(ResponseError::Timeout(_)) => {
                     // The request's own deadline is no fault of the
                     // replica's; its first-byte timeout is.
-                    if Instant::now() < ctx.deadline {
-                        lease.failed(Failure::Timeout);
+                    if Instant::now() >= ctx.deadline {
+                        return Err(Reject::ReplicaTimeout);
                     }
-                    return Err(Reject::ReplicaTimeout);
+                    lease.failed(Failure::Timeout);
+                    match self
+                        .retry(client, ctx, &lease, out, RetryReason::Failure)
+                        .await?
+                    {
+                        Some(other) => (lease, fresh_only) = (other, false),
+                        None => return Err(Reject::ReplicaTimeout),
+                    }
                 }
                 Err(ResponseError::Closed { nothing_read: true })
                     if reused && out.inline && upstream::idempotent(&out.method) =>
@@ -252,11 +266,55 @@ impl Gateway {
                 Err(e) => {
                     log::debug!("replica {addr}: {e}");
                     lease.failed(Failure::Cut);
-                    return Err(Reject::ReplicaFailed);
+                    match self
+                        .retry(client, ctx, &lease, out, RetryReason::Failure)
+                        .await?
+                    {
+                        Some(other) => (lease, fresh_only) = (other, false),
+                        None => return Err(Reject::ReplicaFailed),
+                    }
                 }
             }
         };
         Ok((up, head, lease))
+    }
+
+    /// Another replica's slot for the request after an attempt failed for
+    /// `why`, once the backoff has passed, if a retry is allowed: the body
+    /// is whole in memory, the reason is one that makes it safe (busy: the
+    /// replica processed nothing) or the deployment retries idempotent
+    /// requests and this is one, and the deployment's policy and budget
+    /// allow it. Nothing of a response has reached the client yet.
+    async fn retry(
+        &self,
+        client: &mut Client<'_>,
+        ctx: &mut RequestCtx,
+        lease: &Lease,
+        out: &Outgoing,
+        why: RetryReason,
+    ) -> Result<Option<Lease>, Reject> {
+        let policy = lease.retry_policy();
+        let safe =
+            why == RetryReason::Busy || (policy.idempotent && upstream::idempotent(&out.method));
+        if !out.inline || !safe {
+            return Ok(None);
+        }
+        let Some(other) = lease.retry_elsewhere(why, ctx.attempts) else {
+            return Ok(None);
+        };
+        let wait = retry::backoff(&policy, ctx.attempts);
+        if Instant::now() + wait >= ctx.deadline {
+            return Ok(None);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = client.closed() => return Err(Reject::ClientClosed),
+        }
+        ctx.attempts += 1;
+        // The replica's time (metrics, latency samples) is the last
+        // attempt's.
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Some(other))
     }
 
     /// Writes the client's response head and relays the body as it comes.
@@ -275,8 +333,13 @@ impl Gateway {
     ) -> Result<(), Reject> {
         let deployment = ctx.deployment.as_ref().map(|id| (DEPLOYMENT_HEADER, id));
         let request_id = ctx.generated_request_id().map(|id| (REQUEST_ID_HEADER, id));
+        let attempts = (ctx.attempts > 1).then(|| http::HeaderValue::from(ctx.attempts));
+        let attempts = attempts.as_ref().map(|n| (ATTEMPTS_HEADER, n));
         client
-            .write_head(&response, deployment.into_iter().chain(request_id))
+            .write_head(
+                &response,
+                deployment.into_iter().chain(request_id).chain(attempts),
+            )
             .await
             .map_err(|_| Reject::ClientClosed)?;
         if !up.has_buffered() {

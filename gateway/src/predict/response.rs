@@ -298,9 +298,13 @@ impl ResponseHead {
     /// detection: a 5xx, except a 503 with `Retry-After`, which says the
     /// replica is busy rather than broken.
     pub(super) fn is_replica_failure(&self) -> bool {
-        self.status.is_server_error()
-            && !(self.status == StatusCode::SERVICE_UNAVAILABLE
-                && self.field(b"retry-after").is_some())
+        self.status.is_server_error() && !self.is_busy()
+    }
+
+    /// Whether the replica said it is busy rather than broken: a 503 with
+    /// `Retry-After`, which processed nothing of the request.
+    pub(super) fn is_busy(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE && self.field(b"retry-after").is_some()
     }
 
     /// The first field named `name` (any case).

@@ -60,6 +60,8 @@ pub enum Behaviour {
     /// This status with a small JSON body, whatever the request: a replica
     /// whose predictions fail while its readiness probe passes.
     Status(u16),
+    /// 503 with `Retry-After: 1`: a replica too busy to take the request.
+    Busy,
     /// 200 with `content-length: 1000` and 500 bytes of body, then a close:
     /// a replica that dies mid-response.
     Truncated,
@@ -323,10 +325,14 @@ async fn respond(
             tokio::time::sleep(LIMIT).await;
             return Ok(());
         }
-        Behaviour::Status(status) => {
+        Behaviour::Status(_) | Behaviour::Busy => {
+            let (status, extra) = match behaviour {
+                Behaviour::Status(status) => (*status, ""),
+                _ => (503, "retry-after: 1\r\n"),
+            };
             let body = r#"{"error":"replica failure"}"#;
             let message = format!(
-                "HTTP/1.1 {status} Replica\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-replica: r1\r\n\r\n{body}",
+                "HTTP/1.1 {status} Replica\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-replica: r1\r\n{extra}\r\n{body}",
                 body.len()
             );
             out.write_all(message.as_bytes()).await?;

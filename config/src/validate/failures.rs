@@ -1,10 +1,12 @@
-//! A deployment's `outlier_detection` table: when live traffic takes a
-//! replica out of routing.
+//! A deployment's `outlier_detection` and `retry` tables: what it does
+//! about failing replicas.
+
+use std::time::Duration;
 
 use super::{Checker, secs};
-use crate::model::OutlierDetection;
+use crate::model::{OutlierDetection, RetryPolicy};
 use crate::path::ConfigPath;
-use crate::raw::RawOutlierDetection;
+use crate::raw::{RawOutlierDetection, RawRetry};
 
 pub(super) fn outlier_detection(
     c: &mut Checker<'_>,
@@ -75,5 +77,59 @@ pub(super) fn outlier_detection(
             0,
             1000,
         ),
+    }
+}
+
+pub(super) fn retry(c: &mut Checker<'_>, path: &ConfigPath, raw: RawRetry) -> RetryPolicy {
+    let d = RetryPolicy::default();
+    let whole_ms = |t: Duration| u32::try_from(t.as_millis()).unwrap_or(u32::MAX);
+    let ms = |v: u32| Duration::from_millis(u64::from(v));
+    let backoff = ms(c.ranged(
+        path,
+        "backoff_ms",
+        raw.backoff_ms,
+        whole_ms(d.backoff),
+        0,
+        10_000,
+    ));
+    let max_backoff = ms(c.ranged(
+        path,
+        "max_backoff_ms",
+        raw.max_backoff_ms,
+        whole_ms(d.max_backoff.max(backoff)),
+        0,
+        60_000,
+    ));
+    if max_backoff < backoff {
+        c.error(
+            path.key("max_backoff_ms"),
+            format!(
+                "`max_backoff_ms` ({}) is shorter than `backoff_ms` ({})",
+                max_backoff.as_millis(),
+                backoff.as_millis()
+            ),
+        );
+    }
+    RetryPolicy {
+        attempts: c.ranged(path, "attempts", raw.attempts, d.attempts, 1, 10),
+        budget_percent: c.ranged(
+            path,
+            "budget_percent",
+            raw.budget_percent,
+            d.budget_percent,
+            0,
+            100,
+        ),
+        min_retries_per_sec: c.ranged(
+            path,
+            "min_retries_per_sec",
+            raw.min_retries_per_sec,
+            d.min_retries_per_sec,
+            0,
+            10_000,
+        ),
+        backoff,
+        max_backoff,
+        idempotent: raw.idempotent.unwrap_or(d.idempotent),
     }
 }

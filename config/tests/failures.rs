@@ -1,7 +1,7 @@
-//! A deployment's `outlier_detection` table: defaults, accepted values and
-//! the errors bad ones get.
+//! A deployment's `outlier_detection` and `retry` tables: defaults,
+//! accepted values and the errors bad ones get.
 
-use config::{OutlierDetection, load_str};
+use config::{OutlierDetection, RetryPolicy, load_str};
 use std::time::Duration;
 
 fn with(deployment: &str) -> Result<config::Config, String> {
@@ -67,6 +67,66 @@ fn bad_values_name_the_file_line_and_field() {
         ("eject_after = 3", "eject_after"),
     ] {
         let e = with(&format!("outlier_detection = {{ {table} }}")).unwrap_err();
+        assert!(
+            e.contains("gateway.toml:6") && e.contains(field),
+            "{table}: {e}"
+        );
+    }
+}
+
+fn retry(deployment: &str) -> RetryPolicy {
+    with(deployment).unwrap().models[0]
+        .deployment("d1")
+        .unwrap()
+        .retry
+}
+
+#[test]
+fn retries_are_budgeted_and_only_safe_ones_by_default() {
+    let r = retry("");
+    assert_eq!(r, RetryPolicy::default());
+    assert_eq!(r.attempts, 3);
+    assert_eq!(r.budget_percent, 20);
+    assert_eq!(r.min_retries_per_sec, 10);
+    assert_eq!(r.backoff, Duration::from_millis(25));
+    assert_eq!(r.max_backoff, Duration::from_millis(250));
+    assert!(!r.idempotent);
+}
+
+#[test]
+fn retry_settings_are_read() {
+    let r = retry(
+        "retry = { attempts = 5, budget_percent = 50, min_retries_per_sec = 0, backoff_ms = 0, max_backoff_ms = 0, idempotent = true }",
+    );
+    assert_eq!(
+        r,
+        RetryPolicy {
+            attempts: 5,
+            budget_percent: 50,
+            min_retries_per_sec: 0,
+            backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+            idempotent: true,
+        }
+    );
+    assert_eq!(
+        retry("retry = { backoff_ms = 500 }").max_backoff,
+        Duration::from_millis(500),
+        "unset, the longest wait is at least the first"
+    );
+}
+
+#[test]
+fn bad_retry_values_name_the_file_line_and_field() {
+    for (table, field) in [
+        ("attempts = 0", "attempts"),
+        ("attempts = 11", "attempts"),
+        ("budget_percent = 101", "budget_percent"),
+        ("backoff_ms = 100, max_backoff_ms = 10", "max_backoff_ms"),
+        ("idempotent = \"yes\"", "expected a boolean"),
+        ("on = [\"5xx\"]", "on"),
+    ] {
+        let e = with(&format!("retry = {{ {table} }}")).unwrap_err();
         assert!(
             e.contains("gateway.toml:6") && e.contains(field),
             "{table}: {e}"
