@@ -338,9 +338,22 @@ fn replica_internals_do_not_reach_the_client() {
     let resp = client.response("leaky replica");
     assert_status(&resp, 200, "leaky replica");
     assert_eq!(resp.body, b"ok");
-    for hidden in ["server", "x-replica-id", "x-secret", "keep-alive"] {
+    for hidden in [
+        "server",
+        "x-replica-id",
+        "x-secret",
+        "keep-alive",
+        "x-gateway-attempts",
+    ] {
         assert_eq!(resp.header(hidden), None, "{hidden}: {:?}", resp.headers);
     }
+    let deployment: Vec<_> = resp
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("x-deployment-id"))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    assert_eq!(deployment, ["d1"], "the gateway's, once");
 }
 
 // ---------------------------------------------------------------------------

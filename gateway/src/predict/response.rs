@@ -190,10 +190,13 @@ impl<S: AsyncRead + Unpin> Response<S> {
             // client's side of the response is framed from them, but
             // Transfer-Encoding wins over Content-Length, which then must
             // not reach the client beside it. The replica's `Server` and
-            // its id are internals (nginx hides `Server` too).
+            // its id are internals (nginx hides `Server` too); the headers
+            // the gateway sets itself are never the replica's to send.
             if is_hop_by_hop(name)
                 || connection.nominates(name)
                 || name.eq_ignore_ascii_case(b"server")
+                || name.eq_ignore_ascii_case(b"x-deployment-id")
+                || name.eq_ignore_ascii_case(b"x-gateway-attempts")
                 || (!self.expose_replica_id && name.eq_ignore_ascii_case(b"x-replica-id"))
                 || (chunked.is_some() && name.eq_ignore_ascii_case(b"content-length"))
             {

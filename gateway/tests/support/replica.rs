@@ -66,8 +66,9 @@ pub enum Behaviour {
     /// a replica that dies mid-response.
     Truncated,
     /// 200 with headers a client must not see: the replica's `Server` and
-    /// `x-replica-id`, `Keep-Alive`, and `X-Secret`, which its `Connection`
-    /// header nominates.
+    /// `x-replica-id`, `Keep-Alive`, `X-Secret`, which its `Connection`
+    /// header nominates, and the gateway's own `x-deployment-id` and
+    /// `x-gateway-attempts`.
     Leaky,
 }
 
@@ -346,7 +347,7 @@ async fn respond(
         }
         Behaviour::Leaky => {
             out.write_all(
-                b"HTTP/1.1 200 OK\r\nserver: replica/1.0\r\nx-replica-id: r1\r\nconnection: x-secret\r\nx-secret: s\r\nkeep-alive: timeout=5\r\ncontent-length: 2\r\n\r\nok",
+                b"HTTP/1.1 200 OK\r\nserver: replica/1.0\r\nx-replica-id: r1\r\nconnection: x-secret\r\nx-secret: s\r\nkeep-alive: timeout=5\r\nx-deployment-id: spoofed\r\nx-gateway-attempts: 7\r\ncontent-length: 2\r\n\r\nok",
             )
             .await?;
             return out.flush().await;

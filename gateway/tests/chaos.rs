@@ -1,7 +1,12 @@
-//! Chaos: `kill -9` one of two local replicas under steady load. Only the
-//! requests in flight on it may fail (at most its concurrency slots); the
-//! ones that come after go to the survivor or wait for the replacement,
-//! which comes up. The test prints the statuses its clients saw.
+//! Chaos with local replicas (real gateway and engine processes):
+//! - `kill -9` one of two replicas under steady load: only the requests in
+//!   flight on it may fail (at most its concurrency slots); the ones that
+//!   come after go to the survivor or wait for the replacement, which comes
+//!   up;
+//! - SIGTERM under load: the requests in flight finish, the parked ones get
+//!   503 with `Retry-After`, and no engine process is left.
+//!
+//! Each test prints the statuses its clients saw.
 
 mod support;
 
@@ -11,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::Value;
 use support::admin::{ADMIN, api, eventually};
-use support::{Gateway, KEY, client, gateway_with, key_entry};
+use support::{Gateway, KEY, client, gateway_with, key_entry, metric_sum};
 
 /// Requests one replica runs at once: the most that can be in flight on
 /// the replica that is killed.
@@ -19,7 +24,9 @@ const SLOTS: usize = 4;
 /// Concurrent clients: more than one replica's slots, so both are busy.
 const CLIENTS: usize = 6;
 
-fn config() -> String {
+/// Model `m`, deployment `d` with `replicas` local replicas whose every
+/// prediction takes `fixed_ms`.
+fn config(replicas: u32, fixed_ms: u32) -> String {
     format!(
         r#"{admin}
 [[models]]
@@ -27,16 +34,32 @@ id = "m"
 [[models.deployments]]
 id = "d"
 predict_concurrency = {SLOTS}
-autoscaling = {{ min_replica = 2, max_replica = 2 }}
+autoscaling = {{ min_replica = {replicas}, max_replica = {replicas} }}
 resources = {{ cpu = 0.5, memory = "256Mi" }}
 [models.deployments.engine]
 backend = "synthetic"
-fixed_ms = 20
+fixed_ms = {fixed_ms}
 [[models.environments]]
 name = "production"
 deployment = "d"
 "#,
         admin = key_entry(ADMIN, "ops", "\"admin\"")
+    )
+}
+
+/// The pid and replica id of the replica at `address`, from its `/info`.
+async fn replica_info(address: &str) -> (u32, String) {
+    let info: Value = client()
+        .get(format!("http://{address}/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        info["pid"].as_u64().unwrap() as u32,
+        info["replica"].as_str().unwrap().to_owned(),
     )
 }
 
@@ -105,7 +128,7 @@ fn start_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_of_two_replicas_under_load_fails_at_most_its_in_flight_requests() {
-    let gw = gateway_with("", &config());
+    let gw = gateway_with("", &config(2, 20));
     eventually("two replicas ready", || async {
         deployment(&gw).await["replicas"]["ready"] == 2
     })
@@ -136,7 +159,7 @@ async fn killing_one_of_two_replicas_under_load_fails_at_most_its_in_flight_requ
     .await;
 
     let killed = std::process::Command::new("kill")
-        .args(["-KILL", &pid])
+        .args(["-KILL", &pid.to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -191,4 +214,80 @@ async fn killing_one_of_two_replicas_under_load_fails_at_most_its_in_flight_requ
         3,
         "the survivor, the victim and its replacement: {replicas:?}"
     );
+}
+
+async fn scrape(gw: &Gateway) -> String {
+    client()
+        .get(format!("http://{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_in_flight_requests_refuses_parked_ones_and_leaves_no_engine() {
+    // One replica, each prediction a second long: its slots fill and the
+    // rest of the load parks.
+    let mut gw = gateway_with("", &config(1, 1000));
+    eventually("the replica ready", || async {
+        deployment(&gw).await["replicas"]["ready"] == 1
+    })
+    .await;
+    let d = deployment(&gw).await;
+    let (pid, _) = replica_info(d["replicas"]["instances"][0]["address"].as_str().unwrap()).await;
+
+    let parked = 3;
+    let requests: Vec<_> = (0..SLOTS + parked)
+        .map(|_| {
+            let url = gw.url("/models/m/production/predict");
+            tokio::spawn(async move {
+                let resp = client()
+                    .post(url)
+                    .header("authorization", format!("Api-Key {KEY}"))
+                    .body(r#"{"text":"x"}"#)
+                    .send()
+                    .await
+                    .expect("every request is answered");
+                let retry_after = !support::header(&resp, "retry-after").is_empty();
+                (resp.status().as_u16(), retry_after)
+            })
+        })
+        .collect();
+    let labels = [("model", "m"), ("deployment", "d")];
+    eventually("the slots full and the rest parked", || async {
+        let metrics = scrape(&gw).await;
+        metric_sum(&metrics, "igw_requests_in_flight", &labels) == SLOTS as f64
+            && metric_sum(&metrics, "igw_queue_parked", &labels) == parked as f64
+    })
+    .await;
+
+    gw.proc.signal("TERM");
+    let mut statuses = BTreeMap::new();
+    for request in requests {
+        let (status, retry_after) = request.await.unwrap();
+        assert!(status == 200 || retry_after, "a 503 says when to retry");
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    println!("statuses at SIGTERM: {statuses:?}");
+    assert_eq!(
+        statuses.get(&200),
+        Some(&SLOTS),
+        "in flight: finished: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.get(&503),
+        Some(&parked),
+        "parked: 503: {statuses:?}"
+    );
+    let exit = gw.proc.wait_exit(std::time::Duration::from_secs(30));
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+    eventually("no engine process left", || async {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.split(' ').nth(2) == Some("Z"))
+    })
+    .await;
 }
