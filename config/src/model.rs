@@ -174,6 +174,11 @@ pub struct ServerSettings {
     pub max_failed_starts: u32,
     /// How often usage records are appended beside the config file.
     pub usage_interval: Duration,
+    /// The Unix socket a new gateway process (`gateway serve --upgrade`)
+    /// takes the listening sockets over on; its local replicas go over the
+    /// same path plus `.replicas`. Relative to the config file's directory;
+    /// `None` = `<config file>.upgrade.sock` beside it.
+    pub upgrade_socket: Option<PathBuf>,
     /// Global cap on the bytes (request head plus declared body) of all
     /// parked requests, across every deployment's activation queue; beyond
     /// it, new requests that would park get 429. Default 64 MiB, at least 1.

@@ -45,6 +45,7 @@ pub(crate) struct RawServer {
     pub(crate) expose_replica_id: Option<bool>,
     pub(crate) max_failed_starts: Option<u32>,
     pub(crate) usage_interval_secs: Option<u32>,
+    pub(crate) upgrade_socket: Option<String>,
     pub(crate) max_parked_bytes: Option<u64>,
     pub(crate) request_metrics: Option<bool>,
     pub(crate) access_log: Option<RawAccessLog>,

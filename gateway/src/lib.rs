@@ -29,5 +29,6 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod upgrade;
 
 pub use predict::{DEPLOYMENT_HEADER, Gateway};

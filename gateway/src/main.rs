@@ -24,6 +24,11 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Take over from the gateway running with this config: wait for
+        /// it to hand over its listening sockets and local replicas (send
+        /// it SIGQUIT), then serve while it drains.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file, and that the model, tokenizer and runtime
     /// library files of local deployments exist: prints OK, or every error
@@ -83,12 +88,15 @@ fn run(command: Command, api: &gateway::ops::ApiTarget) -> anyhow::Result<ExitCo
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Serve { config: path } => {
+        Command::Serve {
+            config: path,
+            upgrade,
+        } => {
             // The files local replicas load are checked too, as `check`
             // and every reload do: a typo is an error now, not a crash loop.
             let config = config::load_file_checked(&path)
                 .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
-            gateway::server::run(&config, &path)?;
+            gateway::server::run(&config, &path, upgrade)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys {

@@ -323,7 +323,8 @@ impl Gateway {
     /// Waits in the deployment's queue for a replica slot, the queue
     /// timeout, or the client leaving, whichever comes first.
     /// At SIGTERM the wait ends in 503 with `Retry-After`: the process is
-    /// going away, and the client is better off trying another gateway.
+    /// going away, and the client is better off trying another gateway (in
+    /// an upgrade's drain it waits on: the replicas stay).
     async fn wait_parked(
         &self,
         client: &mut Client<'_>,
@@ -349,7 +350,7 @@ impl Gateway {
                 })
             }
             () = client_gone(client, &mut ctx.body, ctx.max_body) => Err(Reject::ClientClosed),
-            _ = shutdown.wait_for(|stopping| *stopping) => Err(Reject::ShuttingDown),
+            () = crate::shutdown::parked_refused(&mut shutdown) => Err(Reject::ShuttingDown),
         };
         let counters = parked.counters();
         let counter = match outcome {

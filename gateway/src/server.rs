@@ -18,7 +18,7 @@ use control::{Reloader, Routing, Snapshot, WatchError};
 use pingora_core::listeners::{ListenerConfig, TcpSocketOptions};
 use pingora_core::protocols::TcpKeepalive;
 use pingora_core::protocols::l4::stream::{DEFAULT_L4_READ_BUFFER_SIZE, L4BufferSettings};
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
 
@@ -35,6 +35,7 @@ use crate::predict::{self, ClientLimits, Gateway, Observe, UpstreamSettings};
 use crate::shutdown::{self, InFlight};
 use crate::telemetry::{self, Exporter};
 use crate::tls::{self, Certificates, TlsError};
+use crate::upgrade::{self, Predecessor, Signals, UpgradeError};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,9 @@ pub enum StartError {
     /// The TLS listener's certificate or key cannot be used.
     #[error("TLS listener")]
     Tls(#[from] TlsError),
+    /// `--upgrade`: the running gateway did not hand over.
+    #[error("upgrade")]
+    Upgrade(#[from] UpgradeError),
     /// Another process listens on a listener's address. (`error` is in the
     /// message and deliberately not its `source`, which `{:#}` would print a
     /// second time.)
@@ -107,9 +111,8 @@ pub enum StartError {
 /// run left in TIME_WAIT. (A process that takes a port in the moment between
 /// this check and Pingora's bind still meets Pingora's retries.)
 ///
-/// A graceful upgrade (Pingora's `--upgrade`, which takes the listening
-/// sockets over from the running process, which still holds the ports) must
-/// skip this check; the command line has no such mode yet.
+/// A graceful upgrade (`serve --upgrade`, which takes the listening sockets
+/// over from the running process, which still holds the ports) skips it.
 fn check_listeners(listeners: &Listeners) -> Result<(), StartError> {
     let mut wanted = vec![
         ("predict", "[listeners] predict", listeners.predict),
@@ -154,12 +157,19 @@ fn bind_once(address: SocketAddr) -> io::Result<()> {
 const REPLICA_STOP_LIMIT: Duration = Duration::from_secs(15);
 
 /// Runs the gateway until a signal stops it: SIGTERM drains in-flight
-/// requests (up to the grace period), SIGINT exits at once. Changes to the
-/// file at `config_path` are applied while it runs.
-pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
+/// requests (up to the grace period), SIGINT exits at once, SIGQUIT hands
+/// over to a new process started with `upgrade` ([`crate::upgrade`]).
+/// Changes to the file at `config_path` are applied while it runs.
+pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), StartError> {
+    let upgrade_paths = upgrade::Paths::for_config(config, config_path)?;
     // First, so that nothing (replicas, threads, the "serving" line) starts
-    // when a port is taken. An upgrade must skip it (see the function).
-    check_listeners(&config.listeners)?;
+    // when a port is taken, or when there is nobody to take them from.
+    let predecessor = if upgrade {
+        Some(Predecessor::listen(&upgrade_paths)?)
+    } else {
+        check_listeners(&config.listeners)?;
+        None
+    };
     // Before the first snapshot: routes resolve their handles from it.
     let metrics = telemetry::install()?;
     let access_log =
@@ -210,6 +220,30 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         Arc::new(Api::new(Arc::clone(&routing), store, usage).map_err(StartError::Promotions)?);
     control::health::start_background(Arc::clone(&routing), HealthSettings::default())
         .map_err(StartError::HealthChecks)?;
+
+    let threads = config.server.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |t| t as usize,
+    );
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: upgrade_paths.listeners.to_string_lossy().into_owned(),
+        ..ServerConf::default()
+    };
+    // In an upgrade, the running gateway's replicas come first (its
+    // answer to SIGQUIT), then its listening sockets (`bootstrap`).
+    let handover = predecessor.map(Predecessor::receive).transpose()?;
+    let opt = Opt {
+        upgrade: handover.is_some(),
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    server.bootstrap();
+
+    // After the handover: adopted replicas count as running from the
+    // controller's first pass, so none is started in their place.
     let events = Arc::new(tokio::sync::Notify::new());
     let provisioner = LocalProvisioner::new(
         LocalSettings::new(config.node.engine_binary.clone()),
@@ -224,21 +258,9 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
             max_failed_starts: config.server.max_failed_starts,
             ..ScalingSettings::default()
         },
-    );
+    )
+    .adopting(handover.map(|h| h.replicas).unwrap_or_default());
     let scaling = Arc::new(scaling::start_background(controller).map_err(StartError::Scaling)?);
-
-    let threads = config.server.threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |t| t as usize,
-    );
-    let conf = ServerConf {
-        threads,
-        grace_period_seconds: Some(config.server.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
 
     let settings = &config.server;
     let upstream = UpstreamSettings {
@@ -333,7 +355,9 @@ pub fn run(config: &Config, config_path: &Path) -> Result<(), StartError> {
         config.listeners.predict,
         config.listeners.admin
     );
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals::new(upgrade_paths, Arc::clone(&scaling))),
+    });
     // Fast shutdown (SIGINT) ends up here; replicas go with the gateway.
     scaling.shutdown(REPLICA_STOP_LIMIT);
     Ok(())

@@ -3,7 +3,7 @@
 //! the last one has finished, so the grace period is a bound, not a wait.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pingora_core::server::{ExecutionPhase, ShutdownWatch};
@@ -87,6 +87,26 @@ pub fn exit_when_drained(
         .name("drain-watch".into())
         .spawn(watcher)
         .expect("spawn drain watcher");
+}
+
+/// Set once this process has handed its replicas over to a new one (a
+/// binary upgrade, [`crate::upgrade`]): process-wide, as the signal is.
+static UPGRADING: AtomicBool = AtomicBool::new(false);
+
+/// Marks this process as draining for an upgrade.
+pub fn set_upgrading() {
+    UPGRADING.store(true, Ordering::Release);
+}
+
+/// Resolves when a parked request must give up because the process is
+/// stopping: at SIGTERM (503 at once: the replicas stop with it). Never in
+/// an upgrade's drain: the replicas stay, and the request waits for one
+/// within its queue timeout, as it would have without the upgrade.
+pub async fn parked_refused(shutdown: &mut ShutdownWatch) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+    if UPGRADING.load(Ordering::Acquire) {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Runs `tick` every `period` until the server shuts down: the loop of the

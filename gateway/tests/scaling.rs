@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use serde_json::Value;
-use support::admin::{ADMIN, api, eventually};
+use support::admin::{ADMIN, alive, api, eventually, replica_infos};
 use support::{Gateway, KEY, client, gateway_with, header, key_entry, post};
 
 /// A valid predict body.
@@ -45,27 +45,11 @@ async fn deployment(gw: &Gateway, id: &str) -> Value {
 
 /// The pids of the deployment's replicas, from each replica's `/info`.
 async fn replica_pids(gw: &Gateway, id: &str) -> Vec<u32> {
-    let d = deployment(gw, id).await;
-    let mut pids = Vec::new();
-    for instance in d["replicas"]["instances"].as_array().unwrap() {
-        let url = format!("http://{}/info", instance["address"].as_str().unwrap());
-        let info: Value = client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        pids.push(info["pid"].as_u64().unwrap() as u32);
-    }
-    pids
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie has exited: only its parent has yet to reap it.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.split(' ').nth(2).is_none_or(|state| state != "Z"))
+    replica_infos(gw, "m", id)
+        .await
+        .iter()
+        .map(|info| info["pid"].as_u64().unwrap() as u32)
+        .collect()
 }
 
 async fn all_gone(pids: &[u32]) -> bool {

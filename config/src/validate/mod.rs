@@ -453,6 +453,7 @@ fn server(c: &mut Checker<'_>, path: &ConfigPath, raw: RawServer) -> ServerSetti
             Some(bytes) => bytes,
         },
         request_metrics: raw.request_metrics.unwrap_or(true),
+        upgrade_socket: raw.upgrade_socket.map(std::path::PathBuf::from),
         access_log: access_log(
             c,
             &path.key("access_log"),

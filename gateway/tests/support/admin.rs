@@ -206,3 +206,31 @@ pub fn gateway_logging_to(log: &std::path::Path, level: &str) -> Gateway {
     }
     panic!("gateway did not become ready");
 }
+
+/// What each replica of deployment `d` of model `m` says at `/info`
+/// (`replica`, `pid`, ...), found through the deployment's status.
+pub async fn replica_infos(gw: &Gateway, m: &str, d: &str) -> Vec<Value> {
+    let (status, body, _) = api(gw, "GET", &format!("/v1/models/{m}/deployments/{d}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let mut infos = Vec::new();
+    for instance in body["replicas"]["instances"].as_array().unwrap() {
+        let url = format!("http://{}/info", instance["address"].as_str().unwrap());
+        let info = client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        infos.push(info);
+    }
+    infos
+}
+
+/// Whether process `pid` is running: a zombie has exited, only its parent
+/// (init, once its gateway is gone) has yet to reap it.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.split(' ').nth(2).is_none_or(|state| state != "Z"))
+}

@@ -342,3 +342,29 @@ pub fn serve_text(predict: SocketAddr, text: &str) -> Serving {
         log,
     }
 }
+
+/// Starts `gateway serve --upgrade` on `gw`'s config file: a new process
+/// that waits for the running one to hand over (SIGQUIT it). Not waited
+/// for; killed by pid when dropped.
+pub fn start_upgrade(gw: &Gateway) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("serve")
+        .arg("--config")
+        .arg(gw.config.path())
+        .arg("--upgrade")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn gateway --upgrade");
+    Proc {
+        child,
+        addr: gw.proc.addr,
+    }
+}
+
+/// Waits until `proc`'s listeners (its predict address and `admin`)
+/// answer `GET /readyz` with 200 (false if it exited or 20 s passed).
+pub fn wait_until_ready(proc: &mut Proc, admin: SocketAddr) -> bool {
+    wait_ready(proc, admin)
+}
