@@ -543,7 +543,8 @@ impl Controller {
                         settings.unready_timeout
                     );
                     self.retire(&m.pool, t, false);
-                } else if !t.stopping && ejected_too_often(t.replica.as_deref(), &m.pool) {
+                }
+                if !t.stopping && ejected_too_often(t.replica.as_deref(), &m.pool) {
                     // Alive, passing probes between ejections, and still
                     // failing its requests: a fresh process may do better.
                     m.crashes += 1;

@@ -291,3 +291,60 @@ async fn sigterm_under_load_finishes_in_flight_requests_refuses_parked_ones_and_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_replica_ejected_again_and_again_is_replaced() {
+    // Both replicas fail every prediction while passing their probes; at
+    // most one is ejected at a time, for a second, and the second ejection
+    // in a row replaces it with a new process.
+    let body = config(2, 1).replace(
+        "fixed_ms = 1",
+        "fixed_ms = 1\nerror_percent = 100",
+    ).replace(
+        "resources =",
+        "outlier_detection = { consecutive_failures = 1, base_ejection_secs = 1, restart_after_ejections = 2 }\nresources =",
+    );
+    let gw = gateway_with("", &body);
+    eventually("two replicas ready", || async {
+        deployment(&gw).await["replicas"]["ready"] == 2
+    })
+    .await;
+    let http = client();
+    let mut statuses = BTreeMap::new();
+    let mut replaced = false;
+    // Requests keep the failures coming until a replica is replaced.
+    for _ in 0..600 {
+        let resp = http
+            .post(gw.url("/models/m/production/predict"))
+            .header("authorization", format!("Api-Key {KEY}"))
+            .body(r#"{"text":"x"}"#)
+            .send()
+            .await
+            .expect("answered");
+        *statuses.entry(resp.status().as_u16()).or_insert(0) += 1;
+        if deployment(&gw).await["replicas"]["crashes"] == 1 {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    println!("statuses until the replacement: {statuses:?}");
+    assert!(
+        replaced,
+        "a replica was replaced: {}",
+        deployment(&gw).await
+    );
+    let metrics = scrape(&gw).await;
+    assert!(
+        metric_sum(
+            &metrics,
+            "igw_replica_ejections_total",
+            &[("deployment", "d")]
+        ) >= 2.0,
+        "ejected twice in a row first"
+    );
+    eventually("the replacement ready", || async {
+        deployment(&gw).await["replicas"]["ready"] == 2
+    })
+    .await;
+}
