@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::Value;
-use support::admin::{ADMIN, api, eventually};
-use support::{Gateway, KEY, client, gateway_with, key_entry, metric_sum};
+use support::admin::{ADMIN, alive, api, eventually, replica_infos};
+use support::{Gateway, KEY, client, gateway_with, key_entry, metric_sum, scrape};
 
 /// Requests one replica runs at once: the most that can be in flight on
 /// the replica that is killed.
@@ -47,19 +47,19 @@ deployment = "d"
     )
 }
 
-/// The pid and replica id of the replica at `address`, from its `/info`.
-async fn replica_info(address: &str) -> (u32, String) {
-    let info: Value = client()
-        .get(format!("http://{address}/info"))
-        .send()
-        .await
+/// The pid and replica id of the deployment's first replica, and its
+/// address.
+async fn first_replica(gw: &Gateway) -> (u32, String, String) {
+    let d = deployment(gw).await;
+    let address = d["replicas"]["instances"][0]["address"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .to_owned();
+    let info = &replica_infos(gw, "m", "d").await[0];
     (
         info["pid"].as_u64().unwrap() as u32,
         info["replica"].as_str().unwrap().to_owned(),
+        address,
     )
 }
 
@@ -133,21 +133,7 @@ async fn killing_one_of_two_replicas_under_load_fails_at_most_its_in_flight_requ
         deployment(&gw).await["replicas"]["ready"] == 2
     })
     .await;
-    let d = deployment(&gw).await;
-    let victim = d["replicas"]["instances"][0]["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let info: Value = client()
-        .get(format!("http://{victim}/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pid = info["pid"].as_u64().unwrap().to_string();
-    let victim_id = info["replica"].as_str().unwrap().to_owned();
+    let (pid, victim_id, victim) = first_replica(&gw).await;
 
     let progress = Arc::new(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -216,17 +202,6 @@ async fn killing_one_of_two_replicas_under_load_fails_at_most_its_in_flight_requ
     );
 }
 
-async fn scrape(gw: &Gateway) -> String {
-    client()
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_in_flight_requests_refuses_parked_ones_and_leaves_no_engine() {
     // One replica, each prediction a second long: its slots fill and the
@@ -236,8 +211,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_refuses_parked_ones_and_
         deployment(&gw).await["replicas"]["ready"] == 1
     })
     .await;
-    let d = deployment(&gw).await;
-    let (pid, _) = replica_info(d["replicas"]["instances"][0]["address"].as_str().unwrap()).await;
+    let (pid, _, _) = first_replica(&gw).await;
 
     let parked = 3;
     let requests: Vec<_> = (0..SLOTS + parked)
@@ -284,12 +258,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_refuses_parked_ones_and_
     );
     let exit = gw.proc.wait_exit(std::time::Duration::from_secs(30));
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
-    eventually("no engine process left", || async {
-        !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|stat| stat.split(' ').nth(2) == Some("Z"))
-    })
-    .await;
+    eventually("no engine process left", || async { !alive(pid) }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use serde_json::Value;
 use support::admin::{ADMIN, api};
 use support::replica::{Behaviour, Replica};
-use support::{Gateway, KEY, client, gateway_with, key_entry, metric_sum};
+use support::{Gateway, KEY, client, gateway_with, key_entry, metric_sum, scrape};
 
 const PREDICT: &str = "/models/m1/production/predict";
 
@@ -76,17 +76,6 @@ async fn health_of(gw: &Gateway, replica: &Replica) -> (String, Value) {
         .unwrap_or_else(|| panic!("{} in {d}", replica.addr))
         .clone();
     (instance["health"].as_str().unwrap().to_owned(), instance)
-}
-
-async fn scrape(gw: &Gateway) -> String {
-    client()
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

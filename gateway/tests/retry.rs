@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use support::replica::{Behaviour, Replica};
-use support::{Gateway, KEY, client, gateway, metric_sum};
+use support::{Gateway, KEY, client, gateway, metric_sum, scrape};
 
 /// One deployment over `replicas`, with these extra deployment keys.
 fn config(replicas: &[&Replica], extra: &str) -> String {
@@ -55,17 +55,6 @@ async fn send_n(
         *statuses.entry(resp.status().as_u16()).or_insert(0) += 1;
     }
     (statuses, attempts)
-}
-
-async fn scrape(gw: &Gateway) -> String {
-    client()
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap()
 }
 
 const PREDICT: &str = "/models/m1/production/predict";

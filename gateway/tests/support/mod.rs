@@ -275,6 +275,18 @@ pub fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// The gateway's `/metrics` exposition.
+pub async fn scrape(gw: &Gateway) -> String {
+    client()
+        .get(format!("http://{}/metrics", gw.admin))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("a metrics body")
+}
+
 /// The sum of the samples of `name`, in a Prometheus text exposition,
 /// whose labels include every one of `labels`.
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
