@@ -191,20 +191,30 @@ impl HeadScan {
     /// Whether `buf`, which has grown since the last call, should be
     /// parsed now.
     pub fn should_parse(&mut self, buf: &[u8], limits: HeadLimits) -> bool {
-        // A blank line is `\n\n` or `\n\r\n`: one that straddles the old
-        // end starts at most two bytes before it.
+        // A blank line that straddles the old end starts at most two bytes
+        // before it. The search runs only when nothing else calls for a
+        // parse: not for a head's first read (usually the whole head),
+        // which is parsed anyway; a parse that finds the head incomplete
+        // has seen no blank line ending it.
         let new = &buf[self.scanned.saturating_sub(2).min(buf.len())..];
         self.scanned = buf.len();
-        let ended = new.windows(2).any(|w| w == b"\n\n") || new.windows(3).any(|w| w == b"\n\r\n");
-        let due = ended
-            || self.parsed == 0
+        let due = self.parsed == 0
             || buf.len() >= self.parsed.saturating_mul(2)
-            || buf.len() > limits.max_head_bytes;
+            || buf.len() > limits.max_head_bytes
+            || ends_head(new);
         if due {
             self.parsed = buf.len();
         }
         due
     }
+}
+
+/// Whether `bytes` hold a blank line (`\n\n` or `\n\r\n`).
+fn ends_head(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && matches!(&bytes[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
 }
 
 impl RequestHead {
