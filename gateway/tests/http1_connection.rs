@@ -235,6 +235,47 @@ fn refusals_of_requests_with_a_body_are_json_errors() {
     setup.assert_replica_saw_nothing("refused requests");
 }
 
+/// A refusal sent before the request body has all arrived closes the
+/// connection, and says so in its head; one whose body is all here skips
+/// it and keeps the connection.
+#[test]
+fn a_refusal_before_the_body_arrived_says_connection_close() {
+    let setup = Setup::echo();
+    let mut client = setup.connect();
+    client.send(
+        format!("POST {PREDICT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\nhello")
+            .as_bytes(),
+    );
+    let resp = client.response("a refusal with 95 body bytes still to come");
+    assert_json_error(&resp, 401, "a refusal with the body still to come");
+    assert_eq!(
+        resp.header("connection"),
+        Some("close"),
+        "{:?}",
+        resp.headers
+    );
+    client.assert_closed("after a refusal with the body still to come");
+
+    let mut client = setup.connect();
+    client.send(
+        format!("POST {PREDICT} HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\nhello").as_bytes(),
+    );
+    let resp = client.response("a refusal with its body all here");
+    assert_json_error(&resp, 401, "a refusal with its body all here");
+    assert_eq!(
+        resp.header("connection"),
+        Some("keep-alive"),
+        "{:?}",
+        resp.headers
+    );
+    client.send(&predict(b"next"));
+    assert_echoed(
+        &client.response("the next request"),
+        b"next",
+        "the next request",
+    );
+}
+
 /// HEAD on a passthrough path: the replica's status and Content-Length, no
 /// body, and the next exchange on the connection is not thrown off.
 #[test]

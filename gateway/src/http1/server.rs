@@ -288,6 +288,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
             || status.is_informational();
+        // A request body not all here by now (a refusal before it was
+        // read, say) closes the connection after the response: the client
+        // is told so, rather than finding out on its next request.
+        let body_read = self.skip_buffered_body();
         let out = &mut self.pending;
         out.put_slice(b"HTTP/1.1 ");
         out.put_slice(status.as_str().as_bytes());
@@ -323,7 +327,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             (Out::Chunked, None) => put_field(out, b"transfer-encoding", b"chunked"),
             _ => {}
         }
-        if self.out == Out::UntilClose {
+        if self.out == Out::UntilClose || !body_read {
             self.keep_alive = false;
         }
         let connection = if self.keep_alive {
@@ -439,16 +443,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerConn<S> {
             _ => {}
         }
         self.flush().await?;
-        while !self.body.is_done() {
-            match self.body.decode(&mut self.buf) {
-                Ok(Decoded::Piece(_)) => {}
-                _ => {
-                    self.keep_alive = false;
-                    break;
-                }
-            }
+        if !self.skip_buffered_body() {
+            self.keep_alive = false;
         }
         Ok(self.keep_alive && self.out != Out::UntilClose)
+    }
+
+    /// Skips what of the request body is already here (what follows it,
+    /// a pipelined request, stays); whether the body has been read to its
+    /// end. If not, the connection cannot take another request.
+    fn skip_buffered_body(&mut self) -> bool {
+        while !self.body.is_done() {
+            match self.body.decode(&mut self.buf) {
+                Ok(Decoded::Piece(_) | Decoded::Done) => {}
+                Ok(Decoded::NeedMore) | Err(_) => return false,
+            }
+        }
+        true
     }
 
     /// The status of the response whose head was written.
