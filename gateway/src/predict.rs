@@ -703,6 +703,7 @@ impl HttpServerApp for Gateway {
             session: &mut session,
             head,
             peer,
+            deadline: None,
         };
         if self
             .serve(&mut client, shutdown, &mut KeyMemo::default())

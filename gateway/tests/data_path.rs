@@ -553,3 +553,42 @@ async fn h2c_prior_knowledge_multiplexes_100_streams_on_one_connection() {
     );
     replica.assert_never_saw_authorization().await;
 }
+
+/// An HTTP/2 stream whose body keeps trickling is held to the request
+/// deadline like an HTTP/1 one: 408 once `request_timeout_secs` has passed,
+/// though no read waited for the body timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_body_that_trickles_past_the_request_deadline_gets_408() {
+    let replica = Replica::start(Behaviour::Echo).await;
+    let gw = support::gateway_with("request_timeout_secs = 1", &replica.config());
+    let tcp = within("connect", TcpStream::connect(gw.proc.addr))
+        .await
+        .unwrap();
+    let (client, connection) = within("the h2 handshake", h2::client::handshake(tcp))
+        .await
+        .expect("h2 handshake");
+    let driver = tokio::spawn(connection);
+    let request = http::Request::post(gw.url(PREDICT))
+        .header("authorization", auth())
+        // Small enough to be read whole before the replica is contacted.
+        .header("content-length", 10_000)
+        .body(())
+        .unwrap();
+    let mut client = within("ready", client.ready()).await.unwrap();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    // A byte every 100 ms, far below the body timeout (60 s), until the
+    // gateway answers.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..300 {
+            if send.send_data(Bytes::from_static(b"x"), false).is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let response = within("the answer", response).await.expect("a response");
+    assert_eq!(response.status(), 408);
+    trickle.abort();
+    driver.abort();
+    assert_eq!(replica.data_connections(), 0, "nothing reached the replica");
+}

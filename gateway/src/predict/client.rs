@@ -26,6 +26,9 @@ pub(super) enum Client<'a> {
         head: RequestHead,
         /// The client's IP as text, when the replica is told it.
         peer: Option<Box<str>>,
+        /// No read of the body waits past it (the request deadline; the
+        /// session's read timeout bounds each read's silence).
+        deadline: Option<tokio::time::Instant>,
     },
 }
 
@@ -47,10 +50,18 @@ impl Client<'_> {
                 BodyReadError::TooLarge => Reject::BodyTooLarge,
                 BodyReadError::Cut | BodyReadError::Io(_) => Reject::ClientClosed,
             }),
-            Client::H2 { session, .. } => session
-                .read_request_body()
-                .await
-                .map_err(|_| Reject::BadBody),
+            Client::H2 {
+                session, deadline, ..
+            } => {
+                let read = session.read_request_body();
+                let read = match deadline {
+                    Some(at) => tokio::time::timeout_at(*at, read)
+                        .await
+                        .map_err(|_| Reject::BodyTimeout)?,
+                    None => read.await,
+                };
+                read.map_err(|_| Reject::BadBody)
+            }
         }
     }
 
@@ -71,9 +82,10 @@ impl Client<'_> {
     }
 
     /// No read of the request's body waits past `deadline` (then 408).
-    pub(super) fn set_deadline(&mut self, deadline: tokio::time::Instant) {
-        if let Client::H1(conn) = self {
-            conn.set_deadline(deadline);
+    pub(super) fn set_deadline(&mut self, at: tokio::time::Instant) {
+        match self {
+            Client::H1(conn) => conn.set_deadline(at),
+            Client::H2 { deadline, .. } => *deadline = Some(at),
         }
     }
 
