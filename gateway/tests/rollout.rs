@@ -227,6 +227,13 @@ async fn cancel_returns_all_traffic_at_once() {
         environment(&gw).await["rollout"].is_null()
     })
     .await;
+    // The API reads the config file, which is written before the routing
+    // snapshot built from it is published: wait for the snapshot too.
+    let env = [("model", "m"), ("environment", "production")];
+    eventually("the split gone from routing", || async {
+        sample(&metrics(&gw).await, "igw_canary_percent", &env) == 0.0
+    })
+    .await;
     for _ in 0..50 {
         assert_eq!(call(&gw, &[], KEY).await.1, "a");
     }
