@@ -270,10 +270,15 @@ async fn the_guard_rolls_back_a_failing_canary_but_not_a_healthy_one() {
             let reason = env["promotion"]["reason"].as_str().unwrap();
             assert!(reason.contains("error rate"), "{reason}");
             let rollbacks = [("environment", "production"), ("reason", "error_rate")];
+            assert!(env["rollout"].is_null(), "{env}");
+            // The state above is the config file's; routing publishes the
+            // snapshot built from it a moment later.
+            eventually("the split gone from routing", || async {
+                sample(&metrics(&gw).await, "igw_canary_stage", &rollbacks[..1]) == 0.0
+            })
+            .await;
             let text = metrics(&gw).await;
             assert_eq!(sample(&text, "igw_canary_rollbacks_total", &rollbacks), 1.0);
-            assert_eq!(sample(&text, "igw_canary_stage", &rollbacks[..1]), 0.0);
-            assert!(env["rollout"].is_null(), "{env}");
             for _ in 0..30 {
                 assert_eq!(call(&gw, &[], KEY).await, (200, "a".into(), "a".into()));
             }
