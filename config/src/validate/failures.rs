@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Checker, secs};
+use super::Checker;
 use crate::model::{OutlierDetection, RetryPolicy};
 use crate::path::ConfigPath;
 use crate::raw::{RawOutlierDetection, RawRetry};
@@ -14,34 +14,23 @@ pub(super) fn outlier_detection(
     raw: RawOutlierDetection,
 ) -> OutlierDetection {
     let d = OutlierDetection::default();
-    let whole_secs = |t: std::time::Duration| u32::try_from(t.as_secs()).unwrap_or(u32::MAX);
-    let base_ejection = secs(c.ranged(
+    let (base_ejection, max_ejection) = first_and_longest(
+        c,
         path,
-        "base_ejection_secs",
-        raw.base_ejection_secs,
-        whole_secs(d.base_ejection),
-        1,
-        3600,
-    ));
-    // Unset, the longest ejection is at least the first one.
-    let max_ejection = secs(c.ranged(
-        path,
-        "max_ejection_secs",
-        raw.max_ejection_secs,
-        whole_secs(d.max_ejection.max(base_ejection)),
-        1,
-        86_400,
-    ));
-    if max_ejection < base_ejection {
-        c.error(
-            path.key("max_ejection_secs"),
-            format!(
-                "`max_ejection_secs` ({}) is shorter than `base_ejection_secs` ({})",
-                max_ejection.as_secs(),
-                base_ejection.as_secs()
-            ),
-        );
-    }
+        Duration::from_secs(1),
+        DurationKey {
+            name: "base_ejection_secs",
+            raw: raw.base_ejection_secs,
+            default: d.base_ejection,
+            range: (1, 3600),
+        },
+        DurationKey {
+            name: "max_ejection_secs",
+            raw: raw.max_ejection_secs,
+            default: d.max_ejection,
+            range: (1, 86_400),
+        },
+    );
     OutlierDetection {
         consecutive_failures: c.ranged(
             path,
@@ -82,34 +71,23 @@ pub(super) fn outlier_detection(
 
 pub(super) fn retry(c: &mut Checker<'_>, path: &ConfigPath, raw: RawRetry) -> RetryPolicy {
     let d = RetryPolicy::default();
-    let whole_ms = |t: Duration| u32::try_from(t.as_millis()).unwrap_or(u32::MAX);
-    let ms = |v: u32| Duration::from_millis(u64::from(v));
-    let backoff = ms(c.ranged(
+    let (backoff, max_backoff) = first_and_longest(
+        c,
         path,
-        "backoff_ms",
-        raw.backoff_ms,
-        whole_ms(d.backoff),
-        0,
-        10_000,
-    ));
-    let max_backoff = ms(c.ranged(
-        path,
-        "max_backoff_ms",
-        raw.max_backoff_ms,
-        whole_ms(d.max_backoff.max(backoff)),
-        0,
-        60_000,
-    ));
-    if max_backoff < backoff {
-        c.error(
-            path.key("max_backoff_ms"),
-            format!(
-                "`max_backoff_ms` ({}) is shorter than `backoff_ms` ({})",
-                max_backoff.as_millis(),
-                backoff.as_millis()
-            ),
-        );
-    }
+        Duration::from_millis(1),
+        DurationKey {
+            name: "backoff_ms",
+            raw: raw.backoff_ms,
+            default: d.backoff,
+            range: (0, 10_000),
+        },
+        DurationKey {
+            name: "max_backoff_ms",
+            raw: raw.max_backoff_ms,
+            default: d.max_backoff,
+            range: (0, 60_000),
+        },
+    );
     RetryPolicy {
         attempts: c.ranged(path, "attempts", raw.attempts, d.attempts, 1, 10),
         budget_percent: c.ranged(
@@ -132,4 +110,45 @@ pub(super) fn retry(c: &mut Checker<'_>, path: &ConfigPath, raw: RawRetry) -> Re
         max_backoff,
         idempotent: raw.idempotent.unwrap_or(d.idempotent),
     }
+}
+
+/// A duration key: its name, its value as written (in the caller's unit),
+/// its default and its range in that unit.
+struct DurationKey<'a> {
+    name: &'a str,
+    raw: Option<i64>,
+    default: Duration,
+    range: (u32, u32),
+}
+
+/// A first duration and the longest it may grow to (an ejection, a
+/// backoff), both counted in `unit`s: unset, the longest is at least the
+/// first; set shorter than it, an error that names both keys.
+fn first_and_longest(
+    c: &mut Checker<'_>,
+    path: &ConfigPath,
+    unit: Duration,
+    first: DurationKey<'_>,
+    longest: DurationKey<'_>,
+) -> (Duration, Duration) {
+    let count = |t: Duration| u32::try_from(t.as_nanos() / unit.as_nanos()).unwrap_or(u32::MAX);
+    let mut read = |key: &DurationKey<'_>, default: Duration| {
+        let (min, max) = key.range;
+        unit * c.ranged(path, key.name, key.raw, count(default), min, max)
+    };
+    let first_value = read(&first, first.default);
+    let longest_value = read(&longest, longest.default.max(first_value));
+    if longest_value < first_value {
+        c.error(
+            path.key(longest.name),
+            format!(
+                "`{}` ({}) is shorter than `{}` ({})",
+                longest.name,
+                count(longest_value),
+                first.name,
+                count(first_value)
+            ),
+        );
+    }
+    (first_value, longest_value)
 }
