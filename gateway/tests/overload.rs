@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::replica::{Behaviour, LIMIT};
 use support::wire::{Setup, assert_json_error, assert_status, auth, predict};
-use support::{KEY, engine, gateway_with, metric_sum};
+use support::{KEY, engine, gateway_with, metric_sum, scrape};
 use tokio::sync::Notify;
 
 const BODY: &[u8] = br#"{"text":"x"}"#;
@@ -72,23 +72,12 @@ fn release(setup: &Setup, held: Vec<reqwest::Response>, go: &Arc<Notify>) {
     });
 }
 
-/// The gateway's `/metrics`, from the admin listener.
-async fn metrics(admin: std::net::SocketAddr) -> String {
-    let resp = support::client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics");
-    assert_eq!(resp.status(), 200, "GET /metrics");
-    resp.text().await.unwrap()
-}
-
 /// Waits until the gateway holds `n` requests (by its own gauge).
 fn wait_held(setup: &Setup, n: f64) {
-    let admin = setup.gw.admin;
+    let gw = &setup.gw;
     setup.rt.block_on(support::admin::eventually(
         &format!("{n} request(s) in flight"),
-        || async move { metric_sum(&metrics(admin).await, "igw_client_requests_admitted", &[]) == n },
+        || async move { metric_sum(&scrape(gw).await, "igw_client_requests_admitted", &[]) == n },
     ));
 }
 
@@ -120,7 +109,7 @@ fn at_the_cap_a_request_gets_503_with_retry_after_and_passes_once_the_cap_frees(
     assert_status(&passed, 200, "after the load");
     assert_eq!(passed.body, b"firstrest");
 
-    let text = setup.rt.block_on(metrics(setup.gw.admin));
+    let text = setup.rt.block_on(scrape(&setup.gw));
     assert_eq!(
         metric_sum(&text, "igw_client_requests_refused_total", &[]),
         1.0
@@ -328,7 +317,7 @@ deployment = "short"
     stop.store(true, Ordering::SeqCst);
     let (admin_ok, admin_other) = admin.await.unwrap();
     let peak_kib = peak_rss_kib(gw.proc.pid());
-    let text = metrics(gw.admin).await;
+    let text = scrape(&gw).await;
 
     println!(
         "{} requests at {RATE}/s for {DURATION:?}: statuses {:?}, errors {:?}; gateway peak RSS {:.1} MiB; admin answered 200 {admin_ok} times during the load",

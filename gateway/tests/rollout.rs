@@ -171,7 +171,7 @@ async fn a_persisted_rollout_splits_exactly_and_survives_a_restart() {
     let first = count(&gw).await;
     assert!((39..=41).contains(&first), "{first} of 100 to b at 40%");
     // /metrics: the stage, the share, and each side's requests.
-    let text = metrics(&gw).await;
+    let text = support::scrape(&gw).await;
     let env = [("model", "m"), ("environment", "production")];
     assert_eq!(sample(&text, "igw_canary_stage", &env), 4.0);
     assert_eq!(sample(&text, "igw_canary_percent", &env), 40.0);
@@ -231,7 +231,7 @@ async fn cancel_returns_all_traffic_at_once() {
     // snapshot built from it is published: wait for the snapshot too.
     let env = [("model", "m"), ("environment", "production")];
     eventually("the split gone from routing", || async {
-        sample(&metrics(&gw).await, "igw_canary_percent", &env) == 0.0
+        sample(&support::scrape(&gw).await, "igw_canary_percent", &env) == 0.0
     })
     .await;
     for _ in 0..50 {
@@ -274,10 +274,14 @@ async fn the_guard_rolls_back_a_failing_canary_but_not_a_healthy_one() {
             // The state above is the config file's; routing publishes the
             // snapshot built from it a moment later.
             eventually("the split gone from routing", || async {
-                sample(&metrics(&gw).await, "igw_canary_stage", &rollbacks[..1]) == 0.0
+                sample(
+                    &support::scrape(&gw).await,
+                    "igw_canary_stage",
+                    &rollbacks[..1],
+                ) == 0.0
             })
             .await;
-            let text = metrics(&gw).await;
+            let text = support::scrape(&gw).await;
             assert_eq!(sample(&text, "igw_canary_rollbacks_total", &rollbacks), 1.0);
             for _ in 0..30 {
                 assert_eq!(call(&gw, &[], KEY).await, (200, "a".into(), "a".into()));
@@ -437,19 +441,6 @@ async fn traffic_moves_only_once_the_new_deployment_is_ready() {
     })
     .await;
     assert_eq!(environment(&gw).await["rollout"]["percent_to_new"], 10);
-}
-
-/// The gateway's `/metrics`.
-async fn metrics(gw: &Gateway) -> String {
-    let url = format!("http://{}/metrics", gw.admin);
-    support::client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// The sample of `name` whose labels include `labels` (0 if none).

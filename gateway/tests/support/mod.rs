@@ -277,14 +277,13 @@ pub fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
 
 /// The gateway's `/metrics` exposition.
 pub async fn scrape(gw: &Gateway) -> String {
-    client()
+    let resp = client()
         .get(format!("http://{}/metrics", gw.admin))
         .send()
         .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("a metrics body")
+        .expect("GET /metrics");
+    assert_eq!(resp.status(), 200, "GET /metrics");
+    resp.text().await.expect("a metrics body")
 }
 
 /// The sum of the samples of `name`, in a Prometheus text exposition,
