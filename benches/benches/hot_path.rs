@@ -11,8 +11,8 @@
 
 use std::hint::black_box;
 
-use control::{Routing, Snapshot};
 use criterion::{Criterion, criterion_group, criterion_main};
+use routing::{Routing, Snapshot};
 
 fn routing(models: usize) -> Routing {
     let text = format!(
@@ -59,7 +59,7 @@ fn route_resolution(c: &mut Criterion) {
 /// An environment in a rollout (stage from the wall clock, then the smooth
 /// split) against one without.
 fn rollout_split(c: &mut Criterion) {
-    let started = control::rollout::now_ms() - 300_000;
+    let started = routing::rollout::now_ms() - 300_000;
     let text = format!(
         r#"
 [[models]]
@@ -86,8 +86,8 @@ deployment = "a"
     let routing = Routing::new(Snapshot::build(&config, None));
     let mut group = c.benchmark_group("resolve_request");
     for (name, target) in [
-        ("no_rollout", control::Target::Environment("plain")),
-        ("rollout_split", control::Target::Production),
+        ("no_rollout", routing::Target::Environment("plain")),
+        ("rollout_split", routing::Target::Production),
     ] {
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -97,8 +97,8 @@ deployment = "a"
                     .and_then(|m| {
                         m.resolve_request(
                             black_box(target),
-                            control::SidePreference::Split,
-                            control::rollout::now_ms,
+                            routing::SidePreference::Split,
+                            routing::rollout::now_ms,
                         )
                     })
                     .expect("resolves");
@@ -148,7 +148,7 @@ fn session_hash(id: &[u8]) -> u64 {
 /// The rollout split decision alone, without the snapshot lookup around it
 /// (`resolve_request/rollout_split` has both).
 fn canary_pick(c: &mut Criterion) {
-    use control::rollout::{Phase, Schedule, now_ms, sticky_side};
+    use routing::rollout::{Phase, Schedule, now_ms, sticky_side};
     let mut group = c.benchmark_group("canary_pick");
     let schedule = Schedule::default();
     group.bench_function("smooth_split", |b| {
@@ -170,14 +170,14 @@ fn canary_pick(c: &mut Criterion) {
     group.finish();
 }
 
-fn pool(replicas: u16, limit: u32) -> std::sync::Arc<control::Pool> {
-    let pool = std::sync::Arc::new(control::Pool::new(
+fn pool(replicas: u16, limit: u32) -> std::sync::Arc<routing::Pool> {
+    let pool = std::sync::Arc::new(routing::Pool::new(
         limit,
         config::QueueSettings::default(),
-        std::sync::Arc::new(control::Parking::new(u64::MAX)),
+        std::sync::Arc::new(routing::Parking::new(u64::MAX)),
     ));
     for i in 0..replicas {
-        pool.add_replica(std::sync::Arc::new(control::Replica::ready(
+        pool.add_replica(std::sync::Arc::new(routing::Replica::ready(
             ([127, 0, 0, 1], 9000 + i).into(),
         )));
     }
@@ -192,7 +192,7 @@ fn replica_pick(c: &mut Criterion) {
     let direct = pool(8, u32::MAX);
     group.bench_function("admit_8_replicas", |b| {
         b.iter(|| match direct.admit(black_box(300)) {
-            control::Admission::Go(lease) => black_box(lease.replica().addr()),
+            routing::Admission::Go(lease) => black_box(lease.replica().addr()),
             _ => unreachable!("a slot is always free"),
         });
     });
@@ -200,7 +200,7 @@ fn replica_pick(c: &mut Criterion) {
     group.bench_function("admit_session_8_replicas", |b| {
         b.iter(
             || match direct.admit_with_affinity(|| 300, Some(black_box(session))) {
-                control::Admission::Go(lease) => black_box(lease.replica().addr()),
+                routing::Admission::Go(lease) => black_box(lease.replica().addr()),
                 _ => unreachable!("a slot is always free"),
             },
         );
@@ -210,13 +210,13 @@ fn replica_pick(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let control::Admission::Go(first) = parked.admit(0) else {
+    let routing::Admission::Go(first) = parked.admit(0) else {
         unreachable!("the only slot is free")
     };
     let mut held = Some(first);
     group.bench_function("parked_handoff", |b| {
         b.iter(|| {
-            let control::Admission::Park(mut waiting) = parked.admit(black_box(300)) else {
+            let routing::Admission::Park(mut waiting) = parked.admit(black_box(300)) else {
                 unreachable!("the only slot is taken")
             };
             drop(held.take()); // hands the slot to `waiting`

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use control::telemetry::{Finished, RecentStats, RouteMetrics};
 use criterion::{Criterion, criterion_group, criterion_main};
+use routing::telemetry::{Finished, RecentStats, RouteMetrics};
 use tokio::time::Instant;
 
 fn finished() -> Finished {

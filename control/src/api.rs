@@ -25,11 +25,11 @@ use tokio::time::Instant;
 use views::{deployment_view, environment_view, metrics_view, model_view};
 
 use crate::promotion::{PromotionError, Promotions};
-use crate::routing::Routing;
-use crate::scaling::ReplicaCounts;
-use crate::snapshot::Snapshot;
 use crate::store::{ConfigStore, Revision, StoreError};
 use crate::usage::UsageLedger;
+use routing::ReplicaCounts;
+use routing::Routing;
+use routing::snapshot::Snapshot;
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 1 << 20;

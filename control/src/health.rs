@@ -20,9 +20,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::pool::Pool;
-use crate::replicas::{Health, Replica};
-use crate::routing::Routing;
+use routing::Routing;
+use routing::pool::Pool;
+use routing::replicas::{Health, Replica};
 
 /// What engine replicas serve: 200 when ready, 503 while loading or draining.
 pub const READY_PATH: &str = "/health/ready";
@@ -191,14 +191,6 @@ impl From<String> for ProbeError {
     }
 }
 
-/// Whether a failed connect or accept is the gateway's own shortage (file
-/// descriptors, local ports, buffers), not the peer's fault.
-pub fn is_local_shortage(e: &std::io::Error) -> bool {
-    /// EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL (Linux numbers).
-    const LOCAL: [i32; 5] = [24, 23, 105, 12, 99];
-    e.raw_os_error().is_some_and(|code| LOCAL.contains(&code))
-}
-
 /// Whether the replica answers the readiness probe with a 2xx within
 /// `limit`; if not, why not, for the log.
 pub(crate) async fn probe(addr: SocketAddr, limit: Duration) -> Result<(), ProbeError> {
@@ -210,7 +202,7 @@ pub(crate) async fn probe(addr: SocketAddr, limit: Duration) -> Result<(), Probe
 
 async fn ask_ready(addr: SocketAddr) -> Result<(), ProbeError> {
     let stream = TcpStream::connect(addr).await.map_err(|e| {
-        if is_local_shortage(&e) {
+        if routing::shortage::is_local_shortage(&e) {
             ProbeError::Local(e)
         } else {
             ProbeError::Failed(format!("connect: {e}"))
@@ -254,13 +246,6 @@ mod tests {
         assert_eq!(s.interval, Duration::from_secs(2));
         assert_eq!(s.timeout, Duration::from_secs(1));
         assert_eq!(s.failure_threshold, 2);
-    }
-
-    #[test]
-    fn the_gateways_own_shortage_is_told_from_the_replicas_fault() {
-        let emfile = std::io::Error::from_raw_os_error(24);
-        let refused = std::io::Error::from_raw_os_error(111);
-        assert!(is_local_shortage(&emfile) && !is_local_shortage(&refused));
     }
 
     #[tokio::test]

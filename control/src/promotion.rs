@@ -10,15 +10,11 @@
 //!
 //! With `ramp_up`, the environment instead gets a persisted rollout (start
 //! time and duration in the config file): routing moves traffic to the new
-//! deployment in ten stages (see [`crate::rollout`]), and this task watches
+//! deployment in ten stages (see [`routing::rollout`]), and this task watches
 //! it: cancel removes the rollout (all traffic back at once), the rollback
 //! guard removes it when the new deployment does worse, and at the end one
 //! edit removes it and points the environment at the new deployment. A
 //! gateway that restarts mid-rollout resumes it ([`Promotions::resume`]).
-
-// A plain mutex is right here: it guards a small map of control-plane
-// state, is never held across an await, and requests never take it.
-#![allow(clippy::disallowed_types)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,11 +24,11 @@ use config::Config;
 use config::edit::EditError;
 use serde_json::{Value, json};
 
-use crate::rollout::{self, Phase, STAGES};
-use crate::routing::Routing;
-use crate::snapshot::Target;
 use crate::store::{ConfigStore, StoreError};
-use crate::telemetry;
+use routing::Routing;
+use routing::rollout::{self, Phase, STAGES};
+use routing::snapshot::Target;
+use routing::telemetry;
 use switch::{needed_replicas, switch};
 
 mod switch;

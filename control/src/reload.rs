@@ -5,10 +5,6 @@
 //! errors as `gateway check` and the previous snapshot keeps serving.
 //! Watching (directory, debounce) is [`config::watch`].
 
-// A plain mutex is right here: only control-plane threads take it, to
-// serialize reloads; no request and no async task ever waits on it.
-#![allow(clippy::disallowed_types)]
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +13,9 @@ use std::time::Duration;
 pub use config::watch::WatchError;
 use config::{Config, ConfigErrors};
 
-use crate::routing::Routing;
-use crate::snapshot::Snapshot;
-use crate::telemetry;
+use routing::Routing;
+use routing::snapshot::Snapshot;
+use routing::telemetry;
 
 /// Events closer together than this are one change.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -146,7 +142,7 @@ impl Reloader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Target;
+    use routing::snapshot::Target;
 
     const V1: &str = r#"
 [[models]]
@@ -181,7 +177,7 @@ deployment = "a"
             .unwrap()
             .pool()
             .admit(0);
-        assert!(matches!(lease, crate::pool::Admission::Go(_)));
+        assert!(matches!(lease, routing::pool::Admission::Go(_)));
 
         assert!(matches!(reloader.reload(), Outcome::Unchanged));
 

@@ -27,11 +27,11 @@ use tokio::time::Instant;
 
 use crate::autoscaler::Autoscaler;
 use crate::capacity::{NodeCapacity, Usage};
-use crate::pool::{Pool, ScaleStatus};
 use crate::provision::{Instance, InstanceState, Provisioner, Released, ReplicaSpec};
-use crate::replicas::Replica;
-use crate::routing::Routing;
-use crate::telemetry;
+use routing::Routing;
+use routing::pool::{Pool, ScaleStatus};
+use routing::replicas::Replica;
+use routing::telemetry;
 
 /// Timing of the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,45 +76,6 @@ pub fn effective_autoscaling(m: &Model, d: &Deployment) -> Autoscaling {
         .filter(|e| e.deployment.as_deref() == Some(d.id.as_str()))
         .find_map(|e| e.autoscaling)
         .unwrap_or(d.autoscaling)
-}
-
-/// A deployment's replicas as status and metrics report them: `ready` are
-/// replicas whose readiness probe passed; for local replicas `desired`,
-/// `starting` and `pending` are the scaling controller's, for fixed ones
-/// `desired` is the configured count.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReplicaCounts {
-    /// Replicas wanted.
-    pub desired: usize,
-    /// Probed ready.
-    pub ready: usize,
-    /// Probed at least once (fixed replicas), ready or not.
-    pub probed: usize,
-    /// What the controller last published (starting, pending and why,
-    /// crashes, the autoscaler's signals); default for fixed replicas.
-    pub scale: ScaleStatus,
-}
-
-impl ReplicaCounts {
-    /// The counts of deployment `d` served by `pool`.
-    pub fn of(d: &Deployment, pool: Option<&Pool>) -> Self {
-        let (ready, probed) = pool.map_or((0, 0), |p| {
-            let set = p.replicas();
-            (set.ready_count(), set.probed_count())
-        });
-        let scale = pool.map(Pool::status).unwrap_or_default();
-        let desired = match (&d.replicas, d.active) {
-            (_, false) => 0,
-            (ReplicaSource::Static { addresses }, true) => addresses.len(),
-            (ReplicaSource::Local, true) => scale.desired as usize,
-        };
-        Self {
-            desired,
-            ready,
-            probed,
-            scale,
-        }
-    }
 }
 
 /// One replica the controller started.
@@ -528,7 +489,7 @@ impl Controller {
                 let unready = t
                     .replica
                     .as_ref()
-                    .is_some_and(|r| r.health() == crate::replicas::Health::Unready);
+                    .is_some_and(|r| r.health() == routing::replicas::Health::Unready);
                 if !unready || t.stopping {
                     t.unready_since = None;
                 } else if now.duration_since(*t.unready_since.get_or_insert(now))
@@ -696,7 +657,7 @@ impl ControllerHandle {
 fn ejected_too_often(replica: Option<&Replica>, pool: &Pool) -> bool {
     let after = pool.outlier_detection().restart_after_ejections;
     replica.is_some_and(|r| {
-        after != 0 && r.health() == crate::replicas::Health::Ejected && r.ejections() >= after
+        after != 0 && r.health() == routing::replicas::Health::Ejected && r.ejections() >= after
     })
 }
 

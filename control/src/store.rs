@@ -12,10 +12,6 @@
 //! while an API edit is being written is detected ([`replace_if_unchanged`])
 //! and the edit is redone on top of it.
 
-// A plain mutex is right here: it serialises the API's own writes on the
-// control plane's blocking threads; no request and no async task waits on it.
-#![allow(clippy::disallowed_types)]
-
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -285,9 +281,9 @@ pub fn replace_if_unchanged(path: &Path, old: &[u8], new: &[u8]) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::Routing;
-    use crate::snapshot::Snapshot;
     use config::edit::{AutoscalingPatch, AutoscalingScope, NewDeployment};
+    use routing::Routing;
+    use routing::snapshot::Snapshot;
 
     const CONFIG: &str = r#"[admin]
 api_may_set_paths = true

@@ -15,10 +15,6 @@
 //! records stay in memory, summed per deployment, and the next append that
 //! succeeds writes them with its own.
 
-// A plain mutex is right here: it serialises appends on the meter's and the
-// API's blocking threads; requests never take it.
-#![allow(clippy::disallowed_types)]
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -27,10 +23,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::pool::Pool;
-use crate::routing::Routing;
-use crate::snapshot::Target;
 use crate::store::ConfigStore;
+use routing::Routing;
+use routing::pool::Pool;
+use routing::snapshot::Target;
 
 /// One deployment's usage over one interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use control::{Health, HealthChecker, HealthSettings, ReplicaSet, Routing, Snapshot, Target};
+use control::{HealthChecker, HealthSettings};
+use routing::{Health, ReplicaSet, Routing, Snapshot, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, sleep};

@@ -13,8 +13,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
 use config::{AccessLog, AccessLogMode};
-use control::telemetry::{self, RouteMetrics};
 use http::HeaderValue;
+use routing::telemetry::{self, RouteMetrics};
 
 /// Entries waiting for the writer; beyond this they are dropped.
 const BACKLOG: usize = 16 * 1024;

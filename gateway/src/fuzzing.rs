@@ -137,7 +137,7 @@ fn read_connection(wire: &[u8], step: usize) -> Vec<Request> {
             check_route(Ok(r));
             format!("{r:?}")
         });
-        let _ = black_box(control::header_digest(head.field(b"authorization")));
+        let _ = black_box(routing::header_digest(head.field(b"authorization")));
         let mut decoder = head.body();
         let mut body = Vec::new();
         let end = loop {
@@ -189,10 +189,10 @@ fn check_route(route: Result<Route<'_>, RouteParseError>) {
     let Ok(route) = route else { return };
     assert!(!route.model_id.is_empty());
     match route.target {
-        control::Target::Environment(name) | control::Target::Deployment(name) => {
+        routing::Target::Environment(name) | routing::Target::Deployment(name) => {
             assert!(!name.is_empty());
         }
-        control::Target::Production | control::Target::Development => {}
+        routing::Target::Production | routing::Target::Development => {}
     }
     if let Call::Sync(path) = route.call {
         assert!(path.starts_with('/'), "replica path {path:?}");

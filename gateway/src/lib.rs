@@ -4,7 +4,7 @@
 //! A request flows through the modules in this order:
 //! [`predict`] reads it off the client connection ([`http1`], or Pingora's
 //! HTTP/2 session) -> [`route`] (which model, which target, what call) ->
-//! authentication and resolution against the current `control::Snapshot`
+//! authentication and resolution against the current `routing::Snapshot`
 //! -> replica pick -> [`predict`] again
 //! (a pooled replica connection from [`connections`], one write of head
 //! and body, the response streamed back) -> [`reject`] for every refusal.

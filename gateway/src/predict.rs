@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use control::rollout::{self, Side};
-use control::telemetry::RouteMetrics;
-use control::{Admission, Lease, Parked, RolloutRuntime, Routing, SidePreference};
 use http::{HeaderValue, Method, StatusCode};
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::{ALPN, Stream};
 use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
+use routing::rollout::{self, Side};
+use routing::telemetry::RouteMetrics;
+use routing::{Admission, Lease, Parked, RolloutRuntime, Routing, SidePreference};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
@@ -259,7 +259,7 @@ impl Gateway {
 
         let route = route::parse(req.host(), req.path())?;
         if !principal.may_call(route.model_id) {
-            return Err(control::AuthError::Forbidden.into());
+            return Err(routing::AuthError::Forbidden.into());
         }
         if route.call == Call::Predict && *req.method() != Method::POST {
             return Err(Reject::MethodNotAllowed);
@@ -406,13 +406,13 @@ struct KeyMemo {
 impl KeyMemo {
     /// The digest of the key in `authorization`, from memory when it is the
     /// value seen last; the memo then holds this one.
-    fn digest(&mut self, authorization: Option<&[u8]>) -> Result<[u8; 32], control::AuthError> {
+    fn digest(&mut self, authorization: Option<&[u8]>) -> Result<[u8; 32], routing::AuthError> {
         if let (Some(seen), Some(value)) = (&self.authorization, authorization)
             && seen.as_slice() == value
         {
             return Ok(self.digest);
         }
-        let digest = control::header_digest(authorization)?;
+        let digest = routing::header_digest(authorization)?;
         if let Some(value) = authorization {
             let seen = self.authorization.get_or_insert_default();
             seen.clear();

@@ -59,7 +59,7 @@ pub fn render(out: &mut String, listeners: Listeners) {
         }
         let (down, up) = connections(&sockets, listeners);
         family(
-            control::telemetry::OPEN_CONNECTIONS,
+            routing::telemetry::OPEN_CONNECTIONS,
             "gauge",
             "Established TCP connections: downstream (clients on the predict listener) and upstream (to replicas).",
             &[

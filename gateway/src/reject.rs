@@ -1,8 +1,8 @@
 //! Every way the gateway refuses or fails a request, mapped to one status
 //! code and a short JSON body in one place. Internals stay in the log.
 
-use control::{AuthError, RouteError};
 use http::StatusCode;
+use routing::{AuthError, RouteError};
 
 use crate::route::RouteParseError;
 
@@ -61,7 +61,7 @@ pub enum Reject {
     Closed,
     /// Queue full, parked-bytes budget used up, or REJECT_ON_FULL (429).
     #[error(transparent)]
-    Overloaded(#[from] control::Overload),
+    Overloaded(#[from] routing::Overload),
     /// The client went away while queued (499, nothing is sent).
     #[error("client closed the connection while queued")]
     ClientClosed,

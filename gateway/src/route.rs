@@ -1,7 +1,7 @@
 //! Parsing a predict URL: which model, which deployment target, and what to
 //! call on the replica. Pure and allocation-free: it borrows from the request.
 
-use control::Target;
+use routing::Target;
 
 /// What the client asked a replica to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

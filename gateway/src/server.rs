@@ -14,13 +14,14 @@ use control::provision::{LocalProvisioner, LocalSettings};
 use control::scaling::{self, Controller, ScalingSettings};
 use control::store::ConfigStore;
 use control::usage::{UsageLedger, UsageMeter};
-use control::{Reloader, Routing, Snapshot, WatchError};
+use control::{Reloader, WatchError};
 use pingora_core::listeners::{ListenerConfig, TcpSocketOptions};
 use pingora_core::protocols::TcpKeepalive;
 use pingora_core::protocols::l4::stream::{DEFAULT_L4_READ_BUFFER_SIZE, L4BufferSettings};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
+use routing::{Routing, Snapshot};
 
 use pingora_core::services::background::background_service;
 

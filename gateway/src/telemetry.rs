@@ -1,6 +1,6 @@
 //! The gateway's Prometheus exposition: installs the recorder, renders
 //! `GET /metrics` on the admin listener (scrape-time state from
-//! [`control::telemetry::collect`], process figures from [`crate::process`]),
+//! [`control::status::collect`], process figures from [`crate::process`]),
 //! and drains histogram samples every few seconds so memory stays flat
 //! between scrapes.
 
@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use control::Routing;
+use routing::Routing;
 
 use crate::conn_limit::ConnLimit;
 use crate::overload::InFlightCap;
-use control::telemetry::{self, COLD_START_BUCKETS, LATENCY_BUCKETS};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use routing::telemetry::{self, COLD_START_BUCKETS, LATENCY_BUCKETS};
 
 /// How often recorded histogram samples are folded into their buckets.
 /// The exporter keeps each sample (8 bytes) until then: at 30k requests/s
@@ -82,7 +82,7 @@ impl Exporter {
 
     /// The Prometheus text exposition, as of now.
     pub fn render(&self) -> String {
-        telemetry::collect(&self.routing.load());
+        control::status::collect(&self.routing.load());
         let mut text = self.handle.render();
         crate::process::render(&mut text, self.listeners);
         render_connections(&mut text, &self.conns);

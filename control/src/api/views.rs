@@ -4,9 +4,10 @@
 use config::{Autoscaling, CleanupStrategy, Deployment, DeploymentKind, Model, ReplicaSource};
 use serde_json::{Value, json};
 
-use crate::scaling::{ReplicaCounts, effective_autoscaling};
-use crate::snapshot::Snapshot;
-use crate::telemetry::RecentSummary;
+use crate::scaling::effective_autoscaling;
+use routing::ReplicaCounts;
+use routing::snapshot::Snapshot;
+use routing::telemetry::RecentSummary;
 
 pub(super) fn model_view(m: &Model, snap: &Snapshot) -> Value {
     json!({
@@ -96,16 +97,16 @@ pub(super) fn environment_view(m: &Model, e: &config::Environment, snap: &Snapsh
     let current = e.deployment.as_deref().and_then(|id| m.deployment(id));
     // The persisted rollout, as every gateway reading this config splits.
     let rollout = e.rollout.as_ref().map(|r| {
-        let phase = crate::rollout::Phase::of(r, crate::rollout::now_ms());
+        let phase = routing::rollout::Phase::of(r, routing::rollout::now_ms());
         json!({
             "deployment_id": r.deployment,
             "started_at_ms": r.started_at_ms,
             "duration_secs": r.duration.as_secs(),
             "stage": match phase {
-                crate::rollout::Phase::Stage(k) => k,
-                crate::rollout::Phase::Complete => crate::rollout::STAGES,
+                routing::rollout::Phase::Stage(k) => k,
+                routing::rollout::Phase::Complete => routing::rollout::STAGES,
             },
-            "stages": crate::rollout::STAGES,
+            "stages": routing::rollout::STAGES,
             "percent_to_new": phase.percent(),
         })
     });
@@ -131,7 +132,7 @@ pub(super) fn environment_view(m: &Model, e: &config::Environment, snap: &Snapsh
     })
 }
 
-fn queue_view(pool: Option<&crate::pool::Pool>) -> Value {
+fn queue_view(pool: Option<&routing::pool::Pool>) -> Value {
     let [parked_total, timed_out, client_closed, refused] =
         pool.map_or([0; 4], |p| p.counters().get());
     json!({

@@ -2,15 +2,13 @@
 //! a stand-in provisioner (instances that are ready at once) takes their
 //! place here; `gateway/tests/scaling.rs` runs the real ones.
 
-#![allow(clippy::disallowed_types)] // the stand-in's list, test only
-
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use super::*;
-use crate::pool::{Admission, Parked};
-use crate::snapshot::Snapshot;
+use routing::pool::{Admission, Parked};
+use routing::snapshot::Snapshot;
 
 #[derive(Debug)]
 struct ReadyAtOnce {

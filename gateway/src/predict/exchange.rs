@@ -16,9 +16,9 @@ use super::response::{Response, ResponseError, ResponseHead};
 use super::upstream::{self, Framing};
 use super::{ATTEMPTS_HEADER, DEPLOYMENT_HEADER, Gateway, REQUEST_ID_HEADER, RequestCtx};
 use crate::reject::Reject;
-use control::Lease;
-use control::outlier::Failure;
-use control::retry::{self, RetryReason};
+use routing::Lease;
+use routing::outlier::Failure;
+use routing::retry::{self, RetryReason};
 
 /// A replica's response being read.
 type Upstream = Response<Stream>;
@@ -469,7 +469,7 @@ impl Gateway {
         let tcp = match tokio::time::timeout(self.upstream.connect_timeout, connect).await {
             // Unreachable in time is unreachable: 502, as a refusal is.
             Err(_) => return Err(Reject::ReplicaFailed),
-            Ok(Err(e)) if control::health::is_local_shortage(&e) => {
+            Ok(Err(e)) if routing::shortage::is_local_shortage(&e) => {
                 log::warn!("cannot connect to replica {addr}: {e}");
                 return Err(Reject::LocalResources);
             }

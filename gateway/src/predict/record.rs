@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use control::telemetry::Finished;
+use routing::telemetry::Finished;
 use tokio::time::Instant;
 
 use super::client::Client;

@@ -16,7 +16,7 @@ pub enum Health {
     Unknown,
     /// The last probe succeeded.
     Ready,
-    /// Probes failed (see [`crate::health`] for how many it takes). Not
+    /// Probes failed (the health checker, `control::health`, says how many it takes). Not
     /// routed to while any other replica of the set is routable.
     Unready,
     /// Taken out of routing by what its traffic showed (see
@@ -185,7 +185,7 @@ impl Replica {
     /// An ejected replica stays ejected, whatever the probe says, until its
     /// backoff ends; then it is ready once a probe passes (and unready if
     /// one fails).
-    pub(crate) fn record_probe(&self, ok: bool, failure_threshold: u32) -> Option<Health> {
+    pub fn record_probe(&self, ok: bool, failure_threshold: u32) -> Option<Health> {
         let old = self.health();
         if old == Health::Ejected && self.outlier.ejected_at(outlier::now_ms()) {
             return None;

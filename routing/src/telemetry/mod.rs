@@ -10,13 +10,12 @@
 //!
 //! The hot path touches only handles resolved once per route ([`RouteMetrics`]);
 //! gauges that mirror control-plane state (queues, replicas, autoscaler,
-//! canary) are set when `/metrics` is scraped ([`collect`]).
+//! canary) are set by the control plane when `/metrics` is scraped
+//! (`control::status`).
 
-mod collect;
 mod recent;
 mod route;
 
-pub use collect::collect;
 pub use recent::{RecentStats, RecentSummary, WINDOW};
 pub use route::{Finished, RouteMetrics};
 

@@ -5,13 +5,14 @@
 
 use metrics::{Label, counter, gauge};
 
-use crate::Health;
-use crate::outlier::Ejection;
-use crate::pool::Overload;
-use crate::retry::RetryReason;
-use crate::rollout::{self, Phase};
-use crate::scaling::ReplicaCounts;
-use crate::snapshot::Snapshot;
+use routing::Health;
+use routing::ReplicaCounts;
+use routing::outlier::Ejection;
+use routing::pool::Overload;
+use routing::retry::RetryReason;
+use routing::rollout::{self, Phase};
+use routing::snapshot::Snapshot;
+use routing::telemetry;
 
 /// Sets every scrape-time metric from `snapshot`.
 pub fn collect(snapshot: &Snapshot) {
@@ -32,36 +33,36 @@ pub fn collect(snapshot: &Snapshot) {
                 l.push(extra);
                 l
             };
-            gauge!(super::IN_FLIGHT, labels.to_vec()).set(pool.in_flight() as f64);
-            gauge!(super::QUEUE_PARKED, labels.to_vec()).set(pool.parked() as f64);
+            gauge!(telemetry::IN_FLIGHT, labels.to_vec()).set(pool.in_flight() as f64);
+            gauge!(telemetry::QUEUE_PARKED, labels.to_vec()).set(pool.parked() as f64);
             let [parked, timed_out, client_closed, _] = pool.counters().get();
-            counter!(super::QUEUE_PARKED_TOTAL, labels.to_vec()).absolute(parked);
-            counter!(super::QUEUE_TIMEOUTS, labels.to_vec()).absolute(timed_out);
-            counter!(super::QUEUE_CLIENT_CLOSED, labels.to_vec()).absolute(client_closed);
+            counter!(telemetry::QUEUE_PARKED_TOTAL, labels.to_vec()).absolute(parked);
+            counter!(telemetry::QUEUE_TIMEOUTS, labels.to_vec()).absolute(timed_out);
+            counter!(telemetry::QUEUE_CLIENT_CLOSED, labels.to_vec()).absolute(client_closed);
             for why in Overload::ALL {
                 counter!(
-                    super::QUEUE_REJECTIONS,
+                    telemetry::QUEUE_REJECTIONS,
                     with(Label::from_static_parts("reason", why.label()))
                 )
                 .absolute(pool.counters().refused(why));
             }
             let counts = ReplicaCounts::of(d, Some(pool));
             let status = &counts.scale;
-            gauge!(super::REPLICAS_DESIRED, labels.to_vec()).set(counts.desired as f64);
-            gauge!(super::REPLICAS_READY, labels.to_vec()).set(counts.ready as f64);
-            gauge!(super::REPLICAS_STARTING, labels.to_vec()).set(status.starting);
-            gauge!(super::REPLICAS_PENDING, labels.to_vec()).set(status.pending);
-            counter!(super::REPLICA_RESTARTS, labels.to_vec()).absolute(status.crashes);
+            gauge!(telemetry::REPLICAS_DESIRED, labels.to_vec()).set(counts.desired as f64);
+            gauge!(telemetry::REPLICAS_READY, labels.to_vec()).set(counts.ready as f64);
+            gauge!(telemetry::REPLICAS_STARTING, labels.to_vec()).set(status.starting);
+            gauge!(telemetry::REPLICAS_PENDING, labels.to_vec()).set(status.pending);
+            counter!(telemetry::REPLICA_RESTARTS, labels.to_vec()).absolute(status.crashes);
             let ejected = pool
                 .replicas()
                 .replicas()
                 .iter()
                 .filter(|r| r.health() == Health::Ejected)
                 .count();
-            gauge!(super::REPLICAS_EJECTED, labels.to_vec()).set(ejected as f64);
+            gauge!(telemetry::REPLICAS_EJECTED, labels.to_vec()).set(ejected as f64);
             for why in Ejection::ALL {
                 counter!(
-                    super::REPLICA_EJECTIONS,
+                    telemetry::REPLICA_EJECTIONS,
                     with(Label::from_static_parts("reason", why.label()))
                 )
                 .absolute(pool.ejections(why));
@@ -69,15 +70,15 @@ pub fn collect(snapshot: &Snapshot) {
             let budget = pool.retry_budget();
             for why in RetryReason::ALL {
                 counter!(
-                    super::RETRIES,
+                    telemetry::RETRIES,
                     with(Label::from_static_parts("reason", why.label()))
                 )
                 .absolute(budget.retries(why));
             }
-            counter!(super::RETRY_BUDGET_EXHAUSTED, labels.to_vec()).absolute(budget.exhausted());
-            gauge!(super::AUTOSCALER_STABLE, labels.to_vec()).set(status.stable_signal);
-            gauge!(super::AUTOSCALER_BURST, labels.to_vec()).set(status.burst_signal);
-            gauge!(super::AUTOSCALER_BURST_MODE, labels.to_vec()).set(if status.burst_mode {
+            counter!(telemetry::RETRY_BUDGET_EXHAUSTED, labels.to_vec()).absolute(budget.exhausted());
+            gauge!(telemetry::AUTOSCALER_STABLE, labels.to_vec()).set(status.stable_signal);
+            gauge!(telemetry::AUTOSCALER_BURST, labels.to_vec()).set(status.burst_signal);
+            gauge!(telemetry::AUTOSCALER_BURST_MODE, labels.to_vec()).set(if status.burst_mode {
                 1.0
             } else {
                 0.0
@@ -93,8 +94,8 @@ pub fn collect(snapshot: &Snapshot) {
                 Some(Phase::Complete) => (rollout::STAGES, 100),
                 None => (0, 0),
             };
-            gauge!(super::CANARY_STAGE, labels.clone()).set(stage);
-            gauge!(super::CANARY_PERCENT, labels).set(percent);
+            gauge!(telemetry::CANARY_STAGE, labels.clone()).set(stage);
+            gauge!(telemetry::CANARY_PERCENT, labels).set(percent);
         }
     }
 }

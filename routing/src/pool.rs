@@ -128,33 +128,6 @@ pub enum Admission {
     Failed(Arc<String>),
 }
 
-/// The replica counts the scaling controller last published, for status.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ScaleStatus {
-    /// Replicas wanted.
-    pub desired: u32,
-    /// Replicas started but not yet ready.
-    pub starting: u32,
-    /// Replicas wanted that cannot start (see `pending_reason`).
-    pub pending: u32,
-    /// Why `pending` replicas cannot start (e.g. not enough CPU on the node).
-    pub pending_reason: Option<String>,
-    /// It gave up starting replicas (too many failed starts in a row) until
-    /// its config changes.
-    pub failed: bool,
-    /// Why its last replica exited unexpectedly, in the replica's words
-    /// (cleared once one is ready).
-    pub last_error: Option<String>,
-    /// Replicas that exited unexpectedly since the gateway started.
-    pub crashes: u64,
-    /// The autoscaler's stable-window signal at its last decision.
-    pub stable_signal: f64,
-    /// Its burst-window signal.
-    pub burst_signal: f64,
-    /// Whether it was in burst mode.
-    pub burst_mode: bool,
-}
-
 /// How requests fared at the activation queue since the gateway started.
 #[derive(Debug, Default)]
 pub struct QueueCounters {
@@ -615,8 +588,10 @@ impl Drop for Parked {
 
 mod failures;
 mod lease;
+mod status;
 
 pub use lease::Lease;
+pub use status::{ReplicaCounts, ScaleStatus};
 
 #[cfg(test)]
 mod tests;
