@@ -29,9 +29,38 @@ pub enum WatchError {
     },
 }
 
+/// A running watch: its thread calls the callback after each settled burst
+/// of changes. Dropping it stops the watch and waits for the thread to end
+/// (a callback in progress finishes first).
+#[derive(Debug)]
+pub struct FileWatch {
+    watcher: Option<notify::RecommendedWatcher>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FileWatch {
+    /// Keeps watching for as long as the process runs.
+    pub fn detach(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for FileWatch {
+    fn drop(&mut self) {
+        // The watcher owns the channel's sender: without it the thread's
+        // `recv` fails and its loop ends.
+        drop(self.watcher.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::error!("a file watch's callback panicked");
+        }
+    }
+}
+
 /// Calls `on_change` from a background thread (named `thread_name`) after
-/// each settled burst of changes to the file at `path`, for as long as the
-/// process runs.
+/// each settled burst of changes to the file at `path`, until the returned
+/// [`FileWatch`] is dropped.
 // Wall-clock deadlines on a plain thread: no tokio (and no paused test
 // clock) here.
 #[allow(clippy::disallowed_methods)]
@@ -40,7 +69,7 @@ pub fn watch_file(
     debounce: Duration,
     thread_name: &str,
     mut on_change: impl FnMut() + Send + 'static,
-) -> Result<(), WatchError> {
+) -> Result<FileWatch, WatchError> {
     let dir = match path.parent() {
         Some(d) if d.as_os_str().is_empty() => Path::new("."),
         Some(d) => d,
@@ -64,10 +93,9 @@ pub fn watch_file(
                 .iter()
                 .any(|p| p.file_name() == file_name.as_deref())
     };
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(thread_name.to_owned())
         .spawn(move || {
-            let _watcher = watcher; // dropped when the loop ends
             while let Ok(event) = rx.recv() {
                 match event {
                     Ok(event) if relevant(&event) => {}
@@ -88,12 +116,16 @@ pub fn watch_file(
                             quiet_until = Instant::now() + debounce;
                         }
                         Ok(_) => {}
-                        Err(_) => break, // quiet long enough, or the watcher is gone
+                        Err(mpsc::RecvTimeoutError::Timeout) => break, // quiet long enough
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return, // stopped
                     }
                 }
                 on_change();
             }
         })
-        .map(drop)
-        .map_err(|e| notify_error(notify::Error::io(e)))
+        .map_err(|e| notify_error(notify::Error::io(e)))?;
+    Ok(FileWatch {
+        watcher: Some(watcher),
+        thread: Some(thread),
+    })
 }

@@ -92,21 +92,21 @@ type Answer = Result<(StatusCode, Value, Option<Revision>), Failure>;
 
 impl Api {
     /// An API over `store`'s file, reporting readiness from `routing` and
-    /// usage from `usage`. Resumes the rollouts the config has in progress;
-    /// fails if the promotions' thread cannot start.
+    /// usage from `usage`, starting `promotions`. Resumes the rollouts the
+    /// config has in progress.
     pub fn new(
         routing: Arc<Routing>,
         store: Arc<ConfigStore>,
         usage: Arc<UsageLedger>,
-    ) -> std::io::Result<Self> {
-        let promotions = Promotions::new(Arc::clone(&routing), Arc::clone(&store))?;
+        promotions: Arc<Promotions>,
+    ) -> Self {
         promotions.resume(routing.load().config());
-        Ok(Self {
+        Self {
             routing,
             store,
             promotions,
             usage,
-        })
+        }
     }
 
     /// Answers one request. Authentication: an admin-scoped key.

@@ -24,6 +24,8 @@ use routing::Routing;
 use routing::pool::Pool;
 use routing::replicas::{Health, Replica};
 
+use crate::plane::ShutdownSignal;
+
 /// What engine replicas serve: 200 when ready, 503 while loading or draining.
 pub const READY_PATH: &str = "/health/ready";
 
@@ -68,23 +70,30 @@ impl HealthChecker {
         Self { routing, settings }
     }
 
-    /// Runs the checker as a task on the current tokio runtime.
+    /// Runs the checker as a task on the current tokio runtime, until the
+    /// task is aborted.
     pub fn spawn(routing: Arc<Routing>, settings: HealthSettings) -> JoinHandle<()> {
-        tokio::spawn(Self::new(routing, settings).run())
+        tokio::spawn(Self::new(routing, settings).run(ShutdownSignal::never()))
     }
 
     /// Probes every `interval` (every `recovery_interval` while some
-    /// replica is not ready), starting at once; never returns.
-    pub async fn run(self) {
+    /// replica is not ready), starting at once, until `shutdown`.
+    pub async fn run(self, mut shutdown: ShutdownSignal) {
         loop {
             let started = tokio::time::Instant::now();
-            let period = if self.check_once().await {
-                self.settings.interval
-            } else {
-                self.settings.recovery_interval
+            let round = async {
+                let period = if self.check_once().await {
+                    self.settings.interval
+                } else {
+                    self.settings.recovery_interval
+                };
+                // Between the starts of rounds; a slow round delays the next.
+                tokio::time::sleep_until(started + period).await;
             };
-            // Between the starts of rounds; a slow round delays the next.
-            tokio::time::sleep_until(started + period).await;
+            tokio::select! {
+                () = round => {}
+                () = shutdown.requested() => return,
+            }
         }
     }
 
@@ -139,19 +148,6 @@ impl HealthChecker {
         }
         all_ready
     }
-}
-
-/// Runs a [`HealthChecker`] for the rest of the process on a thread of its
-/// own. Pingora's runtimes are not ours to borrow, and probes are few and
-/// light, so one thread with a current-thread runtime is plenty.
-pub fn start_background(routing: Arc<Routing>, settings: HealthSettings) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("health-check".into())
-        .spawn(move || runtime.block_on(HealthChecker::new(routing, settings).run()))?;
-    Ok(())
 }
 
 /// Applies one outcome, logs a change (a failure that changes nothing only

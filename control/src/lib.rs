@@ -10,6 +10,9 @@
 //! - [`health`]: readiness probes of every replica.
 //! - [`usage`]: the usage ledger.
 //! - [`status`]: control-plane gauges, set when `/metrics` is scraped.
+//!
+//! Each loop is a task on the one runtime of a [`plane::Plane`] and ends
+//! when its shutdown signal comes.
 
 // Off the request path, short std lock sections (never across an await:
 // `await_holding_lock` is denied) are the simplest correct tool; the
@@ -20,6 +23,7 @@ pub mod api;
 mod autoscaler;
 pub mod capacity;
 pub mod health;
+pub mod plane;
 pub mod promotion;
 pub mod provision;
 mod reload;
@@ -30,4 +34,4 @@ pub mod usage;
 
 pub use autoscaler::{Autoscaler, Decision};
 pub use health::{HealthChecker, HealthSettings};
-pub use reload::{Outcome, Reloader, WatchError};
+pub use reload::{FileWatch, ReloadOutcome, Reloader, WatchError};

@@ -24,6 +24,7 @@ use config::Config;
 use config::edit::EditError;
 use serde_json::{Value, json};
 
+use crate::plane::ShutdownSignal;
 use crate::store::{ConfigStore, StoreError};
 use routing::Routing;
 use routing::rollout::{self, Phase, STAGES};
@@ -103,8 +104,12 @@ pub struct Promotions {
     routing: Arc<Routing>,
     store: Arc<ConfigStore>,
     entries: std::sync::Mutex<HashMap<(String, String), Entry>>,
-    /// Promotions run here, whoever starts them (an API call, a restart).
+    /// Promotions run here, whoever starts them (an API call, a restart):
+    /// the control plane's runtime.
     runtime: tokio::runtime::Handle,
+    /// Ends every running promotion (a rollout resumes from the config at
+    /// the next start).
+    shutdown: ShutdownSignal,
     /// Wakes rollouts that wait for their next check (a cancel).
     cancelled: tokio::sync::Notify,
     /// Held from the check that an environment has no promotion running
@@ -149,25 +154,23 @@ impl Starting<'_> {
 }
 
 impl Promotions {
-    /// Promotions that edit `store` and watch readiness in `routing`.
-    ///
-    /// Starts the thread promotions run on; fails if it cannot.
-    pub fn new(routing: Arc<Routing>, store: Arc<ConfigStore>) -> std::io::Result<Arc<Self>> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
-        std::thread::Builder::new()
-            .name("promotions".into())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
-        Ok(Arc::new(Self {
+    /// Promotions that edit `store` and watch readiness in `routing`, run
+    /// on `runtime` until `shutdown`.
+    pub fn new(
+        routing: Arc<Routing>,
+        store: Arc<ConfigStore>,
+        runtime: tokio::runtime::Handle,
+        shutdown: ShutdownSignal,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             routing,
             store,
             entries: std::sync::Mutex::new(HashMap::new()),
-            runtime: handle,
+            runtime,
+            shutdown,
             cancelled: tokio::sync::Notify::new(),
             starting: tokio::sync::Mutex::new(()),
-        }))
+        })
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
@@ -234,19 +237,33 @@ impl Promotions {
         }
     }
 
-    /// Runs a promotion on the promotions' own thread; `resumed`: its
+    /// Runs a promotion on the control plane's runtime; `resumed`: its
     /// rollout is already in the config.
     fn spawn(self: &Arc<Self>, key: (String, String), resumed: bool) {
         let this = Arc::clone(self);
+        let mut shutdown = self.shutdown.clone();
         self.runtime.spawn(async move {
-            let (status, reason) = if resumed {
-                let deployment = this.entries().get(&key).map(|e| e.deployment.clone());
-                match deployment {
-                    Some(d) => this.follow_rollout(&key, &d).await,
-                    None => (PromotionStatus::Failed, Some("lost its state".into())),
+            let promotion = async {
+                if resumed {
+                    let deployment = this.entries().get(&key).map(|e| e.deployment.clone());
+                    match deployment {
+                        Some(d) => this.follow_rollout(&key, &d).await,
+                        None => (PromotionStatus::Failed, Some("lost its state".into())),
+                    }
+                } else {
+                    this.run(&key, &key.0, &key.1).await
                 }
-            } else {
-                this.run(&key, &key.0, &key.1).await
+            };
+            let (status, reason) = tokio::select! {
+                outcome = promotion => outcome,
+                () = shutdown.requested() => {
+                    log::info!(
+                        "promotion into {}/{} stopped by the shutdown (a rollout resumes at the next start)",
+                        key.0,
+                        key.1
+                    );
+                    return;
+                }
             };
             let mut entries = this.entries();
             if let Some(e) = entries.get_mut(&key)

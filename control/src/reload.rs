@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use config::watch::WatchError;
+pub use config::watch::{FileWatch, WatchError};
 use config::{Config, ConfigErrors};
 
 use routing::Routing;
@@ -32,7 +32,7 @@ pub struct Reloader {
 
 /// What one reload did.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum ReloadOutcome {
     /// The new snapshot is serving.
     Applied {
         /// Revision number of this process's applied configs (1 = startup).
@@ -68,13 +68,13 @@ impl Reloader {
 
     /// Reads the file once and applies it if valid, and if every file its
     /// local replicas would load exists ([`config::load_file_checked`]).
-    pub fn reload(&self) -> Outcome {
+    pub fn reload(&self) -> ReloadOutcome {
         let config = match config::load_file_checked(&self.path) {
             Ok(config) => config,
             Err(errors) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "rejected").increment(1);
-                return Outcome::Rejected(errors);
+                return ReloadOutcome::Rejected(errors);
             }
         };
         // Only the control plane takes this lock, never a request.
@@ -83,7 +83,7 @@ impl Reloader {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if *current == config {
-            return Outcome::Unchanged;
+            return ReloadOutcome::Unchanged;
         }
         if current.listeners != config.listeners || current.server != config.server {
             log::warn!(
@@ -97,7 +97,7 @@ impl Reloader {
         let revision = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "applied").increment(1);
         record_applied(revision);
-        Outcome::Applied { revision }
+        ReloadOutcome::Applied { revision }
     }
 
     /// The config routing serves now (the last one applied).
@@ -118,20 +118,22 @@ impl Reloader {
         self.rejected.load(Ordering::Relaxed)
     }
 
-    /// Watches the file from a background thread until the process exits,
-    /// logging every outcome.
-    pub fn watch(self: Arc<Self>) -> Result<(), WatchError> {
+    /// Watches the file from a background thread, logging every outcome,
+    /// until the returned watch is dropped.
+    pub fn watch(self: Arc<Self>) -> Result<FileWatch, WatchError> {
         let path = self.path.clone();
         config::watch::watch_file(&path, DEBOUNCE, "config-watch", move || {
             match self.reload() {
-                Outcome::Applied { revision } => {
+                ReloadOutcome::Applied { revision } => {
                     log::info!(
                         "config {}: applied revision {revision}",
                         self.path.display()
                     );
                 }
-                Outcome::Unchanged => log::debug!("config {}: no change", self.path.display()),
-                Outcome::Rejected(errors) => {
+                ReloadOutcome::Unchanged => {
+                    log::debug!("config {}: no change", self.path.display())
+                }
+                ReloadOutcome::Rejected(errors) => {
                     log::error!("config rejected, previous config keeps serving:\n{errors}");
                 }
             }
@@ -179,13 +181,13 @@ deployment = "a"
             .admit(0);
         assert!(matches!(lease, routing::pool::Admission::Go(_)));
 
-        assert!(matches!(reloader.reload(), Outcome::Unchanged));
+        assert!(matches!(reloader.reload(), ReloadOutcome::Unchanged));
 
         let v2 = V1.replace("[[models.environments]]", "[[models.environments]]\nname = \"staging\"\ndeployment = \"a\"\n[[models.environments]]");
         std::fs::write(&path, &v2).unwrap();
         assert!(matches!(
             reloader.reload(),
-            Outcome::Applied { revision: 2 }
+            ReloadOutcome::Applied { revision: 2 }
         ));
         let snapshot = routing.load();
         let staging = snapshot
@@ -198,7 +200,7 @@ deployment = "a"
 
         std::fs::write(&path, "[[models]\n").unwrap();
         match reloader.reload() {
-            Outcome::Rejected(errors) => {
+            ReloadOutcome::Rejected(errors) => {
                 assert!(errors.to_string().contains("gateway.toml:1:"), "{errors}")
             }
             other => panic!("{other:?}"),
@@ -227,7 +229,7 @@ deployment = "a"
         std::fs::write(&path, &edited).unwrap();
         let model = dir.path().join("e5/model.onnx");
         match reloader.reload() {
-            Outcome::Rejected(errors) => {
+            ReloadOutcome::Rejected(errors) => {
                 let text = errors.to_string();
                 let expected = format!(
                     "gateway.toml:11:1: models[0].deployments[1].engine.model: model file {} does not exist",
@@ -247,7 +249,7 @@ deployment = "a"
         std::fs::write(model.with_file_name("tokenizer.json"), "{}").unwrap();
         assert!(matches!(
             reloader.reload(),
-            Outcome::Applied { revision: 2 }
+            ReloadOutcome::Applied { revision: 2 }
         ));
         assert!(routing.load().deployment("m", "p").is_some());
     }

@@ -22,11 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use config::{Autoscaling, Deployment, DeploymentKind, Model, ReplicaSource, Resources};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::autoscaler::Autoscaler;
 use crate::capacity::{NodeCapacity, Usage};
+use crate::plane::ShutdownSignal;
 use crate::provision::{Instance, InstanceState, Provisioner, Released, ReplicaSpec};
 use routing::Routing;
 use routing::pool::{Pool, ScaleStatus};
@@ -224,9 +225,17 @@ impl Controller {
         }
     }
 
-    /// Reconciles until `shutdown` resolves, then stops every replica and
-    /// returns once they are all gone.
-    pub async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
+    /// A handle to reach this controller once it runs (the binary
+    /// upgrade's handover).
+    pub fn handle(&mut self) -> ControllerHandle {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        self.commands = Some(receiver);
+        ControllerHandle { commands }
+    }
+
+    /// Reconciles until `shutdown`, then stops every replica (but those
+    /// handed to a successor) and returns once they are all gone.
+    pub async fn run(mut self, mut shutdown: ShutdownSignal) {
         let parking = Arc::clone(self.routing.load().parking());
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -241,7 +250,7 @@ impl Controller {
                     self.command(command);
                     continue;
                 }
-                _ = &mut shutdown => break,
+                () = shutdown.requested() => break,
             };
             self.reconcile(sample);
         }
@@ -597,59 +606,10 @@ impl Controller {
     }
 }
 
-// The handle's two locks are taken once, by the thread that exits the
-// process, never on a runtime.
-#[allow(clippy::disallowed_types)]
-type Once<T> = std::sync::Mutex<T>;
-
-/// The controller running on its own thread (with its own runtime, which
-/// supervises the replica processes), and the way to stop it.
-#[derive(Debug)]
+/// The way to reach a running [`Controller`].
+#[derive(Debug, Clone)]
 pub struct ControllerHandle {
-    shutdown: Once<Option<oneshot::Sender<()>>>,
-    done: Once<std::sync::mpsc::Receiver<()>>,
     commands: mpsc::UnboundedSender<handover::Command>,
-}
-
-/// Starts `controller` on a thread of its own.
-pub fn start_background(mut controller: Controller) -> std::io::Result<ControllerHandle> {
-    let (commands, receiver) = mpsc::unbounded_channel();
-    controller.commands = Some(receiver);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (shutdown_tx, shutdown_rx) = oneshot::channel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("scaling".into())
-        .spawn(move || {
-            runtime.block_on(controller.run(shutdown_rx));
-            let _ = done_tx.send(());
-        })?;
-    Ok(ControllerHandle {
-        shutdown: Once::new(Some(shutdown_tx)),
-        done: Once::new(done_rx),
-        commands,
-    })
-}
-
-impl ControllerHandle {
-    /// Stops every replica and waits (up to `limit`) until they are gone.
-    /// Later calls return at once.
-    pub fn shutdown(&self, limit: Duration) {
-        let sender = self
-            .shutdown
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(sender) = sender {
-            let _ = sender.send(());
-            let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-            if done.recv_timeout(limit).is_err() {
-                log::warn!("replicas still stopping after {limit:?}; exiting anyway");
-            }
-        }
-    }
 }
 
 /// Whether `replica`, ejected now, has been ejected as many times in a row

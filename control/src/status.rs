@@ -75,7 +75,8 @@ pub fn collect(snapshot: &Snapshot) {
                 )
                 .absolute(budget.retries(why));
             }
-            counter!(telemetry::RETRY_BUDGET_EXHAUSTED, labels.to_vec()).absolute(budget.exhausted());
+            counter!(telemetry::RETRY_BUDGET_EXHAUSTED, labels.to_vec())
+                .absolute(budget.exhausted());
             gauge!(telemetry::AUTOSCALER_STABLE, labels.to_vec()).set(status.stable_signal);
             gauge!(telemetry::AUTOSCALER_BURST, labels.to_vec()).set(status.burst_signal);
             gauge!(telemetry::AUTOSCALER_BURST_MODE, labels.to_vec()).set(if status.burst_mode {

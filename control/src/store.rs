@@ -21,7 +21,7 @@ use config::ConfigErrors;
 use config::edit::{ConfigDocument, EditError};
 use sha2::{Digest, Sha256};
 
-use crate::reload::{Outcome, Reloader};
+use crate::reload::{ReloadOutcome, Reloader};
 
 /// How many times an edit is redone when hand edits keep racing it. Each
 /// try is a parse and two validations; 5 was too few for a file rewritten
@@ -214,14 +214,14 @@ impl ConfigStore {
     /// the watcher then finds nothing left to do.
     fn apply(&self) {
         match self.reloader.reload() {
-            Outcome::Applied { revision } => {
+            ReloadOutcome::Applied { revision } => {
                 log::info!(
                     "config {}: applied API edit as revision {revision}",
                     self.path.display()
                 );
             }
-            Outcome::Unchanged => {}
-            Outcome::Rejected(errors) => {
+            ReloadOutcome::Unchanged => {}
+            ReloadOutcome::Rejected(errors) => {
                 // Cannot happen for a validated edit unless a broken hand
                 // edit replaced it in between; the watcher reports that.
                 log::error!("config rejected after an API edit:\n{errors}");

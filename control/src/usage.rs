@@ -23,10 +23,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::ConfigStore;
 use routing::Routing;
 use routing::pool::Pool;
 use routing::snapshot::Target;
+
+use crate::plane::ShutdownSignal;
 
 /// One deployment's usage over one interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,7 +211,6 @@ fn ends_with_newline(file: &mut std::fs::File, length: u64) -> std::io::Result<b
 #[derive(Debug)]
 pub struct UsageMeter {
     routing: Arc<Routing>,
-    store: Arc<ConfigStore>,
     ledger: Arc<UsageLedger>,
     interval: Duration,
     /// Last counter seen per deployment, with the pool it was read from.
@@ -219,61 +219,56 @@ pub struct UsageMeter {
 
 impl UsageMeter {
     /// A meter writing to `ledger` every `interval`.
-    pub fn new(
-        routing: Arc<Routing>,
-        store: Arc<ConfigStore>,
-        ledger: Arc<UsageLedger>,
-        interval: Duration,
-    ) -> Self {
+    pub fn new(routing: Arc<Routing>, ledger: Arc<UsageLedger>, interval: Duration) -> Self {
         Self {
             routing,
-            store,
             ledger,
             interval,
             last: HashMap::new(),
         }
     }
 
-    /// Runs the meter on a thread of its own until the process exits.
-    pub fn start_background(mut self) -> std::io::Result<()> {
-        std::thread::Builder::new()
-            .name("usage-meter".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => return log::error!("usage meter not started: {e}"),
-                };
-                runtime.block_on(async move {
-                    let mut tick = tokio::time::interval(self.interval);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    tick.tick().await; // the first tick is immediate
-                    loop {
-                        tick.tick().await;
-                        let records = self.sample(self.interval);
-                        if let Err(e) = self.ledger.append(&records) {
-                            log::error!(
-                                "usage: cannot append to {}: {e}; the next append carries this interval",
-                                self.ledger.path().display()
-                            );
-                        }
-                    }
-                });
-            })
-            .map(drop)
+    /// Appends a record every interval until `shutdown`, then one for the
+    /// part of an interval that had passed, so that a stop loses no usage.
+    pub async fn run(mut self, mut shutdown: ShutdownSignal) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate
+        let mut since = tokio::time::Instant::now();
+        loop {
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                () = shutdown.requested() => true,
+            };
+            let now = tokio::time::Instant::now();
+            let records = self.sample(now - since);
+            since = now;
+            let ledger = Arc::clone(&self.ledger);
+            // File I/O on the blocking pool, off the plane's one worker.
+            let appended = tokio::task::spawn_blocking(move || ledger.append(&records)).await;
+            match appended {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::error!(
+                    "usage: cannot append to {}: {e}; the next append carries this interval",
+                    self.ledger.path().display()
+                ),
+                Err(e) => log::error!("usage: append failed: {e}"),
+            }
+            if stopping {
+                return;
+            }
+        }
     }
 
     /// The records of the interval that just ended (`elapsed` long); only
     /// deployments that used something.
     pub fn sample(&mut self, elapsed: Duration) -> Vec<UsageRecord> {
-        // What routing serves, even while the file holds a broken edit.
-        let config = self.store.reloader().current();
         let at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        // What routing serves, even while the file holds a broken edit.
         let snapshot = self.routing.load();
+        let config = Arc::clone(snapshot.config());
         let mut records = Vec::new();
         for model in &config.models {
             let Ok(routes) = snapshot.model(&model.id) else {

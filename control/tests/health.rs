@@ -150,8 +150,10 @@ async fn pick_avoids_the_unready_replica() {
     let loading = FakeReplica::start(503).await;
     let routing = routing(&[loading.addr, good.addr]);
     let set = replicas(&routing, "a");
-    // The gateway's way: a thread with its own runtime.
-    control::health::start_background(Arc::clone(&routing), fast()).unwrap();
+    // The gateway's way: a loop on the control plane's runtime.
+    let plane = Arc::new(control::plane::Plane::start().unwrap());
+    let checker = HealthChecker::new(Arc::clone(&routing), fast());
+    plane.spawn("health checks", |shutdown| checker.run(shutdown));
 
     wait_for("both probed", || {
         set.replicas()[0].health() == Health::Unready && set.replicas()[1].health() == Health::Ready
@@ -162,6 +164,11 @@ async fn pick_avoids_the_unready_replica() {
     for _ in 0..200 {
         assert_eq!(set.claim(u32::MAX).unwrap().addr(), good.addr);
     }
+    // Stopping blocks on the plane's runtime: not from this one's worker.
+    let report = tokio::task::spawn_blocking(move || plane.shutdown(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(report.ended, ["health checks"]);
 }
 
 /// Rounds driven by hand, so the failure threshold is checked exactly.

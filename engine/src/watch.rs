@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use config::EngineBackend;
-use config::watch::{WatchError, watch_file};
+use config::watch::{FileWatch, WatchError, watch_file};
 use serde_json::{Value, json};
 
 use crate::text::{TextBackend, TextModel};
@@ -74,4 +74,5 @@ pub fn watch_model(
             }
         },
     )
+    .map(FileWatch::detach)
 }

@@ -1,5 +1,7 @@
 //! The access log: one JSON line per request, written by a thread of its
-//! own. A request hands its [`Entry`] to a bounded channel and moves on;
+//! own ([`Writer`], stopped with the control plane: it writes what is
+//! queued, flushes and ends). A request hands its [`Entry`] to a bounded
+//! channel and moves on;
 //! when the writer falls behind the entry is dropped and counted
 //! (`igw_access_log_dropped_total`), never waited for. Lines hold ids,
 //! numbers and the replica's address: no API key, no body, no path.
@@ -54,12 +56,20 @@ pub struct Entry {
     pub queue: Option<Duration>,
 }
 
+/// What the writer's channel carries.
+#[derive(Debug)]
+enum Message {
+    Line(Entry),
+    /// Write what came before, flush, and end.
+    Stop,
+}
+
 /// The sending side, shared by every request.
 #[derive(Debug)]
 pub struct AccessLogger {
     mode: AccessLogMode,
     sample_per_million: u32,
-    tx: SyncSender<Entry>,
+    tx: SyncSender<Message>,
     /// Makes generated request ids unique within this process.
     next_id: AtomicU64,
     /// Random per process, so ids differ across gateways and restarts.
@@ -69,7 +79,7 @@ pub struct AccessLogger {
 
 impl AccessLogger {
     /// Starts the writer thread for `settings`; `None` when the log is off.
-    pub fn start(settings: &AccessLog) -> io::Result<Option<Arc<Self>>> {
+    pub fn start(settings: &AccessLog) -> io::Result<Option<(Arc<Self>, Writer)>> {
         if !settings.enabled() {
             return Ok(None);
         }
@@ -78,17 +88,22 @@ impl AccessLogger {
             None => Box::new(io::stdout()),
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(BACKLOG);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_lines(&rx, out))?;
-        Ok(Some(Arc::new(Self {
+        let writer = Writer {
+            stop: tx.clone(),
+            thread: Some(thread),
+        };
+        let logger = Arc::new(Self {
             mode: settings.mode,
             sample_per_million: settings.sample_per_million,
             tx,
             next_id: AtomicU64::new(1),
             id_prefix: fastrand::u64(..),
             dropped: metrics::counter!(telemetry::ACCESS_LOG_DROPPED),
-        })))
+        });
+        Ok(Some((logger, writer)))
     }
 
     /// Whether this request gets a line (decided once, when it arrives).
@@ -119,7 +134,7 @@ impl AccessLogger {
 
     /// Hands `entry` to the writer, or drops it if the writer is behind.
     pub fn log(&self, entry: Entry) {
-        match self.tx.try_send(entry) {
+        match self.tx.try_send(Message::Line(entry)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.increment(1);
@@ -128,15 +143,42 @@ impl AccessLogger {
     }
 }
 
+/// The writer thread. Dropping it stops the writer after the lines queued
+/// before, and waits until they are written and flushed.
+#[derive(Debug)]
+pub struct Writer {
+    stop: SyncSender<Message>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Blocks while the queue is full: the writer is draining it.
+        if self.stop.send(Message::Stop).is_err() {
+            return; // the writer is gone already
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::error!("the access log writer panicked");
+        }
+    }
+}
+
 /// The writer: formats and writes entries as they come, flushing whenever
-/// it has caught up.
-fn write_lines(rx: &Receiver<Entry>, out: Box<dyn Write + Send>) {
+/// it has caught up, until told to stop.
+fn write_lines(rx: &Receiver<Message>, out: Box<dyn Write + Send>) {
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     let lines = metrics::counter!(telemetry::ACCESS_LOG_LINES);
     let mut line = Vec::with_capacity(512);
-    while let Ok(first) = rx.recv() {
+    let mut stopping = false;
+    while !stopping && let Ok(first) = rx.recv() {
         let mut next = Some(first);
-        while let Some(entry) = next {
+        while let Some(message) = next {
+            let Message::Line(entry) = message else {
+                stopping = true;
+                break;
+            };
             line.clear();
             format_line(&mut line, &entry);
             if let Err(e) = out.write_all(&line) {

@@ -9,12 +9,13 @@ use std::time::Duration;
 use config::{Config, Listeners};
 use control::api::Api;
 use control::capacity::NodeCapacity;
-use control::health::HealthSettings;
+use control::plane::Plane;
+use control::promotion::Promotions;
 use control::provision::{LocalProvisioner, LocalSettings};
-use control::scaling::{self, Controller, ScalingSettings};
+use control::scaling::{Controller, ScalingSettings};
 use control::store::ConfigStore;
 use control::usage::{UsageLedger, UsageMeter};
-use control::{Reloader, WatchError};
+use control::{HealthChecker, HealthSettings, Reloader, WatchError};
 use pingora_core::listeners::{ListenerConfig, TcpSocketOptions};
 use pingora_core::protocols::TcpKeepalive;
 use pingora_core::protocols::l4::stream::{DEFAULT_L4_READ_BUFFER_SIZE, L4BufferSettings};
@@ -44,18 +45,9 @@ pub enum StartError {
     /// The config file cannot be watched.
     #[error(transparent)]
     Watch(#[from] WatchError),
-    /// The replica health checker could not start.
-    #[error("cannot start replica health checks: {0}")]
-    HealthChecks(std::io::Error),
-    /// The usage meter could not start.
-    #[error("cannot start the usage meter: {0}")]
-    Usage(std::io::Error),
-    /// The promotions' thread could not start.
-    #[error("cannot start promotions: {0}")]
-    Promotions(std::io::Error),
-    /// The scaling controller could not start.
-    #[error("cannot start the scaling controller: {0}")]
-    Scaling(std::io::Error),
+    /// The control plane's runtime could not start.
+    #[error("cannot start the control plane: {0}")]
+    ControlPlane(std::io::Error),
     /// The metrics recorder could not be installed.
     #[error("cannot install the metrics recorder: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
@@ -154,8 +146,9 @@ fn bind_once(address: SocketAddr) -> io::Result<()> {
     socket.bind(address)
 }
 
-/// How long exiting waits for local replicas to stop.
-const REPLICA_STOP_LIMIT: Duration = Duration::from_secs(15);
+/// How long exiting waits for the control plane's loops to end (the
+/// scaling controller's is the long one: it stops the local replicas).
+const CONTROL_STOP_LIMIT: Duration = Duration::from_secs(15);
 
 /// Runs the gateway until a signal stops it: SIGTERM drains in-flight
 /// requests (up to the grace period), SIGINT exits at once, SIGQUIT hands
@@ -173,8 +166,17 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
     };
     // Before the first snapshot: routes resolve their handles from it.
     let metrics = telemetry::install()?;
+    // Every background loop runs on the control plane's one runtime and
+    // stops with it (after the drain, or at SIGINT).
+    let plane = Arc::new(Plane::start().map_err(StartError::ControlPlane)?);
     let access_log =
-        AccessLogger::start(&config.server.access_log).map_err(StartError::AccessLog)?;
+        match AccessLogger::start(&config.server.access_log).map_err(StartError::AccessLog)? {
+            Some((logger, writer)) => {
+                plane.hold("access log writer", writer);
+                Some(logger)
+            }
+            None => None,
+        };
     let routing = Arc::new(Routing::new(Snapshot::build(config, None)));
     let nofile = fd_limit::raise();
     let cap = fd_limit::connection_cap(config.server.max_connections, nofile);
@@ -206,21 +208,24 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         config.clone(),
         Arc::clone(&routing),
     ));
-    Arc::clone(&reloader).watch()?;
+    plane.hold("config reload", Arc::clone(&reloader).watch()?);
     let store = Arc::new(ConfigStore::new(config_path, reloader));
     let usage = Arc::new(UsageLedger::beside(config_path));
-    UsageMeter::new(
+    let meter = UsageMeter::new(
         Arc::clone(&routing),
-        Arc::clone(&store),
         Arc::clone(&usage),
         config.server.usage_interval,
-    )
-    .start_background()
-    .map_err(StartError::Usage)?;
-    let api =
-        Arc::new(Api::new(Arc::clone(&routing), store, usage).map_err(StartError::Promotions)?);
-    control::health::start_background(Arc::clone(&routing), HealthSettings::default())
-        .map_err(StartError::HealthChecks)?;
+    );
+    plane.spawn("usage meter", |shutdown| meter.run(shutdown));
+    let promotions = Promotions::new(
+        Arc::clone(&routing),
+        Arc::clone(&store),
+        plane.handle().clone(),
+        plane.signal(),
+    );
+    let api = Arc::new(Api::new(Arc::clone(&routing), store, usage, promotions));
+    let checker = HealthChecker::new(Arc::clone(&routing), HealthSettings::default());
+    plane.spawn("health checks", |shutdown| checker.run(shutdown));
 
     let threads = config.server.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -250,7 +255,7 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         LocalSettings::new(config.node.engine_binary.clone()),
         Arc::clone(&events),
     );
-    let controller = Controller::new(
+    let mut controller = Controller::new(
         Arc::clone(&routing),
         Arc::new(provisioner),
         events,
@@ -261,7 +266,8 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         },
     )
     .adopting(handover.map(|h| h.replicas).unwrap_or_default());
-    let scaling = Arc::new(scaling::start_background(controller).map_err(StartError::Scaling)?);
+    let scaling = controller.handle();
+    plane.spawn("scaling controller", |shutdown| controller.run(shutdown));
 
     let settings = &config.server;
     let upstream = UpstreamSettings {
@@ -346,9 +352,9 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
     server.add_service(admin);
     server.add_service(background_service("metrics upkeep", exporter));
 
-    let stop_replicas = Arc::clone(&scaling);
+    let drained = Arc::clone(&plane);
     shutdown::exit_when_drained(server.watch_execution_phase(), in_flight, move || {
-        stop_replicas.shutdown(REPLICA_STOP_LIMIT);
+        drained.shutdown(CONTROL_STOP_LIMIT);
     });
     log::info!(
         "serving {} model(s): predict on {}, admin on {}",
@@ -357,9 +363,9 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         config.listeners.admin
     );
     server.run(RunArgs {
-        shutdown_signal: Box::new(Signals::new(upgrade_paths, Arc::clone(&scaling))),
+        shutdown_signal: Box::new(Signals::new(upgrade_paths, scaling)),
     });
     // Fast shutdown (SIGINT) ends up here; replicas go with the gateway.
-    scaling.shutdown(REPLICA_STOP_LIMIT);
+    plane.shutdown(CONTROL_STOP_LIMIT);
     Ok(())
 }

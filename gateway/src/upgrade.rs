@@ -24,7 +24,6 @@
 //! so a replica still exits when the gateway holding it dies.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -166,12 +165,12 @@ impl Predecessor {
 #[derive(Debug)]
 pub struct Signals {
     paths: Paths,
-    scaling: Arc<ControllerHandle>,
+    scaling: ControllerHandle,
 }
 
 impl Signals {
     /// Signals for a gateway whose local replicas `scaling` owns.
-    pub fn new(paths: Paths, scaling: Arc<ControllerHandle>) -> Self {
+    pub fn new(paths: Paths, scaling: ControllerHandle) -> Self {
         Self { paths, scaling }
     }
 
