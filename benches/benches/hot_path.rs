@@ -21,7 +21,7 @@ fn routing(models: usize) -> Routing {
         config::test_util::many_models_toml(models, "127.0.0.1:9000")
     );
     let config = config::load_str(&text, "bench.toml").expect("valid bench config");
-    Routing::new(Snapshot::build(&config, None))
+    Routing::new(Snapshot::new(&config))
 }
 
 fn hex_digest(key: &str) -> String {
@@ -83,7 +83,7 @@ deployment = "a"
 "#
     );
     let config = config::load_str(&text, "bench.toml").expect("valid bench config");
-    let routing = Routing::new(Snapshot::build(&config, None));
+    let routing = Routing::new(Snapshot::new(&config));
     let mut group = c.benchmark_group("resolve_request");
     for (name, target) in [
         ("no_rollout", routing::Target::Environment("plain")),

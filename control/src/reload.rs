@@ -91,8 +91,8 @@ impl Reloader {
                 self.path.display()
             );
         }
-        let snapshot = Snapshot::build(&config, Some(&self.routing.load_full()));
-        self.routing.publish(snapshot);
+        let update = Snapshot::rebuild(&config, &self.routing.load_full());
+        self.routing.publish(update);
         *current = config;
         let revision = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "applied").increment(1);
@@ -161,7 +161,7 @@ deployment = "a"
         let path = dir.join("gateway.toml");
         std::fs::write(&path, V1).unwrap();
         let config = config::load_file(&path).unwrap();
-        let routing = Arc::new(Routing::new(Snapshot::build(&config, None)));
+        let routing = Arc::new(Routing::new(Snapshot::new(&config)));
         let reloader = Reloader::new(&path, config, Arc::clone(&routing));
         (path, reloader, routing)
     }

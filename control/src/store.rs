@@ -325,7 +325,7 @@ deployment = "a"
         std::fs::write(&model, "").unwrap();
         std::fs::write(model.with_file_name("tokenizer.json"), "{}").unwrap();
         let config = config::load_file_checked(&path).unwrap();
-        let routing = Arc::new(Routing::new(Snapshot::build(&config, None)));
+        let routing = Arc::new(Routing::new(Snapshot::new(&config)));
         let reloader = Arc::new(Reloader::new(&path, config, Arc::clone(&routing)));
         let store = ConfigStore::new(&path, Arc::clone(&reloader));
 

@@ -77,7 +77,7 @@ replicas = {{ source = "static", addresses = [{}] }}
 }
 
 fn routing(addrs: &[SocketAddr]) -> Arc<Routing> {
-    Arc::new(Routing::new(Snapshot::build(&config(addrs, ""), None)))
+    Arc::new(Routing::new(Snapshot::new(&config(addrs, ""))))
 }
 
 fn replicas(routing: &Routing, deployment: &str) -> Arc<ReplicaSet> {
@@ -218,7 +218,7 @@ async fn health_survives_a_reload_and_new_deployments_are_checked() {
          replicas = {{ source = \"static\", addresses = [\"{}\"] }}",
         other.addr
     );
-    let next = Snapshot::build(&config(&[replica.addr], &added), Some(&routing.load()));
+    let next = Snapshot::rebuild(&config(&[replica.addr], &added), &routing.load());
     routing.publish(next);
     let a = replicas(&routing, "a");
     assert_eq!(a.replicas()[0].health(), Health::Ready, "carried over");

@@ -177,7 +177,7 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
             }
             None => None,
         };
-    let routing = Arc::new(Routing::new(Snapshot::build(config, None)));
+    let routing = Arc::new(Routing::new(Snapshot::new(config)));
     let nofile = fd_limit::raise();
     let cap = fd_limit::connection_cap(config.server.max_connections, nofile);
     if cap < config.server.max_connections {

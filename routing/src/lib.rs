@@ -48,5 +48,5 @@ pub use publish::Routing;
 pub use replicas::{Health, Replica, ReplicaSet};
 pub use snapshot::{
     DeploymentRoute, EnvironmentRoute, ModelRoutes, Resolved, RolloutRoute, RolloutRuntime,
-    RouteError, SidePreference, Snapshot, Target,
+    RouteError, SidePreference, Snapshot, Target, Update,
 };

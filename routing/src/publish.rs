@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Effect, Snapshot, Update};
 
 /// The current routing snapshot, shared by the hot path and the control plane.
 #[derive(Debug)]
@@ -31,12 +31,21 @@ impl Routing {
         self.current.load_full()
     }
 
-    /// Replaces the snapshot in one atomic store: readers see the old one or
-    /// the new one, never a mix.
-    pub fn publish(&self, snapshot: Snapshot) {
+    /// Replaces the snapshot in one atomic store (readers see the old one or
+    /// the new one, never a mix), applying the update's effects around it:
+    /// the kept pools' settings and replicas and the parked-bytes budget
+    /// before, so the new snapshot never routes to a pool still set up the
+    /// old way; closing the pools of deactivated or deleted deployments
+    /// after, once no new request can be routed to them. Then wakes the
+    /// scaling controller to react now, not at its next tick.
+    pub fn publish(&self, update: Update) {
+        let (snapshot, effects) = update.into_parts();
+        let (after, before): (Vec<Effect>, Vec<Effect>) =
+            effects.into_iter().partition(Effect::after_store);
+        before.into_iter().for_each(Effect::apply);
         let parking = Arc::clone(snapshot.parking());
         self.current.store(Arc::new(snapshot));
-        // The scaling controller reacts to the change now, not at its next tick.
+        after.into_iter().for_each(Effect::apply);
         parking.activate();
     }
 }

@@ -3,12 +3,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use config::{Config, DeploymentKind, ReplicaSource};
+use config::Config;
 use http::HeaderValue;
 
 use crate::auth::KeyTable;
 use crate::pool::{Parking, Pool};
-use crate::replicas::{Replica, ReplicaSet};
 use crate::rollout::{Phase, RolloutStats, Schedule, Side, sticky_side};
 use crate::telemetry::{RecentStats, RouteMetrics};
 
@@ -309,144 +308,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the routing table for `config`, keeping the pools (replicas,
-    /// in-flight counts, parked requests) of `previous` for deployments that
-    /// are still there. Fixed (`static`) replicas are applied here: a
-    /// replica whose address stays keeps its state.
-    pub fn build(config: &Config, previous: Option<&Snapshot>) -> Self {
-        let parking = previous.map_or_else(
-            || Arc::new(Parking::new(config.server.max_parked_bytes)),
-            |p| Arc::clone(&p.parking),
-        );
-        parking.set_max_bytes(config.server.max_parked_bytes);
-        let mut models = HashMap::with_capacity(config.models.len());
-        for model in &config.models {
-            let old = previous.and_then(|p| p.models.get(model.id.as_str()));
-            let mut deployments = HashMap::with_capacity(model.deployments.len());
-            let mut development = None;
-            for d in &model.deployments {
-                let pool = match old.and_then(|o| o.deployments.get(d.id.as_str())) {
-                    Some(route) => Arc::clone(&route.pool),
-                    None => Arc::new(Pool::new(
-                        d.predict_concurrency,
-                        d.queue,
-                        Arc::clone(&parking),
-                    )),
-                };
-                pool.configure(d.predict_concurrency, d.queue, d.outlier_detection, d.retry);
-                if let ReplicaSource::Static { addresses } = &d.replicas {
-                    let current = pool.replicas();
-                    if !same_addresses(&current, addresses) {
-                        let set = static_set(&current, addresses);
-                        drop(current);
-                        pool.set_replicas(set);
-                    }
-                }
-                if !d.active {
-                    pool.close();
-                }
-                let old_route = old.and_then(|o| o.deployments.get(d.id.as_str()));
-                let recent = old_route.map_or_else(Arc::default, |r| Arc::clone(&r.recent));
-                let metrics = RouteMetrics::reuse_or_new(
-                    old_route.map(|r| &r.metrics),
-                    &model.id,
-                    "",
-                    &d.id,
-                    Some(&recent),
-                    None,
-                );
-                let route = Arc::new(DeploymentRoute {
-                    id: d.id.as_str().into(),
-                    id_header: HeaderValue::from_str(&d.id).expect("validated ids are header-safe"),
-                    active: d.active,
-                    pool,
-                    recent,
-                    metrics,
-                    max_request_body_bytes: d.max_request_body_bytes,
-                    sync_routes: d.sync_routes.clone(),
-                });
-                if d.kind == DeploymentKind::Development {
-                    development = Some(Arc::clone(&route));
-                }
-                deployments.insert(d.id.as_str().into(), route);
-            }
-            let environments: HashMap<Box<str>, Option<Arc<EnvironmentRoute>>> = model
-                .environments
-                .iter()
-                .map(|e| {
-                    let old_env = old.and_then(|o| o.environments.get(e.name.as_str())?.as_ref());
-                    let route = e
-                        .deployment
-                        .as_deref()
-                        .and_then(|id| deployments.get(id))
-                        .map(|stable| {
-                            let recent =
-                                old_env.map_or_else(Arc::default, |o| Arc::clone(&o.recent));
-                            let env_metrics =
-                                |old: Option<&Arc<RouteMetrics>>, d: &DeploymentRoute| {
-                                    RouteMetrics::reuse_or_new(
-                                        old,
-                                        &model.id,
-                                        &e.name,
-                                        &d.id,
-                                        Some(&d.recent),
-                                        Some(&recent),
-                                    )
-                                };
-                            let rollout = e.rollout.as_ref().and_then(|r| {
-                                let canary = deployments.get(r.deployment.as_str())?;
-                                let old_rollout = old_env.and_then(|o| o.rollout.as_ref());
-                                let metrics = env_metrics(old_rollout.map(|o| &o.metrics), canary);
-                                Some(rollout_route(r, canary, old_rollout, metrics))
-                            });
-                            let metrics = env_metrics(old_env.map(|o| &o.metrics), stable);
-                            Arc::new(EnvironmentRoute {
-                                stable: Arc::clone(stable),
-                                rollout,
-                                recent,
-                                metrics,
-                            })
-                        });
-                    (e.name.as_str().into(), route)
-                })
-                .collect();
-            let production = environments.get(config::PRODUCTION).cloned().flatten();
-            models.insert(
-                model.id.as_str().into(),
-                ModelRoutes {
-                    deployments,
-                    environments,
-                    production,
-                    development,
-                },
-            );
-        }
-        // Parked requests of deleted deployments fail now, not at their timeout.
-        if let Some(previous) = previous {
-            for (model_id, routes) in &previous.models {
-                for (id, route) in &routes.deployments {
-                    let kept = models
-                        .get(model_id)
-                        .is_some_and(|m: &ModelRoutes| m.deployments.contains_key(id));
-                    if !kept {
-                        route.pool.close();
-                    }
-                }
-            }
-        }
-        let unrouted = previous.map_or_else(
-            || Arc::new(RouteMetrics::new("", "", "", None, None)),
-            |p| Arc::clone(&p.unrouted),
-        );
-        Self {
-            models,
-            keys: KeyTable::new(&config.api_keys),
-            config: Arc::new(config.clone()),
-            parking,
-            unrouted,
-        }
-    }
-
     /// The config this snapshot was built from.
     pub fn config(&self) -> &Arc<Config> {
         &self.config
@@ -491,51 +352,9 @@ impl Snapshot {
     }
 }
 
-/// A rollout's route, keeping the runtime of the same rollout (same
-/// canary, same start) from the previous snapshot.
-fn rollout_route(
-    r: &config::Rollout,
-    canary: &Arc<DeploymentRoute>,
-    old: Option<&RolloutRoute>,
-    metrics: Arc<RouteMetrics>,
-) -> RolloutRoute {
-    let runtime = old
-        .filter(|o| o.canary.id == canary.id && o.rollout.started_at_ms == r.started_at_ms)
-        .map_or_else(Arc::default, |o| Arc::clone(&o.runtime));
-    RolloutRoute {
-        canary: Arc::clone(canary),
-        metrics,
-        rollout: r.clone(),
-        runtime,
-    }
-}
+mod build;
 
-/// Whether `set` holds exactly these addresses, in this order.
-fn same_addresses(set: &ReplicaSet, addrs: &[std::net::SocketAddr]) -> bool {
-    set.len() == addrs.len()
-        && set
-            .replicas()
-            .iter()
-            .zip(addrs)
-            .all(|(r, a)| r.addr() == *a)
-}
-
-/// The replicas for fixed `addrs`, keeping those of `current` whose address stays.
-fn static_set(current: &ReplicaSet, addrs: &[std::net::SocketAddr]) -> ReplicaSet {
-    ReplicaSet::from_replicas(
-        addrs
-            .iter()
-            .map(|&addr| {
-                current
-                    .replicas()
-                    .iter()
-                    .find(|r| r.addr() == addr)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Replica::new(addr)))
-            })
-            .collect(),
-    )
-}
+pub use build::{Effect, Update};
 
 #[cfg(test)]
 mod tests;

@@ -59,7 +59,7 @@ fn setup() -> Setup {
 
 fn setup_with(text: &str) -> Setup {
     let config = config::load_str(text, "t").unwrap();
-    let routing = Arc::new(Routing::new(Snapshot::build(&config, None)));
+    let routing = Arc::new(Routing::new(Snapshot::new(&config)));
     let pool = Arc::clone(routing.load().deployment("m", "d").unwrap().pool());
     let events = Arc::new(Notify::new());
     let provisioner = Arc::new(ReadyAtOnce {
