@@ -5,7 +5,7 @@
 //!   of models); `resolve_request`: the same with and without a rollout;
 //! - `auth`: the API key check;
 //! - `canary_pick`: the rollout split decision alone (stage from the
-//!   clock, the smooth schedule, a sticky session's side);
+//!   clock, the smooth split, a sticky session's side);
 //! - `replica_pick`: admission, a slot claimed on a replica (direct, with
 //!   session affinity, and the parked hand-off).
 
@@ -148,17 +148,17 @@ fn session_hash(id: &[u8]) -> u64 {
 /// The rollout split decision alone, without the snapshot lookup around it
 /// (`resolve_request/rollout_split` has both).
 fn canary_pick(c: &mut Criterion) {
-    use routing::rollout::{Phase, Schedule, now_ms, sticky_side};
+    use routing::rollout::{Phase, SmoothSplit, now_ms, sticky_side};
     let mut group = c.benchmark_group("canary_pick");
-    let schedule = Schedule::default();
+    let split = SmoothSplit::default();
     group.bench_function("smooth_split", |b| {
-        b.iter(|| black_box(schedule.next(black_box(30))));
+        b.iter(|| black_box(split.next(black_box(30))));
     });
     let started = now_ms() - 300_000;
     group.bench_function("stage_from_clock_and_split", |b| {
         b.iter(|| {
             let phase = Phase::at(now_ms() - black_box(started), black_box(1_000_000));
-            black_box(schedule.next(phase.percent()))
+            black_box(split.next(phase.percent()))
         });
     });
     group.bench_function("sticky_session", |b| {
@@ -174,7 +174,8 @@ fn pool(replicas: u16, limit: u32) -> std::sync::Arc<routing::Pool> {
     let pool = std::sync::Arc::new(routing::Pool::new(
         limit,
         config::QueueSettings::default(),
-        std::sync::Arc::new(routing::Parking::new(u64::MAX)),
+        std::sync::Arc::new(routing::ParkedBytes::new(u64::MAX)),
+        std::sync::Arc::default(),
     ));
     for i in 0..replicas {
         pool.add_replica(std::sync::Arc::new(routing::Replica::ready(

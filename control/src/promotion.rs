@@ -495,7 +495,7 @@ impl Promotions {
             };
             match rollout.phase(rollout::now_ms()) {
                 Phase::Stage(stage) => {
-                    let stats = rollout.runtime().stats();
+                    let stats = rollout.state().stats();
                     if stats.enter_stage(stage) {
                         log::info!(
                             "rollout of {model}/{deployment} into `{environment}`: stage {stage} of {STAGES}, {}% to the new deployment",

@@ -236,7 +236,7 @@ impl Controller {
     /// Reconciles until `shutdown`, then stops every replica (but those
     /// handed to a successor) and returns once they are all gone.
     pub async fn run(mut self, mut shutdown: ShutdownSignal) {
-        let parking = Arc::clone(self.routing.load().parking());
+        let scale_signal = Arc::clone(self.routing.load().scale_signal());
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.adopt_all();
@@ -244,7 +244,7 @@ impl Controller {
         loop {
             let sample = tokio::select! {
                 _ = tick.tick() => true,
-                () = parking.activated() => false,
+                () = scale_signal.notified() => false,
                 () = self.events.notified() => false,
                 Some(command) = handover::next(&mut commands) => {
                     self.command(command);

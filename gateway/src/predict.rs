@@ -19,7 +19,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 use routing::rollout::{self, Side};
 use routing::telemetry::RouteMetrics;
-use routing::{Admission, Lease, Parked, RolloutRuntime, Routing, SidePreference};
+use routing::{Admission, Lease, Parked, RolloutState, Routing, SidePreference};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
@@ -305,7 +305,7 @@ impl Gateway {
         ctx.deployment = Some(deployment.id_header().clone());
         ctx.rollout = resolved
             .rollout
-            .map(|(runtime, side)| (Arc::clone(runtime), side));
+            .map(|(state, side)| (Arc::clone(state), side));
         match deployment
             .pool()
             .admit_with_affinity(|| parked_bytes(req), session)
@@ -340,7 +340,7 @@ impl Gateway {
                     ctx.failure = Some(why);
                     Reject::DeployFailed
                 }
-                None => Reject::Closed,
+                None => Reject::DeploymentWithdrawn,
             }),
             () = tokio::time::sleep_until(queue_timeout.min(ctx.deadline)) => {
                 Err(if queue_timeout <= ctx.deadline {
@@ -464,7 +464,7 @@ struct RequestCtx {
     /// instead of finishing it.
     abort: bool,
     /// The rollout this request counts for, and its side.
-    rollout: Option<(Arc<RolloutRuntime>, Side)>,
+    rollout: Option<(Arc<RolloutState>, Side)>,
     started: Instant,
     /// Every wait of the request (its body, the queue, the replica) ends by
     /// then: the request timeout, one deadline threaded through the waits

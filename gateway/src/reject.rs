@@ -58,7 +58,7 @@ pub enum Reject {
     QueueTimeout,
     /// The deployment stopped serving while the request was queued (503).
     #[error("the deployment stopped serving while the request was queued")]
-    Closed,
+    DeploymentWithdrawn,
     /// Queue full, parked-bytes budget used up, or REJECT_ON_FULL (429).
     #[error(transparent)]
     Overloaded(#[from] routing::Overload),
@@ -104,7 +104,7 @@ impl Reject {
             Reject::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::QueueTimeout
-            | Reject::Closed
+            | Reject::DeploymentWithdrawn
             | Reject::LocalResources
             | Reject::ShuttingDown
             | Reject::AtCapacity
@@ -125,7 +125,7 @@ impl Reject {
                 &[(header::WWW_AUTHENTICATE, "Api-Key")]
             }
             Reject::MethodNotAllowed => &[(header::ALLOW, "POST")],
-            Reject::QueueTimeout | Reject::Closed => &[(header::RETRY_AFTER, "5")],
+            Reject::QueueTimeout | Reject::DeploymentWithdrawn => &[(header::RETRY_AFTER, "5")],
             Reject::ShuttingDown | Reject::AtCapacity => &[(header::RETRY_AFTER, "1")],
             Reject::Overloaded(_) | Reject::LocalResources => &[(header::RETRY_AFTER, "1")],
             _ => &[],

@@ -42,11 +42,13 @@ mod buckets;
 
 pub use auth::{AuthError, KeyTable, Principal, header_digest};
 pub use pool::{
-    Admission, Closed, Lease, Overload, Parked, Parking, Pool, ReplicaCounts, ScaleStatus,
+    Admission, DeploymentWithdrawn, Lease, Overload, Parked, ParkedBytes, Pool, ReplicaCounts,
+    ScaleSignal, ScaleStatus,
 };
 pub use publish::Routing;
 pub use replicas::{Health, Replica, ReplicaSet};
+pub use rollout::RolloutState;
 pub use snapshot::{
-    DeploymentRoute, EnvironmentRoute, ModelRoutes, Resolved, RolloutRoute, RolloutRuntime,
-    RouteError, SidePreference, Snapshot, Target, Update,
+    DeploymentRoute, EnvironmentRoute, ModelRoutes, Resolved, RolloutRoute, RouteError,
+    SidePreference, Snapshot, Target, Update,
 };

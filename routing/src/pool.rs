@@ -32,20 +32,18 @@ use tokio::sync::{Notify, oneshot};
 use crate::replicas::{Replica, ReplicaSet};
 use crate::retry::RetryBudget;
 
-/// What every pool of one gateway shares: the signal that wakes the scaling
-/// controller and the budget of bytes all parked requests may hold.
+/// The budget of bytes (head plus declared body) all parked requests of
+/// one gateway may hold, across every pool.
 #[derive(Debug)]
-pub struct Parking {
-    activations: Notify,
+pub struct ParkedBytes {
     bytes: AtomicU64,
     max_bytes: AtomicU64,
 }
 
-impl Parking {
-    /// A budget of `max_bytes` for parked requests.
+impl ParkedBytes {
+    /// A budget of `max_bytes`.
     pub fn new(max_bytes: u64) -> Self {
         Self {
-            activations: Notify::new(),
             bytes: AtomicU64::new(0),
             max_bytes: AtomicU64::new(max_bytes),
         }
@@ -61,18 +59,6 @@ impl Parking {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Resolves when some pool needs a replica started (a request parked at
-    /// a deployment without routable replicas, or a wake call), or when the
-    /// config changed. Used by the scaling controller only.
-    pub async fn activated(&self) {
-        self.activations.notified().await;
-    }
-
-    /// Wakes the scaling controller.
-    pub fn activate(&self) {
-        self.activations.notify_one();
-    }
-
     fn reserve(&self, bytes: u64) -> bool {
         let max = self.max_bytes.load(Ordering::Relaxed);
         self.bytes
@@ -84,6 +70,31 @@ impl Parking {
 
     fn give_back(&self, bytes: u64) {
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The scaling controller's wake-up bell, shared by every pool of one
+/// gateway: rung when some pool needs a replica started (a request parked
+/// at a deployment without routable replicas, or a wake call) and when a
+/// new snapshot is published. No ring is lost: one that comes while the
+/// controller is busy is kept (a `Notify` permit) and ends its next wait
+/// at once.
+#[derive(Debug, Default)]
+pub struct ScaleSignal {
+    notify: Notify,
+}
+
+impl ScaleSignal {
+    /// Wakes the scaling controller now, not at its next tick.
+    pub fn notify_controller(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Resolves at the next [`notify_controller`](Self::notify_controller),
+    /// or at once if one came since the last wait. Used by the scaling
+    /// controller only.
+    pub async fn notified(&self) {
+        self.notify.notified().await;
     }
 }
 
@@ -181,7 +192,8 @@ pub struct Pool {
     wake_requested: AtomicU32,
     status: ArcSwap<ScaleStatus>,
     counters: QueueCounters,
-    parking: Arc<Parking>,
+    parked_bytes: Arc<ParkedBytes>,
+    scale_signal: Arc<ScaleSignal>,
     /// Set while the deployment cannot start replicas (the scaling
     /// controller gave up on it): why, in the replica's words.
     failure: ArcSwapOption<String>,
@@ -205,8 +217,15 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// An empty pool whose replicas each run `limit` requests at once.
-    pub fn new(limit: u32, queue: QueueSettings, parking: Arc<Parking>) -> Self {
+    /// An empty pool whose replicas each run `limit` requests at once,
+    /// parking requests within the gateway's `parked_bytes` budget and
+    /// ringing `scale_signal` when it needs a replica.
+    pub fn new(
+        limit: u32,
+        queue: QueueSettings,
+        parked_bytes: Arc<ParkedBytes>,
+        scale_signal: Arc<ScaleSignal>,
+    ) -> Self {
         Self {
             replicas: ArcSwap::from_pointee(ReplicaSet::default()),
             limit: AtomicU32::new(limit.max(1)),
@@ -218,7 +237,8 @@ impl Pool {
             wake_requested: AtomicU32::new(0),
             status: ArcSwap::from_pointee(ScaleStatus::default()),
             counters: QueueCounters::default(),
-            parking,
+            parked_bytes,
+            scale_signal,
             failure: ArcSwapOption::empty(),
             outlier_detection: ArcSwap::from_pointee(OutlierDetection::default()),
             ejections: Default::default(),
@@ -228,7 +248,7 @@ impl Pool {
     }
 
     /// The deployment cannot start replicas: parked requests fail at once
-    /// (their [`Parked::lease`] returns [`Closed`] and [`Parked::failure`]
+    /// (their [`Parked::lease`] returns [`DeploymentWithdrawn`] and [`Parked::failure`]
     /// says why), and new ones that would park are refused
     /// ([`Admission::Failed`]) until [`Pool::recover`].
     pub fn fail(&self, reason: &str) {
@@ -356,7 +376,7 @@ impl Pool {
     /// They scale down again by the usual rules once idle.
     pub fn wake(&self, replicas: u32) {
         self.wake_requested.fetch_max(replicas, Ordering::SeqCst);
-        self.parking.activate();
+        self.scale_signal.notify_controller();
     }
 
     /// Replicas a wake asked for since the last call (scaling controller).
@@ -382,7 +402,7 @@ impl Pool {
     }
 
     /// Fails every parked request (the deployment was deactivated or
-    /// deleted): their [`Parked::lease`] returns [`Closed`]. New requests
+    /// deleted): their [`Parked::lease`] returns [`DeploymentWithdrawn`]. New requests
     /// never reach a closed pool: routing answers 404 first.
     pub fn close(&self) {
         let drained: Vec<Waiter> = {
@@ -446,7 +466,7 @@ impl Pool {
     }
 
     fn park(self: &Arc<Self>, bytes: u64, max_length: u32) -> Result<Parked, Overload> {
-        if !self.parking.reserve(bytes) {
+        if !self.parked_bytes.reserve(bytes) {
             return Err(Overload::TooManyParkedBytes);
         }
         // From here on `Parked`'s drop gives the bytes back.
@@ -470,7 +490,7 @@ impl Pool {
         if self.replicas.load().routable_count() == 0 {
             // Scale from zero (or replace dead replicas) now, not at the
             // controller's next tick.
-            self.parking.activate();
+            self.scale_signal.notify_controller();
         }
         // A slot may have been freed between the failed claim and the push.
         self.dispatch();
@@ -536,7 +556,7 @@ impl Pool {
 /// The deployment was deactivated or deleted while the request was parked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the deployment stopped serving while the request was queued")]
-pub struct Closed;
+pub struct DeploymentWithdrawn;
 
 /// A request waiting in a pool's queue. Dropping it (timeout, client gone)
 /// takes it out of the queue and gives its bytes back.
@@ -553,8 +573,8 @@ impl Parked {
     /// Waits for a replica slot. Cancel-safe: dropping the future (or the
     /// `Parked`) while waiting loses no slot. Once it has returned, do not
     /// call it again.
-    pub async fn lease(&mut self) -> Result<Lease, Closed> {
-        let lease = (&mut self.rx).await.map_err(|_| Closed)?;
+    pub async fn lease(&mut self) -> Result<Lease, DeploymentWithdrawn> {
+        let lease = (&mut self.rx).await.map_err(|_| DeploymentWithdrawn)?;
         self.queued = false;
         Ok(lease)
     }
@@ -565,7 +585,7 @@ impl Parked {
     }
 
     /// Why its deployment cannot start replicas, when that is why the wait
-    /// ended in [`Closed`].
+    /// ended in [`DeploymentWithdrawn`].
     pub fn failure(&self) -> Option<Arc<String>> {
         self.pool.failure()
     }
@@ -578,7 +598,7 @@ impl Parked {
 
 impl Drop for Parked {
     fn drop(&mut self) {
-        self.pool.parking.give_back(self.bytes);
+        self.pool.parked_bytes.give_back(self.bytes);
         if self.queued {
             self.pool.forget(self.id);
         }

@@ -43,9 +43,9 @@ impl Routing {
         let (after, before): (Vec<Effect>, Vec<Effect>) =
             effects.into_iter().partition(Effect::after_store);
         before.into_iter().for_each(Effect::apply);
-        let parking = Arc::clone(snapshot.parking());
+        let scale_signal = Arc::clone(snapshot.scale_signal());
         self.current.store(Arc::new(snapshot));
         after.into_iter().for_each(Effect::apply);
-        parking.activate();
+        scale_signal.notify_controller();
     }
 }

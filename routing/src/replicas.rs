@@ -1,5 +1,7 @@
-//! A deployment's replicas, their health, and least-outstanding-requests
-//! selection.
+//! A deployment's replicas, their health, and which one takes a request:
+//! the less busy of two picked at random (power of two choices), or, for a
+//! session, the one its key maps to by rendezvous hashing while that one
+//! has a slot.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

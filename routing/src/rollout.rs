@@ -4,7 +4,7 @@
 //! was), which side each request goes to, and what each side's requests
 //! did (for the automatic rollback).
 //!
-//! The split is a smooth deterministic schedule, not a coin flip: request
+//! The split is smooth and deterministic, not a coin flip: request
 //! `i` goes to the canary iff `floor((i + 1) p / 100) > floor(i p / 100)`
 //! at `p` percent, so any `n` consecutive requests send `floor(n p / 100)`
 //! or one more to the canary: within one of the exact share in every
@@ -72,13 +72,34 @@ pub enum Side {
     Canary,
 }
 
-/// The smooth split's position: one counter per rollout.
+/// A rollout's state that must outlive snapshots: the split's position and
+/// the statistics the rollback guard reads.
 #[derive(Debug, Default)]
-pub struct Schedule {
+pub struct RolloutState {
+    split: SmoothSplit,
+    stats: RolloutStats,
+}
+
+impl RolloutState {
+    /// The split between its two sides.
+    pub fn split(&self) -> &SmoothSplit {
+        &self.split
+    }
+
+    /// Both sides' statistics over the current stage.
+    pub fn stats(&self) -> &RolloutStats {
+        &self.stats
+    }
+}
+
+/// A smooth weighted split between the two sides of a rollout: one counter
+/// per rollout, request `i` going to the canary as the module doc says.
+#[derive(Debug, Default)]
+pub struct SmoothSplit {
     next: AtomicU64,
 }
 
-impl Schedule {
+impl SmoothSplit {
     /// The side of the next request at `percent` to the canary.
     pub fn next(&self, percent: u32) -> Side {
         let i = self.next.fetch_add(1, Ordering::Relaxed);

@@ -7,8 +7,8 @@ use config::Config;
 use http::HeaderValue;
 
 use crate::auth::KeyTable;
-use crate::pool::{Parking, Pool};
-use crate::rollout::{Phase, RolloutStats, Schedule, Side, sticky_side};
+use crate::pool::{ParkedBytes, Pool, ScaleSignal};
+use crate::rollout::{Phase, RolloutState, Side, sticky_side};
 use crate::telemetry::{RecentStats, RouteMetrics};
 
 /// Which deployment of a model a request asks for.
@@ -103,21 +103,6 @@ impl DeploymentRoute {
     }
 }
 
-/// A rollout's state that must outlive snapshots: the split's position and
-/// the statistics the rollback guard reads.
-#[derive(Debug, Default)]
-pub struct RolloutRuntime {
-    schedule: Schedule,
-    stats: RolloutStats,
-}
-
-impl RolloutRuntime {
-    /// Both sides' statistics over the current stage.
-    pub fn stats(&self) -> &RolloutStats {
-        &self.stats
-    }
-}
-
 /// A canary rollout as routing needs it.
 #[derive(Debug)]
 pub struct RolloutRoute {
@@ -125,7 +110,7 @@ pub struct RolloutRoute {
     /// Handles for the environment's requests sent to the canary.
     metrics: Arc<RouteMetrics>,
     rollout: config::Rollout,
-    runtime: Arc<RolloutRuntime>,
+    state: Arc<RolloutState>,
 }
 
 impl RolloutRoute {
@@ -140,8 +125,8 @@ impl RolloutRoute {
     }
 
     /// The split's position and the statistics.
-    pub fn runtime(&self) -> &Arc<RolloutRuntime> {
-        &self.runtime
+    pub fn state(&self) -> &Arc<RolloutState> {
+        &self.state
     }
 }
 
@@ -186,7 +171,7 @@ pub struct Resolved<'a> {
     /// Where it goes.
     pub route: &'a Arc<DeploymentRoute>,
     /// The rollout it is part of, and its side.
-    pub rollout: Option<(&'a Arc<RolloutRuntime>, Side)>,
+    pub rollout: Option<(&'a Arc<RolloutState>, Side)>,
     /// Where it is counted.
     pub metrics: &'a Arc<RouteMetrics>,
 }
@@ -269,7 +254,7 @@ impl ModelRoutes {
         let side = match preference {
             SidePreference::Pinned(side) => side,
             SidePreference::Session(hash) => sticky_side(hash, percent),
-            SidePreference::Split => rollout.runtime.schedule.next(percent),
+            SidePreference::Split => rollout.state.split().next(percent),
         };
         let (route, metrics) = match side {
             Side::Stable => (&env.stable, &env.metrics),
@@ -277,7 +262,7 @@ impl ModelRoutes {
         };
         Ok(Resolved {
             route: active(route)?,
-            rollout: Some((&rollout.runtime, side)),
+            rollout: Some((&rollout.state, side)),
             metrics,
         })
     }
@@ -302,7 +287,8 @@ pub struct Snapshot {
     models: HashMap<Box<str>, ModelRoutes>,
     keys: KeyTable,
     config: Arc<Config>,
-    parking: Arc<Parking>,
+    parked_bytes: Arc<ParkedBytes>,
+    scale_signal: Arc<ScaleSignal>,
     /// Handles for requests that resolve to no deployment.
     unrouted: Arc<RouteMetrics>,
 }
@@ -313,10 +299,14 @@ impl Snapshot {
         &self.config
     }
 
-    /// What all pools share: the parked-bytes budget and the signal that
-    /// wakes the scaling controller.
-    pub fn parking(&self) -> &Arc<Parking> {
-        &self.parking
+    /// The parked-bytes budget all pools share.
+    pub fn parked_bytes(&self) -> &Arc<ParkedBytes> {
+        &self.parked_bytes
+    }
+
+    /// The scaling controller's wake-up bell, which all pools ring.
+    pub fn scale_signal(&self) -> &Arc<ScaleSignal> {
+        &self.scale_signal
     }
 
     /// The route of a model's deployment, active or not (control plane).

@@ -153,8 +153,13 @@ fn a_replica_far_slower_than_its_peers_is_a_latency_outlier() {
 
 #[test]
 fn a_pool_counts_its_ejections_by_reason() {
-    let parking = Arc::new(crate::Parking::new(u64::MAX));
-    let pool = Arc::new(crate::Pool::new(4, Default::default(), parking));
+    let parked_bytes = Arc::new(crate::ParkedBytes::new(u64::MAX));
+    let pool = Arc::new(crate::Pool::new(
+        4,
+        Default::default(),
+        parked_bytes,
+        Arc::default(),
+    ));
     pool.configure(4, Default::default(), settings(), Default::default());
     pool.set_replicas(with_latencies(&[10, 10, 300]));
     assert_eq!(pool.eject_slow_replicas(), 1);

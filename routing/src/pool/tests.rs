@@ -12,15 +12,15 @@ fn queue(max_length: u32, backpressure: Backpressure) -> QueueSettings {
     }
 }
 
-fn pool_with(limit: u32, queue: QueueSettings, parking: Arc<Parking>) -> Arc<Pool> {
-    Arc::new(Pool::new(limit, queue, parking))
+fn pool_with(limit: u32, queue: QueueSettings, parked_bytes: Arc<ParkedBytes>) -> Arc<Pool> {
+    Arc::new(Pool::new(limit, queue, parked_bytes, Arc::default()))
 }
 
 fn pool(limit: u32) -> Arc<Pool> {
     pool_with(
         limit,
         queue(100, Backpressure::QueueOnFull),
-        Arc::new(Parking::new(1 << 20)),
+        Arc::new(ParkedBytes::new(1 << 20)),
     )
 }
 
@@ -101,7 +101,7 @@ fn the_queue_is_bounded() {
     let pool = pool_with(
         1,
         queue(2, Backpressure::QueueOnFull),
-        Arc::new(Parking::new(1 << 20)),
+        Arc::new(ParkedBytes::new(1 << 20)),
     );
     let _a = park(pool.admit(0));
     let _b = park(pool.admit(0));
@@ -111,7 +111,7 @@ fn the_queue_is_bounded() {
     let never = pool_with(
         1,
         queue(0, Backpressure::QueueOnFull),
-        Arc::new(Parking::new(1 << 20)),
+        Arc::new(ParkedBytes::new(1 << 20)),
     );
     assert_eq!(refused(never.admit(0)), Overload::QueueFull);
 }
@@ -121,7 +121,7 @@ fn reject_on_full_refuses_when_replicas_are_busy_but_parks_at_zero() {
     let pool = pool_with(
         1,
         queue(10, Backpressure::RejectOnFull),
-        Arc::new(Parking::new(1 << 20)),
+        Arc::new(ParkedBytes::new(1 << 20)),
     );
     let mut parked = park(pool.admit(0));
     pool.add_replica(replica(1));
@@ -131,24 +131,24 @@ fn reject_on_full_refuses_when_replicas_are_busy_but_parks_at_zero() {
 
 #[test]
 fn parked_bytes_are_capped_across_pools_and_given_back() {
-    let parking = Arc::new(Parking::new(100));
+    let parked_bytes = Arc::new(ParkedBytes::new(100));
     let a = pool_with(
         1,
         queue(10, Backpressure::QueueOnFull),
-        Arc::clone(&parking),
+        Arc::clone(&parked_bytes),
     );
     let b = pool_with(
         1,
         queue(10, Backpressure::QueueOnFull),
-        Arc::clone(&parking),
+        Arc::clone(&parked_bytes),
     );
     let first = park(a.admit(60));
     assert_eq!(refused(b.admit(60)), Overload::TooManyParkedBytes);
-    assert_eq!(parking.bytes(), 60, "a refusal holds nothing");
+    assert_eq!(parked_bytes.bytes(), 60, "a refusal holds nothing");
     let second = park(b.admit(40));
-    assert_eq!(parking.bytes(), 100);
+    assert_eq!(parked_bytes.bytes(), 100);
     drop((first, second));
-    assert_eq!(parking.bytes(), 0);
+    assert_eq!(parked_bytes.bytes(), 0);
     assert_eq!((a.parked(), b.parked()), (0, 0));
 }
 
@@ -188,7 +188,7 @@ fn closing_fails_parked_requests() {
         .build()
         .unwrap()
         .block_on(parked.lease());
-    assert_eq!(outcome.unwrap_err(), Closed);
+    assert_eq!(outcome.unwrap_err(), DeploymentWithdrawn);
     assert_eq!(pool.parked(), 0);
 }
 
@@ -241,7 +241,7 @@ fn many_threads_never_exceed_the_limit_and_all_finish() {
     let pool = pool_with(
         2,
         queue(10_000, Backpressure::QueueOnFull),
-        Arc::new(Parking::new(u64::MAX)),
+        Arc::new(ParkedBytes::new(u64::MAX)),
     );
     pool.add_replica(replica(1));
     pool.add_replica(replica(2));

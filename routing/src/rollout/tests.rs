@@ -50,13 +50,11 @@ fn every_window_gets_its_share_within_one_at_every_stage() {
 }
 
 #[test]
-fn the_schedule_counts_across_calls() {
-    let schedule = Schedule::default();
-    let canary = (0..1000)
-        .filter(|_| schedule.next(30) == Side::Canary)
-        .count();
+fn the_split_counts_across_calls() {
+    let split = SmoothSplit::default();
+    let canary = (0..1000).filter(|_| split.next(30) == Side::Canary).count();
     assert_eq!(canary, 300);
-    let all = (0..10).all(|_| schedule.next(100) == Side::Canary);
+    let all = (0..10).all(|_| split.next(100) == Side::Canary);
     assert!(all);
 }
 

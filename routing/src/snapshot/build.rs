@@ -20,7 +20,7 @@ use http::HeaderValue;
 
 use super::{DeploymentRoute, EnvironmentRoute, ModelRoutes, RolloutRoute, Snapshot};
 use crate::auth::KeyTable;
-use crate::pool::{Parking, Pool};
+use crate::pool::{ParkedBytes, Pool, ScaleSignal};
 use crate::replicas::{Replica, ReplicaSet};
 use crate::telemetry::RouteMetrics;
 
@@ -78,7 +78,7 @@ pub enum Effect {
     /// `[server] max_parked_bytes` changed.
     SetMaxParkedBytes {
         /// The budget all pools share.
-        parking: Arc<Parking>,
+        parked_bytes: Arc<ParkedBytes>,
         /// The new budget.
         max_bytes: u64,
     },
@@ -122,7 +122,10 @@ impl Effect {
 
     pub(crate) fn apply(self) {
         match self {
-            Self::SetMaxParkedBytes { parking, max_bytes } => parking.set_max_bytes(max_bytes),
+            Self::SetMaxParkedBytes {
+                parked_bytes,
+                max_bytes,
+            } => parked_bytes.set_max_bytes(max_bytes),
             Self::Configure {
                 pool,
                 limit,
@@ -139,18 +142,19 @@ impl Effect {
 fn build(config: &Config, previous: Option<&Snapshot>) -> Update {
     let mut effects = Vec::new();
     let max_bytes = config.server.max_parked_bytes;
-    let parking = match previous {
-        None => Arc::new(Parking::new(max_bytes)),
+    let (parked_bytes, scale_signal) = match previous {
+        None => (Arc::new(ParkedBytes::new(max_bytes)), Arc::default()),
         Some(p) => {
             if p.config.server.max_parked_bytes != max_bytes {
                 effects.push(Effect::SetMaxParkedBytes {
-                    parking: Arc::clone(&p.parking),
+                    parked_bytes: Arc::clone(&p.parked_bytes),
                     max_bytes,
                 });
             }
-            Arc::clone(&p.parking)
+            (Arc::clone(&p.parked_bytes), Arc::clone(&p.scale_signal))
         }
     };
+    let shared = (&parked_bytes, &scale_signal);
     let mut models = HashMap::with_capacity(config.models.len());
     for model in &config.models {
         let old = previous.and_then(|p| p.models.get(model.id.as_str()));
@@ -158,7 +162,7 @@ fn build(config: &Config, previous: Option<&Snapshot>) -> Update {
         let mut development = None;
         for d in &model.deployments {
             let old_route = old.and_then(|o| o.deployments.get(d.id.as_str()));
-            let route = deployment_route(&model.id, d, old_route, &parking, &mut effects);
+            let route = deployment_route(&model.id, d, old_route, shared, &mut effects);
             if d.kind == DeploymentKind::Development {
                 development = Some(Arc::clone(&route));
             }
@@ -207,7 +211,8 @@ fn build(config: &Config, previous: Option<&Snapshot>) -> Update {
             models,
             keys: KeyTable::new(&config.api_keys),
             config: Arc::new(config.clone()),
-            parking,
+            parked_bytes,
+            scale_signal,
             unrouted,
         },
         effects,
@@ -221,7 +226,7 @@ fn deployment_route(
     model_id: &str,
     d: &Deployment,
     old: Option<&Arc<DeploymentRoute>>,
-    parking: &Arc<Parking>,
+    (parked_bytes, scale_signal): (&Arc<ParkedBytes>, &Arc<ScaleSignal>),
     effects: &mut Vec<Effect>,
 ) -> Arc<DeploymentRoute> {
     let pool = match old {
@@ -254,7 +259,8 @@ fn deployment_route(
             let pool = Arc::new(Pool::new(
                 d.predict_concurrency,
                 d.queue,
-                Arc::clone(parking),
+                Arc::clone(parked_bytes),
+                Arc::clone(scale_signal),
             ));
             pool.configure(d.predict_concurrency, d.queue, d.outlier_detection, d.retry);
             if let ReplicaSource::Static { addresses } = &d.replicas {
@@ -319,7 +325,7 @@ fn environment_route(
     }))
 }
 
-/// A rollout's route, keeping the runtime of the same rollout (same
+/// A rollout's route, keeping the state of the same rollout (same
 /// canary, same start) from the previous snapshot.
 fn rollout_route(
     r: &config::Rollout,
@@ -327,14 +333,14 @@ fn rollout_route(
     old: Option<&RolloutRoute>,
     metrics: Arc<RouteMetrics>,
 ) -> RolloutRoute {
-    let runtime = old
+    let state = old
         .filter(|o| o.canary.id == canary.id && o.rollout.started_at_ms == r.started_at_ms)
-        .map_or_else(Arc::default, |o| Arc::clone(&o.runtime));
+        .map_or_else(Arc::default, |o| Arc::clone(&o.state));
     RolloutRoute {
         canary: Arc::clone(canary),
         metrics,
         rollout: r.clone(),
-        runtime,
+        state,
     }
 }
 
