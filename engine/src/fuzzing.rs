@@ -18,7 +18,7 @@ use crate::text::{Encoder, EncoderError, Hidden, TextModel, TokenBatch};
 /// it: `PredictRequest::parse` with the default `[engine] max_inputs`,
 /// then what a text backend does with the texts before and during
 /// inference: the token caps (`TextModel::check`, the tokenizer) and, in
-/// batches of at most [`MAX_BATCH`] as the batcher cuts them, the
+/// batches of at most `MAX_BATCH` as the batcher cuts them, the
 /// tokenisation, padding and pooling of `TextModel::embed`. Only the
 /// transformer itself is left out: a stand-in encoder returns zeros of the
 /// right shape, so no model or runtime library is needed.

@@ -12,10 +12,10 @@
 //! [`backend::Synthetic`], a latency profile for load and autoscaling tests
 //! (named synthetic everywhere; it is not a model).
 
-pub mod admission;
 pub mod backend;
 pub mod batching;
 pub mod fuzzing;
+pub mod limiter;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "tensorrt")]

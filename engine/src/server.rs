@@ -3,7 +3,7 @@
 //! Hostile or broken clients are bounded: a request head must arrive
 //! within `header_read_timeout` (which also closes keep-alive connections
 //! idle that long), at most `max_connections` connections are open (more
-//! wait in the kernel's listen backlog, see [`next_connection`]), a failing
+//! wait in the kernel's listen backlog, see `next_connection`), a failing
 //! `accept` (out of file descriptors) pauses instead of spinning, and a
 //! predict request with more than `max_inputs` inputs is refused before it
 //! waits for a slot ([`request`]).
@@ -33,9 +33,9 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::admission::{Admission, Slot};
 use crate::backend::{Backend, BackendError, Output};
 use crate::batching::{self, BatchSettings, Batcher};
+use crate::limiter::{Limiter, Slot};
 use crate::telemetry;
 use config::ReadyLine;
 use request::{PredictRequest, RequestError};
@@ -97,7 +97,7 @@ struct Replica {
     loaded: OnceLock<Loaded>,
     /// `x-replica-id`, parsed once.
     replica_header: Option<http::HeaderValue>,
-    admission: Admission,
+    limiter: Limiter,
     /// Requests being checked (tokenized against the token caps) at once:
     /// before admission, so an over-cap request never takes a predict slot,
     /// yet bounded, so tokenizer work cannot grow with the number of
@@ -141,7 +141,7 @@ pub async fn serve(
     let replica = Arc::new(Replica {
         loaded: OnceLock::new(),
         replica_header,
-        admission: Admission::new(settings.predict_concurrency, settings.queue_size),
+        limiter: Limiter::new(settings.predict_concurrency, settings.queue_size),
         checking: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         ),
@@ -407,7 +407,7 @@ async fn read_body(req: Request<Incoming>, max_bytes: usize) -> Result<Bytes, Re
 /// full.
 async fn admit(replica: &Replica) -> Result<Slot, Response<Body>> {
     let queued_at = Instant::now();
-    match replica.admission.enter().await {
+    match replica.limiter.enter().await {
         Ok(slot) => {
             telemetry::queue_wait(queued_at.elapsed());
             Ok(slot)
@@ -484,7 +484,7 @@ fn metrics(replica: &Replica) -> Response<Body> {
         return error_response(StatusCode::NOT_FOUND, "metrics are not enabled");
     };
     // Occupancy is sampled at scrape time: no per-request gauge updates.
-    telemetry::occupancy(replica.admission.running(), replica.admission.waiting());
+    telemetry::occupancy(replica.limiter.running(), replica.limiter.waiting());
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")

@@ -14,15 +14,15 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_client;
 pub mod conn_limit;
 pub mod connections;
 pub mod fd_limit;
 pub mod fuzzing;
 pub mod http1;
-pub mod ops;
 pub mod overload;
 pub mod predict;
-pub mod process;
+pub mod proc_metrics;
 pub mod reject;
 pub mod route;
 pub mod server;

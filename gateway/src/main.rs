@@ -14,7 +14,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
-    api: gateway::ops::ApiTarget,
+    api: gateway::admin_client::ApiTarget,
 }
 
 #[derive(Subcommand)]
@@ -45,7 +45,7 @@ enum Command {
     },
     /// Operate a running gateway through its management API.
     #[command(flatten)]
-    Ops(gateway::ops::Operation),
+    Ops(gateway::admin_client::Operation),
 }
 
 #[derive(Subcommand)]
@@ -74,9 +74,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command, api: &gateway::ops::ApiTarget) -> anyhow::Result<ExitCode> {
+fn run(command: Command, api: &gateway::admin_client::ApiTarget) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Ops(op) => gateway::ops::run(api, op),
+        Command::Ops(op) => gateway::admin_client::run(api, op),
         Command::Check { config } => match config::load_file_checked(&config) {
             Ok(_) => {
                 println!("OK");

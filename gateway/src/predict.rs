@@ -89,7 +89,7 @@ pub use crate::http1::Limits as ClientLimits;
 
 /// What the gateway records of each request.
 #[derive(Debug, Clone, Default)]
-pub struct Observe {
+pub struct Recording {
     /// Count requests in metrics and the recent-window summaries.
     pub request_metrics: bool,
     /// Write access log lines (for the requests it samples).
@@ -118,7 +118,7 @@ impl Gateway {
         upstream: UpstreamSettings,
         connections: Arc<Connections>,
         in_flight: Arc<InFlightCap>,
-        observe: Observe,
+        recording: Recording,
         client_limits: ClientLimits,
     ) -> Self {
         let mut options = HttpServerOptions::default();
@@ -130,8 +130,8 @@ impl Gateway {
             upstream,
             connections,
             in_flight,
-            request_metrics: observe.request_metrics,
-            access_log: observe.access_log,
+            request_metrics: recording.request_metrics,
+            access_log: recording.access_log,
             options,
             client_limits,
         }

@@ -33,7 +33,7 @@ use crate::connections::{Connections, Sweeper};
 use crate::fd_limit;
 use crate::http1::HeadLimits;
 use crate::overload::InFlightCap;
-use crate::predict::{self, ClientLimits, Gateway, Observe, UpstreamSettings};
+use crate::predict::{self, ClientLimits, Gateway, Recording, UpstreamSettings};
 use crate::shutdown::{self, InFlight};
 use crate::telemetry::{self, Exporter};
 use crate::tls::{self, Certificates, TlsError};
@@ -280,7 +280,7 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         forwarded_for: settings.forwarded_for,
         expose_replica_id: settings.expose_replica_id,
     };
-    let observe = Observe {
+    let recording = Recording {
         request_metrics: config.server.request_metrics,
         access_log,
     };
@@ -303,7 +303,7 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         upstream,
         Arc::clone(&connections),
         in_flight_cap,
-        observe,
+        recording,
         client_limits,
     );
     let mut predict = Service::new("predict".to_owned(), predict::Listener::new(gateway, conns));

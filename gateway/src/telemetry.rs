@@ -1,6 +1,6 @@
 //! The gateway's Prometheus exposition: installs the recorder, renders
 //! `GET /metrics` on the admin listener (scrape-time state from
-//! [`control::status::collect`], process figures from [`crate::process`]),
+//! [`control::status::collect`], process figures from [`crate::proc_metrics`]),
 //! and drains histogram samples every few seconds so memory stays flat
 //! between scrapes.
 
@@ -84,7 +84,7 @@ impl Exporter {
     pub fn render(&self) -> String {
         control::status::collect(&self.routing.load());
         let mut text = self.handle.render();
-        crate::process::render(&mut text, self.listeners);
+        crate::proc_metrics::render(&mut text, self.listeners);
         render_connections(&mut text, &self.conns);
         render_in_flight(&mut text, &self.in_flight);
         text

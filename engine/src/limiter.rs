@@ -1,4 +1,4 @@
-//! Admission control for one replica: at most `predict_concurrency`
+//! Admission control for one replica, as a limiter: at most `predict_concurrency`
 //! predictions run at once, at most `queue_size` more wait (first come,
 //! first served), and anything beyond that is refused at once (429) instead
 //! of piling up. A waiter that goes away (client disconnect) leaves the
@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The limits of one replica.
 #[derive(Debug)]
-pub struct Admission {
+pub struct Limiter {
     running: Arc<Semaphore>,
     concurrency: usize,
     waiting: AtomicUsize,
@@ -32,7 +32,7 @@ pub struct Full {
 /// has been produced).
 pub type Slot = OwnedSemaphorePermit;
 
-impl Admission {
+impl Limiter {
     /// `concurrency` running slots (at least 1) and `queue_size` waiting places.
     pub fn new(concurrency: usize, queue_size: usize) -> Self {
         let concurrency = concurrency.max(1);
@@ -89,21 +89,21 @@ mod tests {
 
     #[tokio::test]
     async fn runs_up_to_the_limit_queues_up_to_the_bound_and_refuses_beyond() {
-        let admission = Arc::new(Admission::new(1, 2));
-        let first = admission.enter().await.unwrap();
-        assert_eq!(admission.running(), 1);
+        let limiter = Arc::new(Limiter::new(1, 2));
+        let first = limiter.enter().await.unwrap();
+        assert_eq!(limiter.running(), 1);
 
         let queued: Vec<_> = (0..2)
             .map(|_| {
-                let a = Arc::clone(&admission);
+                let a = Arc::clone(&limiter);
                 tokio::spawn(async move { a.enter().await.map(drop) })
             })
             .collect();
-        while admission.waiting() < 2 {
+        while limiter.waiting() < 2 {
             tokio::task::yield_now().await;
         }
         assert_eq!(
-            admission.enter().await.unwrap_err(),
+            limiter.enter().await.unwrap_err(),
             Full {
                 running: 1,
                 waiting: 2
@@ -114,16 +114,16 @@ mod tests {
         for q in queued {
             q.await.unwrap().unwrap();
         }
-        assert_eq!((admission.running(), admission.waiting()), (0, 0));
+        assert_eq!((limiter.running(), limiter.waiting()), (0, 0));
     }
 
     #[tokio::test]
     async fn a_waiter_that_gives_up_leaves_the_queue() {
-        let admission = Admission::new(1, 1);
-        let _slot = admission.enter().await.unwrap();
+        let limiter = Limiter::new(1, 1);
+        let _slot = limiter.enter().await.unwrap();
         let gave_up =
-            tokio::time::timeout(std::time::Duration::from_millis(10), admission.enter()).await;
+            tokio::time::timeout(std::time::Duration::from_millis(10), limiter.enter()).await;
         assert!(gave_up.is_err());
-        assert_eq!(admission.waiting(), 0);
+        assert_eq!(limiter.waiting(), 0);
     }
 }
