@@ -1,7 +1,7 @@
 //! The inference gateway's configuration: TOML schema, defaults and validation.
 //!
-//! Loading is two steps, as in vector: [`parse`] turns TOML text into raw serde
-//! sections, collecting every syntax, type and unknown-key error; [`validate`]
+//! Loading is two steps, as in vector: `parse` turns TOML text into raw serde
+//! sections, collecting every syntax, type and unknown-key error; `validate`
 //! checks the cross-references and ranges and produces the typed [`Config`].
 //! Every error carries the file, line, column and dotted path it is about.
 //!

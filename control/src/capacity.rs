@@ -2,6 +2,7 @@
 //! only if its deployment's resources fit in what is left.
 
 use config::{Node, Resources};
+use routing::pool::Shortfall;
 
 /// What the node offers to local replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,39 +54,38 @@ impl NodeCapacity {
     }
 
     /// Whether one more replica needing `need` fits next to `used`; if
-    /// not, why not, in words for the deployment's status.
-    pub fn fits(&self, used: &Usage, need: &Resources) -> Result<(), String> {
+    /// not, what is short.
+    pub fn fits(&self, used: &Usage, need: &Resources) -> Result<(), Shortfall> {
         let free_cpu = self.cpu_millis.saturating_sub(used.cpu_millis);
         if u64::from(need.cpu_millis) > free_cpu {
-            return Err(format!(
-                "not enough CPU on the node: a replica needs {} cpu, {} of {} are free",
-                cores(u64::from(need.cpu_millis)),
-                cores(free_cpu),
-                cores(self.cpu_millis)
-            ));
+            return Err(Shortfall::Cpu {
+                need: u64::from(need.cpu_millis),
+                free: free_cpu,
+                total: self.cpu_millis,
+            });
         }
         let free_memory = self.memory_mib.saturating_sub(used.memory_mib);
         if need.memory_mib > free_memory {
-            return Err(format!(
-                "not enough memory on the node: a replica needs {} MiB, {free_memory} of {} MiB are free",
-                need.memory_mib, self.memory_mib
-            ));
+            return Err(Shortfall::Memory {
+                need: need.memory_mib,
+                free: free_memory,
+                total: self.memory_mib,
+            });
         }
         if let Some((kind, count)) = &need.accelerator {
             let total = count_of(&self.accelerators, kind);
             let free = total.saturating_sub(used.accelerators(kind));
             if *count > free {
-                return Err(format!(
-                    "not enough {kind} accelerators on the node: a replica needs {count}, {free} of {total} are free"
-                ));
+                return Err(Shortfall::Accelerators {
+                    kind: kind.clone(),
+                    need: *count,
+                    free,
+                    total,
+                });
             }
         }
         Ok(())
     }
-}
-
-fn cores(millis: u64) -> String {
-    format!("{}", millis as f64 / 1000.0)
 }
 
 fn detected_cpu_millis() -> u64 {
@@ -134,10 +134,28 @@ mod tests {
         assert!(node.fits(&used, &one).is_ok());
         used.add(&one);
         let why = node.fits(&used, &one).unwrap_err();
-        assert!(why.contains("CPU") && why.contains("0 of 2"), "{why}");
+        assert_eq!(
+            why,
+            Shortfall::Cpu {
+                need: 1000,
+                free: 0,
+                total: 2000
+            }
+        );
+        assert!(why.to_string().contains("1 cpu, 0 of 2 are free"), "{why}");
         let big = Resources::from_instance_type("1x16").unwrap();
         let why = node.fits(&Usage::default(), &big).unwrap_err();
-        assert!(why.contains("memory") && why.contains("16384"), "{why}");
+        assert!(
+            matches!(
+                why,
+                Shortfall::Memory {
+                    need: 16384,
+                    free: 8192,
+                    total: 8192
+                }
+            ),
+            "{why}"
+        );
     }
 
     #[test]
@@ -148,8 +166,18 @@ mod tests {
         let mut used = Usage::default();
         assert!(node.fits(&used, &l4).is_ok());
         used.add(&l4);
-        assert!(node.fits(&used, &l4).unwrap_err().contains("0 of 1"));
-        assert!(node.fits(&used, &h100).unwrap_err().contains("H100"));
+        assert!(matches!(
+            node.fits(&used, &l4),
+            Err(Shortfall::Accelerators {
+                free: 0,
+                total: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            node.fits(&used, &h100),
+            Err(Shortfall::Accelerators { kind, total: 0, .. }) if kind == "H100"
+        ));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Health checking: every replica of every deployment in the current
 //! snapshot is asked `GET /health/ready` at a fixed interval, and the outcome
 //! is recorded on the replica itself (see [`Health`]), where
-//! [`ReplicaSet::claim`] skips unready replicas and deployment status and
-//! promotion read [`ReplicaSet::ready_count`]. A replica that becomes ready
+//! [`routing::ReplicaSet::claim`] skips unready replicas and deployment status and
+//! promotion read [`routing::ReplicaSet::ready_count`]. A replica that becomes ready
 //! again hands its slots to parked requests at once.
 //!
 //! Health lives on the shared [`Replica`], so it carries over config
@@ -127,8 +127,8 @@ impl HealthChecker {
                         outcome => {
                             let outcome = outcome.map_err(|e| e.to_string());
                             let change = record(&replica, outcome, settings.failure_threshold);
-                            if change == Some(Health::Ready) {
-                                pool.capacity_changed();
+                            if let Some(health) = change {
+                                pool.health_changed(health);
                             }
                         }
                     }

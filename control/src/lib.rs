@@ -1,7 +1,7 @@
 //! The control plane: the loops that decide what the data plane (crate
 //! `routing`) serves. None of it runs per request.
 //!
-//! - [`reload`] and [`store`]: the config file, watched and edited; each
+//! - [`Reloader`] and [`store`]: the config file, watched and edited; each
 //!   valid version becomes a new [`routing::Snapshot`], published lock-free.
 //! - [`api`]: the management REST API over the store.
 //! - [`promotion`]: promotions and canary rollouts, stage by stage.

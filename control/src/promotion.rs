@@ -25,16 +25,20 @@ use config::edit::EditError;
 use serde_json::{Value, json};
 
 use crate::plane::ShutdownSignal;
-use crate::store::{ConfigStore, StoreError};
+use crate::store::ConfigStore;
+pub use outcome::PromotionReason;
+use outcome::{EditFailure, Outcome};
 use routing::Routing;
 use routing::rollout::{self, Phase, STAGES};
 use routing::snapshot::Target;
 use routing::telemetry;
 use switch::{needed_replicas, switch};
 
+mod outcome;
 mod switch;
 
-/// How often a promotion checks the new deployment's readiness.
+/// How often a rollout checks its stage and the rollback guard (stages are
+/// minutes apart; the guard's figures change with every request).
 const POLL: Duration = Duration::from_millis(200);
 /// How long a promotion waits for ready replicas before it fails.
 const TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -70,7 +74,7 @@ impl PromotionStatus {
 struct Entry {
     deployment: String,
     status: PromotionStatus,
-    reason: Option<String>,
+    reason: Option<PromotionReason>,
     /// Set while the final edit is being written: too late to cancel.
     switching: bool,
     /// The rollout's stage, once traffic moves (ramp-up only).
@@ -248,14 +252,14 @@ impl Promotions {
                     let deployment = this.entries().get(&key).map(|e| e.deployment.clone());
                     match deployment {
                         Some(d) => this.follow_rollout(&key, &d).await,
-                        None => (PromotionStatus::Failed, Some("lost its state".into())),
+                        None => Outcome::Failed(PromotionReason::LostState),
                     }
                 } else {
                     this.run(&key, &key.0, &key.1).await
                 }
             };
             let (status, reason) = tokio::select! {
-                outcome = promotion => outcome,
+                outcome = promotion => outcome.into_parts(),
                 () = shutdown.requested() => {
                     log::info!(
                         "promotion into {}/{} stopped by the shutdown (a rollout resumes at the next start)",
@@ -276,7 +280,7 @@ impl Promotions {
                     key.1,
                     status.as_str(),
                     reason
-                        .as_deref()
+                        .as_ref()
                         .map(|r| format!(" ({r})"))
                         .unwrap_or_default()
                 );
@@ -348,7 +352,7 @@ impl Promotions {
                     "status": status.as_str(),
                     "state": state,
                     "rollout": rollout,
-                    "reason": e.reason,
+                    "reason": e.reason.as_ref().map(ToString::to_string),
                 })
             }
             None => Value::Null,
@@ -361,33 +365,37 @@ impl Promotions {
             .is_some_and(|e| e.status == PromotionStatus::InProgress)
     }
 
-    async fn run(
-        &self,
-        key: &(String, String),
-        model: &str,
-        environment: &str,
-    ) -> (PromotionStatus, Option<String>) {
+    async fn run(&self, key: &(String, String), model: &str, environment: &str) -> Outcome {
         let deployment = match self.entries().get(key) {
             Some(e) => e.deployment.clone(),
-            None => return (PromotionStatus::Failed, Some("lost its state".into())),
+            None => return Outcome::Failed(PromotionReason::LostState),
         };
         let deadline = tokio::time::Instant::now() + TIMEOUT;
+        let mut published = self.routing.subscribe();
         loop {
+            // Listening before the checks, so no change between them and
+            // the wait is missed.
+            let cancelled = self.cancelled.notified();
+            let mut cancelled = std::pin::pin!(cancelled);
+            cancelled.as_mut().enable();
             if !self.still_running(key) {
-                return (PromotionStatus::Cancelled, None);
+                return Outcome::Cancelled(None);
             }
-            match self.ready_enough(model, environment, &deployment).await {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(reason) => return (PromotionStatus::Failed, Some(reason)),
+            let mut readiness = match self.readiness(model, environment, &deployment) {
+                Ok(Readiness::Enough) => break,
+                Ok(Readiness::Waiting(readiness)) => readiness,
+                Err(reason) => return Outcome::Failed(reason),
+            };
+            // Woken by what can change the answer: a replica becoming
+            // ready or leaving, a new config, a cancel, the deadline.
+            tokio::select! {
+                _ = readiness.changed() => {}
+                _ = published.changed() => {}
+                () = cancelled => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    return Outcome::Failed(PromotionReason::NotReady(TIMEOUT));
+                }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return (
-                    PromotionStatus::Failed,
-                    Some(format!("not enough ready replicas after {TIMEOUT:?}")),
-                );
-            }
-            tokio::time::sleep(POLL).await;
         }
         let ramp = {
             let snapshot = self.routing.load();
@@ -406,25 +414,21 @@ impl Promotions {
                         .map(|_| ())
                 })
                 .await;
-            if let Err(reason) = started {
-                return (PromotionStatus::Failed, Some(reason));
+            if let Err(error) = started {
+                return Outcome::Failed(PromotionReason::Edit(error));
             }
             return self.follow_rollout(key, &deployment).await;
         }
         self.complete(key, &deployment)
             .await
-            .unwrap_or((PromotionStatus::Cancelled, None))
+            .unwrap_or(Outcome::Cancelled(None))
     }
 
     /// The final edit: remove the rollout if there is one, point the
     /// environment at `deployment`, apply the cleanup strategy. `None` if
     /// the promotion was cancelled first; past the check a cancel answers
     /// 409, since the edit is being written.
-    async fn complete(
-        &self,
-        key: &(String, String),
-        deployment: &str,
-    ) -> Option<(PromotionStatus, Option<String>)> {
+    async fn complete(&self, key: &(String, String), deployment: &str) -> Option<Outcome> {
         match self.entries().get_mut(key) {
             Some(e) if e.status == PromotionStatus::InProgress => e.switching = true,
             _ => return None,
@@ -437,38 +441,36 @@ impl Promotions {
             })
             .await;
         Some(match switched {
-            Ok(()) => (PromotionStatus::Succeeded, None),
-            Err(reason) => (PromotionStatus::Failed, Some(reason)),
+            Ok(()) => Outcome::Succeeded,
+            Err(error) => Outcome::Failed(PromotionReason::Edit(error)),
         })
     }
 
-    /// One config edit on a blocking thread; the error as text. `change`
-    /// may run more than once (a racing hand edit makes the store redo it
-    /// on the new text).
+    /// One config edit on a blocking thread. `change` may run more than
+    /// once (a racing hand edit makes the store redo it on the new text).
     async fn edit(
         &self,
         change: impl Fn(&mut config::edit::ConfigDocument) -> Result<(), EditError> + Send + 'static,
-    ) -> Result<(), String> {
+    ) -> Result<(), EditFailure> {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || store.edit(None, |doc| change(doc)))
             .await
-            .map_err(|e| format!("the edit panicked: {e}"))?
+            .map_err(|e| EditFailure::Aborted(e.to_string().into()))?
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| EditFailure::Store(Arc::new(e)))
     }
 
     /// Watches a rollout that is in the config: stage by stage, the
     /// rollback guard, cancel, and the final switch.
-    async fn follow_rollout(
-        &self,
-        key: &(String, String),
-        deployment: &str,
-    ) -> (PromotionStatus, Option<String>) {
+    async fn follow_rollout(&self, key: &(String, String), deployment: &str) -> Outcome {
         let (model, environment) = (key.0.as_str(), key.1.as_str());
         loop {
+            let cancelled = self.cancelled.notified();
+            let mut cancelled = std::pin::pin!(cancelled);
+            cancelled.as_mut().enable();
             if !self.still_running(key) {
                 let outcome = self.remove_rollout(model, environment).await;
-                return (PromotionStatus::Cancelled, outcome.err());
+                return Outcome::Cancelled(outcome.err().map(PromotionReason::Edit));
             }
             let snapshot = self.routing.load_full();
             let Some(env) = snapshot
@@ -476,10 +478,9 @@ impl Promotions {
                 .model(model)
                 .and_then(|m| m.environment(environment))
             else {
-                return (
-                    PromotionStatus::Cancelled,
-                    Some("the environment is gone".into()),
-                );
+                return Outcome::Cancelled(Some(PromotionReason::EnvironmentDeleted(
+                    environment.to_owned(),
+                )));
             };
             let guard = env.promotion.rollback;
             let Some(rollout) = snapshot
@@ -488,10 +489,7 @@ impl Promotions {
                 .and_then(|m| m.environment_route(environment))
                 .and_then(|e| e.rollout())
             else {
-                return (
-                    PromotionStatus::Cancelled,
-                    Some("the rollout was removed from the config".into()),
-                );
+                return Outcome::Cancelled(Some(PromotionReason::RolloutRemoved));
             };
             match rollout.phase(rollout::now_ms()) {
                 Phase::Stage(stage) => {
@@ -519,14 +517,13 @@ impl Promotions {
                             "reason" => reason.label(),
                         )
                         .increment(1);
-                        let reason = reason.to_string();
-                        if let Err(e) = self.remove_rollout(model, environment).await {
-                            return (
-                                PromotionStatus::Failed,
-                                Some(format!("{reason}; and removing the rollout failed: {e}")),
-                            );
+                        if let Err(error) = self.remove_rollout(model, environment).await {
+                            return Outcome::Failed(PromotionReason::RollbackNotWritten {
+                                why: reason,
+                                error,
+                            });
                         }
-                        return (PromotionStatus::RolledBack, Some(reason));
+                        return Outcome::RolledBack(reason);
                     }
                 }
                 Phase::Complete => match self.complete(key, deployment).await {
@@ -536,49 +533,49 @@ impl Promotions {
             }
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
-                () = self.cancelled.notified() => {}
+                () = cancelled => {}
             }
         }
     }
 
     /// Removes the rollout: all traffic back to the environment's deployment.
-    async fn remove_rollout(&self, model: &str, environment: &str) -> Result<(), String> {
+    async fn remove_rollout(&self, model: &str, environment: &str) -> Result<(), EditFailure> {
         let (m, env) = (model.to_owned(), environment.to_owned());
         self.edit(move |doc| doc.clear_rollout(&m, &env).map(|_| ()))
             .await
     }
 
     /// Whether `deployment` has as many ready replicas as the promotion
-    /// needs; an error when the promotion can no longer succeed.
-    async fn ready_enough(
+    /// needs, by the published config (a broken hand edit is never
+    /// published, so it does not disturb a promotion); if not, a watch of
+    /// the replicas' readiness taken before the count. An error when the
+    /// promotion can no longer succeed.
+    fn readiness(
         &self,
         model: &str,
         environment: &str,
         deployment: &str,
-    ) -> Result<bool, String> {
-        let store = Arc::clone(&self.store);
-        let config = tokio::task::spawn_blocking(move || store.read())
-            .await
-            .map_err(|e| e.to_string())?;
-        let needed = match config {
-            Ok((doc, _)) => needed_replicas(doc.config(), model, environment, deployment)?,
-            // A broken hand edit: keep waiting, the operator will fix it.
-            Err(StoreError::FileInvalid(_)) => return Ok(false),
-            Err(e) => return Err(e.to_string()),
-        };
+    ) -> Result<Readiness, PromotionReason> {
         let snapshot = self.routing.load();
-        let Some(route) = snapshot
+        let needed = needed_replicas(snapshot.config(), model, environment, deployment)?;
+        let pool = snapshot
             .model(model)
             .ok()
             .and_then(|m| m.resolve(Target::Deployment(deployment)).ok())
-        else {
-            return Ok(false);
-        };
-        let ready = route.pool().replicas().ready_count();
-        if ready < needed {
-            // Local replicas scaled to zero: start what the switch needs.
-            route.pool().wake(u32::try_from(needed).unwrap_or(u32::MAX));
+            .map(|route| Arc::clone(route.pool()))
+            .ok_or_else(|| PromotionReason::DeploymentDeleted(deployment.to_owned()))?;
+        let readiness = pool.watch_readiness();
+        if pool.replicas().ready_count() >= needed {
+            return Ok(Readiness::Enough);
         }
-        Ok(ready >= needed)
+        // Local replicas scaled to zero: start what the switch needs.
+        pool.wake(u32::try_from(needed).unwrap_or(u32::MAX));
+        Ok(Readiness::Waiting(readiness))
     }
+}
+
+/// Whether a promotion may switch, or what to watch until it may.
+enum Readiness {
+    Enough,
+    Waiting(tokio::sync::watch::Receiver<()>),
 }

@@ -30,7 +30,7 @@ use crate::capacity::{NodeCapacity, Usage};
 use crate::plane::ShutdownSignal;
 use crate::provision::{Instance, InstanceState, Provisioner, Released, ReplicaSpec};
 use routing::Routing;
-use routing::pool::{Pool, ScaleStatus};
+use routing::pool::{PendingReason, Pool, ScaleStatus};
 use routing::replicas::Replica;
 use routing::telemetry;
 
@@ -80,7 +80,7 @@ pub fn effective_autoscaling(m: &Model, d: &Deployment) -> Autoscaling {
 }
 
 /// One replica the controller started.
-struct Tracked {
+struct LocalReplica {
     instance: Arc<Instance>,
     /// Set once it is ready and in routing.
     replica: Option<Arc<Replica>>,
@@ -98,18 +98,40 @@ struct Tracked {
     handed: bool,
 }
 
+/// What governs a deployment's autoscaler: its effective settings, and
+/// whether it is a development deployment (at most one replica).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Policy {
+    autoscaling: Autoscaling,
+    development: bool,
+}
+
+impl Policy {
+    fn of(model: &Model, d: &Deployment) -> Self {
+        Self {
+            autoscaling: effective_autoscaling(model, d),
+            development: d.kind == DeploymentKind::Development,
+        }
+    }
+
+    /// A fresh autoscaler under this policy.
+    fn autoscaler(self) -> Autoscaler {
+        Autoscaler::new(self.autoscaling, self.development)
+    }
+}
+
 /// A local deployment's replicas and scaling state.
-struct Managed {
+struct LocalDeployment {
     name: String,
     pool: Arc<Pool>,
-    settings: (Autoscaling, bool),
+    policy: Policy,
     autoscaler: Autoscaler,
-    replicas: Vec<Tracked>,
+    replicas: Vec<LocalReplica>,
     crashes: u64,
     backoff: Duration,
     restart_not_before: Option<Instant>,
     last_desired: Option<u32>,
-    last_pending: Option<String>,
+    last_pending: Option<PendingReason>,
     /// Replicas that exited before they were ever ready, in a row.
     failed_starts: u32,
     /// Why the last one did, in its own words.
@@ -121,7 +143,7 @@ struct Managed {
     cold_start: metrics::Histogram,
 }
 
-impl Tracked {
+impl LocalReplica {
     /// A replica just started (or adopted) at `now`.
     fn new(instance: Arc<Instance>, resources: Resources, now: Instant, adopted: bool) -> Self {
         Self {
@@ -138,17 +160,14 @@ impl Tracked {
     }
 }
 
-impl Managed {
+impl LocalDeployment {
     fn new(model: &Model, d: &Deployment, pool: &Arc<Pool>) -> Self {
-        let settings = (
-            effective_autoscaling(model, d),
-            d.kind == DeploymentKind::Development,
-        );
+        let policy = Policy::of(model, d);
         Self {
             name: format!("{}/{}", model.id, d.id),
             pool: Arc::clone(pool),
-            settings,
-            autoscaler: Autoscaler::new(settings.0, settings.1),
+            policy,
+            autoscaler: policy.autoscaler(),
             replicas: Vec::new(),
             crashes: 0,
             backoff: Duration::ZERO,
@@ -166,20 +185,20 @@ impl Managed {
         }
     }
 
-    fn live(&self) -> impl Iterator<Item = &Tracked> {
+    fn live(&self) -> impl Iterator<Item = &LocalReplica> {
         self.replicas.iter().filter(|t| !t.stopping)
     }
 }
 
-/// Owns local replicas and scales them. Run it with [`Controller::run`] or
-/// [`start_background`].
+/// Owns local replicas and scales them. Run it with [`Controller::run`], a
+/// task on the control plane ([`crate::plane::Plane::spawn`]).
 pub struct Controller {
     routing: Arc<Routing>,
     provisioner: Arc<dyn Provisioner>,
     events: Arc<Notify>,
     capacity: NodeCapacity,
     settings: ScalingSettings,
-    deployments: HashMap<(String, String), Managed>,
+    deployments: HashMap<(String, String), LocalDeployment>,
     epoch: Instant,
     /// Replicas the previous gateway handed over, adopted when `run` starts.
     adopting: Vec<Released>,
@@ -282,17 +301,14 @@ impl Controller {
                     continue; // fixed replicas: the snapshot applies them
                 }
                 seen.insert(key.clone());
-                let settings = (
-                    effective_autoscaling(model, d),
-                    d.kind == DeploymentKind::Development,
-                );
+                let policy = Policy::of(model, d);
                 let managed = deployments
                     .entry(key)
-                    .or_insert_with(|| Managed::new(model, d, route.pool()));
-                if managed.settings != settings {
+                    .or_insert_with(|| LocalDeployment::new(model, d, route.pool()));
+                if managed.policy != policy {
                     log::info!("autoscaler {}: settings changed", managed.name);
-                    managed.settings = settings;
-                    managed.autoscaler = Autoscaler::new(settings.0, settings.1);
+                    managed.policy = policy;
+                    managed.autoscaler = policy.autoscaler();
                 }
                 self.step(d, managed, now, sample, &mut used);
             }
@@ -318,7 +334,14 @@ impl Controller {
         }
     }
 
-    fn step(&self, d: &Deployment, m: &mut Managed, now: Instant, sample: bool, used: &mut Usage) {
+    fn step(
+        &self,
+        d: &Deployment,
+        m: &mut LocalDeployment,
+        now: Instant,
+        sample: bool,
+        used: &mut Usage,
+    ) {
         self.follow(m, now);
         self.give_up_or_retry(d, m);
         let current = m.live().count() as u32;
@@ -329,7 +352,7 @@ impl Controller {
         if !d.active {
             // Reactivation starts afresh from min_replica, not from the
             // load seen before the deactivation.
-            m.autoscaler = Autoscaler::new(m.settings.0, m.settings.1);
+            m.autoscaler = m.policy.autoscaler();
         }
         if sample {
             m.autoscaler.observe(t, (in_flight + parked) as f64);
@@ -376,15 +399,12 @@ impl Controller {
             for _ in current..desired {
                 if let Some(at) = m.restart_not_before.filter(|&at| now < at) {
                     pending += 1;
-                    reason = Some(format!(
-                        "replacing a crashed replica in {:.1} s",
-                        at.duration_since(now).as_secs_f64()
-                    ));
+                    reason = Some(PendingReason::RestartBackoff(at.duration_since(now)));
                     continue;
                 }
-                if let Err(why) = self.capacity.fits(used, &d.resources) {
+                if let Err(short) = self.capacity.fits(used, &d.resources) {
                     pending += 1;
-                    reason = Some(why);
+                    reason = Some(PendingReason::NoRoom(short));
                     continue;
                 }
                 let spec = ReplicaSpec {
@@ -394,17 +414,22 @@ impl Controller {
                 match self.provisioner.start(&spec) {
                     Ok(instance) => {
                         used.add(&d.resources);
-                        m.replicas
-                            .push(Tracked::new(instance, d.resources.clone(), now, false));
+                        m.replicas.push(LocalReplica::new(
+                            instance,
+                            d.resources.clone(),
+                            now,
+                            false,
+                        ));
                     }
                     Err(e) => {
                         pending += 1;
-                        reason = Some(e.to_string());
+                        reason = Some(PendingReason::StartFailed(e.to_string()));
                     }
                 }
             }
-            if reason.is_some() && reason != m.last_pending {
-                let why = reason.as_deref().unwrap_or_default();
+            if let Some(why) = &reason
+                && reason != m.last_pending
+            {
                 log::warn!("{}: {pending} replica(s) pending: {why}", m.name);
             }
         } else if desired < current {
@@ -445,7 +470,7 @@ impl Controller {
     /// Marks the deployment failed after too many failed starts in a row
     /// (no more replicas are started; its requests are refused at once with
     /// the replica's own error), and lifts that once its config changes.
-    fn give_up_or_retry(&self, d: &Deployment, m: &mut Managed) {
+    fn give_up_or_retry(&self, d: &Deployment, m: &mut LocalDeployment) {
         if let Some(failed_with) = &m.failed_with {
             if failed_with != d {
                 log::info!("{}: its config changed; starting replicas again", m.name);
@@ -471,7 +496,7 @@ impl Controller {
 
     /// Applies replica state changes: ready ones join routing, exited ones
     /// leave it (and, if unexpected, are counted and replaced after a backoff).
-    fn follow(&self, m: &mut Managed, now: Instant) {
+    fn follow(&self, m: &mut LocalDeployment, now: Instant) {
         let settings = self.settings;
         m.replicas.retain_mut(|t| match t.instance.state() {
             InstanceState::Starting => true,
@@ -560,7 +585,7 @@ impl Controller {
 
     /// Takes a replica out of routing, lets its requests finish (with
     /// `drain`, up to the drain timeout), then stops it.
-    fn retire(&self, pool: &Pool, t: &mut Tracked, drain: bool) {
+    fn retire(&self, pool: &Pool, t: &mut LocalReplica, drain: bool) {
         t.stopping = true;
         let provisioner = Arc::clone(&self.provisioner);
         let instance = Arc::clone(&t.instance);
@@ -576,9 +601,15 @@ impl Controller {
         log::info!("replica {} draining", instance.name());
         let timeout = self.settings.drain_timeout;
         tokio::spawn(async move {
-            let deadline = Instant::now() + timeout;
-            while replica.outstanding() > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if tokio::time::timeout(timeout, replica.drained())
+                .await
+                .is_err()
+            {
+                log::warn!(
+                    "replica {} still had {} request(s) in flight after the drain timeout ({timeout:?})",
+                    instance.name(),
+                    replica.outstanding()
+                );
             }
             provisioner.stop(&instance);
         });

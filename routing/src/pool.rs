@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use config::{Backpressure, OutlierDetection, QueueSettings, RetryPolicy};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 
-use crate::replicas::{Replica, ReplicaSet};
+use crate::replicas::{Health, Replica, ReplicaSet};
 use crate::retry::RetryBudget;
 
 /// The budget of bytes (head plus declared body) all parked requests of
@@ -197,6 +197,9 @@ pub struct Pool {
     /// Set while the deployment cannot start replicas (the scaling
     /// controller gave up on it): why, in the replica's words.
     failure: ArcSwapOption<String>,
+    /// Rung when the set of ready replicas may have changed (control plane
+    /// only: joins, leaves, probes; never a request).
+    readiness: watch::Sender<()>,
     /// When its traffic ejects a replica.
     outlier_detection: ArcSwap<OutlierDetection>,
     /// Ejections so far, by [`crate::outlier::Ejection`] (in its `ALL` order).
@@ -240,6 +243,7 @@ impl Pool {
             parked_bytes,
             scale_signal,
             failure: ArcSwapOption::empty(),
+            readiness: watch::Sender::new(()),
             outlier_detection: ArcSwap::from_pointee(OutlierDetection::default()),
             ejections: Default::default(),
             retry: ArcSwap::from_pointee(RetryPolicy::default()),
@@ -347,12 +351,14 @@ impl Pool {
             .sum();
         self.retired_served.fetch_add(gone, Ordering::Relaxed);
         self.dispatch();
+        self.readiness.send_replace(());
     }
 
     /// Adds a replica that passed its readiness probe.
     pub fn add_replica(self: &Arc<Self>, replica: Arc<Replica>) {
         self.replicas.rcu(|set| set.with(Arc::clone(&replica)));
         self.dispatch();
+        self.readiness.send_replace(());
     }
 
     /// Takes a replica out of routing; requests already sent to it finish.
@@ -361,14 +367,24 @@ impl Pool {
         // It gets no new requests now, so its count is final.
         self.retired_served
             .fetch_add(replica.served(), Ordering::Relaxed);
+        self.readiness.send_replace(());
     }
 
-    /// Call when some replica may have regained capacity by other means
-    /// than a lease ending (e.g. a probe found it ready again).
-    pub fn capacity_changed(self: &Arc<Self>) {
-        if self.parked() > 0 {
+    /// A probe changed a replica's health to `health`: a replica found
+    /// ready again may take parked requests, and whoever watches readiness
+    /// hears of it.
+    pub fn health_changed(self: &Arc<Self>, health: Health) {
+        if health == Health::Ready && self.parked() > 0 {
             self.dispatch();
         }
+        self.readiness.send_replace(());
+    }
+
+    /// A watch whose `changed()` resolves at the next change to which
+    /// replicas are ready: one joins, leaves, or a probe changes its
+    /// health. For the control plane (a promotion waiting for replicas).
+    pub fn watch_readiness(&self) -> watch::Receiver<()> {
+        self.readiness.subscribe()
     }
 
     /// Asks for at least `replicas` replicas without a request: a `/wake`
@@ -611,7 +627,7 @@ mod lease;
 mod status;
 
 pub use lease::Lease;
-pub use status::{ReplicaCounts, ScaleStatus};
+pub use status::{PendingReason, ReplicaCounts, ScaleStatus, Shortfall};
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use tokio::sync::Notify;
 
 use crate::outlier::{self, Tracker};
 
@@ -61,6 +63,10 @@ pub struct Replica {
     key: u64,
     /// What its traffic has shown, for ejections.
     outlier: Tracker,
+    /// Set once it is out of routing and someone waits for
+    /// [`Replica::drained`]: only then does the last release ring `drained`.
+    retiring: AtomicBool,
+    drained: Notify,
 }
 
 impl Replica {
@@ -82,6 +88,8 @@ impl Replica {
             health: AtomicU8::new(health.as_u8()),
             failures: AtomicU32::new(0),
             outlier: Tracker::default(),
+            retiring: AtomicBool::new(false),
+            drained: Notify::new(),
             key: mix(match addr.ip() {
                 std::net::IpAddr::V4(ip) => u64::from(ip.to_bits()),
                 std::net::IpAddr::V6(ip) => (ip.to_bits() as u64) ^ ((ip.to_bits() >> 64) as u64),
@@ -149,9 +157,32 @@ impl Replica {
             .is_ok()
     }
 
-    /// Gives a slot back.
+    /// Gives a slot back; the last one of a retiring replica wakes
+    /// [`drained`](Self::drained).
     pub(crate) fn release(&self) {
-        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        if self.outstanding.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.retiring.load(Ordering::SeqCst)
+        {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Resolves once no request is in flight to it. For a replica already
+    /// taken out of routing (nothing new claims it), so "no request" stays
+    /// true. The flag and the count are both `SeqCst`, so of a release that
+    /// empties it and this check at least one sees the other: either the
+    /// release rings after the waiter listens, or the check sees zero.
+    pub async fn drained(&self) {
+        self.retiring.store(true, Ordering::SeqCst);
+        loop {
+            let notified = self.drained.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.outstanding() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Counts a request routed to it (not a retry).

@@ -79,7 +79,7 @@ pub(super) fn deployment_view(m: &Model, d: &Deployment, snap: &Snapshot) -> Val
             "ready": ready,
             "starting": scale.starting,
             "pending": scale.pending,
-            "pending_reason": scale.pending_reason,
+            "pending_reason": scale.pending_reason.as_ref().map(ToString::to_string),
             "last_error": scale.last_error,
             "crashes": scale.crashes,
             "instances": instances,

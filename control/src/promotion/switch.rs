@@ -6,6 +6,8 @@
 use config::edit::EditError;
 use config::{CleanupStrategy, Config};
 
+use super::PromotionReason;
+
 /// Ready replicas the new deployment needs: the current deployment's
 /// `min_replica` (the environment's settings apply to what it serves), and
 /// never fewer than one.
@@ -14,19 +16,21 @@ pub(super) fn needed_replicas(
     model: &str,
     environment: &str,
     deployment: &str,
-) -> Result<usize, String> {
+) -> Result<usize, PromotionReason> {
     let m = config
         .model(model)
-        .ok_or_else(|| format!("model `{model}` was deleted"))?;
+        .ok_or_else(|| PromotionReason::ModelDeleted(model.to_owned()))?;
     let target = m
         .deployment(deployment)
-        .ok_or_else(|| format!("deployment `{deployment}` was deleted"))?;
+        .ok_or_else(|| PromotionReason::DeploymentDeleted(deployment.to_owned()))?;
     if !target.active {
-        return Err(format!("deployment `{deployment}` was deactivated"));
+        return Err(PromotionReason::DeploymentDeactivated(
+            deployment.to_owned(),
+        ));
     }
     let env = m
         .environment(environment)
-        .ok_or_else(|| format!("environment `{environment}` was deleted"))?;
+        .ok_or_else(|| PromotionReason::EnvironmentDeleted(environment.to_owned()))?;
     let current_min = env
         .deployment
         .as_deref()

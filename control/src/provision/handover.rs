@@ -88,7 +88,7 @@ pub struct Released {
 /// The first message: who hands over, and how many replicas follow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
-    /// [`VERSION`].
+    /// `VERSION`.
     pub version: u32,
     /// The process handing over.
     pub from_pid: u32,

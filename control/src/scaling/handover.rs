@@ -21,7 +21,7 @@ use config::{Config, Deployment, Model, ReplicaSource};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Controller, ControllerHandle, Managed, Tracked};
+use super::{Controller, ControllerHandle, LocalDeployment, LocalReplica};
 use crate::provision::Released;
 
 /// Requests to the controller's loop.
@@ -81,7 +81,7 @@ impl Controller {
         }
     }
 
-    fn tracked_mut(&mut self) -> impl Iterator<Item = &mut Tracked> {
+    fn tracked_mut(&mut self) -> impl Iterator<Item = &mut LocalReplica> {
         self.deployments.values_mut().flat_map(|m| &mut m.replicas)
     }
 
@@ -142,10 +142,10 @@ impl Controller {
             let managed = self
                 .deployments
                 .entry((m.id.clone(), d.id.clone()))
-                .or_insert_with(|| Managed::new(m, d, &pool));
+                .or_insert_with(|| LocalDeployment::new(m, d, &pool));
             managed
                 .replicas
-                .push(Tracked::new(instance, d.resources.clone(), now, true));
+                .push(LocalReplica::new(instance, d.resources.clone(), now, true));
         }
     }
 }

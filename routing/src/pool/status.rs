@@ -1,6 +1,8 @@
 //! What the control plane reports about a pool: the scaling controller's
 //! last published counts, and the replica counts status and metrics show.
 
+use std::time::Duration;
+
 use config::{Deployment, ReplicaSource};
 
 use super::Pool;
@@ -15,7 +17,7 @@ pub struct ScaleStatus {
     /// Replicas wanted that cannot start (see `pending_reason`).
     pub pending: u32,
     /// Why `pending` replicas cannot start (e.g. not enough CPU on the node).
-    pub pending_reason: Option<String>,
+    pub pending_reason: Option<PendingReason>,
     /// It gave up starting replicas (too many failed starts in a row) until
     /// its config changes.
     pub failed: bool,
@@ -30,6 +32,67 @@ pub struct ScaleStatus {
     pub burst_signal: f64,
     /// Whether it was in burst mode.
     pub burst_mode: bool,
+}
+
+/// Why the scaling controller cannot start a replica it wants now.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PendingReason {
+    /// A replica crashed; its replacement waits out the restart backoff.
+    #[error("replacing a crashed replica in {:.1} s", .0.as_secs_f64())]
+    RestartBackoff(Duration),
+    /// The node has no room for one more.
+    #[error(transparent)]
+    NoRoom(#[from] Shortfall),
+    /// The provisioner could not start it, in its words.
+    #[error("{0}")]
+    StartFailed(String),
+}
+
+/// What the node lacks for one more replica: what it needs, what is free,
+/// and what the node has in all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Shortfall {
+    /// CPU, in thousandths of a core.
+    #[error("not enough CPU on the node: a replica needs {} cpu, {} of {} are free", cores(*.need), cores(*.free), cores(*.total))]
+    Cpu {
+        /// Needed.
+        need: u64,
+        /// Free.
+        free: u64,
+        /// The node's.
+        total: u64,
+    },
+    /// Memory, in MiB.
+    #[error(
+        "not enough memory on the node: a replica needs {need} MiB, {free} of {total} MiB are free"
+    )]
+    Memory {
+        /// Needed.
+        need: u64,
+        /// Free.
+        free: u64,
+        /// The node's.
+        total: u64,
+    },
+    /// Accelerators of one kind.
+    #[error(
+        "not enough {kind} accelerators on the node: a replica needs {need}, {free} of {total} are free"
+    )]
+    Accelerators {
+        /// The kind (e.g. `L4`).
+        kind: String,
+        /// Needed.
+        need: u32,
+        /// Free.
+        free: u32,
+        /// The node's.
+        total: u32,
+    },
+}
+
+/// Thousandths of a core as cores (`1500` -> `1.5`).
+fn cores(millis: u64) -> f64 {
+    millis as f64 / 1000.0
 }
 
 /// A deployment's replicas as status and metrics report them: `ready` are

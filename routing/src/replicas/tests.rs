@@ -234,3 +234,28 @@ fn sessions_map_to_one_replica_and_few_move_when_one_joins() {
     assert!(full.claim_affine(1, 7).is_some());
     assert!(full.claim_affine(1, 7).is_none(), "its replica is full");
 }
+
+#[tokio::test]
+async fn drained_resolves_at_the_last_release_and_at_once_when_idle() {
+    let idle = Replica::new("127.0.0.1:9000".parse().unwrap());
+    idle.drained().await;
+
+    let busy = Arc::new(Replica::new("127.0.0.1:9001".parse().unwrap()));
+    assert!(busy.try_claim(2));
+    assert!(busy.try_claim(2));
+    let waiter = tokio::spawn({
+        let busy = Arc::clone(&busy);
+        async move { busy.drained().await }
+    });
+    // The waiter has set the flag and listens before it sleeps; the first
+    // release leaves one request in flight, so it must keep waiting.
+    while !busy.retiring.load(Ordering::SeqCst) {
+        tokio::task::yield_now().await;
+    }
+    busy.release();
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished());
+    busy.release();
+    waiter.await.unwrap();
+    assert_eq!(busy.outstanding(), 0);
+}
