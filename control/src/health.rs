@@ -125,8 +125,8 @@ impl HealthChecker {
                             log::warn!("cannot probe replica {}: {e}", replica.addr());
                         }
                         outcome => {
-                            let outcome = outcome.map_err(|e| e.to_string());
-                            let change = record(&replica, outcome, settings.failure_threshold);
+                            let change =
+                                record(&replica, outcome.as_ref(), settings.failure_threshold);
                             if let Some(health) = change {
                                 pool.health_changed(health);
                             }
@@ -154,7 +154,7 @@ impl HealthChecker {
 /// at debug level: a replica that is down fails every round) and returns it.
 fn record(
     replica: &Replica,
-    outcome: Result<(), String>,
+    outcome: Result<&(), &ProbeError>,
     failure_threshold: u32,
 ) -> Option<Health> {
     let addr = replica.addr();
@@ -168,23 +168,32 @@ fn record(
     change
 }
 
-/// Why a probe did not pass.
+/// Why a probe did not pass. All but [`ProbeError::Local`] count against
+/// the replica.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProbeError {
-    /// The replica did not answer it, or not with a 2xx: counts against
-    /// the replica.
-    #[error("{0}")]
-    Failed(String),
+    /// No answer within the probe's limit.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The replica refused or dropped the connection.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// The HTTP/1 handshake failed.
+    #[error("handshake: {0}")]
+    Handshake(hyper::Error),
+    /// The request could not be built (an address that is no valid Host).
+    #[error("request: {0}")]
+    Build(http::Error),
+    /// The exchange failed before a response head.
+    #[error("request: {0}")]
+    Exchange(hyper::Error),
+    /// An answer, but not a 2xx.
+    #[error("status {0}")]
+    Status(http::StatusCode),
     /// The gateway could not even try: it is out of file descriptors or
     /// local ports. No verdict on the replica.
     #[error("connect: {0} (the gateway's own shortage)")]
     Local(std::io::Error),
-}
-
-impl From<String> for ProbeError {
-    fn from(why: String) -> Self {
-        ProbeError::Failed(why)
-    }
 }
 
 /// Whether the replica answers the readiness probe with a 2xx within
@@ -192,7 +201,7 @@ impl From<String> for ProbeError {
 pub(crate) async fn probe(addr: SocketAddr, limit: Duration) -> Result<(), ProbeError> {
     match tokio::time::timeout(limit, ask_ready(addr)).await {
         Ok(outcome) => outcome,
-        Err(_) => Err(format!("no answer within {limit:?}").into()),
+        Err(_) => Err(ProbeError::Timeout(limit)),
     }
 }
 
@@ -201,19 +210,19 @@ async fn ask_ready(addr: SocketAddr) -> Result<(), ProbeError> {
         if routing::shortage::is_local_shortage(&e) {
             ProbeError::Local(e)
         } else {
-            ProbeError::Failed(format!("connect: {e}"))
+            ProbeError::Connect(e)
         }
     })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(ProbeError::Handshake)?;
     // A fresh connection per probe, closed after it: a probe must see a
     // replica that can accept connections, not one kept-alive socket.
     let request = Request::get(READY_PATH)
         .header(header::HOST, addr.to_string())
         .header(header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(ProbeError::Build)?;
     // Queued now; `connection` does the I/O. Only the status matters, so
     // stop as soon as the head is in. If the connection ends first (e.g. it
     // delivered the response, then closed), the answer is already queued
@@ -224,11 +233,11 @@ async fn ask_ready(addr: SocketAddr) -> Result<(), ProbeError> {
         response = &mut response => response,
         _ = connection => response.await,
     }
-    .map_err(|e| format!("request: {e}"))?;
+    .map_err(ProbeError::Exchange)?;
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!("status {}", response.status()).into())
+        Err(ProbeError::Status(response.status()))
     }
 }
 
@@ -251,6 +260,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let why = probe(addr, Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(why, ProbeError::Connect(_)), "{why}");
         assert!(why.to_string().starts_with("connect"), "{why}");
     }
 
@@ -260,7 +270,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let why = probe(addr, Duration::from_millis(100)).await.unwrap_err();
-        assert!(why.to_string().starts_with("no answer"), "{why}");
+        assert!(matches!(why, ProbeError::Timeout(_)), "{why}");
         drop(listener);
     }
 }
