@@ -2,8 +2,9 @@
 //! the whole grace period; we count in-flight requests and exit as soon as
 //! the last one has finished, so the grace period is a bound, not a wait.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::Duration;
 
 use pingora_core::server::{ExecutionPhase, ShutdownWatch};
@@ -13,6 +14,10 @@ use tokio::sync::broadcast;
 #[derive(Debug, Default)]
 pub struct InFlight {
     count: AtomicUsize,
+    /// The drain watcher, once the grace period has begun: the request
+    /// that takes the count to zero wakes it (before that, nobody waits and
+    /// reaching zero costs one more load).
+    watcher: OnceLock<Thread>,
 }
 
 impl InFlight {
@@ -46,19 +51,28 @@ pub struct InFlightGuard(Arc<InFlight>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(watcher) = self.0.watcher.get()
+        {
+            watcher.unpark();
+        }
     }
 }
 
+/// How long nothing must be in flight before the drain counts as done: a
+/// keep-alive client sending requests back to back is not cut off in the
+/// gap between two of them.
+const SETTLE: Duration = Duration::from_millis(50);
+
 /// Starts a thread that, once the grace period begins, exits the process as
-/// soon as no request has been in flight for two polls in a row, after
-/// `before_exit` (which stops local replicas).
+/// soon as no request has been in flight for [`SETTLE`], after
+/// `before_exit` (which stops the control plane and its replicas). It
+/// sleeps until the last request ends (the guard wakes it), not on a timer.
 pub fn exit_when_drained(
     mut phases: broadcast::Receiver<ExecutionPhase>,
     in_flight: Arc<InFlight>,
     before_exit: impl FnOnce() + Send + 'static,
 ) {
-    const POLL: Duration = Duration::from_millis(25);
     let watcher = move || {
         loop {
             match phases.blocking_recv() {
@@ -67,17 +81,18 @@ pub fn exit_when_drained(
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
+        // Registered before the first look at the count: a request ending
+        // after it unparks this thread (a wake-up before `park` is kept).
+        let _ = in_flight.watcher.set(std::thread::current());
         log::info!("draining: {} request(s) in flight", in_flight.get());
-        let mut idle_polls = 0;
-        while idle_polls < 2 {
-            idle_polls = if in_flight.get() == 0 {
-                idle_polls + 1
-            } else {
-                0
-            };
-            // A plain thread, not a runtime worker: sleeping here blocks nothing.
-            #[allow(clippy::disallowed_methods)]
-            std::thread::sleep(POLL);
+        loop {
+            while in_flight.get() > 0 {
+                std::thread::park();
+            }
+            std::thread::park_timeout(SETTLE);
+            if in_flight.get() == 0 {
+                break;
+            }
         }
         log::info!("drained; exiting");
         before_exit();
