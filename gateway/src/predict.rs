@@ -229,20 +229,20 @@ impl Gateway {
         client.set_body_limit(ctx.max_body);
         client.set_deadline(ctx.deadline);
         let lease = match next {
-            Next::Proxy(lease) => lease,
+            Next::Slot(Slot::Now(lease)) => lease,
             Next::Woken => {
                 let body = Bytes::from_static(br#"{"status":"waking"}"#);
                 let _ = client.respond_json(StatusCode::ACCEPTED, body, &[]).await;
                 return Ok(());
             }
-            Next::Park(mut parked) => {
+            Next::Slot(Slot::Queued(mut parked)) => {
                 let parked_at = Instant::now();
                 let outcome = self.wait_parked(client, ctx, &mut parked, shutdown).await;
                 ctx.queue_wait = Some(parked_at.elapsed());
                 outcome?
             }
         };
-        self.proxy(client, ctx, lease).await
+        self.proxy(client, ctx, lease, shutdown).await
     }
 
     /// Decides where a request goes, or why it is refused. Synchronous: the
@@ -306,18 +306,31 @@ impl Gateway {
         ctx.rollout = resolved
             .rollout
             .map(|(state, side)| (Arc::clone(state), side));
-        match deployment
+        let admission = deployment
             .pool()
-            .admit_with_affinity(|| parked_bytes(req), session)
-        {
-            Admission::Go(lease) => Ok(Next::Proxy(lease)),
-            Admission::Park(parked) => Ok(Next::Park(parked)),
-            Admission::Refuse(why) => Err(Reject::Overloaded(why)),
-            Admission::Failed(why) => {
-                ctx.failure = Some(why);
-                Err(Reject::DeployFailed)
-            }
-        }
+            .admit_with_affinity(|| parked_bytes(req), session);
+        slot(ctx, admission).map(Next::Slot)
+    }
+
+    /// Gives back the slot of a replica the request could not reach and
+    /// waits in the deployment's queue for another, as a new request would
+    /// (see [`routing::pool::Retry::Wait`]).
+    async fn requeue(
+        &self,
+        client: &mut Client<'_>,
+        ctx: &mut RequestCtx,
+        lease: Lease,
+        shutdown: &ShutdownWatch,
+    ) -> Result<Lease, Reject> {
+        let mut parked = match slot(ctx, lease.requeue(parked_bytes(client.head())))? {
+            Slot::Now(lease) => return Ok(lease),
+            Slot::Queued(parked) => parked,
+        };
+        let parked_at = Instant::now();
+        let outcome = self.wait_parked(client, ctx, &mut parked, shutdown).await;
+        let waited = parked_at.elapsed();
+        ctx.queue_wait = Some(ctx.queue_wait.map_or(waited, |before| before + waited));
+        outcome
     }
 
     /// Waits in the deployment's queue for a replica slot, the queue
@@ -426,12 +439,32 @@ impl KeyMemo {
 /// What `admit` decided.
 #[derive(Debug)]
 enum Next {
-    /// A slot is leased: proxy now.
-    Proxy(Lease),
-    /// Wait in the queue first.
-    Park(Parked),
+    /// A replica slot, or a place in the queue for one.
+    Slot(Slot),
     /// A wake call: answer 202.
     Woken,
+}
+
+/// Where a request admitted to a deployment's pool stands.
+#[derive(Debug)]
+enum Slot {
+    /// A slot is leased: proxy now.
+    Now(Lease),
+    /// Wait in the queue first.
+    Queued(Parked),
+}
+
+/// The request's slot or place in the queue, or why it has neither.
+fn slot(ctx: &mut RequestCtx, admission: Admission) -> Result<Slot, Reject> {
+    match admission {
+        Admission::Go(lease) => Ok(Slot::Now(lease)),
+        Admission::Park(parked) => Ok(Slot::Queued(parked)),
+        Admission::Refuse(why) => Err(Reject::Overloaded(why)),
+        Admission::Failed(why) => {
+            ctx.failure = Some(why);
+            Err(Reject::DeployFailed)
+        }
+    }
 }
 
 /// Per-request state.

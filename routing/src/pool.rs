@@ -626,6 +626,7 @@ mod failures;
 mod lease;
 mod status;
 
+pub use failures::Retry;
 pub use lease::Lease;
 pub use status::{PendingReason, ReplicaCounts, ScaleStatus, Shortfall};
 

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
 use tokio::time::Instant;
 
 use super::client::Client;
@@ -18,6 +19,7 @@ use super::{ATTEMPTS_HEADER, DEPLOYMENT_HEADER, Gateway, REQUEST_ID_HEADER, Requ
 use crate::reject::Reject;
 use routing::Lease;
 use routing::outlier::Failure;
+use routing::pool::Retry;
 use routing::retry::{self, RetryReason};
 
 /// A replica's response being read.
@@ -81,9 +83,10 @@ impl Gateway {
         client: &mut Client<'_>,
         ctx: &mut RequestCtx,
         lease: Lease,
+        shutdown: &ShutdownWatch,
     ) -> Result<(), Reject> {
         let outgoing = self.prepare(client, ctx).await?;
-        let (up, head, lease) = self.send(client, ctx, lease, &outgoing).await?;
+        let (up, head, lease) = self.send(client, ctx, lease, &outgoing, shutdown).await?;
         self.relay(client, ctx, up, head, lease).await
     }
 
@@ -146,6 +149,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         mut lease: Lease,
         out: &Outgoing,
+        shutdown: &ShutdownWatch,
     ) -> Result<(Upstream, ResponseHead, Lease), Reject> {
         ctx.upstream_started = Some(Instant::now());
         let mut fresh_only = false;
@@ -169,14 +173,17 @@ impl Gateway {
                         // one is safe for any method, at once. The failed
                         // replica leaves routing until a probe passes.
                         lease.failed(Failure::Connect);
-                        match lease.retry_elsewhere(RetryReason::Connect, ctx.attempts) {
-                            Some(other) => {
-                                lease = other;
-                                ctx.attempts += 1;
-                                continue;
+                        lease = match lease.retry_elsewhere(RetryReason::Connect, ctx.attempts) {
+                            Retry::Elsewhere(other) => other,
+                            // A body still being read cannot wait: the
+                            // queue would read it into nowhere.
+                            Retry::Wait if out.inline => {
+                                self.requeue(client, ctx, lease, shutdown).await?
                             }
-                            None => return Err(reject),
-                        }
+                            Retry::Wait | Retry::Spent => return Err(reject),
+                        };
+                        ctx.attempts += 1;
+                        continue;
                     }
                 },
             };
@@ -299,7 +306,7 @@ impl Gateway {
         if !out.inline || !safe {
             return Ok(None);
         }
-        let Some(other) = lease.retry_elsewhere(why, ctx.attempts) else {
+        let Retry::Elsewhere(other) = lease.retry_elsewhere(why, ctx.attempts) else {
             return Ok(None);
         };
         let wait = retry::backoff(&policy, ctx.attempts);

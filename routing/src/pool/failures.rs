@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use config::{OutlierDetection, RetryPolicy};
 
-use super::{Lease, Pool};
+use super::{Admission, Lease, Pool};
 use crate::outlier::{self, Ejection, Failure};
 use crate::replicas::Replica;
 use crate::retry::RetryReason;
@@ -72,28 +72,59 @@ impl Lease {
         }
     }
 
-    /// A slot on another routable replica for attempt `attempts + 1`, if
-    /// the deployment's retry policy allows that many, one is free and the
-    /// retry budget has one left. A connection failure also takes this
-    /// replica out of routing (until a probe passes).
-    pub fn retry_elsewhere(&self, why: RetryReason, attempts: u32) -> Option<Lease> {
+    /// What attempt `attempts + 1` may do: take a slot on another
+    /// routable replica, if the deployment's retry policy allows that many
+    /// attempts, one is free and the retry budget has one left. A
+    /// connection failure also takes this replica out of routing (until a
+    /// probe passes), and when no other replica is free it may
+    /// [`wait`](Retry::Wait) for a slot instead: nothing reached a replica,
+    /// so the request is as good as new.
+    pub fn retry_elsewhere(&self, why: RetryReason, attempts: u32) -> Retry {
         if why == RetryReason::Connect {
             self.replica.mark_unreachable();
         }
         let policy = self.pool.retry_policy();
         if attempts >= policy.attempts {
-            return None;
+            return Retry::Spent;
         }
         let other = {
             let set = self.pool.replicas.load();
-            let other = set.claim_other(self.pool.limit(), &self.replica)?;
-            self.pool.lease(Arc::clone(other))
+            set.claim_other(self.pool.limit(), &self.replica)
+                .map(|other| self.pool.lease(Arc::clone(other)))
         };
-        // Taken after the slot, so a retry with nowhere to go costs no
-        // budget; dropping `other` gives the slot back.
+        if other.is_none() && why != RetryReason::Connect {
+            // A retry with nowhere to go costs no budget.
+            return Retry::Spent;
+        }
+        // Taken after the slot; dropping `other` gives the slot back.
         let budget = &self.pool.retry_budget;
-        budget
-            .withdraw(&policy, why, self.pool.served(), outlier::now_ms())
-            .then_some(other)
+        if !budget.withdraw(&policy, why, self.pool.served(), outlier::now_ms()) {
+            return Retry::Spent;
+        }
+        other.map_or(Retry::Wait, Retry::Elsewhere)
     }
+
+    /// Gives this slot back and admits the request again (after
+    /// [`Retry::Wait`]): a free slot at once, or a place in the queue
+    /// behind the requests already waiting, as a new request would get.
+    /// `bytes` is what it holds while parked.
+    pub fn requeue(self, bytes: u64) -> Admission {
+        let pool = Arc::clone(&self.pool);
+        drop(self);
+        pool.admit(bytes)
+    }
+}
+
+/// What a request does after a failed attempt.
+#[derive(Debug)]
+pub enum Retry {
+    /// Tries again on this slot of another replica.
+    Elsewhere(Lease),
+    /// Its connection failed and every other replica is at its limit:
+    /// it waits for a slot ([`Lease::requeue`]).
+    Wait,
+    /// No further attempt: the policy's attempts or the budget are spent,
+    /// or (for a reason other than a connection failure) no other replica
+    /// is free.
+    Spent,
 }

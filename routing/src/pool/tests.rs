@@ -42,6 +42,13 @@ fn park(a: Admission) -> Parked {
     }
 }
 
+fn elsewhere(r: Retry) -> Lease {
+    match r {
+        Retry::Elsewhere(lease) => lease,
+        other => panic!("expected another replica, got {other:?}"),
+    }
+}
+
 fn refused(a: Admission) -> Overload {
     match a {
         Admission::Refuse(why) => why,
@@ -199,18 +206,54 @@ fn retries_take_the_failed_replica_out_of_routing() {
     pool.add_replica(replica(2));
     let lease = go(pool.admit(0));
     let failed = lease.replica().addr();
-    let retry = lease
-        .retry_elsewhere(RetryReason::Connect, 1)
-        .expect("the other replica");
+    let retry = elsewhere(lease.retry_elsewhere(RetryReason::Connect, 1));
     assert_ne!(retry.replica().addr(), failed);
     drop(lease);
     for _ in 0..20 {
         assert_ne!(go(pool.admit(0)).replica().addr(), failed);
     }
     assert!(
-        retry.retry_elsewhere(RetryReason::Connect, 2).is_none(),
-        "no third replica"
+        matches!(retry.retry_elsewhere(RetryReason::Connect, 2), Retry::Wait),
+        "no third replica: the request waits for a slot"
     );
+}
+
+#[test]
+fn a_request_whose_connection_failed_waits_for_a_slot_when_every_other_replica_is_busy() {
+    let pool = pool(1);
+    pool.add_replica(replica(1));
+    pool.add_replica(replica(2));
+    let busy = go(pool.admit(0));
+    let lease = go(pool.admit(0));
+    let failed = lease.replica().addr();
+    assert!(matches!(
+        lease.retry_elsewhere(RetryReason::Connect, 1),
+        Retry::Wait
+    ));
+    let mut parked = park(lease.requeue(0));
+    assert_eq!((pool.parked(), pool.in_flight()), (1, 1));
+    let survivor = busy.replica().addr();
+    drop(busy);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let lease = runtime.block_on(parked.lease()).unwrap();
+    assert_eq!(lease.replica().addr(), survivor);
+    assert_ne!(survivor, failed);
+    assert_eq!(pool.retry_budget().retries(RetryReason::Connect), 1);
+}
+
+#[test]
+fn a_busy_or_failed_attempt_with_no_other_replica_free_is_not_retried() {
+    let pool = pool(1);
+    pool.add_replica(replica(1));
+    pool.add_replica(replica(2));
+    let _busy = go(pool.admit(0));
+    let lease = go(pool.admit(0));
+    for why in [RetryReason::Busy, RetryReason::Failure] {
+        assert!(matches!(lease.retry_elsewhere(why, 1), Retry::Spent));
+    }
+    assert_eq!(pool.retry_budget().retries(RetryReason::Busy), 0);
 }
 
 #[test]
@@ -221,16 +264,14 @@ fn a_busy_replica_stays_in_routing_and_retries_stop_at_the_attempts_allowed() {
     }
     let lease = go(pool.admit(0));
     let busy = lease.replica().addr();
-    let retry = lease
-        .retry_elsewhere(RetryReason::Busy, 1)
-        .expect("another replica");
+    let retry = elsewhere(lease.retry_elsewhere(RetryReason::Busy, 1));
     assert_ne!(retry.replica().addr(), busy);
     assert!(
         pool.replicas().replicas().iter().all(|r| r.is_routable()),
         "busy is not broken"
     );
     assert!(
-        retry.retry_elsewhere(RetryReason::Busy, 3).is_none(),
+        matches!(retry.retry_elsewhere(RetryReason::Busy, 3), Retry::Spent),
         "three attempts made: no fourth"
     );
     assert_eq!(pool.retry_budget().retries(RetryReason::Busy), 1);
