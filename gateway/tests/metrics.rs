@@ -3,16 +3,14 @@
 //! summaries and the access log must say exactly what was sent, and never
 //! a key, a body or a label a client made up.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::admin::{ADMIN, api, eventually};
-use support::metric_sum as sum;
-use support::{Gateway, KEY, Proc, client, engine, gateway_with, key_entry, post};
+use testkit::admin::{ADMIN, api, eventually};
+use testkit::metric_sum as sum;
+use testkit::{Gateway, KEY, Proc, client, engine, gateway_with, key_entry, post};
 
 /// A body whose text must never show up in metrics or logs.
 const BODY: &str = r#"{"text":"do-not-log-this-body"}"#;

@@ -5,17 +5,15 @@
 //! status API and `/metrics` must say so. Each test prints the statuses
 //! its clients saw.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use serde_json::Value;
-use support::admin::{ADMIN, api};
-use support::replica::{Behaviour, Replica};
-use support::{Gateway, KEY, client, gateway_with, key_entry, metric_sum, scrape};
+use testkit::admin::{ADMIN, api};
+use testkit::replica::{Behaviour, Replica};
+use testkit::{Gateway, KEY, client, gateway_with, key_entry, metric_sum, scrape};
 
 const PREDICT: &str = "/models/m1/production/predict";
 
@@ -178,7 +176,7 @@ async fn an_ejected_replica_returns_after_its_backoff_once_a_probe_passes() {
     assert_eq!(seen.get(&503).copied().unwrap_or(0), 1, "{seen:?}");
     assert_eq!(health_of(&gw, &failing).await.0, "EJECTED");
     // Its probe passes: back in routing once the second is over.
-    support::admin::eventually("the replica's return", || async {
+    testkit::admin::eventually("the replica's return", || async {
         health_of(&gw, &failing).await.0 == "READY"
     })
     .await;

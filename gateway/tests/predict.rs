@@ -1,10 +1,8 @@
 //! The predict path end to end: real gateway, real engine replicas.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{KEY, Proc, client, engine, gateway, header, key_entry, post};
+use testkit::{KEY, Proc, client, engine, gateway, header, key_entry, post};
 
 fn model_config(id: &str, a: &Proc, b: &Proc, dev: &Proc) -> String {
     format!(
@@ -208,7 +206,7 @@ async fn a_streamed_response_arrives_in_pieces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413() {
     let (a, b, dev) = (engine("ra", &[]), engine("rb", &[]), engine("rdev", &[]));
-    let gw = support::gateway_with(
+    let gw = testkit::gateway_with(
         "max_request_body_bytes = 1000",
         &model_config("m1", &a, &b, &dev),
     );
@@ -256,7 +254,7 @@ async fn oversized_bodies_get_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_replicas_are_skipped_or_reported_as_502() {
     let live = engine("live", &[]);
-    let dead = support::free_port();
+    let dead = testkit::dead_addr().port();
     let config = format!(
         r#"
 [[models]]

@@ -4,12 +4,10 @@
 //! retry budget caps them; the response says how many attempts it took.
 //! Each test prints the statuses its clients saw.
 
-mod support;
-
 use std::collections::BTreeMap;
 
-use support::replica::{Behaviour, Replica};
-use support::{Gateway, KEY, client, gateway, metric_sum, scrape};
+use testkit::replica::{Behaviour, Replica};
+use testkit::{Gateway, KEY, client, gateway, metric_sum, scrape};
 
 /// One deployment over `replicas`, with these extra deployment keys.
 fn config(replicas: &[&Replica], extra: &str) -> String {
@@ -49,7 +47,7 @@ async fn send_n(
             .send()
             .await
             .expect("every request is answered");
-        let made = support::header(&resp, "x-gateway-attempts");
+        let made = testkit::header(&resp, "x-gateway-attempts");
         let made = if made.is_empty() { "1" } else { made };
         *attempts.entry(made.to_owned()).or_insert(0) += 1;
         *statuses.entry(resp.status().as_u16()).or_insert(0) += 1;

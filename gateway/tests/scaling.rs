@@ -3,15 +3,13 @@
 //! zero, replaces crashed ones, respects node capacity and leaves nothing
 //! running when it exits.
 
-mod support;
-
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use serde_json::Value;
-use support::admin::{ADMIN, alive, api, eventually, replica_infos};
-use support::{Gateway, KEY, client, gateway_with, header, key_entry, post};
+use testkit::admin::{ADMIN, alive, api, eventually, replica_infos};
+use testkit::{Gateway, KEY, client, gateway_with, header, key_entry, post};
 
 /// A valid predict body.
 const BODY: &str = r#"{"text":"x"}"#;
@@ -466,7 +464,7 @@ async fn a_deployment_that_cannot_start_fails_fast_and_recovers_when_fixed() {
     );
 
     // A hand edit that fixes the deployment: it starts again and serves.
-    let fixed = support::admin::file(&gw).replace(&broken, "backend = \"synthetic\"");
+    let fixed = testkit::admin::file(&gw).replace(&broken, "backend = \"synthetic\"");
     std::fs::write(gw.config.path(), fixed).unwrap();
     eventually("the fixed deployment serves", || async {
         predict(&gw, BODY).await.status() == 200

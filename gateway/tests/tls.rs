@@ -4,11 +4,9 @@
 //! config errors `gateway check` and `gateway serve` report.
 //!
 //! The client is the `curl` binary and certificates are made at test time
-//! with the `openssl` command-line tool (`support/tls.rs`); the upstream is
-//! the small recording HTTP/1.1 replica of `support/replica.rs` (shared with
+//! with the `openssl` command-line tool (`testkit::tls`); the upstream is
+//! the small recording HTTP/1.1 replica of `testkit::replica` (shared with
 //! `data_path.rs`).
-
-mod support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -20,8 +18,8 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use support::replica::{Behaviour, Replica};
-use support::tls::{
+use testkit::replica::{Behaviour, Replica};
+use testkit::tls::{
     Certs, PREDICT, Reaped, TlsGateway, answer, assert_echo_over_tls, curl, post,
     presented_subject, run, subject, wait_for_subject,
 };
@@ -282,10 +280,7 @@ async fn serve_with_a_missing_certificate_exits_naming_the_file() {
     let certs = Certs::new().await;
     let missing = certs.dir.path().join("missing-cert.pem");
     let text = format!(
-        "[listeners]\npredict = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n\n[listeners.tls]\naddress = \"127.0.0.1:{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        support::free_port(),
-        support::free_port(),
-        support::free_port(),
+        "[listeners]\npredict = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[listeners.tls]\naddress = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n",
         missing.display(),
         certs.key().display()
     );
