@@ -76,6 +76,22 @@ fn read_ready(proc: &mut Proc) -> ReadyLine {
 /// Starts `engine --replica-id ID` with `args` (listening on port 0 unless
 /// they say `--listen`) without waiting for it.
 pub fn spawn(replica_id: &str, args: &[&str]) -> Starting {
+    let command = command(replica_id, args);
+    Starting {
+        proc: Proc::spawn(command, &format!("engine {replica_id}")),
+    }
+}
+
+/// Like [`spawn`], with stdin a pipe the test holds
+/// ([`Proc::close_stdin`]): for `--exit-on-stdin-eof`.
+pub fn spawn_with_stdin(replica_id: &str, args: &[&str]) -> Starting {
+    let command = command(replica_id, args);
+    Starting {
+        proc: Proc::spawn_with_stdin(command, &format!("engine {replica_id}")),
+    }
+}
+
+fn command(replica_id: &str, args: &[&str]) -> Command {
     let mut command = Command::new(binary("engine"));
     if !args.contains(&"--listen") {
         command.args(["--listen", "127.0.0.1:0"]);
@@ -84,9 +100,7 @@ pub fn spawn(replica_id: &str, args: &[&str]) -> Starting {
         .args(["--replica-id", replica_id])
         .args(args)
         .env("RUST_LOG", "warn");
-    Starting {
-        proc: Proc::spawn(command, &format!("engine {replica_id}")),
-    }
+    command
 }
 
 /// Starts a replica with `args` and waits for its ready line, which must

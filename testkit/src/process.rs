@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ pub struct Proc {
     /// listener), once known from its ready line.
     pub addr: SocketAddr,
     stdout: Option<BufReader<ChildStdout>>,
+    stdin: Option<ChildStdin>,
     stderr: tempfile::NamedTempFile,
     what: String,
 }
@@ -37,22 +38,33 @@ impl std::fmt::Debug for Proc {
 impl Proc {
     /// Starts `command` with stdout piped and stderr into a file; `what`
     /// names it in failure messages. `addr` is unspecified until set.
-    pub fn spawn(mut command: Command, what: &str) -> Self {
+    pub fn spawn(command: Command, what: &str) -> Self {
+        Self::spawn_inner(command, what, false)
+    }
+
+    /// Like [`Self::spawn`], with stdin a pipe the test holds until
+    /// [`Self::close_stdin`] (or the drop).
+    pub fn spawn_with_stdin(command: Command, what: &str) -> Self {
+        Self::spawn_inner(command, what, true)
+    }
+
+    fn spawn_inner(mut command: Command, what: &str, stdin: bool) -> Self {
         let stderr = tempfile::Builder::new()
             .prefix("testkit-")
             .suffix(".stderr")
             .tempfile()
             .expect("a file for the child's stderr");
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(stderr.reopen().expect("reopen the stderr file"))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let stdout = child.stdout.take().map(BufReader::new);
         Self {
-            child,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            stdin: child.stdin.take(),
+            child,
             stdout,
             stderr,
             what: what.to_owned(),
@@ -105,6 +117,11 @@ impl Proc {
                 self.stderr()
             )),
         }
+    }
+
+    /// Closes its stdin (an end of file for the process).
+    pub fn close_stdin(&mut self) {
+        drop(self.stdin.take());
     }
 
     /// Sends a signal by name (`TERM`, `INT`, `QUIT`) to this process only.
