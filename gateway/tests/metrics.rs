@@ -108,7 +108,7 @@ async fn a_scripted_mix_is_counted_exactly() {
         let url = gw.url(s_prod);
         async move { post(&url, None, Some(KEY), BODY).await.status().as_u16() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testkit::until_in_flight(&gw, "slow", 1).await;
     let impatient = client()
         .post(gw.url(s_prod))
         .header("authorization", format!("Api-Key {KEY}"))

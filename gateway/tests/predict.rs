@@ -349,7 +349,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
             .await
             .status()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testkit::until_in_flight(&gw, "d", 1).await;
     gw.proc.signal("TERM");
     assert_eq!(
         in_flight.await.unwrap(),

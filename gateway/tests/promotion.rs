@@ -194,6 +194,8 @@ async fn cleanup_deactivate_and_environment_settings_follow_the_promotion() {
         .0,
         200
     );
+    // Time passing is the point: the stream keeps running across the
+    // edits' reloads before it is judged.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(stream.finish().await.0, 0);
 }

@@ -89,7 +89,11 @@ async fn edits_reroute_traffic_and_broken_edits_are_rejected() {
             models(&a, &b, "b", true)
         ),
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    testkit::eventually_async("the broken edit is rejected", || async {
+        gw.log()
+            .contains("config rejected, previous config keeps serving")
+    })
+    .await;
     assert_eq!(call(&gw, "production").await, (200, "a".into()));
     assert_eq!(call(&gw, "environments/staging").await, (200, "b".into()));
 

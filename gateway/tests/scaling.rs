@@ -177,7 +177,7 @@ fixed_ms = 4000
         let url = gw.url("/models/m/production/predict");
         async move { post(&url, None, Some(KEY), BODY).await.status().as_u16() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testkit::until_in_flight(&gw, "d", 1).await;
     let parked: Vec<_> = (0..2)
         .map(|_| {
             let url = gw.url("/models/m/production/predict");
@@ -223,7 +223,7 @@ fixed_ms = 4000
     let url = gw.url("/models/m/deployment/strict/predict");
     let first =
         tokio::spawn(async move { post(&url, None, Some(KEY), BODY).await.status().as_u16() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testkit::until_in_flight(&gw, "strict", 1).await;
     let second = post(
         &gw.url("/models/m/deployment/strict/predict"),
         None,
@@ -239,7 +239,7 @@ fixed_ms = 4000
         let url = gw.url("/models/m/production/predict");
         async move { post(&url, None, Some(KEY), BODY).await.status().as_u16() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testkit::until_in_flight(&gw, "d", 1).await;
     let big = format!(r#"{{"text":"{}"}}"#, "x".repeat(5000));
     let resp = predict(&gw, &big).await;
     assert_eq!(resp.status(), 429);
@@ -266,7 +266,7 @@ async fn a_client_that_leaves_the_queue_is_counted_and_frees_its_place() {
         let url = gw.url("/models/m/production/predict");
         async move { post(&url, None, Some(KEY), BODY).await.status().as_u16() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testkit::until_in_flight(&gw, "d", 1).await;
     let leaving = tokio::spawn({
         let url = gw.url("/models/m/production/predict");
         async move { post(&url, None, Some(KEY), BODY).await }

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use testkit::gateway::Launch;
 use testkit::replica::{Behaviour, Replica};
 use testkit::tls::{
     Certs, PREDICT, Reaped, TlsGateway, answer, assert_echo_over_tls, curl, post,
@@ -286,37 +287,10 @@ async fn serve_with_a_missing_certificate_exits_naming_the_file() {
     );
     let config = certs.dir.path().join("gateway.toml");
     std::fs::write(&config, text).unwrap();
-    let mut gateway = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn gateway"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = gateway.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway is still running without its certificate"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    gateway
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let mut gateway = testkit::gateway::spawn(&config, &Launch::default());
+    let status = tokio::task::block_in_place(|| gateway.wait_exit(Duration::from_secs(20)))
+        .expect("the gateway is still running without its certificate");
+    let stderr = gateway.stderr();
     assert!(!status.success(), "exited with {status}: {stderr}");
     assert!(
         stderr.contains(&missing.display().to_string()),

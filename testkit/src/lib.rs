@@ -32,6 +32,8 @@ pub mod wire;
 
 use std::net::{SocketAddr, TcpListener};
 
+use routing::telemetry::IN_FLIGHT;
+
 pub use engine::engine;
 pub use fixture::key_entry;
 pub use gateway::{Gateway, gateway, gateway_through, gateway_with, restart};
@@ -91,6 +93,18 @@ pub async fn scrape(gw: &Gateway) -> String {
         .expect("GET /metrics");
     assert_eq!(resp.status(), 200, "GET /metrics");
     resp.text().await.expect("a metrics body")
+}
+
+/// Waits until requests hold `n` replica slots of deployment `deployment`
+/// (`igw_requests_in_flight`): a request sent on another task has reached
+/// its replica, where a test would otherwise sleep and hope.
+pub async fn until_in_flight(gw: &Gateway, deployment: &str, n: usize) {
+    let what = format!("{n} request(s) in flight at deployment {deployment}");
+    eventually_async(&what, || async {
+        let text = scrape(gw).await;
+        metric_sum(&text, IN_FLIGHT, &[("deployment", deployment)]) >= n as f64
+    })
+    .await;
 }
 
 /// The sum of the samples of `name`, in a Prometheus text exposition,
