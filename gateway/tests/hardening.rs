@@ -411,12 +411,7 @@ fn a_deployment_sets_its_own_body_limit() {
 
 /// A deployment whose one replica never becomes ready: requests park.
 fn never_ready() -> String {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
-    format!(
-        "[[models]]\nid = \"m1\"\n[[models.deployments]]\nid = \"d1\"\nreplicas = {{ source = \"static\", addresses = [\"{addr}\"] }}\n[[models.environments]]\nname = \"production\"\ndeployment = \"d1\"\n"
-    )
+    testkit::fixture::static_model("m1", "d1", &[testkit::dead_addr()], 1)
 }
 
 #[test]

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use serde_json::Value;
 use testkit::admin::{ADMIN, api};
+use testkit::fixture::{Deployment, Model};
 use testkit::replica::{Behaviour, Replica};
 use testkit::{Gateway, KEY, client, gateway_with, key_entry, metric_sum, scrape};
 
@@ -20,23 +21,15 @@ const PREDICT: &str = "/models/m1/production/predict";
 /// One deployment over `replicas`, with `outlier_detection` as given and
 /// the admin key for the status API.
 fn config(replicas: &[&Replica], outlier_detection: &str) -> String {
-    let addresses: Vec<String> = replicas.iter().map(|r| format!("\"{}\"", r.addr)).collect();
-    format!(
-        r#"{admin}
-[[models]]
-id = "m1"
-[[models.deployments]]
-id = "d1"
-predict_concurrency = 64
-replicas = {{ source = "static", addresses = [{addresses}] }}
-outlier_detection = {{ {outlier_detection} }}
-[[models.environments]]
-name = "production"
-deployment = "d1"
-"#,
-        admin = key_entry(ADMIN, "ops", "\"admin\""),
-        addresses = addresses.join(", "),
-    )
+    let addresses: Vec<_> = replicas.iter().map(|r| r.addr).collect();
+    let model = Model::new("m1")
+        .deployment(
+            Deployment::fixed("d1", &addresses)
+                .set("predict_concurrency", "64")
+                .set("outlier_detection", &format!("{{ {outlier_detection} }}")),
+        )
+        .environment("production", "d1");
+    format!("{}{}", key_entry(ADMIN, "ops", "\"admin\""), model.toml())
 }
 
 /// Sends `n` predictions one after another; the count of each status, and

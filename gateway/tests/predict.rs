@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use testkit::fixture::{Deployment, Model};
 use testkit::{KEY, Proc, client, engine, gateway, header, key_entry, post};
 
 fn model_config(id: &str, a: &Proc, b: &Proc, dev: &Proc) -> String {
@@ -338,10 +339,9 @@ async fn ten_thousand_models_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let slow = engine("slow", &["--fixed-ms", "1500"]);
-    let config = format!(
-        "[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"d\"\nreplicas = {{ source = \"static\", addresses = [\"{}\"] }}\n",
-        slow.addr
-    );
+    let config = Model::new("m")
+        .deployment(Deployment::fixed("d", &[slow.addr]))
+        .toml();
     let mut gw = gateway(&config);
     let url = gw.url("/models/m/deployment/d/predict");
     let in_flight = tokio::spawn(async move {
@@ -367,10 +367,9 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
 async fn sigint_exits_promptly_even_with_requests_in_flight() {
     // A stream that would take 60 s: one event every 20 s.
     let slow = engine("slow", &["--stream-interval-ms", "20000"]);
-    let config = format!(
-        "[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"d\"\nreplicas = {{ source = \"static\", addresses = [\"{}\"] }}\n",
-        slow.addr
-    );
+    let config = Model::new("m")
+        .deployment(Deployment::fixed("d", &[slow.addr]))
+        .toml();
     let mut gw = gateway(&config);
     let url = gw.url("/models/m/deployment/d/predict");
     let stuck = post(

@@ -6,27 +6,21 @@
 
 use std::collections::BTreeMap;
 
+use testkit::fixture::{Deployment, Model};
 use testkit::replica::{Behaviour, Replica};
 use testkit::{Gateway, KEY, client, gateway, metric_sum, scrape};
 
 /// One deployment over `replicas`, with these extra deployment keys.
 fn config(replicas: &[&Replica], extra: &str) -> String {
-    let addresses: Vec<String> = replicas.iter().map(|r| format!("\"{}\"", r.addr)).collect();
-    format!(
-        r#"
-[[models]]
-id = "m1"
-[[models.deployments]]
-id = "d1"
-predict_concurrency = 64
-replicas = {{ source = "static", addresses = [{}] }}
-{extra}
-[[models.environments]]
-name = "production"
-deployment = "d1"
-"#,
-        addresses.join(", ")
-    )
+    let addresses: Vec<_> = replicas.iter().map(|r| r.addr).collect();
+    Model::new("m1")
+        .deployment(
+            Deployment::fixed("d1", &addresses)
+                .set("predict_concurrency", "64")
+                .lines(extra),
+        )
+        .environment("production", "d1")
+        .toml()
 }
 
 /// Sends `n` requests one after another; the count of each status, and of

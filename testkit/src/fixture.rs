@@ -38,6 +38,7 @@ pub struct Model {
 pub struct Deployment {
     id: String,
     lines: Vec<(String, String)>,
+    raw: String,
 }
 
 impl Model {
@@ -75,6 +76,7 @@ impl Model {
         for deployment in &self.deployments {
             let _ = writeln!(out, "[[models.deployments]]\nid = \"{}\"", deployment.id);
             write_lines(&mut out, &deployment.lines);
+            out.push_str(&deployment.raw);
         }
         for (name, deployment) in &self.environments {
             let _ = writeln!(
@@ -98,6 +100,7 @@ impl Deployment {
         Self {
             id: id.to_owned(),
             lines: Vec::new(),
+            raw: String::new(),
         }
     }
 
@@ -109,6 +112,16 @@ impl Deployment {
     /// A key of the deployment's table, its value as TOML.
     pub fn set(mut self, key: &str, value: &str) -> Self {
         self.lines.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Lines of TOML for the deployment's table as they are (`key = value`
+    /// lines, or nothing).
+    pub fn lines(mut self, toml: &str) -> Self {
+        self.raw.push_str(toml);
+        if !toml.is_empty() && !toml.ends_with('\n') {
+            self.raw.push('\n');
+        }
         self
     }
 }
