@@ -1,6 +1,5 @@
 //! The engine binary as a provisioner and the gateway see it.
 
-use std::process::Command;
 use std::time::Duration;
 
 use config::{EngineBackend, EngineSettings, SyntheticSettings};
@@ -145,14 +144,7 @@ async fn sigterm_drains_and_exits_zero() {
         testkit::metric_sum(&text, engine::telemetry::RUNNING, &[]) >= 1.0
     })
     .await;
-    let pid = r.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    r.proc.signal("TERM");
     assert_eq!(pending.await.unwrap(), 200);
     let status = r.proc.wait_exit(Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "{status:?}");

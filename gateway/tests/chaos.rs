@@ -142,11 +142,7 @@ async fn killing_one_of_two_replicas_under_load_fails_at_most_its_in_flight_requ
     })
     .await;
 
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    testkit::process::signal(pid, "KILL");
 
     // Its replacement comes up while the load goes on.
     eventually("the replacement is ready", || async {

@@ -304,11 +304,7 @@ async fn a_crashed_replica_is_replaced_and_never_routed_to() {
     let old_replica = header(&first, "x-replica-id").to_owned();
     let pids = replica_pids(&gw, "d").await;
     let old_addr = deployment(&gw, "d").await["replicas"]["instances"][0]["address"].clone();
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pids[0].to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    testkit::process::signal(pids[0], "KILL");
     // The controller sees the exit and takes the replica out of routing.
     eventually("crash noticed", || async {
         let d = deployment(&gw, "d").await;
