@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use testkit::fixture::{Deployment, Model};
 use testkit::replica::{Behaviour, LIMIT};
 use testkit::wire::{Setup, assert_json_error, assert_status, auth, predict};
 use testkit::{KEY, engine, gateway_with, metric_sum, scrape};
@@ -284,25 +285,12 @@ async fn twice_the_capacity_for_30s_is_answered_200_429_or_503_in_bounded_memory
             "16",
         ],
     );
-    let config = format!(
-        r#"
-[[models]]
-id = "m"
-[[models.deployments]]
-id = "short"
-predict_concurrency = 2
-queue = {{ max_length = 1 }}
-replicas = {{ source = "static", addresses = ["{addr}"] }}
-[[models.deployments]]
-id = "deep"
-predict_concurrency = 2
-replicas = {{ source = "static", addresses = ["{addr}"] }}
-[[models.environments]]
-name = "production"
-deployment = "short"
-"#,
-        addr = replica.addr
-    );
+    let deployment = |id| Deployment::fixed(id, &[replica.addr]).set("predict_concurrency", "2");
+    let config = Model::new("m")
+        .deployment(deployment("short").set("queue", "{ max_length = 1 }"))
+        .deployment(deployment("deep"))
+        .environment("production", "short")
+        .toml();
     let gw = gateway_with("max_in_flight = 12", &config);
     let urls = [
         gw.url("/models/m/deployment/short/predict"),

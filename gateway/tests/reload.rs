@@ -3,30 +3,19 @@
 
 use std::time::Duration;
 
+use testkit::fixture::{Deployment, Model};
 use testkit::{KEY, Proc, client, engine, gateway, header, post};
 
 fn models(a: &Proc, b: &Proc, production: &str, staging: bool) -> String {
-    let staging = if staging {
-        "[[models.environments]]\nname = \"staging\"\ndeployment = \"b\"\n"
+    let model = Model::new("m")
+        .deployment(Deployment::fixed("a", &[a.addr]))
+        .deployment(Deployment::fixed("b", &[b.addr]))
+        .environment("production", production);
+    if staging {
+        model.environment("staging", "b").toml()
     } else {
-        ""
-    };
-    format!(
-        r#"
-[[models]]
-id = "m"
-[[models.deployments]]
-id = "a"
-replicas = {{ source = "static", addresses = ["{}"] }}
-[[models.deployments]]
-id = "b"
-replicas = {{ source = "static", addresses = ["{}"] }}
-[[models.environments]]
-name = "production"
-deployment = "{production}"
-{staging}"#,
-        a.addr, b.addr
-    )
+        model.toml()
+    }
 }
 
 /// (status, x-deployment-id) of one predict call.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::admin::{ADMIN, api, eventually};
+use testkit::fixture::{Deployment, Model};
 use testkit::{Gateway, KEY, Proc, client, engine, gateway_with, header, key_entry};
 
 const BODY: &str = r#"{"text":"x"}"#;
@@ -20,32 +21,17 @@ fn now_ms() -> u64 {
 /// Model `m`: deployment `a` (production) on `old`, `b` on `new`; `env` is
 /// extra TOML for the production environment (after its `deployment`).
 fn two_deployments(old: &[&Proc], new: &[&Proc], env: &str) -> String {
-    let addrs = |ps: &[&Proc]| {
-        ps.iter()
-            .map(|p| format!("\"{}\"", p.addr))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let addrs = |ps: &[&Proc]| ps.iter().map(|p| p.addr).collect::<Vec<_>>();
+    let deployment = |id, ps| Deployment::fixed(id, &addrs(ps)).set("predict_concurrency", "64");
+    let model = Model::new("m")
+        .deployment(deployment("a", old))
+        .deployment(deployment("b", new))
+        .environment("production", "a");
+    // The environments come last: `env` lands in production's table.
     format!(
-        r#"{admin}
-[[models]]
-id = "m"
-[[models.deployments]]
-id = "a"
-predict_concurrency = 64
-replicas = {{ source = "static", addresses = [{a}] }}
-[[models.deployments]]
-id = "b"
-predict_concurrency = 64
-replicas = {{ source = "static", addresses = [{b}] }}
-[[models.environments]]
-name = "production"
-deployment = "a"
-{env}
-"#,
-        admin = key_entry(ADMIN, "ops", "\"admin\""),
-        a = addrs(old),
-        b = addrs(new),
+        "{}{}{env}\n",
+        key_entry(ADMIN, "ops", "\"admin\""),
+        model.toml()
     )
 }
 
