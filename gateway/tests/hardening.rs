@@ -15,14 +15,7 @@ use testkit::wire::*;
 /// The recording replica behind a gateway whose deployment config is
 /// `replica.config()` edited by `edit`, with `server` in `[server]`.
 fn setup(server: &str, behaviour: Behaviour, edit: impl Fn(String) -> String) -> Setup {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime for the replica");
-    let replica = rt.block_on(Replica::start(behaviour));
-    let gw = testkit::gateway_with(server, &edit(replica.config()));
-    Setup { gw, replica, rt }
+    Setup::start_edited(server, behaviour, edit)
 }
 
 fn metrics(setup: &Setup) -> String {

@@ -33,13 +33,23 @@ impl Setup {
 
     /// With `server` lines added to the gateway's `[server]` table.
     pub fn start_with(server: &str, behaviour: Behaviour) -> Self {
+        Self::start_edited(server, behaviour, |config| config)
+    }
+
+    /// Like [`Self::start_with`], the deployment's config
+    /// ([`Replica::config`]) edited by `edit`.
+    pub fn start_edited(
+        server: &str,
+        behaviour: Behaviour,
+        edit: impl Fn(String) -> String,
+    ) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a runtime for the replica");
         let replica = rt.block_on(Replica::start(behaviour));
-        let gw = crate::gateway_with(server, &replica.config());
+        let gw = crate::gateway_with(server, &edit(replica.config()));
         Self { gw, replica, rt }
     }
 
