@@ -41,7 +41,7 @@ pub use files::check_files;
 pub use keys::{GeneratedKey, KEY_PREFIX, generate_key, key_digest};
 pub use model::*;
 pub use path::{ConfigPath, Segment};
-pub use ready::{ReadyLine, ReadyLineError};
+pub use ready::{GatewayReady, ReadyLine, ReadyLineError};
 pub use resources::Resources;
 
 use std::path::Path;

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use control::{HealthChecker, HealthSettings};
 use routing::{Health, ReplicaSet, Routing, Snapshot, Target};
+use testkit::fixture::{Deployment, Model};
+use testkit::wait::eventually_async_within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::time::{Instant, sleep};
 
 /// A stand-in replica: answers `GET /health/ready` with whatever status the
 /// test sets, anything else with 404, then closes the connection.
@@ -61,17 +62,11 @@ impl FakeReplica {
 
 /// One model whose deployment "a" has these replicas.
 fn config(addrs: &[SocketAddr], extra: &str) -> config::Config {
-    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
     let text = format!(
-        r#"
-[[models]]
-id = "m"
-[[models.deployments]]
-id = "a"
-replicas = {{ source = "static", addresses = [{}] }}
-{extra}
-"#,
-        list.join(", ")
+        "{}{extra}\n",
+        Model::new("m")
+            .deployment(Deployment::fixed("a", addrs))
+            .toml()
     );
     config::load_str(&text, "test").unwrap()
 }
@@ -105,11 +100,7 @@ fn fast() -> HealthSettings {
 /// Polls `done` until it holds; the deadline is far beyond what a loaded
 /// machine needs, and only bounds a test that would otherwise hang.
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(10)).await;
-    }
+    eventually_async_within(what, Duration::from_secs(30), || std::future::ready(done())).await;
 }
 
 #[tokio::test]

@@ -1,12 +1,11 @@
 //! Hostile requests and connections against real engine processes: the
 //! query of death (security review H2) and the HTTP server's limits (L7).
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Replica, embeddings, max_abs_diff, models, onnxruntime, start};
+use testkit::engine::{Replica, start};
+use testkit::onnx::{embeddings, max_abs_diff, models, onnxruntime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -63,7 +62,7 @@ async fn post(r: &Replica, body: &Value) -> (u16, Value) {
 
 /// The replica's resident set, from `/proc/<pid>/status`.
 fn rss_bytes(r: &Replica) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", r.child.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", r.pid())).unwrap();
     let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

@@ -1,9 +1,8 @@
 //! Real inference: the engine binary running all-MiniLM-L6-v2 (int8) on ONNX
 //! Runtime must give the embeddings Python's onnxruntime gives.
 
-mod support;
-
-use support::{Replica, embeddings, max_abs_diff, models, onnxruntime, reference, start};
+use testkit::engine::{Replica, start};
+use testkit::onnx::{embeddings, max_abs_diff, models, onnxruntime, reference};
 
 /// Batched and single runs agree to ~1e-7 (padding is masked out); the
 /// margin covers f32 pooling and thread-count differences.

@@ -1,13 +1,12 @@
 //! `--watch`: a new model file is swapped in with no failed request, and a
 //! broken one is reported while the old model keeps serving.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{embeddings, fixture, max_abs_diff, onnxruntime, reference, start};
+use testkit::engine::start;
+use testkit::onnx::{embeddings, fixture, max_abs_diff, onnxruntime, reference};
 
 /// Replaces `dest` with `contents` the way editors and `cp` + `mv` do: a new
 /// file renamed over the old one.
@@ -31,7 +30,7 @@ async fn which_model(http: &reqwest::Client, url: &str, text: &str) -> &'static 
         .unwrap();
     assert_eq!(resp.status(), 200);
     let got = embeddings(&resp.json().await.unwrap()).remove(0);
-    let find = |cases: &[support::Case]| {
+    let find = |cases: &[testkit::onnx::Case]| {
         let case = cases.iter().find(|c| c.text == text).unwrap();
         max_abs_diff(&got, &case.embedding) < 1e-5
     };

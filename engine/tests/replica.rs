@@ -1,15 +1,11 @@
 //! The engine binary as a provisioner and the gateway see it.
 
-mod support;
-
-use std::io::BufReader;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use config::{EngineBackend, EngineSettings, SyntheticSettings};
 
-fn start(args: &[&str]) -> support::Replica {
-    support::start("synthetic", args)
+fn start(args: &[&str]) -> testkit::engine::Replica {
+    testkit::engine::start("synthetic", args)
 }
 
 #[tokio::test]
@@ -141,18 +137,17 @@ async fn sigterm_drains_and_exits_zero() {
             .unwrap()
             .status()
     });
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    let pid = r.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    // SIGTERM once the prediction runs (the drain must finish it).
+    let metrics = r.url("/metrics");
+    testkit::eventually_async("the prediction runs", || async {
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        testkit::metric_sum(&text, engine::telemetry::RUNNING, &[]) >= 1.0
+    })
+    .await;
+    r.proc.signal("TERM");
     assert_eq!(pending.await.unwrap(), 200);
-    let status = r.child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    let status = r.proc.wait_exit(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
 
 #[tokio::test]
@@ -296,13 +291,10 @@ async fn metrics_count_what_happened() {
 
 #[tokio::test]
 async fn not_ready_and_no_predictions_until_the_model_has_loaded() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = support::spawn(&["--listen", &listen, "--load-delay-ms", "1500"]);
+    // The ready line comes after the load: the test needs the address
+    // before it, so it names a port.
+    let listen = testkit::dead_addr().to_string();
+    let mut child = testkit::engine::spawn("r7", &["--listen", &listen, "--load-delay-ms", "1500"]);
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://{listen}{path}");
     let mut live = false;
@@ -383,38 +375,16 @@ async fn settings_passed_as_to_args_take_effect() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_started_with_exit_on_stdin_eof_exits_when_stdin_closes() {
-    let child = Command::new(env!("CARGO_BIN_EXE_engine"))
-        .args(["--listen", "127.0.0.1:0", "--exit-on-stdin-eof"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     // Killed (by its own pid) and reaped when dropped, whatever happens.
-    let mut r = support::Replica {
-        child,
-        base: String::new(),
-    };
-    let stdout = BufReader::new(r.child.stdout.take().unwrap());
-    let ready = engine::ReadyLine::read_from(stdout).expect("a ready line");
-    assert_eq!(ready.backend, "synthetic");
-    assert!(
-        r.child.try_wait().unwrap().is_none(),
-        "it serves while stdin is open"
-    );
+    let mut starting = testkit::engine::spawn_with_stdin("r7", &["--exit-on-stdin-eof"]);
+    assert_eq!(starting.ready().backend, "synthetic");
+    let mut r = starting.into_replica();
+    assert!(r.proc.try_wait().is_none(), "it serves while stdin is open");
 
-    drop(r.child.stdin.take());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = r.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the replica still runs 10 s after its stdin closed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    r.proc.close_stdin();
+    let status = tokio::task::block_in_place(|| r.proc.wait_exit(Duration::from_secs(10)))
+        .expect("the replica exits within 10 s of its stdin closing");
     assert!(status.success(), "{status:?}");
 }

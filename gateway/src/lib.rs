@@ -20,6 +20,7 @@ pub mod connections;
 pub mod fd_limit;
 pub mod fuzzing;
 pub mod http1;
+mod listen;
 pub mod overload;
 pub mod predict;
 pub mod proc_metrics;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use config::{Config, Listeners};
+use config::Config;
 use control::api::Api;
 use control::capacity::NodeCapacity;
 use control::plane::Plane;
@@ -32,6 +32,7 @@ use crate::conn_limit::ConnLimit;
 use crate::connections::{Connections, Sweeper};
 use crate::fd_limit;
 use crate::http1::HeadLimits;
+use crate::listen::{Bound, Prebound};
 use crate::overload::InFlightCap;
 use crate::predict::{self, ClientLimits, Gateway, Recording, UpstreamSettings};
 use crate::shutdown::{self, InFlight};
@@ -89,61 +90,31 @@ pub enum StartError {
         /// What `bind` said.
         error: io::Error,
     },
+    /// `--upgrade` with a listener on port 0: the new process takes over
+    /// the running one's sockets by address, so it must name their ports.
+    #[error(
+        "serve --upgrade cannot take over {listener} on port 0: set {setting} to the port the running gateway listens on"
+    )]
+    UpgradePortZero {
+        /// `predict`, `admin` or `TLS`.
+        listener: &'static str,
+        /// The config key that sets the address.
+        setting: &'static str,
+    },
 }
 
-/// Fails the start when a listener's address cannot be bound, before
-/// anything else starts: Pingora binds only inside `Server::run`, and there
-/// it answers an address in use with a warning a second for 30 seconds
-/// (after the "serving" line) instead of an error.
-///
-/// Each address is bound the way Pingora binds it (`SO_REUSEADDR`, the
-/// system's `IPV6_V6ONLY` default, no `SO_REUSEPORT`, as the listeners below
-/// configure none) and released at once, without `listen`. So it is refused
-/// exactly where Pingora's bind would be: where a socket listens on the
-/// address (or on a wildcard covering it), not over connections a previous
-/// run left in TIME_WAIT. (A process that takes a port in the moment between
-/// this check and Pingora's bind still meets Pingora's retries.)
-///
-/// A graceful upgrade (`serve --upgrade`, which takes the listening sockets
-/// over from the running process, which still holds the ports) skips it.
-fn check_listeners(listeners: &Listeners) -> Result<(), StartError> {
-    let mut wanted = vec![
-        ("predict", "[listeners] predict", listeners.predict),
-        ("admin", "[listeners] admin", listeners.admin),
-    ];
-    if let Some(tls) = &listeners.tls {
-        wanted.push(("TLS", "[listeners.tls] address", tls.address));
+/// Prints the ready line on stdout: the listeners are bound and listening
+/// (connections made from now on wait in the backlog until the services
+/// accept them), so whoever started the gateway may connect.
+fn announce(bound: &Bound) {
+    use std::io::Write;
+    let mut stdout = io::stdout().lock();
+    if writeln!(stdout, "{}", bound.ready_line())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        log::warn!("could not print the ready line");
     }
-    for (listener, setting, address) in wanted {
-        bind_once(address).map_err(|error| {
-            if error.kind() == io::ErrorKind::AddrInUse {
-                StartError::AddressInUse {
-                    listener,
-                    setting,
-                    address,
-                    error,
-                }
-            } else {
-                StartError::Listen {
-                    listener,
-                    setting,
-                    address,
-                    error,
-                }
-            }
-        })?;
-    }
-    Ok(())
-}
-
-/// Binds a socket to `address` as Pingora's listener does, then closes it.
-fn bind_once(address: SocketAddr) -> io::Result<()> {
-    let socket = match address {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)
 }
 
 /// How long exiting waits for the control plane's loops to end (the
@@ -158,11 +129,11 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
     let upgrade_paths = upgrade::Paths::for_config(config, config_path)?;
     // First, so that nothing (replicas, threads, the "serving" line) starts
     // when a port is taken, or when there is nobody to take them from.
-    let predecessor = if upgrade {
-        Some(Predecessor::listen(&upgrade_paths)?)
+    let (predecessor, mut bound) = if upgrade {
+        let bound = Bound::handed_over(&config.listeners)?;
+        (Some(Predecessor::listen(&upgrade_paths)?), bound)
     } else {
-        check_listeners(&config.listeners)?;
-        None
+        (None, Bound::bind(&config.listeners)?)
     };
     // Before the first snapshot: routes resolve their handles from it.
     let metrics = telemetry::install()?;
@@ -197,8 +168,8 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         metrics,
         Arc::clone(&routing),
         telemetry::Listeners {
-            predict: config.listeners.predict,
-            admin: config.listeners.admin,
+            predict: bound.predict.address,
+            admin: bound.admin.address,
         },
         Arc::clone(&conns),
         Arc::clone(&in_flight_cap),
@@ -307,6 +278,7 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         client_limits,
     );
     let mut predict = Service::new("predict".to_owned(), predict::Listener::new(gateway, conns));
+    let mut predict_sockets: Vec<_> = bound.predict.take().into_iter().collect();
     let mut socket = TcpSocketOptions::default();
     socket.tcp_keepalive = settings.tcp_keepalive.map(|idle| TcpKeepalive {
         idle,
@@ -323,14 +295,15 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
     let buffers = L4BufferSettings::new(0, 64 * 1024);
     let tls_buffers = L4BufferSettings::new(DEFAULT_L4_READ_BUFFER_SIZE, 64 * 1024);
     predict.add_listener(
-        ListenerConfig::tcp(config.listeners.predict.to_string())
+        ListenerConfig::tcp(bound.predict.key())
             .tcp_socket_options(socket.clone())
             .l4_buffer(buffers),
     );
-    if let Some(tls) = &config.listeners.tls {
+    if let (Some(tls), Some(tls_socket)) = (&config.listeners.tls, &mut bound.tls) {
         let certificates = Certificates::load(&tls.cert, &tls.key)?;
+        predict_sockets.extend(tls_socket.take());
         predict.add_listener(
-            ListenerConfig::tcp(tls.address.to_string())
+            ListenerConfig::tcp(tls_socket.key())
                 .tcp_socket_options(socket)
                 .tls(certificates.settings()?)
                 .l4_buffer(tls_buffers),
@@ -340,16 +313,19 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
             tls::Reloader(certificates),
         ));
     }
-    server.add_service(predict);
+    server.add_service(Prebound::new(predict, predict_sockets));
     server.add_service(background_service(
         "replica connection sweeper",
         Sweeper(connections),
     ));
 
     let mut admin = Service::new("admin".to_owned(), Admin::new(api, exporter.clone()));
-    admin.add_tcp(&config.listeners.admin.to_string());
+    admin.add_tcp(&bound.admin.key());
     admin.threads = Some(1);
-    server.add_service(admin);
+    server.add_service(Prebound::new(
+        admin,
+        bound.admin.take().into_iter().collect(),
+    ));
     server.add_service(background_service("metrics upkeep", exporter));
 
     let drained = Arc::clone(&plane);
@@ -359,9 +335,10 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
     log::info!(
         "serving {} model(s): predict on {}, admin on {}",
         config.models.len(),
-        config.listeners.predict,
-        config.listeners.admin
+        bound.predict.address,
+        bound.admin.address
     );
+    announce(&bound);
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals::new(upgrade_paths, scaling)),
     });

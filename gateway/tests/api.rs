@@ -1,13 +1,11 @@
 //! The management API on the admin listener: reads, edits of the real
 //! config file (by the API and by hand), lifecycle rules, usage and the CLI.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::admin::{ADMIN, api, call, eventually, file, predict, setup, setup_with};
-use support::{KEY, client};
+use testkit::admin::{ADMIN, api, call, eventually, file, predict, setup, setup_with};
+use testkit::{KEY, client};
 
 #[tokio::test]
 async fn reads_need_an_admin_key_and_report_status_and_revision() {

@@ -5,24 +5,22 @@
 //! is checked, and a malformed request gets a 400 with nothing of it (its
 //! key above all) in the log.
 
-mod support;
-
 use serde_json::{Value, json};
-use support::admin::{ADMIN, api, call, eventually, file, gateway_logging_to, setup};
-use support::raw::Client;
-use support::{KEY, free_port};
+use testkit::admin::{ADMIN, api, call, eventually, file, gateway_logging, setup};
+use testkit::raw::Client;
+use testkit::{KEY, dead_addr};
 
 /// Adds deployment `id`, whose only replica never answers: a promotion to
 /// it waits for replicas until it is cancelled.
-async fn add_unready(gw: &support::Gateway, id: &str) {
-    let dead = format!("127.0.0.1:{}", free_port());
+async fn add_unready(gw: &testkit::Gateway, id: &str) {
+    let dead = dead_addr().to_string();
     let new = json!({ "id": id, "replicas": { "source": "static", "addresses": [dead] } });
     let (status, body, _) = api(gw, "POST", "/v1/models/m/deployments", Some(new)).await;
     assert_eq!(status, 201, "{body}");
 }
 
 /// Adds the development deployment, on `addr`.
-async fn add_development(gw: &support::Gateway, addr: &str) {
+async fn add_development(gw: &testkit::Gateway, addr: &str) {
     let dev =
         json!({ "kind": "development", "replicas": { "source": "static", "addresses": [addr] } });
     let (status, body, _) = api(gw, "POST", "/v1/models/m/deployments", Some(dev)).await;
@@ -30,7 +28,7 @@ async fn add_development(gw: &support::Gateway, addr: &str) {
 }
 
 /// Starts promoting `deployment` into `env` (202).
-async fn promote(gw: &support::Gateway, env: &str, deployment: &str) {
+async fn promote(gw: &testkit::Gateway, env: &str, deployment: &str) {
     let path = format!("/v1/models/m/environments/{env}/promote");
     let body = json!({ "deployment_id": deployment });
     let (status, body, _) = api(gw, "POST", &path, Some(body)).await;
@@ -38,7 +36,7 @@ async fn promote(gw: &support::Gateway, env: &str, deployment: &str) {
 }
 
 /// The ids of the model's deployments, in order.
-async fn deployment_ids(gw: &support::Gateway) -> Vec<String> {
+async fn deployment_ids(gw: &testkit::Gateway) -> Vec<String> {
     let (status, body, _) = api(gw, "GET", "/v1/models/m/deployments", None).await;
     assert_eq!(status, 200, "{body}");
     body["deployments"]
@@ -50,7 +48,7 @@ async fn deployment_ids(gw: &support::Gateway) -> Vec<String> {
 }
 
 /// The promotion into `env` as the API shows it (running or last).
-async fn promotion(gw: &support::Gateway, env: &str) -> Value {
+async fn promotion(gw: &testkit::Gateway, env: &str) -> Value {
     let path = format!("/v1/models/m/environments/{env}");
     let (status, body, _) = api(gw, "GET", &path, None).await;
     assert_eq!(status, 200, "{body}");
@@ -66,7 +64,7 @@ struct State {
     staging: Value,
 }
 
-async fn state(gw: &support::Gateway) -> State {
+async fn state(gw: &testkit::Gateway) -> State {
     State {
         file: file(gw),
         deployments: deployment_ids(gw).await,
@@ -79,7 +77,7 @@ async fn state(gw: &support::Gateway) -> State {
 /// file, the deployments and both promotions are as they were before it;
 /// returns the error message.
 async fn assert_refused(
-    gw: &support::Gateway,
+    gw: &testkit::Gateway,
     (method, path, body): (&str, &str, Option<Value>),
     if_match: Option<&str>,
     status: u16,
@@ -93,7 +91,7 @@ async fn assert_refused(
 }
 
 /// An ETag the file no longer has: taken, then the file edited.
-async fn stale_etag(gw: &support::Gateway) -> String {
+async fn stale_etag(gw: &testkit::Gateway) -> String {
     let (_, _, etag) = api(gw, "GET", "/v1/models/m", None).await;
     let patch = json!({ "autoscaling": { "max_replica": 3 } });
     let (status, body, _) = api(
@@ -326,7 +324,7 @@ async fn every_refused_edit_leaves_everything_as_it_was() {
 }
 
 /// Appends `text` to the config file, as an operator's hand edit.
-fn hand_edit(gw: &support::Gateway, text: &str) {
+fn hand_edit(gw: &testkit::Gateway, text: &str) {
     let edited = format!("{}\n{text}", file(gw));
     std::fs::write(gw.config.path(), edited).unwrap();
 }
@@ -449,8 +447,7 @@ fn big_post(authorization: Option<&str>) -> Vec<u8> {
 
 #[test]
 fn a_request_body_is_read_only_with_an_admin_key() {
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let gw = gateway_logging_to(log.path(), "warn");
+    let gw = gateway_logging("warn");
     let before = file(&gw);
     let predict_key = format!("Api-Key {KEY}");
     for (authorization, status) in [(None, 401), (Some(predict_key.as_str()), 403)] {
@@ -482,9 +479,8 @@ fn a_request_body_is_read_only_with_an_admin_key() {
 
 #[test]
 fn a_malformed_admin_request_gets_400_and_its_key_stays_out_of_the_log() {
-    let log = tempfile::NamedTempFile::new().unwrap();
     // Debug: the most the gateway would say about a refused request.
-    let mut gw = gateway_logging_to(log.path(), "debug");
+    let mut gw = gateway_logging("debug");
     let mut client = Client::connect(gw.admin);
     let request = format!(
         "GET /v1/models HTTP/1.1\r\nHost: a\r\nAuthorization: Api-Key {ADMIN}\r\nBad Header: x\r\n\r\n"
@@ -508,7 +504,7 @@ fn a_malformed_admin_request_gets_400_and_its_key_stays_out_of_the_log() {
             .wait_exit(std::time::Duration::from_secs(10))
             .is_some()
     );
-    let logged = std::fs::read_to_string(log.path()).unwrap();
+    let logged = gw.log();
     assert!(
         logged.contains("admin listener: refused a request head: malformed request head"),
         "the refusal is logged: {logged}"

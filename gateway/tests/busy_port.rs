@@ -4,22 +4,16 @@
 //! second. Connections a previous run left in TIME_WAIT do not count as
 //! taken. Real processes: each gateway is killed by its pid at the end.
 
-mod support;
-
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use support::{KEY, Serving, key_entry, serve_text};
+use testkit::gateway::{Serving, free_addr, serve_text};
+use testkit::{KEY, key_entry};
 
 /// How long a gateway whose port is taken may take to exit.
 const EXIT_LIMIT: Duration = Duration::from_secs(3);
-
-/// A port nobody listens on, a moment ago.
-fn free_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], support::free_port()))
-}
 
 /// A config with these listeners, the test key and `[server]` threads = 2.
 fn config(predict: SocketAddr, admin: SocketAddr, tls: &str) -> String {
@@ -51,7 +45,7 @@ fn assert_refused(mut gw: Serving, listener: &str, setting: &str, address: Socke
 fn predict_address_in_use_exits_1_naming_predict_and_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let predict = taken.local_addr().unwrap();
-    let gw = serve_text(predict, &config(predict, free_addr(), ""));
+    let gw = serve_text(&config(predict, free_addr(), ""));
     assert_refused(gw, "predict", "[listeners] predict", predict);
     // The test's listener is untouched.
     drop(TcpStream::connect(predict).expect("the holder still listens"));
@@ -62,13 +56,13 @@ fn admin_address_in_use_exits_1_naming_admin_and_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = taken.local_addr().unwrap();
     let predict = free_addr();
-    let gw = serve_text(predict, &config(predict, admin, ""));
+    let gw = serve_text(&config(predict, admin, ""));
     assert_refused(gw, "admin", "[listeners] admin", admin);
 }
 
 #[tokio::test]
 async fn tls_address_in_use_exits_1_naming_tls_and_the_address() {
-    let certs = support::tls::Certs::new().await;
+    let certs = testkit::tls::Certs::new().await;
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap();
     let tls = format!(
@@ -77,7 +71,7 @@ async fn tls_address_in_use_exits_1_naming_tls_and_the_address() {
         path(&certs.key())
     );
     let predict = free_addr();
-    let gw = serve_text(predict, &config(predict, free_addr(), &tls));
+    let gw = serve_text(&config(predict, free_addr(), &tls));
     tokio::task::spawn_blocking(move || {
         assert_refused(gw, "TLS", "[listeners.tls] address", address);
     })
@@ -117,10 +111,11 @@ fn time_wait_leftovers_on_the_predict_port_do_not_block_the_start() {
     drop(plain);
 
     let admin = free_addr();
-    let mut gw = serve_text(predict, &config(predict, admin, ""));
-    let ready = gw.ready(admin);
+    let mut gw = serve_text(&config(predict, admin, ""));
+    let ready = gw.ready();
     let log = gw.log();
-    assert!(ready, "the gateway did not become ready:\n{log}");
+    let ready = ready.unwrap_or_else(|e| panic!("the gateway did not become ready: {e}"));
+    assert_eq!((ready.predict, ready.admin), (predict, admin));
     assert!(log.contains(&format!("predict on {predict}")), "{log}");
     assert!(!log.contains("cannot listen"), "{log}");
 }

@@ -8,15 +8,13 @@
 //!
 //! Each test prints the statuses its clients saw.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::Value;
-use support::admin::{ADMIN, alive, api, eventually, replica_infos};
-use support::{Gateway, KEY, client, gateway_with, key_entry, metric_sum, scrape};
+use testkit::admin::{ADMIN, alive, api, eventually, replica_infos};
+use testkit::{Gateway, KEY, client, gateway_with, key_entry, metric_sum, scrape};
 
 /// Requests one replica runs at once: the most that can be in flight on
 /// the replica that is killed.
@@ -107,7 +105,7 @@ fn start_load(
                     let status = match resp {
                         Ok(r) => {
                             if r.status() == 200 {
-                                let replica = support::header(&r, "x-replica-id");
+                                let replica = testkit::header(&r, "x-replica-id");
                                 if replica == victim {
                                     progress.from_victim.fetch_add(1, Ordering::SeqCst);
                                 }
@@ -144,11 +142,7 @@ async fn killing_one_of_two_replicas_under_load_fails_at_most_its_in_flight_requ
     })
     .await;
 
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    testkit::process::signal(pid, "KILL");
 
     // Its replacement comes up while the load goes on.
     eventually("the replacement is ready", || async {
@@ -225,7 +219,7 @@ async fn sigterm_under_load_finishes_in_flight_requests_refuses_parked_ones_and_
                     .send()
                     .await
                     .expect("every request is answered");
-                let retry_after = !support::header(&resp, "retry-after").is_empty();
+                let retry_after = !testkit::header(&resp, "retry-after").is_empty();
                 (resp.status().as_u16(), retry_after)
             })
         })

@@ -2,13 +2,11 @@
 //! reuse, stale pooled connections, `Expect: 100-continue`, HEAD, chunked
 //! bodies both ways, large and streamed responses, and h2c from clients.
 //!
-//! The upstream is the recording replica of `support/replica.rs` rather than
+//! The upstream is the recording replica of `testkit::replica` rather than
 //! an `engine`: it speaks just enough HTTP/1.1 by hand to answer the way each
 //! test needs (close after every response, stream on a signal, ...) and
 //! records what reached it (connections, bodies, request heads), so each test
 //! can check what the gateway sent as well as what it answered.
-
-mod support;
 
 use std::sync::Arc;
 
@@ -18,10 +16,10 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use support::replica::{
+use testkit::replica::{
     Behaviour, Conn, Framing, LIMIT, Replica, find_header, read_body, read_head, write_chunk,
 };
-use support::{Gateway, KEY, header};
+use testkit::{Gateway, KEY, header};
 
 // ---------------------------------------------------------------------------
 // The raw test client
@@ -102,7 +100,7 @@ const PREDICT: &str = "/models/m1/production/predict";
 const SYNC_INFO: &str = "/models/m1/production/sync/v1/info";
 
 fn start_gateway(replica: &Replica) -> Gateway {
-    support::gateway(&replica.config())
+    testkit::gateway(&replica.config())
 }
 
 fn auth() -> String {
@@ -132,7 +130,7 @@ fn summary(method: &str, target: &str, body_len: usize) -> String {
 async fn sequential_requests_reuse_pooled_replica_connections() {
     let replica = Replica::start(Behaviour::Summary).await;
     let gw = start_gateway(&replica);
-    let client = support::client();
+    let client = testkit::client();
     const N: usize = 1_000;
     within("1000 sequential requests", async {
         for i in 0..N {
@@ -214,8 +212,8 @@ async fn a_request_lost_to_a_closing_connection_is_repeated_only_if_idempotent()
 
 /// `n` rounds of a GET (which must succeed) and a POST (200 or 502) on one
 /// client; the bodies of the POSTs answered 200, in order.
-async fn gets_and_posts(gw: &support::Gateway, n: usize) -> Vec<String> {
-    let client = support::client();
+async fn gets_and_posts(gw: &testkit::Gateway, n: usize) -> Vec<String> {
+    let client = testkit::client();
     let mut answered = Vec::new();
     within("GETs and POSTs", async {
         for i in 0..n {
@@ -270,7 +268,7 @@ async fn replica_posts(replica: &Replica) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_gets_a_continue_and_the_body_arrives_whole() {
     let replica = Replica::start(Behaviour::Summary).await;
-    let gw = support::gateway_with("max_request_body_bytes = 4194304", &replica.config());
+    let gw = testkit::gateway_with("max_request_body_bytes = 4194304", &replica.config());
     let body = pattern(1 << 20, 7);
     let mut conn = connect(&gw).await;
     let head = format!(
@@ -400,7 +398,7 @@ async fn a_large_response_arrives_byte_exact() {
     let gw = start_gateway(&replica);
     let resp = within(
         "the large response",
-        support::post(&gw.url(PREDICT), None, Some(KEY), "{}"),
+        testkit::post(&gw.url(PREDICT), None, Some(KEY), "{}"),
     )
     .await;
     assert_eq!(resp.status(), 200);
@@ -429,7 +427,7 @@ async fn a_chunked_response_is_relayed_as_it_arrives() {
     let gw = start_gateway(&replica);
     let mut resp = within(
         "the response head",
-        support::post(&gw.url(PREDICT), None, Some(KEY), r#"{"stream":true}"#),
+        testkit::post(&gw.url(PREDICT), None, Some(KEY), r#"{"stream":true}"#),
     )
     .await;
     assert_eq!(resp.status(), 200);
@@ -560,7 +558,7 @@ async fn h2c_prior_knowledge_multiplexes_100_streams_on_one_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_body_that_trickles_past_the_request_deadline_gets_408() {
     let replica = Replica::start(Behaviour::Echo).await;
-    let gw = support::gateway_with("request_timeout_secs = 1", &replica.config());
+    let gw = testkit::gateway_with("request_timeout_secs = 1", &replica.config());
     let tcp = within("connect", TcpStream::connect(gw.proc.addr))
         .await
         .unwrap();

@@ -3,28 +3,19 @@
 //! deadlines, header hygiene in both directions, truncated replica
 //! responses, per-deployment body limits and SIGTERM with parked requests.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::raw::Client;
-use support::replica::{Behaviour, Replica};
-use support::wire::*;
+use testkit::raw::Client;
+use testkit::replica::{Behaviour, Replica};
+use testkit::wire::*;
 
 /// The recording replica behind a gateway whose deployment config is
 /// `replica.config()` edited by `edit`, with `server` in `[server]`.
 fn setup(server: &str, behaviour: Behaviour, edit: impl Fn(String) -> String) -> Setup {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime for the replica");
-    let replica = rt.block_on(Replica::start(behaviour));
-    let gw = support::gateway_with(server, &edit(replica.config()));
-    Setup { gw, replica, rt }
+    Setup::start_edited(server, behaviour, edit)
 }
 
 fn metrics(setup: &Setup) -> String {
@@ -59,10 +50,10 @@ fn at_the_connection_cap_the_longest_idle_connection_makes_room() {
     idle[0].assert_closed("the next connection idle longest");
     let text = metrics(&setup);
     assert_eq!(
-        support::metric_sum(&text, "igw_client_connections_limit", &[]),
+        testkit::metric_sum(&text, "igw_client_connections_limit", &[]),
         3.0
     );
-    assert!(support::metric_sum(&text, "igw_client_connections_evicted_total", &[]) >= 2.0);
+    assert!(testkit::metric_sum(&text, "igw_client_connections_evicted_total", &[]) >= 2.0);
     // The newest idle connection is still open, and works.
     idle[1].send(&predict(b"still"));
     assert_echoed(&idle[1].response("the newest idle one"), b"still", "still");
@@ -112,7 +103,7 @@ fn a_request_in_progress_is_never_cut_to_make_room() {
         String::from_utf8_lossy(&all)
     );
     let text = metrics(&setup);
-    assert!(support::metric_sum(&text, "igw_client_connections_refused_total", &[]) >= 1.0);
+    assert!(testkit::metric_sum(&text, "igw_client_connections_refused_total", &[]) >= 1.0);
 }
 
 /// Under `ulimit -n 256`, 300 idle connections do not stop a new keyed
@@ -126,7 +117,7 @@ fn descriptor_pressure_does_not_stop_requests_or_blame_replicas() {
         .build()
         .unwrap();
     let replica = rt.block_on(Replica::start(Behaviour::Echo));
-    let gw = support::gateway_through(
+    let gw = testkit::gateway_through(
         &["prlimit", "--nofile=256:256", "--"],
         "",
         &replica.config(),
@@ -147,14 +138,14 @@ fn descriptor_pressure_does_not_stop_requests_or_blame_replicas() {
     }
     let text = metrics(&setup);
     assert_eq!(
-        support::metric_sum(&text, "igw_replicas_ready", &[("deployment", "d1")]),
+        testkit::metric_sum(&text, "igw_replicas_ready", &[("deployment", "d1")]),
         1.0,
         "the replica stayed in routing"
     );
-    let limit = support::metric_sum(&text, "igw_client_connections_limit", &[]);
+    let limit = testkit::metric_sum(&text, "igw_client_connections_limit", &[]);
     assert!(limit < 128.0, "the cap fits under 256 descriptors: {limit}");
-    assert_eq!(support::metric_sum(&text, "process_max_fds", &[]), 256.0);
-    assert!(support::metric_sum(&text, "process_open_fds", &[]) < 256.0);
+    assert_eq!(testkit::metric_sum(&text, "process_max_fds", &[]), 256.0);
+    assert!(testkit::metric_sum(&text, "process_open_fds", &[]) < 256.0);
     drop(idle);
 }
 
@@ -180,7 +171,7 @@ fn stalled_client(setup: &Setup) -> TcpStream {
 /// Waits until the replica has received `n` requests: the stalled one
 /// holds the slot before the next client comes.
 fn replica_has(setup: &Setup, n: usize) {
-    setup.rt.block_on(support::admin::eventually(
+    setup.rt.block_on(testkit::admin::eventually(
         "the replica's requests",
         || async { setup.replica.received().await.len() >= n },
     ));
@@ -369,12 +360,12 @@ fn a_truncated_response_is_counted_as_an_error() {
     assert!(client.try_response(false).is_err(), "the body is cut short");
     let text = metrics(&setup);
     assert_eq!(
-        support::metric_sum(&text, "igw_requests_total", &[("code", "502")]),
+        testkit::metric_sum(&text, "igw_requests_total", &[("code", "502")]),
         1.0,
         "{text}"
     );
     assert_eq!(
-        support::metric_sum(&text, "igw_requests_total", &[("code", "200")]),
+        testkit::metric_sum(&text, "igw_requests_total", &[("code", "200")]),
         0.0
     );
 }
@@ -413,18 +404,13 @@ fn a_deployment_sets_its_own_body_limit() {
 
 /// A deployment whose one replica never becomes ready: requests park.
 fn never_ready() -> String {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
-    format!(
-        "[[models]]\nid = \"m1\"\n[[models.deployments]]\nid = \"d1\"\nreplicas = {{ source = \"static\", addresses = [\"{addr}\"] }}\n[[models.environments]]\nname = \"production\"\ndeployment = \"d1\"\n"
-    )
+    testkit::fixture::static_model("m1", "d1", &[testkit::dead_addr()], 1)
 }
 
 #[test]
 fn the_request_timeout_bounds_a_parked_request_too() {
     // The queue would wait 60 s; the request may take 1.
-    let gw = support::gateway_with("request_timeout_secs = 1", &never_ready());
+    let gw = testkit::gateway_with("request_timeout_secs = 1", &never_ready());
     let mut client = Client::connect(gw.proc.addr);
     client.send(&predict(b"parked"));
     assert_json_error(
@@ -436,7 +422,7 @@ fn the_request_timeout_bounds_a_parked_request_too() {
 
 #[test]
 fn sigterm_answers_parked_requests_with_503() {
-    let mut gw = support::gateway(&never_ready());
+    let mut gw = testkit::gateway(&never_ready());
     let mut client = Client::connect(gw.proc.addr);
     client.send(&predict(b"parked"));
     // Parked once the gateway counts it.
@@ -445,9 +431,9 @@ fn sigterm_answers_parked_requests_with_503() {
         .build()
         .unwrap();
     let url = format!("http://{}/metrics", gw.admin);
-    rt.block_on(support::admin::eventually("the request parked", || async {
+    rt.block_on(testkit::admin::eventually("the request parked", || async {
         let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-        support::metric_sum(&text, "igw_queue_parked", &[]) >= 1.0
+        testkit::metric_sum(&text, "igw_queue_parked", &[]) >= 1.0
     }));
     gw.proc.signal("TERM");
     let resp = client.response("a parked request at SIGTERM");

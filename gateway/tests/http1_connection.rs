@@ -1,5 +1,5 @@
 //! The predict listener's HTTP/1 wire behaviour, pinned down with raw bytes
-//! on a plain `std::net::TcpStream` (`support/raw.rs`, `support/wire.rs`):
+//! on a plain `std::net::TcpStream` (`testkit::raw`, `testkit::wire`):
 //! each test starts the real gateway binary in front of the recording
 //! replica and checks what the client got as well as what reached the
 //! replica. Every read and write on the client has a timeout, so a gateway
@@ -9,12 +9,10 @@
 //! refusals, HEAD, bodies and heads in pieces, absolute-form request targets;
 //! `http1_wire.rs`: framing, malformed and over-large heads, limits.
 
-mod support;
-
 use bytes::Bytes;
 
-use support::replica::Behaviour;
-use support::wire::*;
+use testkit::replica::Behaviour;
+use testkit::wire::*;
 
 // ---------------------------------------------------------------------------
 // Pipelining and persistence

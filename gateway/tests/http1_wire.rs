@@ -1,5 +1,5 @@
 //! The predict listener's HTTP/1 wire behaviour, pinned down with raw bytes
-//! on a plain `std::net::TcpStream` (`support/raw.rs`, `support/wire.rs`):
+//! on a plain `std::net::TcpStream` (`testkit::raw`, `testkit::wire`):
 //! each test starts the real gateway binary in front of the recording
 //! replica and checks what the client got as well as what reached the
 //! replica. Every read and write on the client has a timeout, so a gateway
@@ -11,10 +11,8 @@
 //! persistence, `Expect`, refusals, HEAD, bodies and heads in pieces,
 //! request targets.
 
-mod support;
-
-use support::replica::Behaviour;
-use support::wire::*;
+use testkit::replica::Behaviour;
+use testkit::wire::*;
 
 // ---------------------------------------------------------------------------
 // Framing: Content-Length and Transfer-Encoding

@@ -3,16 +3,15 @@
 //! summaries and the access log must say exactly what was sent, and never
 //! a key, a body or a label a client made up.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::admin::{ADMIN, api, eventually};
-use support::metric_sum as sum;
-use support::{Gateway, KEY, Proc, client, engine, gateway_with, key_entry, post};
+use testkit::admin::{ADMIN, api, eventually};
+use testkit::fixture::{Deployment, Model, static_model};
+use testkit::metric_sum as sum;
+use testkit::{Gateway, KEY, Proc, client, engine, gateway_with, key_entry, post};
 
 /// A body whose text must never show up in metrics or logs.
 const BODY: &str = r#"{"text":"do-not-log-this-body"}"#;
@@ -23,32 +22,18 @@ const BODY: &str = r#"{"text":"do-not-log-this-body"}"#;
 fn mix_gateway(server: &str) -> (Gateway, Proc, Proc) {
     let d = engine("m/d", &["--fixed-ms", "300"]);
     let slow = engine("s/slow", &["--fixed-ms", "3000"]);
+    let slow_model = Model::new("s")
+        .deployment(
+            Deployment::fixed("slow", &[slow.addr])
+                .set("predict_concurrency", "1")
+                .set("queue", "{ timeout_secs = 1 }"),
+        )
+        .environment("production", "slow");
     let body = format!(
-        r#"{admin}
-[[models]]
-id = "m"
-[[models.deployments]]
-id = "d"
-predict_concurrency = 1
-replicas = {{ source = "static", addresses = ["{d}"] }}
-[[models.environments]]
-name = "production"
-deployment = "d"
-
-[[models]]
-id = "s"
-[[models.deployments]]
-id = "slow"
-predict_concurrency = 1
-queue = {{ timeout_secs = 1 }}
-replicas = {{ source = "static", addresses = ["{slow}"] }}
-[[models.environments]]
-name = "production"
-deployment = "slow"
-"#,
-        admin = key_entry(ADMIN, "ops", "\"admin\""),
-        d = d.addr,
-        slow = slow.addr,
+        "{}{}{}",
+        key_entry(ADMIN, "ops", "\"admin\""),
+        static_model("m", "d", &[d.addr], 1),
+        slow_model.toml()
     );
     (gateway_with(server, &body), d, slow)
 }
@@ -110,7 +95,7 @@ async fn a_scripted_mix_is_counted_exactly() {
         let url = gw.url(s_prod);
         async move { post(&url, None, Some(KEY), BODY).await.status().as_u16() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testkit::until_in_flight(&gw, "slow", 1).await;
     let impatient = client()
         .post(gw.url(s_prod))
         .header("authorization", format!("Api-Key {KEY}"))
@@ -419,17 +404,7 @@ async fn request_ids_reach_the_replica_and_the_log() {
         "[server.access_log]\nmode = \"all\"\npath = \"{}\"",
         log.path().display()
     );
-    let body = format!(
-        r#"[[models]]
-id = "e"
-[[models.deployments]]
-id = "d"
-replicas = {{ source = "static", addresses = ["{replica}"] }}
-[[models.environments]]
-name = "production"
-deployment = "d"
-"#
-    );
+    let body = static_model("e", "d", &[replica], 1);
     let gw = gateway_with(&server, &body);
     let url = gw.url("/models/e/production/predict");
 

@@ -3,14 +3,12 @@
 //! `gateway check`, every reload of a hand edit, every API edit. Before,
 //! it passed and every replica start failed in a crash loop.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::json;
-use support::admin::{api, eventually, file, predict, setup};
-use support::{client, metric_sum};
+use testkit::admin::{api, eventually, file, predict, setup};
+use testkit::{client, metric_sum};
 
 fn gateway() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gateway"))
@@ -79,7 +77,7 @@ engine = { backend = "onnx", model = "also/not/here.onnx" }
 }
 
 /// Rewrites the config the way editors do: a new file renamed over the old.
-fn replace_config(gw: &support::Gateway, text: &str) {
+fn replace_config(gw: &testkit::Gateway, text: &str) {
     let path = gw.config.path();
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text).unwrap();
@@ -87,14 +85,14 @@ fn replace_config(gw: &support::Gateway, text: &str) {
 }
 
 /// GET /v1/config.
-async fn config_status(gw: &support::Gateway) -> serde_json::Value {
+async fn config_status(gw: &testkit::Gateway) -> serde_json::Value {
     let (status, body, _) = api(gw, "GET", "/v1/config", None).await;
     assert_eq!(status, 200, "{body}");
     body
 }
 
 /// `igw_config_reloads_total{outcome}` on the admin listener's /metrics.
-async fn reloads(gw: &support::Gateway, outcome: &str) -> f64 {
+async fn reloads(gw: &testkit::Gateway, outcome: &str) -> f64 {
     let text = client()
         .get(format!("http://{}/metrics", gw.admin))
         .send()
@@ -108,7 +106,7 @@ async fn reloads(gw: &support::Gateway, outcome: &str) -> f64 {
 
 /// `dir` as the config file names it: relative to the config's directory
 /// when it is below it (the temp directory holds both), else absolute.
-fn relative_to_config(gw: &support::Gateway, dir: &Path) -> PathBuf {
+fn relative_to_config(gw: &testkit::Gateway, dir: &Path) -> PathBuf {
     let base = gw.config.path().parent().unwrap();
     dir.strip_prefix(base).unwrap_or(dir).to_owned()
 }

@@ -5,40 +5,31 @@
 //! status API and `/metrics` must say so. Each test prints the statuses
 //! its clients saw.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use serde_json::Value;
-use support::admin::{ADMIN, api};
-use support::replica::{Behaviour, Replica};
-use support::{Gateway, KEY, client, gateway_with, key_entry, metric_sum, scrape};
+use testkit::admin::{ADMIN, api};
+use testkit::fixture::{Deployment, Model};
+use testkit::replica::{Behaviour, Replica};
+use testkit::{Gateway, KEY, client, gateway_with, key_entry, metric_sum, scrape};
 
 const PREDICT: &str = "/models/m1/production/predict";
 
 /// One deployment over `replicas`, with `outlier_detection` as given and
 /// the admin key for the status API.
 fn config(replicas: &[&Replica], outlier_detection: &str) -> String {
-    let addresses: Vec<String> = replicas.iter().map(|r| format!("\"{}\"", r.addr)).collect();
-    format!(
-        r#"{admin}
-[[models]]
-id = "m1"
-[[models.deployments]]
-id = "d1"
-predict_concurrency = 64
-replicas = {{ source = "static", addresses = [{addresses}] }}
-outlier_detection = {{ {outlier_detection} }}
-[[models.environments]]
-name = "production"
-deployment = "d1"
-"#,
-        admin = key_entry(ADMIN, "ops", "\"admin\""),
-        addresses = addresses.join(", "),
-    )
+    let addresses: Vec<_> = replicas.iter().map(|r| r.addr).collect();
+    let model = Model::new("m1")
+        .deployment(
+            Deployment::fixed("d1", &addresses)
+                .set("predict_concurrency", "64")
+                .set("outlier_detection", &format!("{{ {outlier_detection} }}")),
+        )
+        .environment("production", "d1");
+    format!("{}{}", key_entry(ADMIN, "ops", "\"admin\""), model.toml())
 }
 
 /// Sends `n` predictions one after another; the count of each status, and
@@ -178,7 +169,7 @@ async fn an_ejected_replica_returns_after_its_backoff_once_a_probe_passes() {
     assert_eq!(seen.get(&503).copied().unwrap_or(0), 1, "{seen:?}");
     assert_eq!(health_of(&gw, &failing).await.0, "EJECTED");
     // Its probe passes: back in routing once the second is over.
-    support::admin::eventually("the replica's return", || async {
+    testkit::admin::eventually("the replica's return", || async {
         health_of(&gw, &failing).await.0 == "READY"
     })
     .await;

@@ -4,17 +4,16 @@
 //! a predict flood beyond the cap; and a chaos run at twice a deployment's
 //! capacity for 30 s, answered only with 200, 429 or 503 in bounded memory.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::replica::{Behaviour, LIMIT};
-use support::wire::{Setup, assert_json_error, assert_status, auth, predict};
-use support::{KEY, engine, gateway_with, metric_sum, scrape};
+use testkit::fixture::{Deployment, Model};
+use testkit::replica::{Behaviour, LIMIT};
+use testkit::wire::{Setup, assert_json_error, assert_status, auth, predict};
+use testkit::{KEY, engine, gateway_with, metric_sum, scrape};
 use tokio::sync::Notify;
 
 const BODY: &[u8] = br#"{"text":"x"}"#;
@@ -35,11 +34,11 @@ fn capped_before_held_streams(cap: usize, go: &Arc<Notify>) -> Setup {
 /// Fills the cap: `n` predicts whose first chunk has arrived, so each one
 /// is in flight at the gateway until `go`.
 fn hold(setup: &Setup, n: usize) -> Vec<reqwest::Response> {
-    let url = setup.gw.url(support::wire::PREDICT);
+    let url = setup.gw.url(testkit::wire::PREDICT);
     setup.rt.block_on(async {
         let mut held = Vec::new();
         for _ in 0..n {
-            let mut resp = support::post(&url, None, Some(KEY), "{}").await;
+            let mut resp = testkit::post(&url, None, Some(KEY), "{}").await;
             assert_eq!(resp.status(), 200, "a request under the cap");
             let first = resp.chunk().await.expect("the first chunk");
             assert_eq!(first.as_deref(), Some(&b"first"[..]));
@@ -75,7 +74,7 @@ fn release(setup: &Setup, held: Vec<reqwest::Response>, go: &Arc<Notify>) {
 /// Waits until the gateway holds `n` requests (by its own gauge).
 fn wait_held(setup: &Setup, n: f64) {
     let gw = &setup.gw;
-    setup.rt.block_on(support::admin::eventually(
+    setup.rt.block_on(testkit::admin::eventually(
         &format!("{n} request(s) in flight"),
         || async move { metric_sum(&scrape(gw).await, "igw_client_requests_admitted", &[]) == n },
     ));
@@ -134,7 +133,7 @@ fn the_admin_listener_answers_during_a_predict_flood_beyond_the_cap() {
     let setup = capped_before_held_streams(2, &go);
     let held = hold(&setup, 2);
     let stop = Arc::new(AtomicBool::new(false));
-    let url = setup.gw.url(support::wire::PREDICT);
+    let url = setup.gw.url(testkit::wire::PREDICT);
     let admin = setup.gw.admin;
 
     let (flood, admin_answers) = setup.rt.block_on(async {
@@ -144,7 +143,7 @@ fn the_admin_listener_answers_during_a_predict_flood_beyond_the_cap() {
             .map(|_| {
                 let (url, stop) = (url.clone(), Arc::clone(&stop));
                 tokio::spawn(async move {
-                    let client = support::client();
+                    let client = testkit::client();
                     let mut statuses = BTreeMap::<u16, usize>::new();
                     while !stop.load(Ordering::SeqCst) {
                         let status = one_predict(client.clone(), url.clone())
@@ -156,7 +155,7 @@ fn the_admin_listener_answers_during_a_predict_flood_beyond_the_cap() {
                 })
             })
             .collect();
-        let client = support::client();
+        let client = testkit::client();
         let mut admin_answers = 0;
         for _ in 0..20 {
             for path in ["/healthz", "/metrics"] {
@@ -249,7 +248,7 @@ async fn open_loop(urls: &[String], per_second: u32, duration: Duration) -> Seen
 /// Health checks and scrapes on the admin listener every 200 ms until
 /// `stop`: how many answered 200, and what else came.
 async fn watch_admin(admin: std::net::SocketAddr, stop: Arc<AtomicBool>) -> (usize, Vec<String>) {
-    let client = support::client();
+    let client = testkit::client();
     let (mut ok, mut other) = (0, Vec::new());
     while !stop.load(Ordering::SeqCst) {
         for path in ["/healthz", "/metrics"] {
@@ -286,25 +285,12 @@ async fn twice_the_capacity_for_30s_is_answered_200_429_or_503_in_bounded_memory
             "16",
         ],
     );
-    let config = format!(
-        r#"
-[[models]]
-id = "m"
-[[models.deployments]]
-id = "short"
-predict_concurrency = 2
-queue = {{ max_length = 1 }}
-replicas = {{ source = "static", addresses = ["{addr}"] }}
-[[models.deployments]]
-id = "deep"
-predict_concurrency = 2
-replicas = {{ source = "static", addresses = ["{addr}"] }}
-[[models.environments]]
-name = "production"
-deployment = "short"
-"#,
-        addr = replica.addr
-    );
+    let deployment = |id| Deployment::fixed(id, &[replica.addr]).set("predict_concurrency", "2");
+    let config = Model::new("m")
+        .deployment(deployment("short").set("queue", "{ max_length = 1 }"))
+        .deployment(deployment("deep"))
+        .environment("production", "short")
+        .toml();
     let gw = gateway_with("max_in_flight = 12", &config);
     let urls = [
         gw.url("/models/m/deployment/short/predict"),
@@ -352,7 +338,7 @@ deployment = "short"
         "peak RSS {peak_kib} KiB over {PEAK_RSS_LIMIT_KIB} KiB"
     );
     // No crash: the gateway still answers.
-    let resp = support::client()
+    let resp = testkit::client()
         .get(format!("http://{}/healthz", gw.admin))
         .send()
         .await

@@ -1,10 +1,9 @@
 //! The predict path end to end: real gateway, real engine replicas.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{KEY, Proc, client, engine, gateway, header, key_entry, post};
+use testkit::fixture::{Deployment, Model};
+use testkit::{KEY, Proc, client, engine, gateway, header, key_entry, post};
 
 fn model_config(id: &str, a: &Proc, b: &Proc, dev: &Proc) -> String {
     format!(
@@ -208,7 +207,7 @@ async fn a_streamed_response_arrives_in_pieces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413() {
     let (a, b, dev) = (engine("ra", &[]), engine("rb", &[]), engine("rdev", &[]));
-    let gw = support::gateway_with(
+    let gw = testkit::gateway_with(
         "max_request_body_bytes = 1000",
         &model_config("m1", &a, &b, &dev),
     );
@@ -256,7 +255,7 @@ async fn oversized_bodies_get_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_replicas_are_skipped_or_reported_as_502() {
     let live = engine("live", &[]);
-    let dead = support::free_port();
+    let dead = testkit::dead_addr().port();
     let config = format!(
         r#"
 [[models]]
@@ -340,10 +339,9 @@ async fn ten_thousand_models_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let slow = engine("slow", &["--fixed-ms", "1500"]);
-    let config = format!(
-        "[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"d\"\nreplicas = {{ source = \"static\", addresses = [\"{}\"] }}\n",
-        slow.addr
-    );
+    let config = Model::new("m")
+        .deployment(Deployment::fixed("d", &[slow.addr]))
+        .toml();
     let mut gw = gateway(&config);
     let url = gw.url("/models/m/deployment/d/predict");
     let in_flight = tokio::spawn(async move {
@@ -351,7 +349,7 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
             .await
             .status()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testkit::until_in_flight(&gw, "d", 1).await;
     gw.proc.signal("TERM");
     assert_eq!(
         in_flight.await.unwrap(),
@@ -369,10 +367,9 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
 async fn sigint_exits_promptly_even_with_requests_in_flight() {
     // A stream that would take 60 s: one event every 20 s.
     let slow = engine("slow", &["--stream-interval-ms", "20000"]);
-    let config = format!(
-        "[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"d\"\nreplicas = {{ source = \"static\", addresses = [\"{}\"] }}\n",
-        slow.addr
-    );
+    let config = Model::new("m")
+        .deployment(Deployment::fixed("d", &[slow.addr]))
+        .toml();
     let mut gw = gateway(&config);
     let url = gw.url("/models/m/deployment/d/predict");
     let stuck = post(

@@ -1,12 +1,10 @@
 //! Promotion through the management API: it switches only once the new
 //! deployment is ready, drops no request, and follows the lifecycle rules.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::json;
-use support::admin::{Stream, api, file, predict, setup, wait_promoted};
+use testkit::admin::{Stream, api, file, predict, setup, wait_promoted};
 
 #[tokio::test]
 async fn promotion_switches_only_once_ready_and_drops_no_request() {
@@ -48,7 +46,7 @@ async fn promotion_switches_only_once_ready_and_drops_no_request() {
 async fn one_promotion_per_environment_and_cancel_keeps_the_old_deployment() {
     let (gw, _a, _b) = setup();
     // A deployment whose only replica never answers: its promotion waits.
-    let dead = format!("127.0.0.1:{}", support::free_port());
+    let dead = testkit::dead_addr().to_string();
     let new = json!({ "id": "c", "replicas": { "source": "static", "addresses": [dead] } });
     let (status, body, _) = api(&gw, "POST", "/v1/models/m/deployments", Some(new)).await;
     assert_eq!(
@@ -196,6 +194,8 @@ async fn cleanup_deactivate_and_environment_settings_follow_the_promotion() {
         .0,
         200
     );
+    // Time passing is the point: the stream keeps running across the
+    // edits' reloads before it is judged.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(stream.finish().await.0, 0);
 }
@@ -203,7 +203,7 @@ async fn cleanup_deactivate_and_environment_settings_follow_the_promotion() {
 #[tokio::test]
 async fn deleting_an_environment_cancels_its_promotion() {
     let (gw, _a, _b) = setup();
-    let dead = format!("127.0.0.1:{}", support::free_port());
+    let dead = testkit::dead_addr().to_string();
     let new = json!({ "id": "c", "replicas": { "source": "static", "addresses": [dead] } });
     assert_eq!(
         api(&gw, "POST", "/v1/models/m/deployments", Some(new))

@@ -1,38 +1,25 @@
 //! Hot reload: editing the config file re-routes traffic; a broken edit is
 //! rejected and the previous routes keep serving.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{KEY, Proc, client, engine, gateway, header, post};
+use testkit::fixture::{Deployment, Model};
+use testkit::{KEY, Proc, client, engine, gateway, header, post};
 
 fn models(a: &Proc, b: &Proc, production: &str, staging: bool) -> String {
-    let staging = if staging {
-        "[[models.environments]]\nname = \"staging\"\ndeployment = \"b\"\n"
+    let model = Model::new("m")
+        .deployment(Deployment::fixed("a", &[a.addr]))
+        .deployment(Deployment::fixed("b", &[b.addr]))
+        .environment("production", production);
+    if staging {
+        model.environment("staging", "b").toml()
     } else {
-        ""
-    };
-    format!(
-        r#"
-[[models]]
-id = "m"
-[[models.deployments]]
-id = "a"
-replicas = {{ source = "static", addresses = ["{}"] }}
-[[models.deployments]]
-id = "b"
-replicas = {{ source = "static", addresses = ["{}"] }}
-[[models.environments]]
-name = "production"
-deployment = "{production}"
-{staging}"#,
-        a.addr, b.addr
-    )
+        model.toml()
+    }
 }
 
 /// (status, x-deployment-id) of one predict call.
-async fn call(gw: &support::Gateway, target: &str) -> (u16, String) {
+async fn call(gw: &testkit::Gateway, target: &str) -> (u16, String) {
     let url = gw.url(&format!("/models/m/{target}/predict"));
     let resp = post(&url, None, Some(KEY), r#"{"text":"x"}"#).await;
     (
@@ -42,7 +29,7 @@ async fn call(gw: &support::Gateway, target: &str) -> (u16, String) {
 }
 
 /// Polls until `target` answers `expected`, for at most 5 s.
-async fn eventually(gw: &support::Gateway, target: &str, expected: (u16, &str)) {
+async fn eventually(gw: &testkit::Gateway, target: &str, expected: (u16, &str)) {
     let mut last = (0, String::new());
     for _ in 0..100 {
         last = call(gw, target).await;
@@ -55,14 +42,14 @@ async fn eventually(gw: &support::Gateway, target: &str, expected: (u16, &str)) 
 }
 
 /// Rewrites the config the way editors do: a new file renamed over the old.
-fn replace_config(gw: &support::Gateway, text: &str) {
+fn replace_config(gw: &testkit::Gateway, text: &str) {
     let path = gw.config.path();
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn header_of(gw: &support::Gateway) -> String {
+fn header_of(gw: &testkit::Gateway) -> String {
     let text = std::fs::read_to_string(gw.config.path()).unwrap();
     text[..text.find("\n[[models]]").unwrap()].to_owned()
 }
@@ -91,7 +78,11 @@ async fn edits_reroute_traffic_and_broken_edits_are_rejected() {
             models(&a, &b, "b", true)
         ),
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    testkit::eventually_async("the broken edit is rejected", || async {
+        gw.log()
+            .contains("config rejected, previous config keeps serving")
+    })
+    .await;
     assert_eq!(call(&gw, "production").await, (200, "a".into()));
     assert_eq!(call(&gw, "environments/staging").await, (200, "b".into()));
 
@@ -143,7 +134,7 @@ async fn a_removed_key_is_refused_on_a_connection_that_used_it() {
 
     const SECOND: &str = "igw_second_key";
     let (a, b) = (engine("ra", &[]), engine("rb", &[]));
-    let entry = support::key_entry(SECOND, "second", "\"all\"");
+    let entry = testkit::key_entry(SECOND, "second", "\"all\"");
     let gw = gateway(&format!("{entry}{}", models(&a, &b, "a", false)));
     let header = header_of(&gw);
     assert!(header.contains(&entry), "{header}");

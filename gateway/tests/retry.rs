@@ -4,31 +4,23 @@
 //! retry budget caps them; the response says how many attempts it took.
 //! Each test prints the statuses its clients saw.
 
-mod support;
-
 use std::collections::BTreeMap;
 
-use support::replica::{Behaviour, Replica};
-use support::{Gateway, KEY, client, gateway, metric_sum, scrape};
+use testkit::fixture::{Deployment, Model};
+use testkit::replica::{Behaviour, Replica};
+use testkit::{Gateway, KEY, client, gateway, metric_sum, scrape};
 
 /// One deployment over `replicas`, with these extra deployment keys.
 fn config(replicas: &[&Replica], extra: &str) -> String {
-    let addresses: Vec<String> = replicas.iter().map(|r| format!("\"{}\"", r.addr)).collect();
-    format!(
-        r#"
-[[models]]
-id = "m1"
-[[models.deployments]]
-id = "d1"
-predict_concurrency = 64
-replicas = {{ source = "static", addresses = [{}] }}
-{extra}
-[[models.environments]]
-name = "production"
-deployment = "d1"
-"#,
-        addresses.join(", ")
-    )
+    let addresses: Vec<_> = replicas.iter().map(|r| r.addr).collect();
+    Model::new("m1")
+        .deployment(
+            Deployment::fixed("d1", &addresses)
+                .set("predict_concurrency", "64")
+                .lines(extra),
+        )
+        .environment("production", "d1")
+        .toml()
 }
 
 /// Sends `n` requests one after another; the count of each status, and of
@@ -49,7 +41,7 @@ async fn send_n(
             .send()
             .await
             .expect("every request is answered");
-        let made = support::header(&resp, "x-gateway-attempts");
+        let made = testkit::header(&resp, "x-gateway-attempts");
         let made = if made.is_empty() { "1" } else { made };
         *attempts.entry(made.to_owned()).or_insert(0) += 1;
         *statuses.entry(resp.status().as_u16()).or_insert(0) += 1;

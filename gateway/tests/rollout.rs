@@ -2,13 +2,12 @@
 //! replicas, promoting with ramp-up, persisted rollouts after a restart,
 //! cancel, the rollback guard, sticky sessions and pinning.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::admin::{ADMIN, api, eventually};
-use support::{Gateway, KEY, Proc, client, engine, gateway_with, header, key_entry};
+use testkit::admin::{ADMIN, api, eventually};
+use testkit::fixture::{Deployment, Model};
+use testkit::{Gateway, KEY, Proc, client, engine, gateway_with, header, key_entry};
 
 const BODY: &str = r#"{"text":"x"}"#;
 
@@ -22,32 +21,17 @@ fn now_ms() -> u64 {
 /// Model `m`: deployment `a` (production) on `old`, `b` on `new`; `env` is
 /// extra TOML for the production environment (after its `deployment`).
 fn two_deployments(old: &[&Proc], new: &[&Proc], env: &str) -> String {
-    let addrs = |ps: &[&Proc]| {
-        ps.iter()
-            .map(|p| format!("\"{}\"", p.addr))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let addrs = |ps: &[&Proc]| ps.iter().map(|p| p.addr).collect::<Vec<_>>();
+    let deployment = |id, ps| Deployment::fixed(id, &addrs(ps)).set("predict_concurrency", "64");
+    let model = Model::new("m")
+        .deployment(deployment("a", old))
+        .deployment(deployment("b", new))
+        .environment("production", "a");
+    // The environments come last: `env` lands in production's table.
     format!(
-        r#"{admin}
-[[models]]
-id = "m"
-[[models.deployments]]
-id = "a"
-predict_concurrency = 64
-replicas = {{ source = "static", addresses = [{a}] }}
-[[models.deployments]]
-id = "b"
-predict_concurrency = 64
-replicas = {{ source = "static", addresses = [{b}] }}
-[[models.environments]]
-name = "production"
-deployment = "a"
-{env}
-"#,
-        admin = key_entry(ADMIN, "ops", "\"admin\""),
-        a = addrs(old),
-        b = addrs(new),
+        "{}{}{env}\n",
+        key_entry(ADMIN, "ops", "\"admin\""),
+        model.toml()
     )
 }
 
@@ -161,7 +145,7 @@ async fn a_persisted_rollout_splits_exactly_and_survives_a_restart() {
         async move {
             let mut to_b = 0;
             for _ in 0..100 {
-                let resp = support::post(&url, None, Some(KEY), BODY).await;
+                let resp = testkit::post(&url, None, Some(KEY), BODY).await;
                 assert_eq!(resp.status(), 200);
                 to_b += usize::from(header(&resp, "x-deployment-id") == "b");
             }
@@ -171,7 +155,7 @@ async fn a_persisted_rollout_splits_exactly_and_survives_a_restart() {
     let first = count(&gw).await;
     assert!((39..=41).contains(&first), "{first} of 100 to b at 40%");
     // /metrics: the stage, the share, and each side's requests.
-    let text = support::scrape(&gw).await;
+    let text = testkit::scrape(&gw).await;
     let env = [("model", "m"), ("environment", "production")];
     assert_eq!(sample(&text, "igw_canary_stage", &env), 4.0);
     assert_eq!(sample(&text, "igw_canary_percent", &env), 40.0);
@@ -187,7 +171,7 @@ async fn a_persisted_rollout_splits_exactly_and_survives_a_restart() {
     // Restart on the same file: the stage comes from the persisted start.
     gw.proc.signal("KILL");
     assert!(gw.proc.wait_exit(Duration::from_secs(10)).is_some());
-    support::restart(&mut gw);
+    testkit::restart(&mut gw);
     let env = environment(&gw).await;
     assert_eq!(env["rollout"]["stage"], 4, "{env}");
     assert_eq!(env["promotion"]["state"], "RAMPING", "resumed: {env}");
@@ -231,7 +215,7 @@ async fn cancel_returns_all_traffic_at_once() {
     // snapshot built from it is published: wait for the snapshot too.
     let env = [("model", "m"), ("environment", "production")];
     eventually("the split gone from routing", || async {
-        sample(&support::scrape(&gw).await, "igw_canary_percent", &env) == 0.0
+        sample(&testkit::scrape(&gw).await, "igw_canary_percent", &env) == 0.0
     })
     .await;
     for _ in 0..50 {
@@ -275,13 +259,13 @@ async fn the_guard_rolls_back_a_failing_canary_but_not_a_healthy_one() {
             // snapshot built from it a moment later.
             eventually("the split gone from routing", || async {
                 sample(
-                    &support::scrape(&gw).await,
+                    &testkit::scrape(&gw).await,
                     "igw_canary_stage",
                     &rollbacks[..1],
                 ) == 0.0
             })
             .await;
-            let text = support::scrape(&gw).await;
+            let text = testkit::scrape(&gw).await;
             assert_eq!(sample(&text, "igw_canary_rollbacks_total", &rollbacks), 1.0);
             for _ in 0..30 {
                 assert_eq!(call(&gw, &[], KEY).await, (200, "a".into(), "a".into()));
@@ -401,7 +385,7 @@ async fn sessions_stick_and_admins_can_pin_a_side() {
     );
     // A deployment URL never splits.
     for _ in 0..20 {
-        let resp = support::post(
+        let resp = testkit::post(
             &gw.url("/models/m/deployment/a/predict"),
             None,
             Some(KEY),
@@ -415,7 +399,7 @@ async fn sessions_stick_and_admins_can_pin_a_side() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_moves_only_once_the_new_deployment_is_ready() {
     let a = engine("a", &[]);
-    let port = support::free_port();
+    let port = testkit::dead_addr().port();
     let text = two_deployments(
         &[&a],
         &[],
@@ -445,5 +429,5 @@ async fn traffic_moves_only_once_the_new_deployment_is_ready() {
 
 /// The sample of `name` whose labels include `labels` (0 if none).
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    support::metric_sum(text, name, labels)
+    testkit::metric_sum(text, name, labels)
 }

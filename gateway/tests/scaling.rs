@@ -3,15 +3,13 @@
 //! zero, replaces crashed ones, respects node capacity and leaves nothing
 //! running when it exits.
 
-mod support;
-
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use serde_json::Value;
-use support::admin::{ADMIN, alive, api, eventually, replica_infos};
-use support::{Gateway, KEY, client, gateway_with, header, key_entry, post};
+use testkit::admin::{ADMIN, alive, api, eventually, replica_infos};
+use testkit::{Gateway, KEY, client, gateway_with, header, key_entry, post};
 
 /// A valid predict body.
 const BODY: &str = r#"{"text":"x"}"#;
@@ -179,7 +177,7 @@ fixed_ms = 4000
         let url = gw.url("/models/m/production/predict");
         async move { post(&url, None, Some(KEY), BODY).await.status().as_u16() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testkit::until_in_flight(&gw, "d", 1).await;
     let parked: Vec<_> = (0..2)
         .map(|_| {
             let url = gw.url("/models/m/production/predict");
@@ -225,7 +223,7 @@ fixed_ms = 4000
     let url = gw.url("/models/m/deployment/strict/predict");
     let first =
         tokio::spawn(async move { post(&url, None, Some(KEY), BODY).await.status().as_u16() });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testkit::until_in_flight(&gw, "strict", 1).await;
     let second = post(
         &gw.url("/models/m/deployment/strict/predict"),
         None,
@@ -241,7 +239,7 @@ fixed_ms = 4000
         let url = gw.url("/models/m/production/predict");
         async move { post(&url, None, Some(KEY), BODY).await.status().as_u16() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testkit::until_in_flight(&gw, "d", 1).await;
     let big = format!(r#"{{"text":"{}"}}"#, "x".repeat(5000));
     let resp = predict(&gw, &big).await;
     assert_eq!(resp.status(), 429);
@@ -268,7 +266,7 @@ async fn a_client_that_leaves_the_queue_is_counted_and_frees_its_place() {
         let url = gw.url("/models/m/production/predict");
         async move { post(&url, None, Some(KEY), BODY).await.status().as_u16() }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    testkit::until_in_flight(&gw, "d", 1).await;
     let leaving = tokio::spawn({
         let url = gw.url("/models/m/production/predict");
         async move { post(&url, None, Some(KEY), BODY).await }
@@ -306,11 +304,7 @@ async fn a_crashed_replica_is_replaced_and_never_routed_to() {
     let old_replica = header(&first, "x-replica-id").to_owned();
     let pids = replica_pids(&gw, "d").await;
     let old_addr = deployment(&gw, "d").await["replicas"]["instances"][0]["address"].clone();
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pids[0].to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    testkit::process::signal(pids[0], "KILL");
     // The controller sees the exit and takes the replica out of routing.
     eventually("crash noticed", || async {
         let d = deployment(&gw, "d").await;
@@ -466,7 +460,7 @@ async fn a_deployment_that_cannot_start_fails_fast_and_recovers_when_fixed() {
     );
 
     // A hand edit that fixes the deployment: it starts again and serves.
-    let fixed = support::admin::file(&gw).replace(&broken, "backend = \"synthetic\"");
+    let fixed = testkit::admin::file(&gw).replace(&broken, "backend = \"synthetic\"");
     std::fs::write(gw.config.path(), fixed).unwrap();
     eventually("the fixed deployment serves", || async {
         predict(&gw, BODY).await.status() == 200

@@ -4,11 +4,9 @@
 //! config errors `gateway check` and `gateway serve` report.
 //!
 //! The client is the `curl` binary and certificates are made at test time
-//! with the `openssl` command-line tool (`support/tls.rs`); the upstream is
-//! the small recording HTTP/1.1 replica of `support/replica.rs` (shared with
+//! with the `openssl` command-line tool (`testkit::tls`); the upstream is
+//! the small recording HTTP/1.1 replica of `testkit::replica` (shared with
 //! `data_path.rs`).
-
-mod support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -20,8 +18,9 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use support::replica::{Behaviour, Replica};
-use support::tls::{
+use testkit::gateway::Launch;
+use testkit::replica::{Behaviour, Replica};
+use testkit::tls::{
     Certs, PREDICT, Reaped, TlsGateway, answer, assert_echo_over_tls, curl, post,
     presented_subject, run, subject, wait_for_subject,
 };
@@ -282,46 +281,16 @@ async fn serve_with_a_missing_certificate_exits_naming_the_file() {
     let certs = Certs::new().await;
     let missing = certs.dir.path().join("missing-cert.pem");
     let text = format!(
-        "[listeners]\npredict = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n\n[listeners.tls]\naddress = \"127.0.0.1:{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        support::free_port(),
-        support::free_port(),
-        support::free_port(),
+        "[listeners]\npredict = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[listeners.tls]\naddress = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n",
         missing.display(),
         certs.key().display()
     );
     let config = certs.dir.path().join("gateway.toml");
     std::fs::write(&config, text).unwrap();
-    let mut gateway = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn gateway"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = gateway.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway is still running without its certificate"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    gateway
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let mut gateway = testkit::gateway::spawn(&config, &Launch::default());
+    let status = tokio::task::block_in_place(|| gateway.wait_exit(Duration::from_secs(20)))
+        .expect("the gateway is still running without its certificate");
+    let stderr = gateway.stderr();
     assert!(!status.success(), "exited with {status}: {stderr}");
     assert!(
         stderr.contains(&missing.display().to_string()),

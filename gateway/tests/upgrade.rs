@@ -6,15 +6,14 @@
 //! be the same process before and after (no cold start), then stop with
 //! the new gateway.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::admin::{ADMIN, alive, api, eventually, replica_infos};
-use support::{Gateway, KEY, gateway_with, key_entry};
+use testkit::admin::{ADMIN, alive, api, eventually, replica_infos};
+use testkit::gateway::{gateway_on_fixed_ports, start_upgrade};
+use testkit::{Gateway, KEY, gateway_with, key_entry};
 use tokio::sync::Mutex;
 
 const BODY: &str = r#"{"text":"x"}"#;
@@ -114,7 +113,8 @@ async fn client_loop(url: String, keep_alive: bool, stop: Arc<AtomicBool>, seen:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_under_load_fails_nothing_and_keeps_the_warm_replica() {
-    let mut gw = gateway_with("", &config());
+    // Ports written out: `serve --upgrade` takes them over by address.
+    let mut gw = gateway_on_fixed_ports("", &config());
     eventually("the replica is ready", || async {
         let (_, body, _) = api(&gw, "GET", "/v1/models/m/deployments/d", None).await;
         body["status"] == "ACTIVE"
@@ -148,17 +148,17 @@ async fn upgrade_under_load_fails_nothing_and_keeps_the_warm_replica() {
     .await;
 
     // The upgrade: the new process waits for the handover, SIGQUIT starts it.
-    let new = support::start_upgrade(&gw);
+    let new = start_upgrade(&gw);
     gw.proc.signal("QUIT");
     let mut old = std::mem::replace(&mut gw.proc, new);
     // Blocking waits on a worker the load tasks do not need (two workers).
     let old_status = tokio::task::block_in_place(|| old.wait_exit(Duration::from_secs(60)));
     let at_old_exit = seen.lock().await.statuses.values().sum::<usize>();
-    let admin = gw.admin;
-    assert!(
-        tokio::task::block_in_place(|| support::wait_until_ready(&mut gw.proc, admin)),
-        "the new gateway is ready"
-    );
+    let ready = tokio::task::block_in_place(|| testkit::gateway::read_ready(&mut gw.proc))
+        .unwrap_or_else(|e| panic!("the new gateway is not ready: {e}"));
+    // The same addresses: the sockets were handed over.
+    assert_eq!((ready.predict, ready.admin), (old.addr, gw.admin));
+    gw.proc.addr = ready.predict;
     // Keep the load on the new gateway alone for a while.
     eventually("the new gateway serves the load", || async {
         seen.lock().await.statuses.values().sum::<usize>() >= at_old_exit + 200

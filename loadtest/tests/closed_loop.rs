@@ -2,31 +2,8 @@
 
 mod support;
 
-use std::io::BufReader;
-use std::process::{Child, Command, Stdio};
-
-struct Engine(Child, String);
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn engine(fixed_ms: u64) -> Engine {
-    let mut child = Command::new(support::workspace_binary("engine"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--fixed-ms",
-            &fixed_ms.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready = engine::ReadyLine::read_from(BufReader::new(child.stdout.take().unwrap())).unwrap();
-    Engine(child, ready.addr.to_string())
+fn engine(fixed_ms: u64) -> testkit::Proc {
+    testkit::engine("r1", &["--fixed-ms", &fixed_ms.to_string()])
 }
 
 fn run(url: &str, extra: &[&str]) -> serde_json::Value {
@@ -49,7 +26,7 @@ fn run(url: &str, extra: &[&str]) -> serde_json::Value {
 #[test]
 fn measures_latency_no_lower_than_the_servers_own_delay_and_counts_statuses() {
     let e = engine(20);
-    let result = run(&format!("http://{}/predict", e.1), &[]);
+    let result = run(&format!("http://{}/predict", e.addr), &[]);
     let requests = result["requests"].as_u64().unwrap();
     // 4 connections x 1 s / 20 ms each: about 200; well above zero.
     assert!(requests > 20, "{result}");
@@ -65,7 +42,7 @@ fn measures_latency_no_lower_than_the_servers_own_delay_and_counts_statuses() {
 #[test]
 fn non_2xx_answers_count_as_failures() {
     let e = engine(0);
-    let result = run(&format!("http://{}/nowhere", e.1), &[]);
+    let result = run(&format!("http://{}/nowhere", e.addr), &[]);
     let requests = result["requests"].as_u64().unwrap();
     assert!(requests > 0);
     assert_eq!(result["failed"].as_u64(), Some(requests), "{result}");

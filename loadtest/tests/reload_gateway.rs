@@ -8,32 +8,16 @@
 
 mod support;
 
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use testkit::eventually;
+use testkit::fixture::{key_entry, static_model};
+use testkit::gateway::{Launch, port_zero, start_text};
 
 const KEY: &str = "igw_loadtest_key";
 const PREDICT: &str = "/models/m/production/predict";
 const BODY: &str = r#"{"text":"hi"}"#;
-
-/// A child process killed (by its pid) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `GET path` with the key; the status line and body, or `None` if the
 /// connection failed.
@@ -49,14 +33,6 @@ fn get(addr: &str, path: &str) -> Option<String> {
     Some(response)
 }
 
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn applied_revisions(admin: &str) -> u64 {
     let response = get(admin, "/v1/config").expect("admin answers");
     let body = response.split_once("\r\n\r\n").expect("a body").1;
@@ -67,67 +43,18 @@ fn applied_revisions(admin: &str) -> u64 {
 
 #[test]
 fn no_request_fails_while_the_gateway_reloads_its_config() {
-    let mut engine = Command::new(support::workspace_binary("engine"))
-        .args(["--listen", "127.0.0.1:0", "--fixed-ms", "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready =
-        engine::ReadyLine::read_from(BufReader::new(engine.stdout.take().unwrap())).unwrap();
-    let _engine = Proc(engine);
-
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gateway.toml");
-    let (predict, admin) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
+    let engine = testkit::engine("r1", &["--fixed-ms", "0"]);
+    let text = format!(
+        "[listeners]\npredict = \"{zero}\"\nadmin = \"{zero}\"\n[server]\nthreads = 1\n{}{}",
+        key_entry(KEY, "loadtest", "\"admin\""),
+        static_model("m", "d1", &[engine.addr], 64),
+        zero = port_zero(),
     );
-    let digest: String = config::key_digest(KEY)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    std::fs::write(
-        &config,
-        format!(
-            r#"[listeners]
-predict = "{predict}"
-admin = "{admin}"
-[server]
-threads = 1
-[[api_keys]]
-name = "loadtest"
-sha256 = "{digest}"
-scope = "admin"
-[[models]]
-id = "m"
-[[models.deployments]]
-id = "d1"
-predict_concurrency = 64
-replicas = {{ source = "static", addresses = ["{}"] }}
-[[models.environments]]
-name = "production"
-deployment = "d1"
-"#,
-            ready.addr
-        ),
-    )
-    .unwrap();
-    let _gateway = Proc(
-        Command::new(support::workspace_binary("gateway"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("a first prediction through the gateway", || {
+    let gateway = start_text(&text, &Launch::default());
+    let (predict, admin) = (gateway.predict().to_string(), gateway.admin.to_string());
+    let config = gateway.config.path();
+    eventually("a first prediction through the gateway", || {
         post_ok(&predict)
-    });
-    // The admin listener is a service of its own: it may start a moment later.
-    wait_for("the admin API", || {
-        get(&admin, "/v1/config").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
     });
     let before = applied_revisions(&admin);
 
@@ -146,7 +73,7 @@ deployment = "d1"
     assert_eq!(result["rewrites"], 7, "{result}");
     // The gateway applied the versions (each 250 ms apart, past its 150 ms
     // debounce); generous: at least 4 of the 7.
-    wait_for("the reloads to be applied", || {
+    eventually("the reloads to be applied", || {
         applied_revisions(&admin) >= before + 4
     });
 }

@@ -9,7 +9,7 @@ use super::*;
 pub(super) fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
     use Category::Auth as K;
-    let key = support::KEY;
+    let key = testkit::KEY;
     cases.push(
         case(
             K,

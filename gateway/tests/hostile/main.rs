@@ -22,9 +22,6 @@
 //! [`versions`]), built with the request helpers of [`requests`], and
 //! the checks of what must never reach a replica are in [`record`].
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod auth;
 mod methods;
 mod paths;
@@ -40,9 +37,9 @@ use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::raw::{Client, IO_TIMEOUT, Response};
-use support::replica::{Behaviour, Received};
-use support::wire::*;
+use testkit::raw::{Client, IO_TIMEOUT, Response};
+use testkit::replica::{Behaviour, Received};
+use testkit::wire::*;
 
 use record::never_at_a_replica;
 

@@ -1,4 +1,4 @@
-//! The requests the cases are built of, beyond those of `support::wire`:
+//! The requests the cases are built of, beyond those of `testkit::wire`:
 //! keyed and unkeyed requests to any target, the smuggled request, and
 //! heads padded to an exact size.
 

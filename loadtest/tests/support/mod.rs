@@ -6,7 +6,6 @@
 
 pub(crate) mod server;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
 /// Runs `loadtest` with `args` (plus `--json` to a temporary file) and
@@ -38,18 +37,6 @@ pub(crate) fn run_loadtest_status(args: &[&str]) -> (ExitStatus, serde_json::Val
         .unwrap_or_else(|e| panic!("loadtest ({status}) wrote no JSON: {e}"));
     let _ = std::fs::remove_file(out);
     (status, serde_json::from_str(&text).unwrap())
-}
-
-/// Another binary of the workspace, built beside `loadtest` by `cargo test
-/// --workspace` (a dev-dependency does not build its package's binaries).
-pub(crate) fn workspace_binary(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_loadtest")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo test --workspace`",
-        path.display()
-    );
-    path
 }
 
 /// [`run_loadtest`] with the arguments as one line (split at spaces).

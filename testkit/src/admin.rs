@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Gateway, KEY, Proc, client, engine, gateway_with, header, key_entry, post};
+use crate::gateway::{Launch, port_zero, start_text};
+pub use crate::process::alive;
+pub use crate::wait::eventually_async as eventually;
+use crate::{Gateway, KEY, Proc, client, engine, gateway_with, header, key_entry, post};
 
 pub const ADMIN: &str = "igw_admin_key";
 
@@ -105,21 +107,8 @@ pub fn file(gw: &Gateway) -> String {
     std::fs::read_to_string(gw.config.path()).unwrap()
 }
 
-/// Polls `check` until it holds or 20 s pass.
-pub async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) {
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 /// Predict calls to production, one after another, until [`Stream::finish`].
+#[derive(Debug)]
 pub struct Stream {
     stop: Arc<AtomicBool>,
     failed: Arc<AtomicUsize>,
@@ -166,45 +155,23 @@ pub async fn wait_promoted(gw: &Gateway, env: &str) {
     .await;
 }
 
-/// A gateway with the admin key and one model (no replica needed), whose
-/// log at `level` goes to the file `log` instead of the test's stderr: for
-/// the tests of what it logs.
-pub fn gateway_logging_to(log: &std::path::Path, level: &str) -> Gateway {
-    use std::net::SocketAddr;
-    use std::process::{Command, Stdio};
-    for _ in 0..5 {
-        let predict: SocketAddr = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
-        let text = format!(
-            "[listeners]\npredict = \"{predict}\"\nadmin = \"{admin}\"\n{}{}\n[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"a\"\nreplicas = {{ source = \"static\" }}\n",
-            key_entry(KEY, "test", "\"all\""),
-            key_entry(ADMIN, "ops", "\"admin\""),
-        );
-        let config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-        std::fs::write(config.path(), text).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .arg("serve")
-            .arg("--config")
-            .arg(config.path())
-            .env("RUST_LOG", level)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("spawn gateway");
-        let mut proc = Proc {
-            child,
-            addr: predict,
-        };
-        if super::wait_ready(&mut proc, admin) {
-            return Gateway {
-                proc,
-                admin,
-                config,
-            };
-        }
-        // Most likely a port was taken meanwhile: try new ones.
-    }
-    panic!("gateway did not become ready");
+/// A gateway with the admin key and one model (no replica needed), logging
+/// at `level` (read it with [`Gateway::log`]): for the tests of what it
+/// logs.
+pub fn gateway_logging(level: &str) -> Gateway {
+    let text = format!(
+        "[listeners]\npredict = \"{zero}\"\nadmin = \"{zero}\"\n{}{}\n[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"a\"\nreplicas = {{ source = \"static\" }}\n",
+        key_entry(KEY, "test", "\"all\""),
+        key_entry(ADMIN, "ops", "\"admin\""),
+        zero = port_zero(),
+    );
+    start_text(
+        &text,
+        &Launch {
+            log_level: level,
+            ..Launch::default()
+        },
+    )
 }
 
 /// What each replica of deployment `d` of model `m` says at `/info`
@@ -226,11 +193,4 @@ pub async fn replica_infos(gw: &Gateway, m: &str, d: &str) -> Vec<Value> {
         infos.push(info);
     }
     infos
-}
-
-/// Whether process `pid` is running: a zombie has exited, only its parent
-/// (init, once its gateway is gone) has yet to reap it.
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.split(' ').nth(2).is_none_or(|state| state != "Z"))
 }

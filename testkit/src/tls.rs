@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::replica::Replica;
-use super::{Gateway, KEY};
+use crate::replica::Replica;
+use crate::{Gateway, KEY};
 
 /// The predict URL of the test model.
 pub const PREDICT: &str = "/models/m1/production/predict";
@@ -22,6 +22,7 @@ pub const PREDICT: &str = "/models/m1/production/predict";
 // ---------------------------------------------------------------------------
 
 /// A child process killed and reaped when dropped (on a failed assertion).
+#[derive(Debug)]
 pub struct Reaped(pub Child);
 
 impl Drop for Reaped {
@@ -68,6 +69,7 @@ pub async fn make_pair(cert: &Path, key: &Path, cn: &str) {
 }
 
 /// A directory holding `cert.pem` and `key.pem` for `CN=gw-test-1`.
+#[derive(Debug)]
 pub struct Certs {
     pub dir: tempfile::TempDir,
 }
@@ -231,6 +233,7 @@ pub async fn post(url: &str, body: &str, args: &[&str]) -> Answer {
 
 /// A gateway whose TLS listener serves the pair in `cert` and `key`, as
 /// written in the config (absolute, or relative to the config file).
+#[derive(Debug)]
 pub struct TlsGateway {
     pub gw: Gateway,
     pub tls: SocketAddr,
@@ -238,32 +241,22 @@ pub struct TlsGateway {
 
 impl TlsGateway {
     pub async fn start(replica: &Replica, cert: &str, key: &str) -> Self {
-        let tls: SocketAddr = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
         let body = format!(
             r#"
 [listeners.tls]
-address = "{tls}"
+address = "127.0.0.1:0"
 cert = "{cert}"
 key = "{key}"
 
-[[models]]
-id = "m1"
-[[models.deployments]]
-id = "d1"
-predict_concurrency = 64
-replicas = {{ source = "static", addresses = ["{replica}"] }}
-[[models.environments]]
-name = "production"
-deployment = "d1"
-"#,
-            replica = replica.addr
+{model}"#,
+            model = crate::fixture::static_model("m1", "d1", &[replica.addr], 64),
         );
-        let gw = tokio::task::spawn_blocking(move || super::gateway(&body))
+        let gw = tokio::task::spawn_blocking(move || crate::gateway(&body))
             .await
             .unwrap();
-        // The harness waits for the plain listener; the TLS one is in the
-        // same service, but wait for a complete handshake on it too (a bare
-        // TCP probe would have Pingora log a failed handshake).
+        let tls = gw.tls.expect("the ready line names the TLS listener");
+        // The ready line says the socket listens; wait for a complete
+        // handshake too, the first proof that the certificate is served.
         let deadline = Instant::now() + Duration::from_secs(10);
         while let Err(e) = presented_subject(tls).await {
             assert!(

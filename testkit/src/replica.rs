@@ -119,20 +119,7 @@ impl Replica {
     /// concurrency is high enough that no test request waits in the
     /// activation queue.
     pub fn config(&self) -> String {
-        format!(
-            r#"
-[[models]]
-id = "m1"
-[[models.deployments]]
-id = "d1"
-predict_concurrency = 256
-replicas = {{ source = "static", addresses = ["{}"] }}
-[[models.environments]]
-name = "production"
-deployment = "d1"
-"#,
-            self.addr
-        )
+        crate::fixture::static_model("m1", "d1", &[self.addr], 256)
     }
 
     pub async fn start(behaviour: Behaviour) -> Self {

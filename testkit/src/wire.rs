@@ -1,13 +1,13 @@
 //! What the HTTP/1 wire tests share: the real gateway in front of a
 //! recording replica (on a tokio runtime of its own: the raw client of
-//! [`super::raw`] blocks), and the requests and checks the cases are made
+//! [`crate::raw`] blocks), and the requests and checks the cases are made
 //! of.
 
 use std::net::SocketAddr;
 
-use super::raw::{Client, Response};
-use super::replica::{Behaviour, Received, Replica};
-use super::{Gateway, KEY};
+use crate::raw::{Client, Response};
+use crate::replica::{Behaviour, Received, Replica};
+use crate::{Gateway, KEY};
 
 pub const PREDICT: &str = "/models/m1/production/predict";
 pub const SYNC_INFO: &str = "/models/m1/production/sync/v1/info";
@@ -19,6 +19,7 @@ pub const SYNC_INFO: &str = "/models/m1/production/sync/v1/info";
 /// The gateway in front of one recording replica, and the runtime the
 /// replica runs on. Fields drop in declaration order: the gateway process is
 /// killed first, then the replica's tasks, then the runtime.
+#[derive(Debug)]
 pub struct Setup {
     pub gw: Gateway,
     pub replica: Replica,
@@ -32,13 +33,23 @@ impl Setup {
 
     /// With `server` lines added to the gateway's `[server]` table.
     pub fn start_with(server: &str, behaviour: Behaviour) -> Self {
+        Self::start_edited(server, behaviour, |config| config)
+    }
+
+    /// Like [`Self::start_with`], the deployment's config
+    /// ([`Replica::config`]) edited by `edit`.
+    pub fn start_edited(
+        server: &str,
+        behaviour: Behaviour,
+        edit: impl Fn(String) -> String,
+    ) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a runtime for the replica");
         let replica = rt.block_on(Replica::start(behaviour));
-        let gw = super::gateway_with(server, &replica.config());
+        let gw = crate::gateway_with(server, &edit(replica.config()));
         Self { gw, replica, rt }
     }
 

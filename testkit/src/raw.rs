@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::replica::find_header;
+use crate::replica::find_header;
 
 /// The longest wait for any one read or write of the raw client: a response
 /// that has not begun by then, or a close that has not come, fails the test.
@@ -40,6 +40,7 @@ impl Response {
 
 /// A blocking HTTP/1 client connection that writes exact bytes and reads
 /// responses one at a time, so several can be read off one connection.
+#[derive(Debug)]
 pub struct Client {
     stream: TcpStream,
     /// Bytes read off the stream and not consumed yet.

@@ -1,0 +1,69 @@
+//! The real model for the engine's ONNX tests: the files
+//! `scripts/fetch-models.sh` puts in `models/`, the reference outputs in
+//! `engine/tests/fixtures/`, and comparing embeddings.
+
+use std::path::PathBuf;
+
+/// The repository's `models/` (filled by `scripts/fetch-models.sh`).
+pub fn models() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models");
+    assert!(
+        dir.join("onnxruntime/libonnxruntime.so").exists(),
+        "{} has no ONNX Runtime: run scripts/fetch-models.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// `libonnxruntime.so` from `models/`.
+pub fn onnxruntime() -> String {
+    models()
+        .join("onnxruntime/libonnxruntime.so")
+        .display()
+        .to_string()
+}
+
+/// A file in `engine/tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../engine/tests/fixtures")
+        .join(name)
+}
+
+/// One reference case computed with Python's onnxruntime.
+#[derive(Debug, serde::Deserialize)]
+pub struct Case {
+    pub text: String,
+    pub token_count: usize,
+    pub embedding: Vec<f32>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Reference {
+    cases: Vec<Case>,
+}
+
+/// The cases of `engine/tests/fixtures/{name}`.
+pub fn reference(name: &str) -> Vec<Case> {
+    let text = std::fs::read_to_string(fixture(name)).unwrap();
+    serde_json::from_str::<Reference>(&text).unwrap().cases
+}
+
+/// Largest absolute difference between two vectors of the same length.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "vector lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The `embedding` of each output of a predict response.
+pub fn embeddings(body: &serde_json::Value) -> Vec<Vec<f32>> {
+    body["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|o| serde_json::from_value(o["embedding"].clone()).expect("embedding"))
+        .collect()
+}
