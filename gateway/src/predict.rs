@@ -229,18 +229,12 @@ impl Gateway {
         client.set_body_limit(ctx.max_body);
         client.set_deadline(ctx.deadline);
         let lease = match next {
-            Next::Slot(Slot::Now(lease)) => lease,
             Next::Woken => {
                 let body = Bytes::from_static(br#"{"status":"waking"}"#);
                 let _ = client.respond_json(StatusCode::ACCEPTED, body, &[]).await;
                 return Ok(());
             }
-            Next::Slot(Slot::Queued(mut parked)) => {
-                let parked_at = Instant::now();
-                let outcome = self.wait_parked(client, ctx, &mut parked, shutdown).await;
-                ctx.queue_wait = Some(parked_at.elapsed());
-                outcome?
-            }
+            Next::Slot(slot) => self.take_slot(client, ctx, slot, shutdown).await?,
         };
         self.proxy(client, ctx, lease, shutdown).await
     }
@@ -314,15 +308,32 @@ impl Gateway {
 
     /// Gives back the slot of a replica the request could not reach and
     /// waits in the deployment's queue for another, as a new request would
-    /// (see [`routing::pool::Retry::Wait`]).
+    /// (see [`routing::pool::Retry::Wait`]); `None` when the retry budget
+    /// has no retry left for it.
     async fn requeue(
         &self,
         client: &mut Client<'_>,
         ctx: &mut RequestCtx,
         lease: Lease,
         shutdown: &ShutdownWatch,
+    ) -> Result<Option<Lease>, Reject> {
+        let Some(admission) = lease.requeue(parked_bytes(client.head())) else {
+            return Ok(None);
+        };
+        let slot = slot(ctx, admission)?;
+        self.take_slot(client, ctx, slot, shutdown).await.map(Some)
+    }
+
+    /// The slot's lease: at once, or once the wait in the queue gives one
+    /// (the time waited is added to the request's queue wait).
+    async fn take_slot(
+        &self,
+        client: &mut Client<'_>,
+        ctx: &mut RequestCtx,
+        slot: Slot,
+        shutdown: &ShutdownWatch,
     ) -> Result<Lease, Reject> {
-        let mut parked = match slot(ctx, lease.requeue(parked_bytes(client.head())))? {
+        let mut parked = match slot {
             Slot::Now(lease) => return Ok(lease),
             Slot::Queued(parked) => parked,
         };

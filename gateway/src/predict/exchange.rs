@@ -178,7 +178,10 @@ impl Gateway {
                             // A body still being read cannot wait: the
                             // queue would read it into nowhere.
                             Retry::Wait if out.inline => {
-                                self.requeue(client, ctx, lease, shutdown).await?
+                                match self.requeue(client, ctx, lease, shutdown).await? {
+                                    Some(lease) => lease,
+                                    None => return Err(reject),
+                                }
                             }
                             Retry::Wait | Retry::Spent => return Err(reject),
                         };

@@ -76,9 +76,9 @@ impl Lease {
     /// routable replica, if the deployment's retry policy allows that many
     /// attempts, one is free and the retry budget has one left. A
     /// connection failure also takes this replica out of routing (until a
-    /// probe passes), and when no other replica is free it may
-    /// [`wait`](Retry::Wait) for a slot instead: nothing reached a replica,
-    /// so the request is as good as new.
+    /// probe passes), and when no other replica is free the request may
+    /// [`wait`](Retry::Wait) for a slot instead ([`Lease::requeue`]):
+    /// nothing reached a replica, so it is as good as new.
     pub fn retry_elsewhere(&self, why: RetryReason, attempts: u32) -> Retry {
         if why == RetryReason::Connect {
             self.replica.mark_unreachable();
@@ -92,26 +92,43 @@ impl Lease {
             set.claim_other(self.pool.limit(), &self.replica)
                 .map(|other| self.pool.lease(Arc::clone(other)))
         };
-        if other.is_none() && why != RetryReason::Connect {
-            // A retry with nowhere to go costs no budget.
-            return Retry::Spent;
-        }
+        let Some(other) = other else {
+            // Nowhere to go now: that costs no budget (a wait pays when
+            // it is taken, in `requeue`).
+            return if why == RetryReason::Connect {
+                Retry::Wait
+            } else {
+                Retry::Spent
+            };
+        };
         // Taken after the slot; dropping `other` gives the slot back.
-        let budget = &self.pool.retry_budget;
-        if !budget.withdraw(&policy, why, self.pool.served(), outlier::now_ms()) {
-            return Retry::Spent;
+        if self.withdraw_retry(&policy, why) {
+            Retry::Elsewhere(other)
+        } else {
+            Retry::Spent
         }
-        other.map_or(Retry::Wait, Retry::Elsewhere)
     }
 
-    /// Gives this slot back and admits the request again (after
-    /// [`Retry::Wait`]): a free slot at once, or a place in the queue
-    /// behind the requests already waiting, as a new request would get.
-    /// `bytes` is what it holds while parked.
-    pub fn requeue(self, bytes: u64) -> Admission {
+    /// After [`Retry::Wait`]: gives this slot back and, if the retry budget
+    /// has one left (the wait is a retry), admits the request again: a
+    /// free slot at once, or a place in the queue behind the requests
+    /// already waiting, as a new request would get. `bytes` is what it
+    /// holds while parked. `None` when the budget is spent.
+    pub fn requeue(self, bytes: u64) -> Option<Admission> {
+        let policy = self.pool.retry_policy();
+        if !self.withdraw_retry(&policy, RetryReason::Connect) {
+            return None;
+        }
         let pool = Arc::clone(&self.pool);
         drop(self);
-        pool.admit(bytes)
+        Some(pool.admit(bytes))
+    }
+
+    /// Takes one retry for `why` from the deployment's budget.
+    fn withdraw_retry(&self, policy: &RetryPolicy, why: RetryReason) -> bool {
+        let pool = &self.pool;
+        pool.retry_budget
+            .withdraw(policy, why, pool.served(), outlier::now_ms())
     }
 }
 
@@ -121,7 +138,7 @@ pub enum Retry {
     /// Tries again on this slot of another replica.
     Elsewhere(Lease),
     /// Its connection failed and every other replica is at its limit:
-    /// it waits for a slot ([`Lease::requeue`]).
+    /// it may wait for a slot ([`Lease::requeue`]).
     Wait,
     /// No further attempt: the policy's attempts or the budget are spent,
     /// or (for a reason other than a connection failure) no other replica

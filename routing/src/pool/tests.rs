@@ -230,7 +230,7 @@ fn a_request_whose_connection_failed_waits_for_a_slot_when_every_other_replica_i
         lease.retry_elsewhere(RetryReason::Connect, 1),
         Retry::Wait
     ));
-    let mut parked = park(lease.requeue(0));
+    let mut parked = park(lease.requeue(0).expect("the budget has a retry"));
     assert_eq!((pool.parked(), pool.in_flight()), (1, 1));
     let survivor = busy.replica().addr();
     drop(busy);
