@@ -1,11 +1,64 @@
 //! What runs a prediction. One trait, several implementations.
 
 use config::SyntheticSettings;
-use serde_json::Value;
-use serde_json::value::RawValue;
 
-/// One input's output, already serialized (floats keep their f32 form).
-pub type Output = Box<RawValue>;
+/// One input to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Text, as the client sent it.
+    Text(String),
+    /// Token ids of the model's vocabulary, without the special tokens the
+    /// model adds around a text (OpenAI's token-array input): the ids of
+    /// `Text(t)` tokenized without special tokens give the same output as
+    /// `t`.
+    Tokens(Vec<u32>),
+    /// Token ids ready for the model, special tokens included: what a text
+    /// backend's [`Backend::check`] turns the other two into, so that an
+    /// input is tokenized once, not again for the batch.
+    Encoded(Vec<u32>),
+}
+
+impl Input {
+    /// How big the input is, for the synthetic backend's output: characters
+    /// of a text, ids of a token input.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Text(text) => text.chars().count(),
+            Self::Tokens(ids) | Self::Encoded(ids) => ids.len(),
+        }
+    }
+
+    /// Whether the input is empty (no characters or no ids).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One input's output. `POST /predict` serializes it as it is; the other
+/// APIs (OpenAI, KServe v2) reshape it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Output {
+    /// A text embedding: `{"embedding": [...], "tokens": N}`.
+    Embedding(Embedding),
+    /// The synthetic backend's description of the input and its batch:
+    /// `{"chars": N, "batch": B}`.
+    Synthetic {
+        /// Characters (or token ids) of the input.
+        chars: usize,
+        /// Inputs in the batch it ran in.
+        batch: usize,
+    },
+}
+
+/// One text's embedding and how many tokens it was.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Embedding {
+    /// Unit-length vector.
+    pub embedding: Vec<f32>,
+    /// Tokens the text became, special tokens included.
+    pub tokens: usize,
+}
 
 /// Why a backend refused or failed an input.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -28,12 +81,13 @@ pub trait Backend: Send + Sync + 'static {
     /// request and before batching, so one bad input never fails a batch.
     /// Takes the inputs and hands them back, so a backend can check them on
     /// another thread without copying them.
-    async fn check(&self, inputs: Vec<String>) -> Result<Vec<String>, BackendError> {
+    /// A text backend also tokenizes them here ([`Input::Encoded`]).
+    async fn check(&self, inputs: Vec<Input>) -> Result<Vec<Input>, BackendError> {
         Ok(inputs)
     }
 
     /// Runs one batch: one output per input, in order.
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, BackendError>;
+    async fn infer(&self, inputs: Vec<Input>) -> Result<Vec<Output>, BackendError>;
 }
 
 /// A backend that does no inference: it waits as its profile says (fixed
@@ -57,30 +111,13 @@ impl Synthetic {
     }
 }
 
-/// The input texts: `{"text": "..."}` or `{"inputs": ["...", ...]}`.
-pub fn input_texts(input: &Value) -> Result<Vec<&str>, BackendError> {
-    let bad = || {
-        BackendError::BadInput(
-            "expected {\"text\": \"...\"} or {\"inputs\": [\"...\", ...]}".into(),
-        )
-    };
-    if let Some(text) = input.get("text") {
-        return Ok(vec![text.as_str().ok_or_else(bad)?]);
-    }
-    let items = input
-        .get("inputs")
-        .and_then(Value::as_array)
-        .ok_or_else(bad)?;
-    items.iter().map(|v| v.as_str().ok_or_else(bad)).collect()
-}
-
 #[async_trait::async_trait]
 impl Backend for Synthetic {
     fn name(&self) -> &'static str {
         "synthetic"
     }
 
-    async fn check(&self, inputs: Vec<String>) -> Result<Vec<String>, BackendError> {
+    async fn check(&self, inputs: Vec<Input>) -> Result<Vec<Input>, BackendError> {
         let percent = self.profile.error_percent;
         if percent > 0 && fastrand::u32(0..100) < percent {
             return Err(BackendError::Failed(format!(
@@ -90,7 +127,7 @@ impl Backend for Synthetic {
         Ok(inputs)
     }
 
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, BackendError> {
+    async fn infer(&self, inputs: Vec<Input>) -> Result<Vec<Output>, BackendError> {
         let p = &self.profile;
         let jitter = p.jitter.mul_f64(fastrand::f64());
         let delay = p.fixed + p.per_item * inputs.len() as u32 + jitter;
@@ -98,12 +135,12 @@ impl Backend for Synthetic {
             tokio::time::sleep(delay).await;
         }
         let batch = inputs.len();
-        inputs
+        Ok(inputs
             .iter()
-            .map(|t| {
-                let output = format!(r#"{{"chars":{},"batch":{batch}}}"#, t.chars().count());
-                RawValue::from_string(output).map_err(|e| BackendError::Failed(e.to_string()))
+            .map(|input| Output::Synthetic {
+                chars: input.len(),
+                batch,
             })
-            .collect()
+            .collect())
     }
 }

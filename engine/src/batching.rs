@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::backend::{Backend, BackendError, Output};
+use crate::backend::{Backend, BackendError, Input, Output};
 
 /// When to close a batch.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +30,7 @@ pub struct BatchSettings {
 type Reply = oneshot::Sender<Result<Vec<Output>, BackendError>>;
 
 struct Job {
-    inputs: Vec<String>,
+    inputs: Vec<Input>,
     reply: Reply,
 }
 
@@ -55,7 +55,7 @@ impl Batcher {
     /// Runs `inputs` in the next batches with room, at most
     /// `max_batch_size` of them per batch, and returns their outputs in
     /// order.
-    pub async fn infer(&self, inputs: Vec<String>) -> Result<Vec<Output>, BackendError> {
+    pub async fn infer(&self, inputs: Vec<Input>) -> Result<Vec<Output>, BackendError> {
         let total = inputs.len();
         // Every piece is queued before the first answer is awaited, so the
         // pieces can fill consecutive batches (and share them with other
@@ -77,7 +77,7 @@ impl Batcher {
     /// Queues one job of at most `max_batch_size` inputs.
     async fn submit(
         &self,
-        inputs: Vec<String>,
+        inputs: Vec<Input>,
     ) -> Result<oneshot::Receiver<Result<Vec<Output>, BackendError>>, BackendError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
@@ -93,25 +93,26 @@ impl Batcher {
 /// come back in order.
 pub async fn infer_in_batches(
     backend: &dyn Backend,
-    inputs: &[String],
+    inputs: Vec<Input>,
     max_batch_size: usize,
 ) -> Result<Vec<Output>, BackendError> {
     let mut outputs = Vec::with_capacity(inputs.len());
-    for piece in inputs.chunks(max_batch_size.max(1)) {
+    for piece in pieces(inputs, max_batch_size) {
+        let len = piece.len();
         let answer = crate::telemetry::infer(backend, piece).await?;
-        outputs.extend(one_per_input(answer, piece.len())?);
+        outputs.extend(one_per_input(answer, len)?);
     }
     Ok(outputs)
 }
 
 /// `inputs` cut into consecutive pieces of at most `size` (none when
 /// there are no inputs: nothing to run).
-fn pieces(inputs: Vec<String>, size: usize) -> Vec<Vec<String>> {
+fn pieces(inputs: Vec<Input>, size: usize) -> Vec<Vec<Input>> {
     let size = size.max(1);
     let mut pieces = Vec::with_capacity(inputs.len().div_ceil(size));
     let mut rest = inputs.into_iter();
     loop {
-        let piece: Vec<String> = rest.by_ref().take(size).collect();
+        let piece: Vec<Input> = rest.by_ref().take(size).collect();
         if piece.is_empty() {
             return pieces;
         }
@@ -170,7 +171,7 @@ async fn run_batch(backend: &dyn Backend, mut jobs: Vec<Job>, size: usize) {
         lengths.push(job.inputs.len());
         inputs.append(&mut job.inputs);
     }
-    let result = crate::telemetry::infer(backend, &inputs)
+    let result = crate::telemetry::infer(backend, inputs)
         .await
         .and_then(|outputs| one_per_input(outputs, size));
     match result {
@@ -206,19 +207,37 @@ mod tests {
             "recorder"
         }
 
-        async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, BackendError> {
+        async fn infer(&self, inputs: Vec<Input>) -> Result<Vec<Output>, BackendError> {
             self.batches.lock().await.push(inputs.len());
             tokio::time::sleep(Duration::from_millis(10)).await;
-            Ok(inputs
-                .iter()
-                .map(|s| serde_json::value::to_raw_value(s).unwrap())
-                .collect())
+            Ok(inputs.iter().map(echo).collect())
         }
     }
 
-    /// The outputs as JSON text, to compare.
-    fn texts(outputs: &[Output]) -> Vec<&str> {
-        outputs.iter().map(|o| o.get()).collect()
+    /// An output that carries its input's text (as the vector's values).
+    fn echo(input: &Input) -> Output {
+        let Input::Text(text) = input else {
+            panic!("the tests send texts");
+        };
+        Output::Embedding(crate::backend::Embedding {
+            embedding: text.bytes().map(f32::from).collect(),
+            tokens: 0,
+        })
+    }
+
+    /// The texts [`echo`] carried, to compare.
+    fn texts(outputs: &[Output]) -> Vec<String> {
+        outputs
+            .iter()
+            .map(|o| match o {
+                Output::Embedding(e) => e.embedding.iter().map(|&b| char::from(b as u8)).collect(),
+                other => panic!("not an echo: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn inputs<S: Into<String>>(texts: impl IntoIterator<Item = S>) -> Vec<Input> {
+        texts.into_iter().map(|t| Input::Text(t.into())).collect()
     }
 
     fn batcher(max: usize) -> (Arc<Recorder>, Batcher) {
@@ -236,12 +255,14 @@ mod tests {
         let calls: Vec<_> = (0..6)
             .map(|i| {
                 let b = batcher.clone();
-                tokio::spawn(async move { b.infer(vec![format!("a{i}"), format!("b{i}")]).await })
+                tokio::spawn(
+                    async move { b.infer(inputs([format!("a{i}"), format!("b{i}")])).await },
+                )
             })
             .collect();
         for (i, call) in calls.into_iter().enumerate() {
             let outputs = call.await.unwrap().unwrap();
-            assert_eq!(texts(&outputs), [format!("\"a{i}\""), format!("\"b{i}\"")]);
+            assert_eq!(texts(&outputs), [format!("a{i}"), format!("b{i}")]);
         }
         assert_eq!(*recorder.batches.lock().await, vec![4, 4, 4]);
     }
@@ -250,8 +271,8 @@ mod tests {
     async fn a_lone_input_waits_only_the_queue_delay() {
         let (recorder, batcher) = batcher(32);
         let start = Instant::now();
-        let outputs = batcher.infer(vec!["x".into()]).await.unwrap();
-        assert_eq!(texts(&outputs), ["\"x\""]);
+        let outputs = batcher.infer(inputs(["x"])).await.unwrap();
+        assert_eq!(texts(&outputs), ["x"]);
         // 5 ms of waiting for company, then 10 ms of inference.
         assert_eq!(start.elapsed(), Duration::from_millis(15));
         assert_eq!(*recorder.batches.lock().await, vec![1]);
@@ -261,36 +282,31 @@ mod tests {
     async fn inputs_after_the_delay_go_to_the_next_batch_and_big_requests_are_cut() {
         let (recorder, batcher) = batcher(4);
         let big = batcher
-            .infer((0..6).map(|i| i.to_string()).collect())
+            .infer(inputs((0..6).map(|i| i.to_string())))
             .await
             .unwrap();
-        assert_eq!(
-            texts(&big),
-            ["\"0\"", "\"1\"", "\"2\"", "\"3\"", "\"4\"", "\"5\""]
-        );
+        assert_eq!(texts(&big), ["0", "1", "2", "3", "4", "5"]);
         let first = tokio::spawn({
             let b = batcher.clone();
-            async move { b.infer(vec!["1".into()]).await }
+            async move { b.infer(inputs(["1"])).await }
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let second = batcher.infer(vec!["2".into()]).await.unwrap();
-        assert_eq!(texts(&first.await.unwrap().unwrap()), ["\"1\""]);
-        assert_eq!(texts(&second), ["\"2\""]);
+        let second = batcher.infer(inputs(["2"])).await.unwrap();
+        assert_eq!(texts(&first.await.unwrap().unwrap()), ["1"]);
+        assert_eq!(texts(&second), ["2"]);
         assert_eq!(*recorder.batches.lock().await, vec![4, 2, 1, 1]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn without_the_loop_a_request_runs_in_pieces_in_order() {
         let recorder = Recorder::default();
-        let inputs: Vec<String> = (0..5).map(|i| i.to_string()).collect();
-        let outputs = infer_in_batches(&recorder, &inputs, 2).await.unwrap();
-        assert_eq!(
-            texts(&outputs),
-            ["\"0\"", "\"1\"", "\"2\"", "\"3\"", "\"4\""]
-        );
+        let outputs = infer_in_batches(&recorder, inputs((0..5).map(|i| i.to_string())), 2)
+            .await
+            .unwrap();
+        assert_eq!(texts(&outputs), ["0", "1", "2", "3", "4"]);
         assert_eq!(*recorder.batches.lock().await, vec![2, 2, 1]);
         assert!(
-            infer_in_batches(&recorder, &[], 2)
+            infer_in_batches(&recorder, Vec::new(), 2)
                 .await
                 .unwrap()
                 .is_empty()
@@ -309,14 +325,11 @@ mod tests {
                 "fails-on-bad"
             }
 
-            async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, BackendError> {
-                if inputs.iter().any(|i| i == "bad") {
+            async fn infer(&self, inputs: Vec<Input>) -> Result<Vec<Output>, BackendError> {
+                if inputs.iter().any(|i| *i == Input::Text("bad".into())) {
                     return Err(BackendError::Failed("bad input".into()));
                 }
-                Ok(inputs
-                    .iter()
-                    .map(|s| serde_json::value::to_raw_value(s).unwrap())
-                    .collect())
+                Ok(inputs.iter().map(echo).collect())
             }
         }
 
@@ -325,10 +338,12 @@ mod tests {
             max_queue_delay: Duration::from_millis(5),
         };
         let batcher = Batcher::start(Arc::new(FailsOnBad), settings);
-        let inputs = ["a", "b", "c", "bad", "e"].map(String::from).to_vec();
-        let err = batcher.infer(inputs).await.unwrap_err();
+        let err = batcher
+            .infer(inputs(["a", "b", "c", "bad", "e"]))
+            .await
+            .unwrap_err();
         assert_eq!(err.to_string(), "inference failed: bad input");
-        let fine = batcher.infer(vec!["a".into()]).await.unwrap();
-        assert_eq!(texts(&fine), ["\"a\""]);
+        let fine = batcher.infer(inputs(["a"])).await.unwrap();
+        assert_eq!(texts(&fine), ["a"]);
     }
 }

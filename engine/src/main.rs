@@ -31,6 +31,11 @@ struct Args {
     /// Sent back in the `x-replica-id` header, to tell replicas apart.
     #[arg(long)]
     replica_id: Option<String>,
+    /// The model's name in the OpenAI (`/v1/models`) and KServe v2
+    /// (`/v2/models/{name}`) APIs; default: the model file's directory
+    /// name (`synthetic` for the synthetic backend).
+    #[arg(long)]
+    model_name: Option<String>,
     /// Largest request body in bytes (413 beyond it).
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
@@ -298,7 +303,11 @@ async fn run(args: Args, engine: EngineSettings) -> std::io::Result<()> {
             info
         })
     };
+    let model_name = args
+        .model_name
+        .unwrap_or_else(|| default_model_name(&engine.backend));
     let settings = ServerSettings {
+        model_name,
         replica_id: args.replica_id,
         max_body_bytes: args.max_body_bytes,
         drain: Duration::from_secs(args.drain_secs),
@@ -410,4 +419,17 @@ fn loader(engine: EngineSettings, reloads: Arc<ModelReloads>) -> Loader {
         }
         Ok(text as Arc<dyn Backend>)
     })
+}
+
+/// The model file's directory name (models live one per directory, beside
+/// their tokenizer), else its file stem.
+fn default_model_name(backend: &EngineBackend) -> String {
+    match backend {
+        EngineBackend::Onnx(m) | EngineBackend::TensorRt(m) => {
+            let dir = m.model.parent().and_then(|d| d.file_name());
+            dir.or_else(|| m.model.file_stem())
+                .map_or_else(|| "model".to_owned(), |n| n.to_string_lossy().into_owned())
+        }
+        EngineBackend::Synthetic(_) => "synthetic".to_owned(),
+    }
 }

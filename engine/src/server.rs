@@ -8,6 +8,8 @@
 //! predict request with more than `max_inputs` inputs is refused before it
 //! waits for a slot ([`request`]).
 
+mod kserve;
+mod openai;
 pub mod request;
 
 use std::convert::Infallible;
@@ -33,7 +35,7 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::backend::{Backend, BackendError, Output};
+use crate::backend::{Backend, BackendError, Input, Output};
 use crate::batching::{self, BatchSettings, Batcher};
 use crate::limiter::{Limiter, Slot};
 use crate::telemetry;
@@ -70,6 +72,9 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Renders `GET /metrics`; `None` when no recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// The model's name in the OpenAI and KServe v2 APIs (`/v1/models`,
+    /// `/v2/models/{name}`) and in `/info`.
+    pub model_name: String,
 }
 
 impl ServerSettings {
@@ -115,6 +120,9 @@ struct Replica {
 struct Loaded {
     backend: Arc<dyn Backend>,
     batcher: Option<Batcher>,
+    /// The width of the model's embeddings (from the warm-up prediction);
+    /// `None` when it does not produce embeddings.
+    dimensions: Option<usize>,
 }
 
 /// Loads the backend; the replica answers 503 on predict and on
@@ -262,16 +270,28 @@ fn serve_connection(
 async fn become_ready(replica: Arc<Replica>, addr: SocketAddr, load: Loader) -> Result<(), String> {
     let backend = load.await?;
     // Warm-up: one prediction must pass before the replica reports ready.
-    backend
-        .infer(&["warm-up".to_owned()])
+    let warm_up = backend
+        .infer(vec![Input::Text("warm-up".to_owned())])
         .await
         .map_err(|e| format!("warm-up prediction failed: {e}"))?;
+    let dimensions = match warm_up.first() {
+        Some(Output::Embedding(e)) => Some(e.embedding.len()),
+        _ => None,
+    };
     let batcher = replica
         .settings
         .batching
         .map(|b| Batcher::start(Arc::clone(&backend), b));
     let name = backend.name();
-    if replica.loaded.set(Loaded { backend, batcher }).is_err() {
+    if replica
+        .loaded
+        .set(Loaded {
+            backend,
+            batcher,
+            dimensions,
+        })
+        .is_err()
+    {
         return Err("the backend was loaded twice".into());
     }
     replica.ready.store(true, Ordering::Release);
@@ -292,41 +312,38 @@ async fn become_ready(replica: Arc<Replica>, addr: SocketAddr, load: Loader) -> 
 }
 
 async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
-    let mut response = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/health/live") => {
-            json_response(StatusCode::OK, &json!({ "status": "live" }))
-        }
-        (&Method::GET, "/health/ready") => {
-            if replica.ready.load(Ordering::Acquire) {
-                json_response(StatusCode::OK, &json!({ "status": "ready" }))
-            } else {
-                json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({ "status": "loading" }),
-                )
+    let path = req.uri().path();
+    let mut response = if path.starts_with("/v1/") {
+        openai::handle(replica, req).await
+    } else if path.starts_with("/v2") {
+        kserve::handle(replica, req).await
+    } else {
+        match (req.method(), path) {
+            (&Method::GET, "/health/live") => {
+                json_response(StatusCode::OK, &json!({ "status": "live" }))
             }
-        }
-        (&Method::GET, "/info") => {
-            let mut info = json!({
-                "replica": replica.settings.replica_id,
-                "backend": replica.loaded.get().map(|l| l.backend.name()),
-                "ready": replica.ready.load(Ordering::Acquire),
-                "pid": std::process::id(),
-                "ready_at_unix_us": replica.ready_at_unix_us.get(),
-            });
-            if let (Value::Object(info), Value::Object(extra)) = (&mut info, (replica.info)()) {
-                info.extend(extra);
+            (&Method::GET, "/health/ready") => {
+                if replica.is_ready() {
+                    json_response(StatusCode::OK, &json!({ "status": "ready" }))
+                } else {
+                    json_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &json!({ "status": "loading" }),
+                    )
+                }
             }
-            json_response(StatusCode::OK, &info)
+            (&Method::GET, "/info") => info(replica),
+            (&Method::POST, "/predict") => {
+                let response = predict(replica, req)
+                    .await
+                    .unwrap_or_else(|refusal| refusal_response(&refusal));
+                telemetry::request(response.status().as_u16());
+                response
+            }
+            (&Method::GET, "/metrics") => metrics(replica),
+            (_, "/predict") => error_response(StatusCode::METHOD_NOT_ALLOWED, "predict takes POST"),
+            _ => error_response(StatusCode::NOT_FOUND, "not found"),
         }
-        (&Method::POST, "/predict") => {
-            let response = predict(replica, req).await;
-            telemetry::request(response.status().as_u16());
-            response
-        }
-        (&Method::GET, "/metrics") => metrics(replica),
-        (_, "/predict") => error_response(StatusCode::METHOD_NOT_ALLOWED, "predict takes POST"),
-        _ => error_response(StatusCode::NOT_FOUND, "not found"),
     };
     if let Some(id) = &replica.replica_header {
         response.headers_mut().insert("x-replica-id", id.clone());
@@ -334,78 +351,155 @@ async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
     response
 }
 
-async fn predict(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
-    let Some(loaded) = replica.loaded.get() else {
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "model is not loaded yet");
-    };
-    let body = match read_body(req, replica.settings.max_body_bytes).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    // Before admission: a request over `max_inputs` never takes a slot,
-    // never reaches the tokenizer and never reaches the model.
-    let request = match PredictRequest::parse(&body, replica.settings.max_inputs) {
-        Ok(request) => request,
-        Err(e) => {
-            if matches!(e, RequestError::TooManyInputs { .. }) {
-                telemetry::rejected_too_many_inputs();
-            }
-            return error_response(StatusCode::BAD_REQUEST, &e.to_string());
-        }
-    };
-    drop(body);
-    // Before admission too: the token caps (per input and per request), so
-    // a request over them is refused without taking a slot. Tokenizing is
-    // work, bounded by its own permits.
-    let texts = {
-        let Ok(_checking) = replica.checking.acquire().await else {
-            return error_response(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-        };
-        match loaded.backend.check(request.texts).await {
-            Ok(texts) => texts,
-            Err(e) => return backend_error(&e),
-        }
-    };
-    let slot = match admit(replica).await {
-        Ok(slot) => slot,
-        Err(response) => return response,
-    };
-    if request.stream {
-        return stream(replica, &loaded.backend, texts, slot);
+impl Replica {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
-    let result = match &loaded.batcher {
-        Some(batcher) => batcher.infer(texts).await,
-        // No batching means `max_batch_size` 1: one input per call.
-        None => batching::infer_in_batches(loaded.backend.as_ref(), &texts, 1).await,
-    };
-    drop(slot);
-    match result {
-        Ok(outputs) => predict_response(loaded.backend.name(), &outputs),
-        Err(e) => backend_error(&e),
+
+    /// The loaded model, or 503 while it loads.
+    fn loaded(&self) -> Result<&Loaded, Refusal> {
+        self.loaded.get().ok_or(Refusal::NotLoaded)
+    }
+
+    /// Runs `inputs` as every API does: checked (tokenized, against the
+    /// token caps) before admission, then a running slot, then the
+    /// batcher. The slot is held only while the inputs run.
+    async fn run(&self, loaded: &Loaded, inputs: Vec<Input>) -> Result<Vec<Output>, Refusal> {
+        let inputs = self.check(loaded, inputs).await?;
+        let slot = admit(self).await?;
+        let result = match &loaded.batcher {
+            Some(batcher) => batcher.infer(inputs).await,
+            // No batching means `max_batch_size` 1: one input per call.
+            None => batching::infer_in_batches(loaded.backend.as_ref(), inputs, 1).await,
+        };
+        drop(slot);
+        Ok(result?)
+    }
+
+    /// Before admission: the token caps (per input and per request), so a
+    /// request over them is refused without taking a slot. Tokenizing is
+    /// work, bounded by its own permits.
+    async fn check(&self, loaded: &Loaded, inputs: Vec<Input>) -> Result<Vec<Input>, Refusal> {
+        let _checking = self
+            .checking
+            .acquire()
+            .await
+            .map_err(|_| Refusal::ShuttingDown)?;
+        Ok(loaded.backend.check(inputs).await?)
     }
 }
 
+fn info(replica: &Replica) -> Response<Body> {
+    let mut info = json!({
+        "replica": replica.settings.replica_id,
+        "model_name": replica.settings.model_name,
+        "backend": replica.loaded.get().map(|l| l.backend.name()),
+        "ready": replica.is_ready(),
+        "pid": std::process::id(),
+        "ready_at_unix_us": replica.ready_at_unix_us.get(),
+    });
+    if let (Value::Object(info), Value::Object(extra)) = (&mut info, (replica.info)()) {
+        info.extend(extra);
+    }
+    json_response(StatusCode::OK, &info)
+}
+
+async fn predict(replica: &Replica, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+    let loaded = replica.loaded()?;
+    let body = read_body(req, replica.settings.max_body_bytes).await?;
+    // Before admission: a request over `max_inputs` never takes a slot,
+    // never reaches the tokenizer and never reaches the model.
+    let request = PredictRequest::parse(&body, replica.settings.max_inputs).map_err(|e| {
+        if matches!(e, RequestError::TooManyInputs { .. }) {
+            telemetry::rejected_too_many_inputs();
+        }
+        Refusal::BadRequest(e.to_string())
+    })?;
+    drop(body);
+    if request.stream {
+        let inputs = replica.check(loaded, request.inputs).await?;
+        let slot = admit(replica).await?;
+        return Ok(stream(replica, &loaded.backend, inputs, slot));
+    }
+    let outputs = replica.run(loaded, request.inputs).await?;
+    Ok(predict_response(loaded.backend.name(), &outputs))
+}
+
+/// Why a request to run inputs was not run, or failed, whatever API it
+/// came through; each API renders it in its own error shape.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
+    /// The model is still loading (503).
+    #[error("model is not loaded yet")]
+    NotLoaded,
+    /// The body is over `max_body_bytes` (413).
+    #[error("request body too large")]
+    TooLarge,
+    /// The body could not be read (400).
+    #[error("could not read the request body")]
+    Unreadable,
+    /// The request is malformed or its inputs cannot run (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The running slots and the queue are full (429, retry).
+    #[error(transparent)]
+    Full(#[from] crate::limiter::Full),
+    /// The replica is stopping (503).
+    #[error("shutting down")]
+    ShuttingDown,
+    /// The backend failed (500).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Refusal {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Self::NotLoaded | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unreadable | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Full(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<BackendError> for Refusal {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::BadInput(message) => Self::BadRequest(message),
+            e @ BackendError::Failed(_) => Self::Failed(e.to_string()),
+        }
+    }
+}
+
+/// `{"error": "..."}` with the refusal's status (and `Retry-After` when
+/// the replica is full): `/predict`'s and KServe v2's error shape.
+pub(crate) fn refusal_response(refusal: &Refusal) -> Response<Body> {
+    let mut response = error_response(refusal.status(), &refusal.to_string());
+    if matches!(refusal, Refusal::Full(_)) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    }
+    response
+}
+
 /// The whole body, at most `max_bytes` of it (413 beyond).
-async fn read_body(req: Request<Incoming>, max_bytes: usize) -> Result<Bytes, Response<Body>> {
+pub(crate) async fn read_body(req: Request<Incoming>, max_bytes: usize) -> Result<Bytes, Refusal> {
     // Bounded by `Limited`, so collecting cannot exhaust memory.
     #[allow(clippy::disallowed_methods)]
     let collected = Limited::new(req.into_body(), max_bytes).collect().await;
     match collected {
         Ok(body) => Ok(body.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-        )),
-        Err(_) => Err(error_response(
-            StatusCode::BAD_REQUEST,
-            "could not read the request body",
-        )),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::TooLarge),
+        Err(_) => Err(Refusal::Unreadable),
     }
 }
 
 /// A running slot, after waiting in line if needed; 429 when the line is
 /// full.
-async fn admit(replica: &Replica) -> Result<Slot, Response<Body>> {
+async fn admit(replica: &Replica) -> Result<Slot, Refusal> {
     let queued_at = Instant::now();
     match replica.limiter.enter().await {
         Ok(slot) => {
@@ -414,11 +508,7 @@ async fn admit(replica: &Replica) -> Result<Slot, Response<Body>> {
         }
         Err(full) => {
             telemetry::rejected_queue_full();
-            let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, &full.to_string());
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-            Err(response)
+            Err(Refusal::Full(full))
         }
     }
 }
@@ -430,22 +520,13 @@ fn predict_response(backend: &str, outputs: &[Output]) -> Response<Body> {
     }
 }
 
-/// 400 for input the backend refuses, 500 for a backend failure.
-fn backend_error(e: &BackendError) -> Response<Body> {
-    let status = match e {
-        BackendError::BadInput(_) => StatusCode::BAD_REQUEST,
-        BackendError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error_response(status, &e.to_string())
-}
-
 /// Server-sent events: one event per input, `stream_interval` apart, then
 /// `[DONE]`. Each event is produced by its own backend call; the running
 /// slot is held until the stream ends.
 fn stream(
     replica: &Replica,
     backend: &Arc<dyn Backend>,
-    texts: Vec<String>,
+    inputs: Vec<Input>,
     slot: Slot,
 ) -> Response<Body> {
     let backend = Arc::clone(backend);
@@ -453,9 +534,9 @@ fn stream(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
     tokio::spawn(async move {
         let _slot = slot;
-        for (index, text) in texts.into_iter().enumerate() {
+        for (index, input) in inputs.into_iter().enumerate() {
             tokio::time::sleep(interval).await;
-            let event = match telemetry::infer(backend.as_ref(), &[text]).await {
+            let event = match telemetry::infer(backend.as_ref(), vec![input]).await {
                 Ok(mut outputs) => json!({ "index": index, "output": outputs.pop() }),
                 Err(e) => json!({ "index": index, "error": e.to_string() }),
             };
@@ -499,11 +580,11 @@ struct PredictResponse<'a> {
     outputs: &'a [Output],
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     bytes_response(status, Bytes::from(value.to_string()))
 }
 
-fn bytes_response(status: StatusCode, body: Bytes) -> Response<Body> {
+pub(crate) fn bytes_response(status: StatusCode, body: Bytes) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
@@ -511,6 +592,6 @@ fn bytes_response(status: StatusCode, body: Bytes) -> Response<Body> {
         .expect("static response parts are valid")
 }
 
-fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn error_response(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({ "error": message }))
 }

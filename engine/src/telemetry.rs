@@ -10,7 +10,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use tokio::time::Instant;
 
-use crate::backend::{Backend, BackendError, Output};
+use crate::backend::{Backend, BackendError, Input, Output};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests answered, by status code.
@@ -84,12 +84,13 @@ pub(crate) fn queue_wait(waited: Duration) {
 /// Runs one backend call and records its time and batch size.
 pub(crate) async fn infer(
     backend: &dyn Backend,
-    inputs: &[String],
+    inputs: Vec<Input>,
 ) -> Result<Vec<Output>, BackendError> {
+    let size = inputs.len();
     let started = Instant::now();
     let result = backend.infer(inputs).await;
     histogram!(INFERENCE).record(started.elapsed().as_secs_f64());
-    histogram!(BATCH_SIZE).record(inputs.len() as f64);
+    histogram!(BATCH_SIZE).record(size as f64);
     result
 }
 

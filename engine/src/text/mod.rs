@@ -14,12 +14,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use config::{EngineBackend, TextModelSettings};
-use serde_json::value::RawValue;
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Encoding, PaddingParams, Tokenizer, TruncationParams};
 
 pub use encoder::{Encoder, EncoderError, Hidden, TokenBatch};
 
-use crate::backend::{Backend, BackendError, Output};
+use crate::backend::{Backend, BackendError, Embedding, Input, Output};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +72,8 @@ pub struct TextModel {
     encoder: Box<dyn Encoder>,
     max_tokens: usize,
     max_request_tokens: usize,
+    /// The id batches are padded with.
+    pad_id: u32,
 }
 
 impl std::fmt::Debug for dyn Encoder {
@@ -107,7 +108,7 @@ impl TextModel {
         let model = Self::with_encoder(&settings.tokenizer, settings.max_tokens, encoder)?
             .with_max_request_tokens(settings.max_request_tokens);
         model
-            .embed(&["warm-up".to_owned()])
+            .embed(&[Input::Text("warm-up".to_owned())])
             .map_err(LoadError::WarmUp)?;
         Ok(model)
     }
@@ -131,11 +132,14 @@ impl TextModel {
             ..TruncationParams::default()
         }))
         .map_err(|e| tokenizer_error(e.to_string()))?;
-        tok.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..PaddingParams::default()
-        }));
+        // Batches are padded by `pad`, with the tokenizer's own padding id
+        // when it names one.
+        let pad_id = tok
+            .get_padding()
+            .map_or(PaddingParams::default().pad_id, |p| p.pad_id);
+        tok.with_padding(None);
         Ok(Self {
+            pad_id,
             tokenizer: tok,
             encoder,
             max_tokens,
@@ -149,67 +153,83 @@ impl TextModel {
         self
     }
 
-    /// Refuses texts longer than the model takes, naming the first, and
-    /// requests with more tokens in all than `max_request_tokens`. Each
-    /// text is tokenized once, in order, and counting stops at the cap.
-    pub fn check(&self, texts: &[String]) -> Result<(), BackendError> {
+    /// Tokenizes `inputs` in place ([`Input::Encoded`]), refusing inputs
+    /// longer than the model takes, naming the first, and requests with
+    /// more tokens in all than `max_request_tokens`. Each input is
+    /// tokenized once, in order, and counting stops at the cap.
+    pub fn check(&self, inputs: &mut [Input]) -> Result<(), BackendError> {
+        let count = inputs.len();
         let mut tokens = 0usize;
-        for (index, text) in texts.iter().enumerate() {
-            tokens += self.tokens(index, text)?;
+        for (index, input) in inputs.iter_mut().enumerate() {
+            let ids = self.encode(index, input)?;
+            tokens += ids.len();
             if tokens > self.max_request_tokens {
                 let too_many = TooManyTokens {
                     tokens,
                     max: self.max_request_tokens,
                     counted: index + 1,
-                    inputs: texts.len(),
+                    inputs: count,
                 };
                 return Err(BackendError::BadInput(too_many.to_string()));
             }
+            *input = Input::Encoded(ids);
         }
         Ok(())
     }
 
-    /// The tokens of input `index` (special ones included), or why it
-    /// cannot run.
-    fn tokens(&self, index: usize, text: &str) -> Result<usize, BackendError> {
-        let encoding = self
-            .tokenizer
-            .encode_fast(text, true)
-            .map_err(|e| BackendError::BadInput(format!("input {index}: {e}")))?;
+    /// The model's token ids for input `index`, special tokens included,
+    /// or why it cannot run.
+    fn encode(&self, index: usize, input: &Input) -> Result<Vec<u32>, BackendError> {
+        let bad = |e: tokenizers::Error| BackendError::BadInput(format!("input {index}: {e}"));
+        let encoding = match input {
+            Input::Encoded(ids) => return Ok(ids.clone()),
+            Input::Text(text) => self
+                .tokenizer
+                .encode_fast(text.as_str(), true)
+                .map_err(bad)?,
+            Input::Tokens(ids) => {
+                let vocab = self.tokenizer.get_vocab_size(true);
+                if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(BackendError::BadInput(format!(
+                        "input {index}: token id {id} is not in this model's vocabulary of {vocab}"
+                    )));
+                }
+                let tokens = ids
+                    .iter()
+                    .map(|&id| tokenizers::Token::new(id, String::new(), (0, 0)))
+                    .collect();
+                // Truncation, then the special tokens: as for a text.
+                self.tokenizer
+                    .post_process(Encoding::from_tokens(tokens, 0), None, true)
+                    .map_err(bad)?
+            }
+        };
         if !encoding.get_overflowing().is_empty() {
             return Err(BackendError::BadInput(format!(
                 "input {index} is longer than this model's {} tokens; send shorter text",
                 self.max_tokens
             )));
         }
-        Ok(encoding.len())
+        Ok(encoding.get_ids().to_vec())
     }
 
-    /// Embeds `texts` as one padded batch: one unit vector per text.
-    pub fn embed(&self, texts: &[String]) -> Result<Vec<Embedding>, BackendError> {
-        if texts.is_empty() {
+    /// Embeds `inputs` as one padded batch: one unit vector per input.
+    /// Inputs [`Self::check`] has not tokenized yet are tokenized here.
+    pub fn embed(&self, inputs: &[Input]) -> Result<Vec<Embedding>, BackendError> {
+        if inputs.is_empty() {
             // No batch to run (and pooling a batch of width 0 would panic).
             return Ok(Vec::new());
         }
-        let encodings = self
-            .tokenizer
-            .encode_batch_fast(texts.iter().map(String::as_str).collect(), true)
-            .map_err(|e| BackendError::BadInput(e.to_string()))?;
-        let seq_len = encodings.first().map_or(0, |e| e.len());
-        let mut batch = TokenBatch {
-            batch: encodings.len(),
-            seq_len,
-            ..TokenBatch::default()
-        };
-        for e in &encodings {
-            batch
-                .input_ids
-                .extend(e.get_ids().iter().map(|&id| i64::from(id)));
-            batch
-                .attention_mask
-                .extend(e.get_attention_mask().iter().map(|&m| i64::from(m)));
-        }
-        batch.token_type_ids = vec![0; batch.input_ids.len()];
+        let encoded: Vec<std::borrow::Cow<'_, [u32]>> = inputs
+            .iter()
+            .enumerate()
+            .map(|(index, input)| match input {
+                Input::Encoded(ids) => Ok(std::borrow::Cow::Borrowed(ids.as_slice())),
+                other => self.encode(index, other).map(std::borrow::Cow::Owned),
+            })
+            .collect::<Result<_, _>>()?;
+        let batch = self.pad(&encoded);
+        let seq_len = batch.seq_len;
         let hidden = self
             .encoder
             .encode(&batch)
@@ -231,19 +251,34 @@ impl TextModel {
             .collect())
     }
 
+    /// One `[batch, longest]` batch of `rows`, padded on the right with the
+    /// tokenizer's padding id (masked out).
+    fn pad(&self, rows: &[std::borrow::Cow<'_, [u32]>]) -> TokenBatch {
+        let seq_len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let cells = rows.len() * seq_len;
+        let pad = i64::from(self.pad_id);
+        let mut batch = TokenBatch {
+            batch: rows.len(),
+            seq_len,
+            input_ids: Vec::with_capacity(cells),
+            attention_mask: Vec::with_capacity(cells),
+            token_type_ids: vec![0; cells],
+        };
+        for row in rows {
+            batch.input_ids.extend(row.iter().map(|&id| i64::from(id)));
+            batch.attention_mask.resize(batch.input_ids.len(), 1);
+            batch
+                .input_ids
+                .resize(batch.input_ids.len() + seq_len - row.len(), pad);
+            batch.attention_mask.resize(batch.input_ids.len(), 0);
+        }
+        batch
+    }
+
     /// The runtime running the encoder.
     pub fn runtime(&self) -> &'static str {
         self.encoder.runtime()
     }
-}
-
-/// One text's embedding and how many tokens it was.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Embedding {
-    /// Unit-length vector.
-    pub embedding: Vec<f32>,
-    /// Tokens the text became, special tokens included.
-    pub tokens: usize,
 }
 
 /// Averages the vectors of the real (unmasked) tokens, then scales the
@@ -305,26 +340,20 @@ impl Backend for TextBackend {
         self.name
     }
 
-    async fn check(&self, inputs: Vec<String>) -> Result<Vec<String>, BackendError> {
+    async fn check(&self, mut inputs: Vec<Input>) -> Result<Vec<Input>, BackendError> {
         // Tokenising a large body takes milliseconds: not on the event loop.
         let model = self.model.load_full();
-        tokio::task::spawn_blocking(move || model.check(&inputs).map(|()| inputs))
+        tokio::task::spawn_blocking(move || model.check(&mut inputs).map(|()| inputs))
             .await
             .map_err(|e| BackendError::Failed(format!("tokenizer thread failed: {e}")))?
     }
 
-    async fn infer(&self, inputs: &[String]) -> Result<Vec<Output>, BackendError> {
+    async fn infer(&self, inputs: Vec<Input>) -> Result<Vec<Output>, BackendError> {
         let model = self.model.load_full();
-        let inputs = inputs.to_vec();
         let embeddings = tokio::task::spawn_blocking(move || model.embed(&inputs))
             .await
             .map_err(|e| BackendError::Failed(format!("inference thread failed: {e}")))??;
-        embeddings
-            .iter()
-            .map(|e| {
-                serde_json::value::to_raw_value(e).map_err(|e| BackendError::Failed(e.to_string()))
-            })
-            .collect::<Result<Vec<Box<RawValue>>, _>>()
+        Ok(embeddings.into_iter().map(Output::Embedding).collect())
     }
 }
 
@@ -375,19 +404,76 @@ mod tests {
     #[test]
     fn the_request_token_cap_counts_special_tokens_and_stops_at_the_cap() {
         // "hello world" is [CLS] hello world [SEP]: 4 tokens.
-        let texts = vec!["hello world".to_owned(); 5];
-        assert!(model(16, 20).check(&texts).is_ok());
-        let err = model(16, 10).check(&texts).unwrap_err();
+        let texts = vec![Input::Text("hello world".to_owned()); 5];
+        assert!(model(16, 20).check(&mut texts.clone()).is_ok());
+        let err = model(16, 10).check(&mut texts.clone()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "too many tokens: 12 > 10 in the first 3 of 5 inputs; send fewer or shorter inputs"
         );
         // A too-long input is still named as such.
-        let long = vec!["hello ".repeat(20)];
-        let err = model(16, 1000).check(&long).unwrap_err();
+        let mut long = vec![Input::Text("hello ".repeat(20))];
+        let err = model(16, 1000).check(&mut long).unwrap_err();
         assert_eq!(
             err.to_string(),
             "input 0 is longer than this model's 16 tokens; send shorter text"
         );
+    }
+
+    #[test]
+    fn token_ids_get_the_special_tokens_a_text_gets_and_unknown_ids_are_refused() {
+        let model = model(16, 1000);
+        let hello = model
+            .tokenizer
+            .encode_fast("hello world", false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        let mut inputs = vec![
+            Input::Text("hello world".into()),
+            Input::Tokens(hello.clone()),
+        ];
+        model.check(&mut inputs).unwrap();
+        let Input::Encoded(ids) = &inputs[0] else {
+            panic!("check encodes: {inputs:?}");
+        };
+        assert_eq!(
+            ids.len(),
+            hello.len() + 2,
+            "[CLS] and [SEP] around the text"
+        );
+        assert_eq!(inputs[0], inputs[1]);
+        // Too long as ids is too long as text.
+        let err = model
+            .check(&mut [Input::Tokens(vec![hello[0]; 40])])
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("longer than this model's 16 tokens"),
+            "{err}"
+        );
+        let vocab = model.tokenizer.get_vocab_size(true) as u32;
+        let err = model
+            .check(&mut [Input::Tokens(vec![1, vocab])])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("input 0: token id {vocab} is not in this model's vocabulary of {vocab}")
+        );
+    }
+
+    #[test]
+    fn a_batch_is_padded_on_the_right_and_masked() {
+        let model = model(16, 1000);
+        let rows = [
+            std::borrow::Cow::Owned(vec![5, 6, 7]),
+            std::borrow::Cow::Owned(vec![8]),
+        ];
+        let batch = model.pad(&rows);
+        assert_eq!((batch.batch, batch.seq_len), (2, 3));
+        let pad = i64::from(model.pad_id);
+        assert_eq!(batch.input_ids, [5, 6, 7, 8, pad, pad]);
+        assert_eq!(batch.attention_mask, [1, 1, 1, 1, 0, 0]);
+        assert_eq!(batch.token_type_ids, [0; 6]);
     }
 }
