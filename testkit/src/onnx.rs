@@ -67,3 +67,15 @@ pub fn embeddings(body: &serde_json::Value) -> Vec<Vec<f32>> {
         .map(|o| serde_json::from_value(o["embedding"].clone()).expect("embedding"))
         .collect()
 }
+
+/// The Python of `.venv` (made by `scripts/python-env.sh`), which has the
+/// `openai` and `tritonclient` clients and ONNX Runtime.
+pub fn venv_python() -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/python-env.sh",
+        python.display()
+    );
+    python
+}
