@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 # The real model, its tokenizer and ONNX Runtime, for the engine tests.
 scripts/fetch-models.sh
+# The Python clients the API tests run (openai, tritonclient), in .venv.
+scripts/python-env.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 # The TensorRT binding layer: bindgen over the C shim and the safe wrapper,

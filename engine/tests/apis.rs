@@ -4,34 +4,22 @@
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use testkit::engine::{Replica, start};
-use testkit::onnx::{embeddings, max_abs_diff, models, onnxruntime};
+use testkit::engine::Replica;
+use testkit::onnx::{embeddings, max_abs_diff, models};
 
 const NAME: &str = "minilm";
 
 fn minilm() -> Replica {
-    let model = models().join("all-minilm-l6-v2-int8/model.onnx");
-    let model = model.display().to_string();
-    let runtime = onnxruntime();
-    start(
-        "onnx",
-        &[
-            "--backend",
-            "onnx",
-            "--model",
-            &model,
-            "--onnxruntime",
-            &runtime,
-            "--model-name",
-            NAME,
-            "--max-batch-size",
-            "4",
-            "--predict-concurrency",
-            "8",
-            "--max-inputs",
-            "4",
-        ],
-    )
+    testkit::onnx::minilm(&[
+        "--model-name",
+        NAME,
+        "--max-batch-size",
+        "4",
+        "--predict-concurrency",
+        "8",
+        "--max-inputs",
+        "4",
+    ])
 }
 
 async fn post(r: &Replica, path: &str, body: &Value) -> (u16, Value) {
@@ -77,7 +65,12 @@ async fn openai_embeddings_are_the_predict_vectors_in_every_input_shape_and_enco
     let texts = ["a canary rollout shifts traffic", "héllo wörld"];
     let expected = predicted(&r, &texts).await;
 
-    let (status, one) = post(&r, "/v1/embeddings", &json!({ "model": "x", "input": texts[0] })).await;
+    let (status, one) = post(
+        &r,
+        "/v1/embeddings",
+        &json!({ "model": "x", "input": texts[0] }),
+    )
+    .await;
     assert_eq!(status, 200, "{one}");
     assert_eq!(one["object"], "list");
     assert_eq!(one["model"], NAME);
@@ -88,7 +81,12 @@ async fn openai_embeddings_are_the_predict_vectors_in_every_input_shape_and_enco
     assert_eq!(one["usage"]["prompt_tokens"], tokens);
     assert_eq!(one["usage"]["total_tokens"], tokens);
 
-    let (status, list) = post(&r, "/v1/embeddings", &json!({ "model": NAME, "input": texts, "dimensions": 384 })).await;
+    let (status, list) = post(
+        &r,
+        "/v1/embeddings",
+        &json!({ "model": NAME, "input": texts, "dimensions": 384 }),
+    )
+    .await;
     assert_eq!(status, 200, "{list}");
     for (i, want) in expected.iter().enumerate() {
         assert_eq!(list["data"][i]["index"], i);
@@ -96,7 +94,12 @@ async fn openai_embeddings_are_the_predict_vectors_in_every_input_shape_and_enco
     }
 
     // base64: little-endian f32 bytes, the very same values.
-    let (status, b64) = post(&r, "/v1/embeddings", &json!({ "model": NAME, "input": texts, "encoding_format": "base64" })).await;
+    let (status, b64) = post(
+        &r,
+        "/v1/embeddings",
+        &json!({ "model": NAME, "input": texts, "encoding_format": "base64" }),
+    )
+    .await;
     assert_eq!(status, 200, "{b64}");
     for (i, want) in expected.iter().enumerate() {
         let bytes = base64::engine::general_purpose::STANDARD
@@ -111,16 +114,29 @@ async fn openai_embeddings_are_the_predict_vectors_in_every_input_shape_and_enco
 
     // Token ids, one input or several: the text's vectors.
     let ids: Vec<Vec<u32>> = texts.iter().map(|t| token_ids(t)).collect();
-    let (status, single) = post(&r, "/v1/embeddings", &json!({ "model": NAME, "input": ids[0] })).await;
+    let (status, single) = post(
+        &r,
+        "/v1/embeddings",
+        &json!({ "model": NAME, "input": ids[0] }),
+    )
+    .await;
     assert_eq!(status, 200, "{single}");
     assert_eq!(single["data"].as_array().unwrap().len(), 1);
     assert!(max_abs_diff(&floats(&single["data"][0]["embedding"]), &expected[0]) < 1e-6);
-    let (status, lists) = post(&r, "/v1/embeddings", &json!({ "model": NAME, "input": ids })).await;
+    let (status, lists) = post(
+        &r,
+        "/v1/embeddings",
+        &json!({ "model": NAME, "input": ids }),
+    )
+    .await;
     assert_eq!(status, 200, "{lists}");
     for (i, want) in expected.iter().enumerate() {
         assert!(max_abs_diff(&floats(&lists["data"][i]["embedding"]), want) < 1e-6);
     }
-    assert_eq!(lists["usage"]["prompt_tokens"], ids.iter().map(|i| i.len() + 2).sum::<usize>());
+    assert_eq!(
+        lists["usage"]["prompt_tokens"],
+        ids.iter().map(|i| i.len() + 2).sum::<usize>()
+    );
 }
 
 #[tokio::test]
@@ -134,13 +150,31 @@ async fn openai_errors_come_in_openais_shape_with_the_right_status() {
         (json!({ "model": NAME, "input": [] }), "input"),
         (json!({ "model": NAME, "input": ["a", ""] }), "input"),
         (json!({ "model": NAME, "input": ["a", 1] }), "input"),
-        (json!({ "model": NAME, "input": ["a", "b", "c", "d", "e"] }), "input"),
-        (json!({ "model": NAME, "input": [[1], [2], [3], [4], [5]] }), "input"),
+        (
+            json!({ "model": NAME, "input": ["a", "b", "c", "d", "e"] }),
+            "input",
+        ),
+        (
+            json!({ "model": NAME, "input": [[1], [2], [3], [4], [5]] }),
+            "input",
+        ),
         (json!({ "model": NAME, "input": [1, 999_999] }), "input"),
-        (json!({ "model": NAME, "input": "x", "dimensions": 128 }), "dimensions"),
-        (json!({ "model": NAME, "input": "x", "dimensions": 0 }), "dimensions"),
-        (json!({ "model": NAME, "input": "x", "encoding_format": "int8" }), "encoding_format"),
-        (json!({ "model": NAME, "input": "word ".repeat(400) }), "input"),
+        (
+            json!({ "model": NAME, "input": "x", "dimensions": 128 }),
+            "dimensions",
+        ),
+        (
+            json!({ "model": NAME, "input": "x", "dimensions": 0 }),
+            "dimensions",
+        ),
+        (
+            json!({ "model": NAME, "input": "x", "encoding_format": "int8" }),
+            "encoding_format",
+        ),
+        (
+            json!({ "model": NAME, "input": "word ".repeat(400) }),
+            "input",
+        ),
     ];
     for (body, param) in cases {
         let (status, answer) = post(&r, "/v1/embeddings", &body).await;
@@ -186,20 +220,30 @@ async fn v1_models_lists_the_served_model() {
 #[tokio::test]
 async fn kserve_v2_health_metadata_and_json_infer() {
     let r = minilm();
-    assert_eq!(get(&r, "/v2/health/ready").await, (200, json!({ "ready": true })));
+    assert_eq!(
+        get(&r, "/v2/health/ready").await,
+        (200, json!({ "ready": true }))
+    );
     assert_eq!(get(&r, "/v2/health/live").await.0, 200);
     assert_eq!(get(&r, &format!("/v2/models/{NAME}/ready")).await.0, 200);
     let (status, meta) = get(&r, &format!("/v2/models/{NAME}")).await;
     assert_eq!(status, 200);
     assert_eq!(meta["name"], NAME);
-    assert_eq!(meta["inputs"][0], json!({ "name": "text", "datatype": "BYTES", "shape": [-1] }));
+    assert_eq!(
+        meta["inputs"][0],
+        json!({ "name": "text", "datatype": "BYTES", "shape": [-1] })
+    );
     assert_eq!(meta["outputs"][0]["shape"], json!([-1, 384]));
     assert_eq!(get(&r, "/v2/models/other").await.0, 404);
 
     let texts = ["first sentence", "the second one"];
     let expected = predicted(&r, &texts).await;
     for data in [json!(texts), json!([[texts[0]], [texts[1]]])] {
-        let shape = if data[0].is_array() { json!([2, 1]) } else { json!([2]) };
+        let shape = if data[0].is_array() {
+            json!([2, 1])
+        } else {
+            json!([2])
+        };
         let request = json!({
             "id": "req-7",
             "inputs": [{ "name": "text", "shape": shape, "datatype": "BYTES", "data": data }],
@@ -270,7 +314,11 @@ async fn kserve_v2_binary_tensors_both_ways() {
     let embedding = &answer["outputs"][0];
     assert_eq!(embedding["parameters"]["binary_data_size"], 2 * 384 * 4);
     assert!(embedding.get("data").is_none());
-    assert_eq!(answer["outputs"][1]["data"].as_array().unwrap().len(), 2, "tokens stay JSON");
+    assert_eq!(
+        answer["outputs"][1]["data"].as_array().unwrap().len(),
+        2,
+        "tokens stay JSON"
+    );
     let values: Vec<f32> = bytes[head_len..]
         .chunks(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))

@@ -1,28 +1,12 @@
 //! Real inference: the engine binary running all-MiniLM-L6-v2 (int8) on ONNX
 //! Runtime must give the embeddings Python's onnxruntime gives.
 
-use testkit::engine::{Replica, start};
-use testkit::onnx::{embeddings, max_abs_diff, models, onnxruntime, reference};
+use testkit::engine::Replica;
+use testkit::onnx::{embeddings, max_abs_diff, minilm, onnxruntime, reference};
 
 /// Batched and single runs agree to ~1e-7 (padding is masked out); the
 /// margin covers f32 pooling and thread-count differences.
 const TOLERANCE: f32 = 1e-5;
-
-fn minilm(extra: &[&str]) -> Replica {
-    let model = models().join("all-minilm-l6-v2-int8/model.onnx");
-    let model = model.display().to_string();
-    let runtime = onnxruntime();
-    let mut args = vec![
-        "--backend",
-        "onnx",
-        "--model",
-        &model,
-        "--onnxruntime",
-        &runtime,
-    ];
-    args.extend_from_slice(extra);
-    start("onnx", &args)
-}
 
 async fn post(http: &reqwest::Client, r: &Replica, body: &serde_json::Value) -> reqwest::Response {
     http.post(r.url("/predict"))

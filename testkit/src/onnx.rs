@@ -79,3 +79,21 @@ pub fn venv_python() -> PathBuf {
     );
     python
 }
+
+/// A replica running all-MiniLM-L6-v2 (int8) on ONNX Runtime, with
+/// `extra` arguments.
+pub fn minilm(extra: &[&str]) -> crate::engine::Replica {
+    let model = models().join("all-minilm-l6-v2-int8/model.onnx");
+    let model = model.display().to_string();
+    let runtime = onnxruntime();
+    let mut args = vec![
+        "--backend",
+        "onnx",
+        "--model",
+        &model,
+        "--onnxruntime",
+        &runtime,
+    ];
+    args.extend_from_slice(extra);
+    crate::engine::start("onnx", &args)
+}
