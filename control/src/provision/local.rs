@@ -140,6 +140,9 @@ impl Provisioner for LocalProvisioner {
                 "--replica-id",
             ])
             .arg(instance.name())
+            // The OpenAI and KServe v2 APIs name the model as the gateway does.
+            .arg("--model-name")
+            .arg(spec.deployment.split('/').next().unwrap_or(&spec.deployment))
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
