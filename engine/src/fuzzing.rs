@@ -10,16 +10,16 @@ use std::sync::LazyLock;
 
 use config::EngineSettings;
 
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Output};
 use crate::server::request::PredictRequest;
-use crate::text::{Encoder, EncoderError, Hidden, TextModel, TokenBatch};
+use crate::text::{Encoder, EncoderError, Hidden, ModelOutput, TextModel, TokenBatch};
 
 /// `engine_request`: a `POST /predict` body as the replica's server reads
 /// it: `PredictRequest::parse` with the default `[engine] max_inputs`,
 /// then what a text backend does with the texts before and during
 /// inference: the token caps (`TextModel::check`, the tokenizer) and, in
 /// batches of at most `MAX_BATCH` as the batcher cuts them, the
-/// tokenisation, padding and pooling of `TextModel::embed`. Only the
+/// tokenisation, padding and pooling of `TextModel::infer`. Only the
 /// transformer itself is left out: a stand-in encoder returns zeros of the
 /// right shape, so no model or runtime library is needed.
 pub fn engine_request(data: &[u8]) {
@@ -34,19 +34,22 @@ pub fn engine_request(data: &[u8]) {
     if let Err(e) = model.check(&mut inputs) {
         return drop(black_box(e.to_string()));
     }
-    // No inputs: the server runs no batch, and `embed` answers an empty
+    // No inputs: the server runs no batch, and `infer` answers an empty
     // one with nothing (it once panicked: fuzz/artifacts-found/).
     if inputs.is_empty() {
-        assert!(matches!(model.embed(&[]), Ok(e) if e.is_empty()));
+        assert!(matches!(model.infer(&[]), Ok(e) if e.is_empty()));
     }
     for batch in inputs.chunks(MAX_BATCH) {
-        match model.embed(batch) {
-            Ok(embeddings) => {
-                assert_eq!(embeddings.len(), batch.len(), "one embedding per text");
-                for e in &embeddings {
+        match model.infer(batch) {
+            Ok(outputs) => {
+                assert_eq!(outputs.len(), batch.len(), "one embedding per text");
+                for output in &outputs {
+                    let Output::Embedding(e) = output else {
+                        panic!("the stand-in encoder gives hidden states: {output:?}");
+                    };
                     assert!(e.embedding.iter().all(|v| v.is_finite()));
                     // The response serializes each one as `TextBackend` does.
-                    serde_json::to_vec(e).expect("an embedding serializes");
+                    serde_json::to_vec(output).expect("an embedding serializes");
                 }
             }
             // The stand-in encoder never fails; a tokenizer may refuse a text.
@@ -86,10 +89,11 @@ impl Encoder for Zeros {
         "zeros"
     }
 
-    fn encode(&self, batch: &TokenBatch) -> Result<Hidden, EncoderError> {
+    fn encode(&self, batch: &TokenBatch) -> Result<ModelOutput, EncoderError> {
         Ok(Hidden {
             values: vec![0.0; batch.batch * batch.seq_len * Self::DIM],
             dim: Self::DIM,
-        })
+        }
+        .into())
     }
 }

@@ -1,12 +1,25 @@
 //! Real inference: the engine binary running all-MiniLM-L6-v2 (int8) on ONNX
-//! Runtime must give the embeddings Python's onnxruntime gives.
+//! Runtime must give the embeddings Python's onnxruntime gives, and the
+//! topic classifier built from it (`scripts/make-classifier.py`) the
+//! scores.
 
-use testkit::engine::Replica;
-use testkit::onnx::{embeddings, max_abs_diff, minilm, onnxruntime, reference};
+use engine::Output;
+use engine::backend::{Classification, Input};
+use engine::text::TextModel;
+use testkit::engine::{Replica, start};
+use testkit::onnx::{
+    ClassifierCase, classifier, classifier_reference, embeddings, max_abs_diff, minilm,
+    onnxruntime, reference,
+};
 
 /// Batched and single runs agree to ~1e-7 (padding is masked out); the
 /// margin covers f32 pooling and thread-count differences.
 const TOLERANCE: f32 = 1e-5;
+
+/// Classifier scores: logits are 20 x a cosine similarity, so the
+/// embeddings' 1e-6 differences grow ~20x before the softmax; a model
+/// rebuilt on another CPU may also differ in its label vectors' last bits.
+const SCORE_TOLERANCE: f32 = 1e-4;
 
 async fn post(http: &reqwest::Client, r: &Replica, body: &serde_json::Value) -> reqwest::Response {
     http.post(r.url("/predict"))
@@ -157,4 +170,134 @@ fn a_missing_model_file_stops_the_replica_with_a_clear_error() {
     assert!(out.stdout.is_empty(), "no ready line");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/"), "{stderr}");
+}
+
+/// The classifier's output, checked against its reference case: the same
+/// token count, every label's score within [`SCORE_TOLERANCE`], best first,
+/// and the same top label.
+fn check_classification(got: &Classification, case: &ClassifierCase, labels: &[String]) {
+    let text = &case.text;
+    assert_eq!(got.tokens, case.token_count, "{text:?}");
+    assert_eq!(got.labels.len(), labels.len(), "{text:?}: every label");
+    assert_eq!(got.labels[0].label, case.top, "{text:?}: top label");
+    assert!(
+        got.labels.windows(2).all(|w| w[0].score >= w[1].score),
+        "{text:?}: best first: {got:?}"
+    );
+    for (label, want) in labels.iter().zip(&case.scores) {
+        let score = got
+            .labels
+            .iter()
+            .find(|l| &l.label == label)
+            .unwrap_or_else(|| panic!("{text:?}: no {label}: {got:?}"))
+            .score;
+        assert!(
+            (score - want).abs() < SCORE_TOLERANCE,
+            "{text:?}: {label} {score}, expected {want}"
+        );
+    }
+}
+
+fn classification(output: &Output) -> &Classification {
+    match output {
+        Output::Classification(c) => c,
+        other => panic!("not a classification: {other:?}"),
+    }
+}
+
+#[test]
+fn classifier_scores_match_the_python_onnxruntime_reference() {
+    let model = classifier();
+    let settings = config::TextModelSettings {
+        tokenizer: model.with_file_name("tokenizer.json"),
+        model,
+        runtime_library: Some(onnxruntime().into()),
+        max_tokens: 256,
+        max_request_tokens: config::TextModelSettings::DEFAULT_MAX_REQUEST_TOKENS,
+        threads: 0,
+    };
+    let model = TextModel::load(&config::EngineBackend::Onnx(settings)).unwrap();
+    let reference = classifier_reference();
+    // The labels are named by the config.json beside the model.
+    assert_eq!(
+        reference.labels,
+        [
+            "sports",
+            "politics",
+            "technology",
+            "business",
+            "health",
+            "entertainment"
+        ]
+    );
+    assert!(reference.cases.len() >= 12, "the fixture lost its cases");
+    let inputs: Vec<Input> = reference
+        .cases
+        .iter()
+        .map(|c| Input::Text(c.text.clone()))
+        .collect();
+    for (input, case) in inputs.iter().zip(&reference.cases) {
+        let out = model.infer(std::slice::from_ref(input)).unwrap();
+        check_classification(classification(&out[0]), case, &reference.labels);
+    }
+    // All in one padded batch: padding is masked out of the pooling.
+    let out = model.infer(&inputs).unwrap();
+    for (output, case) in out.iter().zip(&reference.cases) {
+        check_classification(classification(output), case, &reference.labels);
+    }
+}
+
+#[tokio::test]
+async fn a_classifier_replica_answers_predict_with_labels_best_first() {
+    let model = classifier().display().to_string();
+    let runtime = onnxruntime();
+    let r = start(
+        "onnx",
+        &[
+            "--backend",
+            "onnx",
+            "--model",
+            &model,
+            "--onnxruntime",
+            &runtime,
+        ],
+    );
+    let http = reqwest::Client::new();
+    let reference = classifier_reference();
+    let cases: Vec<&ClassifierCase> = reference
+        .cases
+        .iter()
+        .filter(|c| c.topic.is_some())
+        .take(4)
+        .collect();
+    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
+    let body = predict(&http, &r, serde_json::json!({ "inputs": texts })).await;
+    assert_eq!(body["backend"], "onnx");
+    let outputs = body["outputs"].as_array().expect("outputs");
+    assert_eq!(outputs.len(), cases.len());
+    for (output, case) in outputs.iter().zip(&cases) {
+        // {"labels": [{"label": "sports", "score": 0.93}, ...], "tokens": N}
+        assert_eq!(output["tokens"], case.token_count, "{output}");
+        let labels = output["labels"].as_array().expect("labels");
+        assert_eq!(labels.len(), reference.labels.len(), "{output}");
+        assert_eq!(labels[0]["label"], case.top, "{output}");
+        let scores: Vec<f64> = labels
+            .iter()
+            .map(|l| l["score"].as_f64().unwrap())
+            .collect();
+        assert!(
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "best first: {output}"
+        );
+        assert!((scores.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{output}");
+        let top = reference
+            .labels
+            .iter()
+            .position(|l| *l == case.top)
+            .unwrap();
+        assert!(
+            (scores[0] - f64::from(case.scores[top])).abs() < 1e-4,
+            "{output}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! The real model for the engine's ONNX tests: the files
-//! `scripts/fetch-models.sh` puts in `models/`, the reference outputs in
+//! The real models for the engine's ONNX tests: the files
+//! `scripts/fetch-models.sh` puts in `models/` (the MiniLM embedding model
+//! and the topic classifier built from it), the reference outputs in
 //! `engine/tests/fixtures/`, and comparing embeddings.
 
 use std::path::PathBuf;
@@ -21,6 +22,18 @@ pub fn onnxruntime() -> String {
         .join("onnxruntime/libonnxruntime.so")
         .display()
         .to_string()
+}
+
+/// The topic classifier's `model.onnx` (with its `tokenizer.json` and
+/// `config.json` beside it), built by `scripts/fetch-models.sh`.
+pub fn classifier() -> PathBuf {
+    let model = models().join("minilm-topics/model.onnx");
+    assert!(
+        model.exists(),
+        "{} is missing: run scripts/fetch-models.sh",
+        model.display()
+    );
+    model
 }
 
 /// A file in `engine/tests/fixtures/`.
@@ -47,6 +60,34 @@ struct Reference {
 pub fn reference(name: &str) -> Vec<Case> {
     let text = std::fs::read_to_string(fixture(name)).unwrap();
     serde_json::from_str::<Reference>(&text).unwrap().cases
+}
+
+/// One classifier reference case computed with Python's onnxruntime
+/// (`scripts/make-classifier.py --fixture`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ClassifierCase {
+    pub text: String,
+    /// The hand-written right answer, if the text has one.
+    pub topic: Option<String>,
+    pub token_count: usize,
+    /// Softmax of the logits, by label index.
+    pub scores: Vec<f32>,
+    /// The label with the highest score.
+    pub top: String,
+}
+
+/// `engine/tests/fixtures/minilm-topics-reference.json`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ClassifierReference {
+    /// Label names by index.
+    pub labels: Vec<String>,
+    pub cases: Vec<ClassifierCase>,
+}
+
+/// The classifier's reference outputs.
+pub fn classifier_reference() -> ClassifierReference {
+    let text = std::fs::read_to_string(fixture("minilm-topics-reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
 }
 
 /// Largest absolute difference between two vectors of the same length.

@@ -142,7 +142,12 @@ impl Provisioner for LocalProvisioner {
             .arg(instance.name())
             // The OpenAI and KServe v2 APIs name the model as the gateway does.
             .arg("--model-name")
-            .arg(spec.deployment.split('/').next().unwrap_or(&spec.deployment))
+            .arg(
+                spec.deployment
+                    .split('/')
+                    .next()
+                    .unwrap_or(&spec.deployment),
+            )
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

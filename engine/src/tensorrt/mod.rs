@@ -15,7 +15,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::text::encoder::{Encoder, EncoderError, Hidden, TokenBatch};
+use crate::text::encoder::{Encoder, EncoderError, Hidden, ModelOutput, TokenBatch};
 use ffi::{Context, DType, Engine, HostData, Input, Output, ShimError};
 
 const INPUT_IDS: &CStr = c"input_ids";
@@ -130,14 +130,10 @@ impl TensorRtEncoder {
         }
         f(&mut self.contexts[start].blocking_lock())
     }
-}
 
-impl Encoder for TensorRtEncoder {
-    fn runtime(&self) -> &'static str {
-        "tensorrt"
-    }
-
-    fn encode(&self, batch: &TokenBatch) -> Result<Hidden, EncoderError> {
+    /// Runs one batch: its hidden states. A plan's output is always
+    /// `last_hidden_state`, so TensorRT serves embedding models only.
+    pub fn hidden_states(&self, batch: &TokenBatch) -> Result<Hidden, EncoderError> {
         let tokens = batch
             .batch
             .checked_mul(batch.seq_len)
@@ -220,6 +216,16 @@ impl Encoder for TensorRtEncoder {
             values,
             dim: self.dim,
         })
+    }
+}
+
+impl Encoder for TensorRtEncoder {
+    fn runtime(&self) -> &'static str {
+        "tensorrt"
+    }
+
+    fn encode(&self, batch: &TokenBatch) -> Result<ModelOutput, EncoderError> {
+        self.hidden_states(batch).map(ModelOutput::from)
     }
 }
 
@@ -402,11 +408,18 @@ max_seq 16
         let model = crate::text::TextModel::load(&backend).unwrap();
         assert_eq!(model.runtime(), "tensorrt");
         let out = model
-            .embed(&[
-                "hello world".to_owned(),
-                "a longer second sentence".to_owned(),
+            .infer(&[
+                crate::backend::Input::Text("hello world".to_owned()),
+                crate::backend::Input::Text("a longer second sentence".to_owned()),
             ])
             .unwrap();
+        let out: Vec<_> = out
+            .into_iter()
+            .map(|o| match o {
+                crate::backend::Output::Embedding(e) => e,
+                other => panic!("not an embedding: {other:?}"),
+            })
+            .collect();
         assert_eq!(out[0].tokens, 4); // [CLS] hello world [SEP]
         for e in &out {
             assert_eq!(e.embedding.len(), 4);
@@ -423,7 +436,7 @@ max_seq 16
         assert_eq!(encoder.runtime(), "tensorrt");
         assert_eq!(encoder.dim(), 4);
         let batch = sample();
-        let hidden = encoder.encode(&batch).unwrap();
+        let hidden = encoder.hidden_states(&batch).unwrap();
         assert_eq!(hidden.dim, 4);
         assert_eq!(hidden.values.len(), 2 * 4 * 4);
         assert_eq!(hidden.values, expected(&batch, 4, 42, true));
@@ -431,7 +444,7 @@ max_seq 16
         assert!(hidden.values[28..].iter().all(|&v| v == 0.0));
         assert!(hidden.values[..4].iter().any(|&v| v != 0.0));
         // Same input, same output: the context is reusable.
-        assert_eq!(encoder.encode(&batch).unwrap(), hidden);
+        assert_eq!(encoder.hidden_states(&batch).unwrap(), hidden);
     }
 
     #[test]
@@ -441,13 +454,13 @@ max_seq 16
         let encoder = TensorRtEncoder::load(&plan).unwrap();
         let batch = sample();
         assert_eq!(
-            encoder.encode(&batch).unwrap().values,
+            encoder.hidden_states(&batch).unwrap().values,
             expected(&batch, 4, 42, true)
         );
 
         let mut wide = sample();
         wide.input_ids[0] = i64::from(i32::MAX) + 1;
-        let err = encoder.encode(&wide).unwrap_err().0;
+        let err = encoder.hidden_states(&wide).unwrap_err().0;
         assert!(
             err.contains("`input_ids` has a value outside int32"),
             "{err}"
@@ -462,7 +475,7 @@ max_seq 16
         let mut batch = sample();
         batch.token_type_ids.clear(); // not sent, so not checked
         assert_eq!(
-            encoder.encode(&batch).unwrap().values,
+            encoder.hidden_states(&batch).unwrap().values,
             expected(&batch, 4, 42, false)
         );
     }
@@ -471,7 +484,7 @@ max_seq 16
     fn an_empty_batch_runs_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let encoder = TensorRtEncoder::load(&write_plan(&dir, PLAN)).unwrap();
-        let hidden = encoder.encode(&TokenBatch::default()).unwrap();
+        let hidden = encoder.hidden_states(&TokenBatch::default()).unwrap();
         assert!(hidden.values.is_empty());
         assert_eq!(hidden.dim, 4);
     }
@@ -486,7 +499,7 @@ max_seq 16
             for _ in 0..4 {
                 s.spawn(|| {
                     for _ in 0..50 {
-                        assert_eq!(encoder.encode(&batch).unwrap().values, want);
+                        assert_eq!(encoder.hidden_states(&batch).unwrap().values, want);
                     }
                 });
             }
@@ -552,13 +565,13 @@ max_seq 16
         let dir = tempfile::tempdir().unwrap();
         let plan = PLAN.replace("max_batch 8", "max_batch 1");
         let encoder = TensorRtEncoder::load(&write_plan(&dir, &plan)).unwrap();
-        let err = encoder.encode(&sample()).unwrap_err().0;
+        let err = encoder.hidden_states(&sample()).unwrap_err().0;
         assert!(err.starts_with("TensorRT inference failed: "), "{err}");
         assert!(err.contains("rejected (profile 0 allows"), "{err}");
 
         let mut short = sample();
         short.attention_mask.pop();
-        let err = encoder.encode(&short).unwrap_err().0;
+        let err = encoder.hidden_states(&short).unwrap_err().0;
         assert_eq!(err, "`attention_mask` has 7 values for a [2, 4] batch");
 
         // The encoder still works after failures.
@@ -572,7 +585,7 @@ max_seq 16
             column.truncate(4);
         }
         assert_eq!(
-            encoder.encode(&one).unwrap().values,
+            encoder.hidden_states(&one).unwrap().values,
             expected(&one, 4, 42, true)
         );
     }

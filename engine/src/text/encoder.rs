@@ -1,6 +1,7 @@
-//! The tensor half of a text model: token ids in, hidden states out. The
-//! ONNX Runtime and TensorRT backends differ only here; tokenising and
-//! pooling are shared ([`super::TextModel`]).
+//! The tensor half of a text model: token ids in, the model's output
+//! (hidden states or logits) out. The ONNX Runtime and TensorRT backends
+//! differ only here; tokenising, pooling and scoring are shared
+//! ([`super::TextModel`]).
 
 /// A padded batch of tokenised texts, row-major `[batch, seq_len]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,6 +18,18 @@ pub struct TokenBatch {
     pub seq_len: usize,
 }
 
+/// A model's output for a batch. Its rank tells the two kinds of model
+/// apart, as in Hugging Face exports: a feature-extraction model gives a
+/// vector per token, a sequence-classification model one row of logits
+/// per text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelOutput {
+    /// `[batch, seq_len, dim]`: an embedding model, pooled per text.
+    Hidden(Hidden),
+    /// `[batch, labels]`: a classifier.
+    Logits(Logits),
+}
+
 /// Hidden states, row-major `[batch, seq_len, dim]`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Hidden {
@@ -24,6 +37,27 @@ pub struct Hidden {
     pub values: Vec<f32>,
     /// Width of one token's vector.
     pub dim: usize,
+}
+
+/// A classifier's logits, row-major `[batch, labels]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Logits {
+    /// The values.
+    pub values: Vec<f32>,
+    /// Labels (logits per text).
+    pub labels: usize,
+}
+
+impl From<Hidden> for ModelOutput {
+    fn from(hidden: Hidden) -> Self {
+        Self::Hidden(hidden)
+    }
+}
+
+impl From<Logits> for ModelOutput {
+    fn from(logits: Logits) -> Self {
+        Self::Logits(logits)
+    }
 }
 
 /// Why an encoder could not load or run.
@@ -37,6 +71,6 @@ pub trait Encoder: Send + Sync + 'static {
     /// The runtime's name for logs and `/info`, e.g. `onnxruntime`.
     fn runtime(&self) -> &'static str;
 
-    /// Runs one batch and returns its last hidden states.
-    fn encode(&self, batch: &TokenBatch) -> Result<Hidden, EncoderError>;
+    /// Runs one batch and returns the model's (first) output.
+    fn encode(&self, batch: &TokenBatch) -> Result<ModelOutput, EncoderError>;
 }

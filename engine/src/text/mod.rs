@@ -1,12 +1,18 @@
-//! Text-embedding models: tokenise, run the transformer ([`Encoder`]), mean
-//! pool over real tokens, L2-normalise — the sentence-transformers pipeline
-//! of models such as all-MiniLM-L6-v2.
+//! Text models: tokenise, run the transformer ([`Encoder`]), then, by what
+//! the model returns ([`ModelOutput`]):
+//! - an embedding model (hidden states `[batch, seq, dim]`): mean pool over
+//!   real tokens, L2-normalise — the sentence-transformers pipeline of
+//!   models such as all-MiniLM-L6-v2;
+//! - a classifier (logits `[batch, labels]`, as a Hugging Face
+//!   sequence-classification export): softmax over the labels named in the
+//!   `config.json` beside the model ([`labels`]).
 //!
 //! [`TextBackend`] serves one [`TextModel`] and can swap in a new one
 //! between batches (`--watch`): a batch that started keeps the model it
 //! started with.
 
 pub mod encoder;
+pub mod labels;
 pub mod onnx;
 
 use std::path::Path;
@@ -16,9 +22,9 @@ use arc_swap::ArcSwap;
 use config::{EngineBackend, TextModelSettings};
 use tokenizers::{Encoding, PaddingParams, Tokenizer, TruncationParams};
 
-pub use encoder::{Encoder, EncoderError, Hidden, TokenBatch};
+pub use encoder::{Encoder, EncoderError, Hidden, Logits, ModelOutput, TokenBatch};
 
-use crate::backend::{Backend, BackendError, Embedding, Input, Output};
+use crate::backend::{Backend, BackendError, Classification, Embedding, Input, Output};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +48,14 @@ pub enum LoadError {
     /// The model loaded but the warm-up inference failed.
     #[error("warm-up inference failed: {0}")]
     WarmUp(BackendError),
+    /// The model is a classifier whose label names cannot be read.
+    #[error("labels {path}: {source}")]
+    Labels {
+        /// The `config.json` beside the model.
+        path: String,
+        /// What went wrong.
+        source: labels::LabelsError,
+    },
     /// The backend is not compiled into this binary.
     #[error("{0}")]
     Unsupported(String),
@@ -65,7 +79,8 @@ pub struct TooManyTokens {
     pub inputs: usize,
 }
 
-/// A tokenizer and an encoder that together turn texts into embeddings.
+/// A tokenizer and an encoder that together turn texts into embeddings or
+/// classifications.
 #[derive(Debug)]
 pub struct TextModel {
     tokenizer: Tokenizer,
@@ -74,6 +89,10 @@ pub struct TextModel {
     max_request_tokens: usize,
     /// The id batches are padded with.
     pad_id: u32,
+    /// A classifier's label names, by index, read by [`Self::load`]. Empty
+    /// for an embedding model, and for a classifier built otherwise (its
+    /// labels are then named `LABEL_{i}`).
+    labels: Vec<String>,
 }
 
 impl std::fmt::Debug for dyn Encoder {
@@ -105,11 +124,22 @@ impl TextModel {
                 ));
             }
         };
-        let model = Self::with_encoder(&settings.tokenizer, settings.max_tokens, encoder)?
+        let mut model = Self::with_encoder(&settings.tokenizer, settings.max_tokens, encoder)?
             .with_max_request_tokens(settings.max_request_tokens);
-        model
-            .embed(&[Input::Text("warm-up".to_owned())])
+        let warm_up = model
+            .infer(&[Input::Text("warm-up".to_owned())])
             .map_err(LoadError::WarmUp)?;
+        // Only a classifier's config is read (what its output is shows in
+        // the warm-up): an embedding model works with whatever config.json
+        // lies beside it, or none.
+        if let Some(Output::Classification(c)) = warm_up.first() {
+            let config = settings.model.with_file_name("config.json");
+            model.labels =
+                labels::read(&config, c.labels.len()).map_err(|source| LoadError::Labels {
+                    path: config.display().to_string(),
+                    source,
+                })?;
+        }
         Ok(model)
     }
 
@@ -144,6 +174,7 @@ impl TextModel {
             encoder,
             max_tokens,
             max_request_tokens: TextModelSettings::DEFAULT_MAX_REQUEST_TOKENS as usize,
+            labels: Vec::new(),
         })
     }
 
@@ -213,9 +244,10 @@ impl TextModel {
         Ok(encoding.get_ids().to_vec())
     }
 
-    /// Embeds `inputs` as one padded batch: one unit vector per input.
-    /// Inputs [`Self::check`] has not tokenized yet are tokenized here.
-    pub fn embed(&self, inputs: &[Input]) -> Result<Vec<Embedding>, BackendError> {
+    /// Runs `inputs` as one padded batch: one output per input, an
+    /// [`Output::Embedding`] or an [`Output::Classification`] as the model
+    /// is. Inputs [`Self::check`] has not tokenized yet are tokenized here.
+    pub fn infer(&self, inputs: &[Input]) -> Result<Vec<Output>, BackendError> {
         if inputs.is_empty() {
             // No batch to run (and pooling a batch of width 0 would panic).
             return Ok(Vec::new());
@@ -229,11 +261,19 @@ impl TextModel {
             })
             .collect::<Result<_, _>>()?;
         let batch = self.pad(&encoded);
-        let seq_len = batch.seq_len;
-        let hidden = self
+        let output = self
             .encoder
             .encode(&batch)
             .map_err(|e| BackendError::Failed(e.to_string()))?;
+        match output {
+            ModelOutput::Hidden(hidden) => Self::pool(&batch, &hidden),
+            ModelOutput::Logits(logits) => self.classify(&encoded, &logits),
+        }
+    }
+
+    /// One embedding per row of `batch` from its hidden states.
+    fn pool(batch: &TokenBatch, hidden: &Hidden) -> Result<Vec<Output>, BackendError> {
+        let seq_len = batch.seq_len;
         let expected = batch.batch * seq_len * hidden.dim;
         if hidden.values.len() != expected || hidden.dim == 0 {
             return Err(BackendError::Failed(format!(
@@ -247,7 +287,46 @@ impl TextModel {
             .attention_mask
             .chunks(seq_len.max(1))
             .zip(hidden.values.chunks(seq_len * hidden.dim))
-            .map(|(mask, states)| mean_pool_normalized(mask, states, hidden.dim))
+            .map(|(mask, states)| Output::Embedding(mean_pool_normalized(mask, states, hidden.dim)))
+            .collect())
+    }
+
+    /// One classification per row of `rows` (the batch's token ids) from
+    /// the model's logits.
+    fn classify(
+        &self,
+        rows: &[std::borrow::Cow<'_, [u32]>],
+        logits: &Logits,
+    ) -> Result<Vec<Output>, BackendError> {
+        let width = logits.labels;
+        if width == 0 || logits.values.len() != rows.len() * width {
+            return Err(BackendError::Failed(format!(
+                "the model returned {} values for a [{}, {width}] output",
+                logits.values.len(),
+                rows.len()
+            )));
+        }
+        let names: std::borrow::Cow<'_, [String]> = match self.labels.len() {
+            // Not loaded by `load` (the warm-up, tests): default names.
+            0 => labels::default_names(width).into(),
+            n if n == width => self.labels.as_slice().into(),
+            // `load` read as many names as the warm-up gave logits: a model
+            // whose width changes between runs is broken.
+            n => {
+                return Err(BackendError::Failed(format!(
+                    "the model returned {width} logits per input for {n} labels"
+                )));
+            }
+        };
+        Ok(rows
+            .iter()
+            .zip(logits.values.chunks(width))
+            .map(|(ids, row)| {
+                Output::Classification(Classification {
+                    labels: labels::scores(row, &names),
+                    tokens: ids.len(),
+                })
+            })
             .collect())
     }
 
@@ -350,10 +429,9 @@ impl Backend for TextBackend {
 
     async fn infer(&self, inputs: Vec<Input>) -> Result<Vec<Output>, BackendError> {
         let model = self.model.load_full();
-        let embeddings = tokio::task::spawn_blocking(move || model.embed(&inputs))
+        tokio::task::spawn_blocking(move || model.infer(&inputs))
             .await
-            .map_err(|e| BackendError::Failed(format!("inference thread failed: {e}")))??;
-        Ok(embeddings.into_iter().map(Output::Embedding).collect())
+            .map_err(|e| BackendError::Failed(format!("inference thread failed: {e}")))?
     }
 }
 
@@ -386,12 +464,76 @@ mod tests {
             "zeros"
         }
 
-        fn encode(&self, batch: &TokenBatch) -> Result<Hidden, EncoderError> {
+        fn encode(&self, batch: &TokenBatch) -> Result<ModelOutput, EncoderError> {
             Ok(Hidden {
                 values: vec![0.0; batch.batch * batch.seq_len * 2],
                 dim: 2,
-            })
+            }
+            .into())
         }
+    }
+
+    /// A classifier of three labels whose logits favour label
+    /// `tokens % 3` (and that returns `extra` values too many).
+    struct Classifier {
+        extra: usize,
+    }
+
+    impl Encoder for Classifier {
+        fn runtime(&self) -> &'static str {
+            "classifier"
+        }
+
+        fn encode(&self, batch: &TokenBatch) -> Result<ModelOutput, EncoderError> {
+            let mut values: Vec<f32> = batch
+                .attention_mask
+                .chunks(batch.seq_len)
+                .flat_map(|mask| {
+                    let tokens = mask.iter().sum::<i64>() as usize;
+                    (0..3).map(move |label| if label == tokens % 3 { 2.0 } else { 0.0 })
+                })
+                .collect();
+            values.extend(std::iter::repeat_n(0.0, self.extra));
+            Ok(Logits { values, labels: 3 }.into())
+        }
+    }
+
+    fn classifier(extra: usize) -> TextModel {
+        let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer.json");
+        TextModel::with_encoder(&tokenizer, 16, Box::new(Classifier { extra })).unwrap()
+    }
+
+    #[test]
+    fn a_classifier_scores_every_label_best_first() {
+        let model = classifier(0);
+        // [CLS] hello world [SEP] and [CLS] hello [SEP]: 4 and 3 tokens.
+        let out = model
+            .infer(&[
+                Input::Text("hello world".into()),
+                Input::Text("hello".into()),
+            ])
+            .unwrap();
+        let json = serde_json::to_value(&out).unwrap();
+        let e2 = 2f64.exp();
+        for (output, best, tokens) in [(&json[0], "LABEL_1", 4), (&json[1], "LABEL_0", 3)] {
+            assert_eq!(output["tokens"], tokens, "{output}");
+            let labels = output["labels"].as_array().unwrap();
+            let names: Vec<&str> = labels
+                .iter()
+                .map(|l| l["label"].as_str().unwrap())
+                .collect();
+            assert_eq!(names.len(), 3);
+            assert_eq!(names[0], best, "{output}");
+            let top = labels[0]["score"].as_f64().unwrap();
+            assert!((top - e2 / (e2 + 2.0)).abs() < 1e-6, "{output}");
+        }
+        let err = classifier(1)
+            .infer(&[Input::Text("hello".into())])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "inference failed: the model returned 4 values for a [1, 3] output"
+        );
     }
 
     fn model(max_tokens: u32, max_request_tokens: u32) -> TextModel {

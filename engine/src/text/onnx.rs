@@ -13,7 +13,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
-use super::encoder::{Encoder, EncoderError, Hidden, TokenBatch};
+use super::encoder::{Encoder, EncoderError, Hidden, Logits, ModelOutput, TokenBatch};
 
 /// The process's ONNX Runtime: the library can be loaded only once, so the
 /// first model decides which file; later models must name the same one.
@@ -48,7 +48,8 @@ fn runtime(
 
 /// One ONNX Runtime session over a BERT-style model (inputs `input_ids`,
 /// `attention_mask`, optionally `token_type_ids`; first output the last
-/// hidden state).
+/// hidden state `[batch, seq, dim]` of an embedding model or the logits
+/// `[batch, labels]` of a classifier).
 #[derive(Debug)]
 pub struct OnnxEncoder {
     // `Session::run` takes `&mut self`. Runs are CPU-bound and each uses all
@@ -96,7 +97,7 @@ impl Encoder for OnnxEncoder {
         "onnxruntime"
     }
 
-    fn encode(&self, batch: &TokenBatch) -> Result<Hidden, EncoderError> {
+    fn encode(&self, batch: &TokenBatch) -> Result<ModelOutput, EncoderError> {
         let fail = |e: ort::Error| EncoderError(e.to_string());
         let shape = [batch.batch, batch.seq_len];
         let ids = TensorRef::from_array_view((shape, batch.input_ids.as_slice())).map_err(fail)?;
@@ -116,18 +117,23 @@ impl Encoder for OnnxEncoder {
         }
         .map_err(fail)?;
         let (out_shape, values) = outputs[0].try_extract_tensor::<f32>().map_err(fail)?;
-        let dim = match **out_shape {
-            [b, s, d] if b as usize == batch.batch && s as usize == batch.seq_len => d as usize,
-            ref other => {
-                return Err(EncoderError(format!(
-                    "expected a [{}, {}, dim] output, got {other:?}",
-                    batch.batch, batch.seq_len
-                )));
+        let values = values.to_vec();
+        match **out_shape {
+            [b, s, dim] if b as usize == batch.batch && s as usize == batch.seq_len => Ok(Hidden {
+                values,
+                dim: dim as usize,
             }
-        };
-        Ok(Hidden {
-            values: values.to_vec(),
-            dim,
-        })
+            .into()),
+            [b, labels] if b as usize == batch.batch => Ok(Logits {
+                values,
+                labels: labels as usize,
+            }
+            .into()),
+            ref other => Err(EncoderError(format!(
+                "expected a [{b}, {s}, dim] (hidden states) or [{b}, labels] (logits) output, got {other:?}",
+                b = batch.batch,
+                s = batch.seq_len
+            ))),
+        }
     }
 }
