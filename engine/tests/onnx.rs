@@ -301,3 +301,50 @@ async fn a_classifier_replica_answers_predict_with_labels_best_first() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_classifier_replica_refuses_the_embedding_apis_with_a_4xx() {
+    let model = classifier().display().to_string();
+    let runtime = onnxruntime();
+    let r = start(
+        "onnx",
+        &[
+            "--backend",
+            "onnx",
+            "--model",
+            &model,
+            "--onnxruntime",
+            &runtime,
+            "--model-name",
+            "topics",
+        ],
+    );
+    let http = reqwest::Client::new();
+    let openai = http
+        .post(r.url("/v1/embeddings"))
+        .json(&serde_json::json!({ "model": "topics", "input": "a text" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(openai.status(), 400);
+    let body: serde_json::Value = openai.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "this replica's model does not produce embeddings"
+    );
+    let v2 = http
+        .post(r.url("/v2/models/topics/infer"))
+        .json(&serde_json::json!({ "inputs": [{ "name": "text", "shape": [1], "datatype": "BYTES", "data": ["a text"] }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v2.status(), 400);
+    let body: serde_json::Value = v2.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("use POST /predict"),
+        "{body}"
+    );
+}

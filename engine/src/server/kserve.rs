@@ -160,6 +160,12 @@ fn bad(message: impl Into<String>) -> Refusal {
 
 async fn infer(replica: &Replica, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
     let loaded = replica.loaded()?;
+    if loaded.dimensions.is_none() {
+        return Err(bad(format!(
+            "model `{}` does not produce embeddings, the one output this API serves; use POST /predict",
+            replica.settings.model_name
+        )));
+    }
     let head_length = match req.headers().get(HEADER_LENGTH) {
         None => None,
         Some(v) => Some(
