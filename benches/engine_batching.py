@@ -21,7 +21,11 @@ cores, with `--replicas` (default 2) model instances of `--threads`
              examples/quickstart.toml has it (8 at batch 8): no batch can
              fill while one runs.
   fastapi    benches/fastapi_server.py: FastAPI + uvicorn, `--replicas`
-             workers, ONNX Runtime + tokenizers, no batching.
+             workers, ONNX Runtime + tokenizers, no batching; its listening
+             socket keeps TCP_NODELAY (see that file).
+  fastapi-stock (only with --modes) the same as `uvicorn --workers N`
+             runs it, which loses TCP_NODELAY on Linux: ~40 ms more per
+             request (Kludex/uvicorn#3149).
 
 Nothing is pinned to a CPU unless --pin is given: then replica (process,
 worker) i and all its threads run on CPU i only; the gateway and the load
@@ -78,7 +82,7 @@ PYTHON = ROOT / ".venv/bin/python"
 TEXT = "The quick brown fox jumps over the lazy dog"
 SIZES = (1, 8, 32)
 MODES = ("inprocess", "direct", "gateway", "fastapi")
-ALL_MODES = (*MODES, "gateway-qs")
+ALL_MODES = (*MODES, "gateway-qs", "fastapi-stock")
 KEY = "igw_bench_key"
 ADMIN_KEY = "igw_bench_admin"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -420,12 +424,12 @@ def run_gateway(args, batch, tmp, concurrency, engine):
         stop(proc)
 
 
-def run_fastapi(args, batch, tmp):
+def run_fastapi(args, batch, tmp, stock=False):
     port = free_port()
     out = tmp / "fastapi.log"
     proc = start([str(args.python), str(ROOT / "benches/fastapi_server.py"), "--port", str(port),
                   "--workers", str(args.replicas), "--threads", str(args.threads), "--model", str(MODEL),
-                  "--tokenizer", str(TOKENIZER)], out)
+                  "--tokenizer", str(TOKENIZER), *(["--stock"] if stock else [])], out)
     try:
         url = f"http://127.0.0.1:{port}/predict"
         deadline, answered = time.time() + 60, 0
@@ -466,6 +470,8 @@ def run(args, mode, batch):
             return run_gateway(args, batch, tmp, batch, engine)
         if kind == "fastapi":
             return run_fastapi(args, batch, tmp)
+        if kind == "fastapi-stock":
+            return run_fastapi(args, batch, tmp, stock=True)
         raise ValueError(mode)
 
 
@@ -603,7 +609,7 @@ def main():
     args.body = json.dumps({"text": args.text})
     if not MODEL.exists() or not RUNTIME.exists():
         sys.exit("run scripts/fetch-models.sh first")
-    if {"inprocess", "fastapi"} & set(args.modes) and not args.python.exists():
+    if any(m.startswith(("inprocess", "fastapi")) for m in args.modes) and not args.python.exists():
         sys.exit(f"{args.python} is missing: run scripts/python-env.sh first")
     bin_dir = args.bin_dir or os.environ.get("ENGINE_BENCH_BIN")
     args.bins = Path(bin_dir) if bin_dir else ROOT / "target/release"
@@ -627,7 +633,7 @@ def main():
                              f"{(res['machine_busy_s'] - sum(res['cpu_s'].values())) / res['wall_s']:.2f} cores")
                     if "duty" in res:
                         other += f"  batch {res['mean_batch']:.1f} duty {res['duty']:.2f}"
-                    log(f"round {r + 1} batch {b:>2} {mode:<10} {res['rps']:7.0f}/s  p50 {res['p50_ms']:6.1f} ms  "
+                    log(f"round {r + 1} batch {b:>2} {mode:<13} {res['rps']:7.0f}/s  p50 {res['p50_ms']:6.1f} ms  "
                         f"p99 {res['p99_ms']:6.1f} ms  CPU us/sentence: {cpu}{other}")
     finally:
         stop_all()

@@ -25,10 +25,19 @@ CPU session (all graph optimisations) with `--threads` intra-op threads
 (0: ONNX Runtime's default, one per core) and one inter-op thread, as the
 engine's. The endpoint is a plain `def`: FastAPI runs it on its thread
 pool, and ONNX Runtime releases the GIL while it computes.
+
+One departure from `uvicorn app:app --workers N`: with more than one
+worker, uvicorn's listening socket loses TCP_NODELAY on Linux
+(Kludex/uvicorn#3149) and every keep-alive response then waits ~40 ms for
+the client's delayed ACK (p50 52 ms at one connection against 9 ms with
+one worker, measured here). This server binds the socket itself so that
+the comparison is with a Python server working as intended; `--stock`
+runs uvicorn as shipped.
 """
 
 import argparse
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -113,6 +122,8 @@ def main():
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     ap.add_argument("--tokenizer", help="tokenizer.json (default: beside the model)")
     ap.add_argument("--log-level", default="warning")
+    ap.add_argument("--stock", action="store_true",
+                    help="uvicorn.run(workers=N) exactly, without the TCP_NODELAY fix (see main())")
     args = ap.parse_args()
     if not Path(args.model).exists():
         sys.exit(f"{args.model} does not exist: run scripts/fetch-models.sh first")
@@ -122,8 +133,26 @@ def main():
         os.environ[ENV_TOKENIZER] = args.tokenizer
     import uvicorn
 
-    uvicorn.run("fastapi_server:app", app_dir=str(Path(__file__).resolve().parent), host=args.host,
-                port=args.port, workers=args.workers, log_level=args.log_level, access_log=False)
+    app_dir = str(Path(__file__).resolve().parent)
+    if args.stock or args.workers == 1:
+        uvicorn.run("fastapi_server:app", app_dir=app_dir, host=args.host, port=args.port, workers=args.workers,
+                    log_level=args.log_level, access_log=False)
+        return
+    # What uvicorn.run does with workers > 1, but with the listening socket
+    # created as IPPROTO_TCP: uvicorn's own has proto 0, the connections it
+    # accepts inherit it, and asyncio sets TCP_NODELAY only on sockets that
+    # say IPPROTO_TCP, so every response waits ~40 ms for the client's
+    # delayed ACK (Kludex/uvicorn#3149, open; --stock shows it).
+    from uvicorn.supervisors import Multiprocess
+
+    sys.path.insert(0, app_dir)  # as uvicorn.run(app_dir=...) does
+    config = uvicorn.Config("fastapi_server:app", host=args.host, port=args.port,
+                            workers=args.workers, log_level=args.log_level, access_log=False)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.set_inheritable(True)
+    Multiprocess(config, sockets=[sock]).run()
 
 
 if __name__ == "__main__":
