@@ -192,6 +192,19 @@ def machine_busy():
     return (sum(fields[:8]) - idle) / TICK
 
 
+def wait_idle(limit):
+    """Waits up to `limit` seconds for a 2-second stretch with the machine
+    under 5% busy; whether one came."""
+    deadline = time.time() + limit
+    while True:
+        b0, t0 = machine_busy(), time.time()
+        time.sleep(2.0)
+        if (machine_busy() - b0) / ((time.time() - t0) * os.cpu_count()) < 0.05:
+            return True
+        if time.time() > deadline:
+            return False
+
+
 class Window:
     """CPU used by named groups of pids, and by the machine, between
     open() and close()."""
@@ -588,6 +601,9 @@ def main():
     ap.add_argument("--pin", action="store_true",
                     help="pin replica / process / worker i (all its threads) to CPU i; the gateway and the load "
                          "generators are not pinned")
+    ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                    help="before each run, wait up to SECONDS for the machine to go idle (other work on it skews "
+                         "throughput; the tables show it as other load either way)")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results", help="directory for the results")
     args = ap.parse_args()
@@ -621,11 +637,15 @@ def main():
             sys.exit(f"{args.bins / b} is missing")
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     runs = {(m, b): [] for m in args.modes for b in args.sizes}
+    # SIGTERM too stops what this run started (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     try:
         for r in range(args.rounds):
             order = args.modes[r % len(args.modes):] + args.modes[:r % len(args.modes)]
             for b in args.sizes:
                 for mode in order:
+                    if args.wait_idle > 0 and not wait_idle(args.wait_idle):
+                        log(f"the machine is still busy after {args.wait_idle:g} s: measuring anyway")
                     res = run(args, mode, b)
                     runs[(mode, b)].append(res)
                     cpu = " ".join(f"{k} {1e6 * v / max(res['sentences'], 1):,.0f}" for k, v in res["cpu_s"].items())
@@ -643,7 +663,8 @@ def main():
     (args.out / "engine-batching.md").write_text(text)
     settings = {"started": started, "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
                 "threads": args.threads, "replicas": args.replicas, "sizes": args.sizes, "modes": args.modes,
-                "text": args.text, "engine_env": args.engine_env, "pin": args.pin, "cpus": os.cpu_count(),
+                "text": args.text, "engine_env": args.engine_env, "pin": args.pin, "wait_idle_s": args.wait_idle,
+                "cpus": os.cpu_count(),
                 "binaries": {b: {"path": str(args.bins / b), "sha256_16": sha(args.bins / b)}
                              for b in ("engine", "gateway", "loadtest")}
                 | {f"engine@{n}": {"path": str(p), "sha256_16": sha(p)} for n, p in args.engine_bins.items()}}
