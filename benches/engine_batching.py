@@ -27,11 +27,14 @@ cores, with `--replicas` (default 2) model instances of `--threads`
              runs it, which loses TCP_NODELAY on Linux: ~40 ms more per
              request (Kludex/uvicorn#3149).
 
-Nothing is pinned to a CPU unless --pin is given: then replica (process,
-worker) i and all its threads run on CPU i only; the gateway and the load
-generators stay free. Tokenizers' own thread pool stays out of the
-Python modes: the in-process workers run with TOKENIZERS_PARALLELISM=false
-and the FastAPI server tokenizes one text per call, on the calling thread.
+Nothing is pinned to a CPU unless --pin is given: then engine replica (or
+in-process worker) i and all its threads run on CPU i only; the gateway,
+the load generators and the FastAPI server stay free (uvicorn's workers
+share one listening socket but not its connections: one held 30 of 32
+here, so a pinned worker capped the server at one core). Tokenizers' own
+thread pool stays out of the Python modes: the in-process workers run with
+TOKENIZERS_PARALLELISM=false and the FastAPI server tokenizes one text per
+call, on the calling thread.
 
 Connections (closed loop, one sentence per request): 2 x B per replica,
 so 4 x B in all with 2 replicas (4, 32 and 128 at B = 1, 8, 32; 32 is the
@@ -458,10 +461,6 @@ def run_fastapi(args, batch, tmp, stock=False):
                 time.sleep(0.2)
         time.sleep(1.0)
         pids = descendants(proc.pid)
-        if args.pin:
-            workers = [p for p in pids if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()
-                       and b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
-            pin(workers)
         return drive(args.bins, [(url, 2 * batch * args.replicas)], args.duration, args.warmup, args.body,
                      {"server": pids}, headers=["Content-Type: application/json"])
     finally:
@@ -599,8 +598,8 @@ def main():
     ap.add_argument("--engine-env", action="append", default=[], metavar="NAME=VALUE",
                     help="environment for the engines (direct, gateway), e.g. TOKENIZERS_PARALLELISM=false")
     ap.add_argument("--pin", action="store_true",
-                    help="pin replica / process / worker i (all its threads) to CPU i; the gateway and the load "
-                         "generators are not pinned")
+                    help="pin engine replica / in-process worker i (all its threads) to CPU i; the gateway, the "
+                         "load generators and the FastAPI server are not pinned")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
                     help="before each run, wait up to SECONDS for the machine to go idle (other work on it skews "
                          "throughput; the tables show it as other load either way)")
