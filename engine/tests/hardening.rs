@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::engine::{Replica, start};
-use testkit::onnx::{embeddings, max_abs_diff, models, onnxruntime};
+use testkit::onnx::{embeddings, max_abs_diff, minilm};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,22 +20,6 @@ const RSS_SLACK_BYTES: u64 = 50 << 20;
 /// Longest any single awaited event may take before the test gives up,
 /// so a regression fails instead of hanging. Not a speed requirement.
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn minilm(extra: &[&str]) -> Replica {
-    let model = models().join("all-minilm-l6-v2-int8/model.onnx");
-    let model = model.display().to_string();
-    let runtime = onnxruntime();
-    let mut args = vec![
-        "--backend",
-        "onnx",
-        "--model",
-        &model,
-        "--onnxruntime",
-        &runtime,
-    ];
-    args.extend_from_slice(extra);
-    start("onnx", &args)
-}
 
 /// About 245 tokens for all-MiniLM-L6-v2: just under its 256.
 fn long_sentence() -> String {

@@ -6,10 +6,10 @@
 use engine::Output;
 use engine::backend::{Classification, Input};
 use engine::text::TextModel;
-use testkit::engine::{Replica, start};
+use testkit::engine::Replica;
 use testkit::onnx::{
     ClassifierCase, classifier, classifier_reference, embeddings, max_abs_diff, minilm,
-    onnxruntime, reference,
+    onnxruntime, reference, replica,
 };
 
 /// Batched and single runs agree to ~1e-7 (padding is masked out); the
@@ -249,19 +249,7 @@ fn classifier_scores_match_the_python_onnxruntime_reference() {
 
 #[tokio::test]
 async fn a_classifier_replica_answers_predict_with_labels_best_first() {
-    let model = classifier().display().to_string();
-    let runtime = onnxruntime();
-    let r = start(
-        "onnx",
-        &[
-            "--backend",
-            "onnx",
-            "--model",
-            &model,
-            "--onnxruntime",
-            &runtime,
-        ],
-    );
+    let r = replica(&classifier(), &[]);
     let http = reqwest::Client::new();
     let reference = classifier_reference();
     let cases: Vec<&ClassifierCase> = reference
@@ -304,21 +292,7 @@ async fn a_classifier_replica_answers_predict_with_labels_best_first() {
 
 #[tokio::test]
 async fn a_classifier_replica_refuses_the_embedding_apis_with_a_4xx() {
-    let model = classifier().display().to_string();
-    let runtime = onnxruntime();
-    let r = start(
-        "onnx",
-        &[
-            "--backend",
-            "onnx",
-            "--model",
-            &model,
-            "--onnxruntime",
-            &runtime,
-            "--model-name",
-            "topics",
-        ],
-    );
+    let r = replica(&classifier(), &["--model-name", "topics"]);
     let http = reqwest::Client::new();
     let openai = http
         .post(r.url("/v1/embeddings"))

@@ -124,7 +124,12 @@ pub fn venv_python() -> PathBuf {
 /// A replica running all-MiniLM-L6-v2 (int8) on ONNX Runtime, with
 /// `extra` arguments.
 pub fn minilm(extra: &[&str]) -> crate::engine::Replica {
-    let model = models().join("all-minilm-l6-v2-int8/model.onnx");
+    replica(&models().join("all-minilm-l6-v2-int8/model.onnx"), extra)
+}
+
+/// A replica running the ONNX model `model` on the fetched ONNX Runtime,
+/// with `extra` arguments.
+pub fn replica(model: &std::path::Path, extra: &[&str]) -> crate::engine::Replica {
     let model = model.display().to_string();
     let runtime = onnxruntime();
     let mut args = vec![
