@@ -413,7 +413,10 @@ fn loader(engine: EngineSettings, reloads: Arc<ModelReloads>) -> Loader {
             .map_err(|e| format!("loading panicked: {e}"))?
             .map_err(|e| e.to_string())?;
         log::info!("{name} model loaded on {}", model.runtime());
-        let text = Arc::new(TextBackend::new(name, model));
+        let text = Arc::new(
+            TextBackend::new(name, model)
+                .map_err(|e| format!("cannot start the model threads: {e}"))?,
+        );
         if engine.watch {
             watch_model(Arc::clone(&text), backend, reloads).map_err(|e| e.to_string())?;
         }

@@ -227,6 +227,11 @@ impl Encoder for TensorRtEncoder {
     fn encode(&self, batch: &TokenBatch) -> Result<ModelOutput, EncoderError> {
         self.hidden_states(batch).map(ModelOutput::from)
     }
+
+    /// One batch per execution context.
+    fn parallel_runs(&self) -> usize {
+        self.contexts.len()
+    }
 }
 
 /// Token ids in the type the plan takes: borrowed when it takes int64 (no

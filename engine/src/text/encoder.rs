@@ -73,4 +73,10 @@ pub trait Encoder: Send + Sync + 'static {
 
     /// Runs one batch and returns the model's (first) output.
     fn encode(&self, batch: &TokenBatch) -> Result<ModelOutput, EncoderError>;
+
+    /// How many batches can usefully run at once. ONNX Runtime's session
+    /// runs one at a time (and spreads it over its intra-op threads).
+    fn parallel_runs(&self) -> usize {
+        1
+    }
 }

@@ -13,6 +13,7 @@
 
 pub mod encoder;
 pub mod labels;
+mod model_threads;
 pub mod onnx;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ use tokenizers::{Encoding, PaddingParams, Tokenizer, TruncationParams};
 
 pub use encoder::{Encoder, EncoderError, Hidden, Logits, ModelOutput, TokenBatch};
 
+use self::model_threads::ModelThreads;
 use crate::backend::{Backend, BackendError, Classification, Embedding, Input, Output};
 
 /// Why a model could not be loaded.
@@ -358,6 +360,11 @@ impl TextModel {
     pub fn runtime(&self) -> &'static str {
         self.encoder.runtime()
     }
+
+    /// How many batches can usefully run at once ([`Encoder::parallel_runs`]).
+    pub fn parallel_runs(&self) -> usize {
+        self.encoder.parallel_runs()
+    }
 }
 
 /// Averages the vectors of the real (unmasked) tokens, then scales the
@@ -391,20 +398,25 @@ fn model(settings: &TextModelSettings) -> impl FnOnce(EncoderError) -> LoadError
 }
 
 /// Serves a [`TextModel`] as a [`Backend`]; [`TextBackend::swap`] replaces
-/// the model between batches.
+/// the model between batches. Batches run on the backend's own model
+/// threads ([`model_threads`]), as many as the first model can run at once.
 #[derive(Debug)]
 pub struct TextBackend {
     name: &'static str,
     model: ArcSwap<TextModel>,
+    threads: ModelThreads,
 }
 
 impl TextBackend {
     /// Serves `model` under the backend name `name` (`onnx`, `tensorrt`).
-    pub fn new(name: &'static str, model: TextModel) -> Self {
-        Self {
+    /// Fails only when its model threads cannot be started.
+    pub fn new(name: &'static str, model: TextModel) -> std::io::Result<Self> {
+        let threads = ModelThreads::start(name, model.parallel_runs())?;
+        Ok(Self {
             name,
             model: ArcSwap::from_pointee(model),
-        }
+            threads,
+        })
     }
 
     /// Makes `model` serve the next batches; running ones finish on the old.
@@ -429,9 +441,10 @@ impl Backend for TextBackend {
 
     async fn infer(&self, inputs: Vec<Input>) -> Result<Vec<Output>, BackendError> {
         let model = self.model.load_full();
-        tokio::task::spawn_blocking(move || model.infer(&inputs))
+        self.threads
+            .run(move || model.infer(&inputs))
             .await
-            .map_err(|e| BackendError::Failed(format!("inference thread failed: {e}")))?
+            .map_err(|e| BackendError::Failed(e.to_string()))?
     }
 }
 
