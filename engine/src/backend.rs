@@ -110,6 +110,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Runs one batch: one output per input, in order.
     async fn infer(&self, inputs: Vec<Input>) -> Result<Vec<Output>, BackendError>;
+
+    /// The width of the embeddings the model serving now produces; `None`
+    /// when it produces something else (a classifier, the synthetic
+    /// backend). Asked per request: a reloaded model may differ.
+    fn embedding_width(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// A backend that does no inference: it waits as its profile says (fixed

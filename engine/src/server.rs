@@ -120,9 +120,6 @@ struct Replica {
 struct Loaded {
     backend: Arc<dyn Backend>,
     batcher: Option<Batcher>,
-    /// The width of the model's embeddings (from the warm-up prediction);
-    /// `None` when it does not produce embeddings.
-    dimensions: Option<usize>,
 }
 
 /// Loads the backend; the replica answers 503 on predict and on
@@ -270,28 +267,16 @@ fn serve_connection(
 async fn become_ready(replica: Arc<Replica>, addr: SocketAddr, load: Loader) -> Result<(), String> {
     let backend = load.await?;
     // Warm-up: one prediction must pass before the replica reports ready.
-    let warm_up = backend
+    backend
         .infer(vec![Input::Text("warm-up".to_owned())])
         .await
         .map_err(|e| format!("warm-up prediction failed: {e}"))?;
-    let dimensions = match warm_up.first() {
-        Some(Output::Embedding(e)) => Some(e.embedding.len()),
-        _ => None,
-    };
     let batcher = replica
         .settings
         .batching
         .map(|b| Batcher::start(Arc::clone(&backend), b));
     let name = backend.name();
-    if replica
-        .loaded
-        .set(Loaded {
-            backend,
-            batcher,
-            dimensions,
-        })
-        .is_err()
-    {
+    if replica.loaded.set(Loaded { backend, batcher }).is_err() {
         return Err("the backend was loaded twice".into());
     }
     replica.ready.store(true, Ordering::Release);

@@ -127,3 +127,85 @@ async fn a_changed_model_file_is_swapped_in_without_failing_a_request() {
     let ready = http.get(r.url("/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+/// What the embedding APIs say depends on the model serving now: after an
+/// embedding model is swapped for a classifier, `/v1/embeddings` and v2
+/// infer refuse with a 400 (not a 500 from a width remembered from the
+/// first model), and v2 metadata no longer claims a width.
+#[tokio::test]
+async fn the_embedding_apis_follow_a_model_swapped_for_a_classifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    let embedder = testkit::onnx::models().join("all-minilm-l6-v2-int8");
+    std::fs::copy(embedder.join("model.onnx"), &model).unwrap();
+    std::fs::copy(
+        embedder.join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let r = testkit::onnx::replica(&model, &["--watch", "--model-name", "swapped"]);
+    let http = reqwest::Client::new();
+    let embed = || {
+        http.post(r.url("/v1/embeddings"))
+            .json(&serde_json::json!({ "model": "swapped", "input": "a football match" }))
+            .send()
+    };
+    let metadata = || http.get(r.url("/v2/models/swapped")).send();
+    let resp = embed().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = metadata().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        body["outputs"][0]["shape"],
+        serde_json::json!([-1, 384]),
+        "{body}"
+    );
+
+    // The classifier's labels first, then the model itself.
+    let classifier = testkit::onnx::classifier();
+    std::fs::copy(
+        classifier.with_file_name("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    replace(&model, &std::fs::read(&classifier).unwrap());
+    let mut swapped = false;
+    for _ in 0..100 {
+        let predicted: serde_json::Value = http
+            .post(r.url("/predict"))
+            .json(&serde_json::json!({ "text": "a football match" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if predicted["outputs"][0].get("labels").is_some() {
+            swapped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(swapped, "the classifier never served");
+
+    let resp = embed().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("does not produce embeddings"), "{body}");
+    let infer = http
+        .post(r.url("/v2/models/swapped/infer"))
+        .json(&serde_json::json!({
+            "inputs": [{ "name": "text", "datatype": "BYTES", "shape": [1], "data": ["a football match"] }]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(infer.status(), 400);
+    let body: serde_json::Value = metadata().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        body["outputs"][0]["shape"],
+        serde_json::json!([-1, -1]),
+        "{body}"
+    );
+}

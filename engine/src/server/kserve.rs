@@ -87,7 +87,7 @@ fn metadata(replica: &Replica) -> Response<Body> {
     let width = replica
         .loaded
         .get()
-        .and_then(|l| l.dimensions)
+        .and_then(|l| l.backend.embedding_width())
         .map_or(-1, |d| d as i64);
     json_response(
         StatusCode::OK,
@@ -160,7 +160,7 @@ fn bad(message: impl Into<String>) -> Refusal {
 
 async fn infer(replica: &Replica, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
     let loaded = replica.loaded()?;
-    if loaded.dimensions.is_none() {
+    if loaded.backend.embedding_width().is_none() {
         return Err(bad(format!(
             "model `{}` does not produce embeddings, the one output this API serves; use POST /predict",
             replica.settings.model_name

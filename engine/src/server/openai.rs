@@ -65,7 +65,7 @@ async fn embeddings(replica: &Replica, req: Request<Incoming>) -> Result<Respons
     let body = read_body(req, replica.settings.max_body_bytes).await?;
     let request = EmbeddingsRequest::parse(&body, replica.settings.max_inputs)?;
     drop(body);
-    let Some(width) = loaded.dimensions else {
+    let Some(width) = loaded.backend.embedding_width() else {
         return Err(ApiError::bad(
             "this replica's model does not produce embeddings",
             None,

@@ -95,6 +95,9 @@ pub struct TextModel {
     /// for an embedding model, and for a classifier built otherwise (its
     /// labels are then named `LABEL_{i}`).
     labels: Vec<String>,
+    /// The width of its embeddings, seen in [`Self::load`]'s warm-up;
+    /// `None` for a classifier, and for a model built otherwise.
+    embedding_width: Option<usize>,
 }
 
 impl std::fmt::Debug for dyn Encoder {
@@ -134,13 +137,17 @@ impl TextModel {
         // Only a classifier's config is read (what its output is shows in
         // the warm-up): an embedding model works with whatever config.json
         // lies beside it, or none.
-        if let Some(Output::Classification(c)) = warm_up.first() {
-            let config = settings.model.with_file_name("config.json");
-            model.labels =
-                labels::read(&config, c.labels.len()).map_err(|source| LoadError::Labels {
-                    path: config.display().to_string(),
-                    source,
-                })?;
+        match warm_up.first() {
+            Some(Output::Classification(c)) => {
+                let config = settings.model.with_file_name("config.json");
+                model.labels =
+                    labels::read(&config, c.labels.len()).map_err(|source| LoadError::Labels {
+                        path: config.display().to_string(),
+                        source,
+                    })?;
+            }
+            Some(Output::Embedding(e)) => model.embedding_width = Some(e.embedding.len()),
+            _ => {}
         }
         Ok(model)
     }
@@ -177,6 +184,7 @@ impl TextModel {
             max_tokens,
             max_request_tokens: TextModelSettings::DEFAULT_MAX_REQUEST_TOKENS as usize,
             labels: Vec::new(),
+            embedding_width: None,
         })
     }
 
@@ -361,6 +369,12 @@ impl TextModel {
         self.encoder.runtime()
     }
 
+    /// The width of its embeddings, when [`Self::load`] saw it produce
+    /// some.
+    pub fn embedding_width(&self) -> Option<usize> {
+        self.embedding_width
+    }
+
     /// How many batches can usefully run at once ([`Encoder::parallel_runs`]).
     pub fn parallel_runs(&self) -> usize {
         self.encoder.parallel_runs()
@@ -445,6 +459,10 @@ impl Backend for TextBackend {
             .run(move || model.infer(&inputs))
             .await
             .map_err(|e| BackendError::Failed(e.to_string()))?
+    }
+
+    fn embedding_width(&self) -> Option<usize> {
+        self.model.load().embedding_width()
     }
 }
 
