@@ -111,12 +111,29 @@ pub trait Backend: Send + Sync + 'static {
     /// Runs one batch: one output per input, in order.
     async fn infer(&self, inputs: Vec<Input>) -> Result<Vec<Output>, BackendError>;
 
-    /// The width of the embeddings the model serving now produces; `None`
-    /// when it produces something else (a classifier, the synthetic
-    /// backend). Asked per request: a reloaded model may differ.
-    fn embedding_width(&self) -> Option<usize> {
-        None
+    /// What the model serving now produces. Asked per request: a reloaded
+    /// model may differ.
+    fn kind(&self) -> ModelKind {
+        ModelKind::Other
     }
+}
+
+/// What a backend's model produces per input, for the APIs that describe
+/// their outputs up front (OpenAI embeddings, KServe v2 metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// An [`Output::Embedding`] of `width` values.
+    Embedding {
+        /// Values per embedding.
+        width: usize,
+    },
+    /// An [`Output::Classification`] over `labels` labels.
+    Classifier {
+        /// Labels the model scores.
+        labels: usize,
+    },
+    /// Something else (the synthetic backend's descriptions).
+    Other,
 }
 
 /// A backend that does no inference: it waits as its profile says (fixed

@@ -303,14 +303,7 @@ async fn kserve_v2_binary_tensors_both_ways() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
-    let head_len: usize = resp.headers()["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let bytes = resp.bytes().await.unwrap();
-    let answer: Value = serde_json::from_slice(&bytes[..head_len]).unwrap();
+    let (answer, tail) = testkit::engine::v2_binary_answer(resp).await;
     let embedding = &answer["outputs"][0];
     assert_eq!(embedding["parameters"]["binary_data_size"], 2 * 384 * 4);
     assert!(embedding.get("data").is_none());
@@ -319,7 +312,7 @@ async fn kserve_v2_binary_tensors_both_ways() {
         2,
         "tokens stay JSON"
     );
-    let values: Vec<f32> = bytes[head_len..]
+    let values: Vec<f32> = tail
         .chunks(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();

@@ -291,7 +291,7 @@ async fn a_classifier_replica_answers_predict_with_labels_best_first() {
 }
 
 #[tokio::test]
-async fn a_classifier_replica_refuses_the_embedding_apis_with_a_4xx() {
+async fn a_classifier_replica_refuses_openai_embeddings_and_answers_v2_with_labels() {
     let r = replica(&classifier(), &["--model-name", "topics"]);
     let http = reqwest::Client::new();
     let openai = http
@@ -306,19 +306,99 @@ async fn a_classifier_replica_refuses_the_embedding_apis_with_a_4xx() {
         body["error"]["message"],
         "this replica's model does not produce embeddings"
     );
-    let v2 = http
+
+    let reference = classifier_reference();
+    let width = reference.labels.len();
+    let metadata: serde_json::Value = http
+        .get(r.url("/v2/models/topics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        metadata["outputs"],
+        serde_json::json!([
+            { "name": "labels", "datatype": "BYTES", "shape": [-1, width] },
+            { "name": "scores", "datatype": "FP32", "shape": [-1, width] },
+            { "name": "tokens", "datatype": "INT64", "shape": [-1] },
+        ]),
+        "{metadata}"
+    );
+
+    // JSON: the labels and scores /predict gives, best first.
+    let texts = [
+        "The striker scored twice in the final.",
+        "Stocks fell sharply.",
+    ];
+    let predicted = predict(&http, &r, serde_json::json!({ "inputs": texts })).await;
+    let v2: serde_json::Value = http
         .post(r.url("/v2/models/topics/infer"))
-        .json(&serde_json::json!({ "inputs": [{ "name": "text", "shape": [1], "datatype": "BYTES", "data": ["a text"] }] }))
+        .json(&serde_json::json!({ "inputs": [{ "name": "text", "shape": [2], "datatype": "BYTES", "data": texts }] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let [labels, scores, tokens] = [0, 1, 2].map(|i| &v2["outputs"][i]);
+    assert_eq!(labels["name"], "labels", "{v2}");
+    assert_eq!(labels["datatype"], "BYTES");
+    assert_eq!(labels["shape"], serde_json::json!([2, width]));
+    assert_eq!(scores["shape"], serde_json::json!([2, width]));
+    let (names, values) = (
+        labels["data"].as_array().unwrap(),
+        scores["data"].as_array().unwrap(),
+    );
+    for (t, output) in predicted["outputs"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(tokens["data"][t], output["tokens"], "{v2}");
+        for (j, expected) in output["labels"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(names[t * width + j], expected["label"], "{v2}");
+            let (got, want) = (
+                values[t * width + j].as_f64().unwrap(),
+                expected["score"].as_f64().unwrap(),
+            );
+            assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        }
+    }
+
+    // Binary: BYTES elements as a u32 length and the bytes, then the FP32
+    // scores, in the order the outputs are listed.
+    let resp = http
+        .post(r.url("/v2/models/topics/infer"))
+        .json(&serde_json::json!({
+            "inputs": [{ "name": "text", "shape": [2], "datatype": "BYTES", "data": texts }],
+            "outputs": [{ "name": "labels" }, { "name": "scores" }],
+            "parameters": { "binary_data_output": true },
+        }))
         .send()
         .await
         .unwrap();
-    assert_eq!(v2.status(), 400);
-    let body: serde_json::Value = v2.json().await.unwrap();
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("use POST /predict"),
-        "{body}"
+    let (head, tail) = testkit::engine::v2_binary_answer(resp).await;
+    let labels_size = head["outputs"][0]["parameters"]["binary_data_size"]
+        .as_u64()
+        .unwrap() as usize;
+    let mut rest = &tail[..labels_size];
+    let mut decoded = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        decoded.push(std::str::from_utf8(&rest[4..4 + len]).unwrap().to_owned());
+        rest = &rest[4 + len..];
+    }
+    assert_eq!(
+        decoded,
+        names
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect::<Vec<_>>()
     );
+    let floats: Vec<f32> = tail[labels_size..]
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(floats.len(), 2 * width);
+    for (got, want) in floats.iter().zip(values) {
+        assert!((f64::from(*got) - want.as_f64().unwrap()).abs() < 1e-6);
+    }
 }

@@ -128,12 +128,12 @@ async fn a_changed_model_file_is_swapped_in_without_failing_a_request() {
     assert_eq!(ready.status(), 200);
 }
 
-/// What the embedding APIs say depends on the model serving now: after an
-/// embedding model is swapped for a classifier, `/v1/embeddings` and v2
-/// infer refuse with a 400 (not a 500 from a width remembered from the
-/// first model), and v2 metadata no longer claims a width.
+/// What the APIs say depends on the model serving now: after an embedding
+/// model is swapped for a classifier, `/v1/embeddings` refuses with a 400
+/// (not a 500 from a width remembered from the first model), and v2
+/// metadata and infer give the classifier's labels.
 #[tokio::test]
-async fn the_embedding_apis_follow_a_model_swapped_for_a_classifier() {
+async fn the_apis_follow_a_model_swapped_for_a_classifier() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.onnx");
     let embedder = testkit::onnx::models().join("all-minilm-l6-v2-int8");
@@ -201,11 +201,14 @@ async fn the_embedding_apis_follow_a_model_swapped_for_a_classifier() {
         .send()
         .await
         .unwrap();
-    assert_eq!(infer.status(), 400);
+    assert_eq!(infer.status(), 200);
+    let body: serde_json::Value = infer.json().await.unwrap();
+    assert_eq!(body["outputs"][0]["name"], "labels", "{body}");
     let body: serde_json::Value = metadata().await.unwrap().json().await.unwrap();
+    assert_eq!(body["outputs"][0]["name"], "labels", "{body}");
     assert_eq!(
         body["outputs"][0]["shape"],
-        serde_json::json!([-1, -1]),
+        serde_json::json!([-1, 6]),
         "{body}"
     );
 }

@@ -119,3 +119,18 @@ pub fn engine(replica_id: &str, extra: &[&str]) -> Proc {
     starting.ready();
     starting.proc
 }
+
+/// A KServe v2 infer answer in the binary tensor extension, after checking
+/// it is a 200: its JSON head (the first `Inference-Header-Content-Length`
+/// bytes) and the output bytes that follow it.
+pub async fn v2_binary_answer(resp: reqwest::Response) -> (serde_json::Value, Vec<u8>) {
+    assert_eq!(resp.status(), 200);
+    let head_len: usize = resp.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = resp.bytes().await.unwrap();
+    let head = serde_json::from_slice(&bytes[..head_len]).unwrap();
+    (head, bytes[head_len..].to_vec())
+}

@@ -4,8 +4,11 @@
 //! - `GET /v2`, `GET /v2/health/live`, `GET /v2/health/ready`
 //! - `GET /v2/models/{name}` (metadata), `GET /v2/models/{name}/ready`
 //! - `POST /v2/models/{name}/infer`: one `BYTES` input tensor `text` of
-//!   shape `[N]` or `[N, 1]` (one text per element); outputs `embedding`
-//!   (`FP32`, `[N, dim]`) and `tokens` (`INT64`, `[N]`).
+//!   shape `[N]` or `[N, 1]` (one text per element). An embedding model's
+//!   outputs are `embedding` (`FP32`, `[N, dim]`) and `tokens` (`INT64`,
+//!   `[N]`); a classifier's are `labels` (`BYTES`, `[N, L]`, each text's
+//!   label names best first), `scores` (`FP32`, `[N, L]`, their
+//!   probabilities, in the same order) and `tokens`.
 //!
 //! Tensors travel as JSON, or in the binary tensor extension: the JSON
 //! head is then the first `Inference-Header-Content-Length` bytes of the
@@ -27,14 +30,26 @@ use super::{
     Body, Refusal, Replica, bytes_response, error_response, json_response, read_body,
     refusal_response,
 };
-use crate::backend::{Input, Output};
+use crate::backend::{Input, ModelKind, Output};
 use crate::telemetry;
 
 /// The header naming the length of the JSON head of a binary body.
 const HEADER_LENGTH: &str = "inference-header-content-length";
 const INPUT: &str = "text";
 const EMBEDDING: &str = "embedding";
+const LABELS: &str = "labels";
+const SCORES: &str = "scores";
 const TOKENS: &str = "tokens";
+
+/// The outputs a model of `kind` has, in the order metadata lists them
+/// and infer returns them by default.
+fn output_names(kind: ModelKind) -> &'static [&'static str] {
+    match kind {
+        ModelKind::Embedding { .. } => &[EMBEDDING, TOKENS],
+        ModelKind::Classifier { .. } => &[LABELS, SCORES, TOKENS],
+        ModelKind::Other => &[],
+    }
+}
 
 pub(super) async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
@@ -84,11 +99,27 @@ fn ready(replica: &Replica) -> Response<Body> {
 }
 
 fn metadata(replica: &Replica) -> Response<Body> {
-    let width = replica
+    let kind = replica
         .loaded
         .get()
-        .and_then(|l| l.backend.embedding_width())
-        .map_or(-1, |d| d as i64);
+        .map_or(ModelKind::Other, |l| l.backend.kind());
+    let (width, labels) = match kind {
+        ModelKind::Embedding { width } => (width, 0),
+        ModelKind::Classifier { labels } => (0, labels),
+        ModelKind::Other => (0, 0),
+    };
+    let outputs: Vec<Value> = output_names(kind)
+        .iter()
+        .map(|&name| {
+            let (datatype, shape) = match name {
+                EMBEDDING => ("FP32", json!([-1, width])),
+                LABELS => ("BYTES", json!([-1, labels])),
+                SCORES => ("FP32", json!([-1, labels])),
+                _ => ("INT64", json!([-1])),
+            };
+            json!({ "name": name, "datatype": datatype, "shape": shape })
+        })
+        .collect();
     json_response(
         StatusCode::OK,
         &json!({
@@ -96,10 +127,7 @@ fn metadata(replica: &Replica) -> Response<Body> {
             "versions": ["1"],
             "platform": replica.loaded.get().map_or("", |l| l.backend.name()),
             "inputs": [{ "name": INPUT, "datatype": "BYTES", "shape": [-1] }],
-            "outputs": [
-                { "name": EMBEDDING, "datatype": "FP32", "shape": [-1, width] },
-                { "name": TOKENS, "datatype": "INT64", "shape": [-1] },
-            ],
+            "outputs": outputs,
         }),
     )
 }
@@ -160,9 +188,10 @@ fn bad(message: impl Into<String>) -> Refusal {
 
 async fn infer(replica: &Replica, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
     let loaded = replica.loaded()?;
-    if loaded.backend.embedding_width().is_none() {
+    let names = output_names(loaded.backend.kind());
+    if names.is_empty() {
         return Err(bad(format!(
-            "model `{}` does not produce embeddings, the one output this API serves; use POST /predict",
+            "model `{}` produces neither embeddings nor labels, the outputs this API serves; use POST /predict",
             replica.settings.model_name
         )));
     }
@@ -201,50 +230,15 @@ async fn infer(replica: &Replica, req: Request<Incoming>) -> Result<Response<Bod
             binary.len()
         )));
     }
-    let count = texts.len();
-    let wanted = wanted_outputs(&request)?;
+    let wanted = wanted_outputs(&request, names)?;
     let outputs = replica
         .run(loaded, texts.into_iter().map(Input::Text).collect())
         .await?;
-    let mut embeddings = Vec::with_capacity(count);
-    let mut tokens = Vec::with_capacity(count);
-    for output in &outputs {
-        let Output::Embedding(e) = output else {
-            return Err(Refusal::Failed(
-                "the model returned something other than an embedding".into(),
-            ));
-        };
-        embeddings.push(e.embedding.as_slice());
-        tokens.push(e.tokens as i64);
-    }
-    let width = embeddings.first().map_or(0, |e| e.len());
     let mut tail = BytesMut::new();
-    let mut tensors = Vec::with_capacity(wanted.len());
-    for (name, binary) in wanted {
-        let tensor = if name == EMBEDDING {
-            let values = embeddings.iter().flat_map(|e| e.iter().copied());
-            out_tensor(
-                name,
-                "FP32",
-                vec![count, width],
-                binary,
-                &mut tail,
-                values,
-                |b, v| b.put_f32_le(v),
-            )
-        } else {
-            out_tensor(
-                name,
-                "INT64",
-                vec![count],
-                binary,
-                &mut tail,
-                tokens.iter().copied(),
-                |b, v| b.put_i64_le(v),
-            )
-        };
-        tensors.push(tensor);
-    }
+    let tensors = wanted
+        .into_iter()
+        .map(|(name, binary)| tensor(name, &outputs, binary, &mut tail))
+        .collect::<Result<Vec<_>, _>>()?;
     let response = InferResponse {
         model_name: &replica.settings.model_name,
         model_version: "1",
@@ -264,6 +258,93 @@ async fn infer(replica: &Replica, req: Request<Incoming>) -> Result<Response<Bod
         .header(HEADER_LENGTH, HeaderValue::from(head_length))
         .body(Full::new(body.freeze()).boxed())
         .expect("static response parts are valid"))
+}
+
+/// The output tensor `name` of `outputs` (one per text), in JSON or
+/// appended to `tail`.
+fn tensor(
+    name: &'static str,
+    outputs: &[Output],
+    binary: bool,
+    tail: &mut BytesMut,
+) -> Result<TensorOut, Refusal> {
+    let count = outputs.len();
+    // The model is asked what it is before it runs; a reload in between
+    // can change the answer.
+    let changed = || Refusal::Failed("the model changed while the request ran".into());
+    let embeddings = || {
+        outputs
+            .iter()
+            .map(|o| match o {
+                Output::Embedding(e) => Ok(e.embedding.as_slice()),
+                _ => Err(changed()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let classifications = || {
+        outputs
+            .iter()
+            .map(|o| match o {
+                Output::Classification(c) => Ok(c.labels.as_slice()),
+                _ => Err(changed()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(match name {
+        EMBEDDING => {
+            let rows = embeddings()?;
+            let shape = vec![count, row_width(&rows)];
+            let values = rows.iter().flat_map(|r| r.iter().copied());
+            out_tensor(name, "FP32", shape, binary, tail, values, |b, v| {
+                b.put_f32_le(v);
+            })
+        }
+        LABELS => {
+            let rows = classifications()?;
+            let shape = vec![count, row_width(&rows)];
+            let values = rows.iter().flat_map(|r| r.iter().map(|l| l.label.as_str()));
+            // A BYTES element in binary: its length (u32, little-endian),
+            // then its bytes.
+            out_tensor(name, "BYTES", shape, binary, tail, values, |b, v| {
+                b.put_u32_le(u32::try_from(v.len()).unwrap_or(u32::MAX));
+                b.put_slice(v.as_bytes());
+            })
+        }
+        SCORES => {
+            let rows = classifications()?;
+            let shape = vec![count, row_width(&rows)];
+            let values = rows.iter().flat_map(|r| r.iter().map(|l| l.score));
+            out_tensor(name, "FP32", shape, binary, tail, values, |b, v| {
+                b.put_f32_le(v);
+            })
+        }
+        _ => {
+            let tokens = outputs
+                .iter()
+                .map(|o| match o {
+                    Output::Embedding(e) => Ok(e.tokens as i64),
+                    Output::Classification(c) => Ok(c.tokens as i64),
+                    Output::Synthetic { .. } => Err(changed()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out_tensor(
+                name,
+                "INT64",
+                vec![count],
+                binary,
+                tail,
+                tokens.into_iter(),
+                |b, v| {
+                    b.put_i64_le(v);
+                },
+            )
+        }
+    })
+}
+
+/// Values per row (0 when there are no rows).
+fn row_width<T>(rows: &[&[T]]) -> usize {
+    rows.first().map_or(0, |r| r.len())
 }
 
 /// One output tensor: its values in the JSON `data`, or appended to `tail`
@@ -301,24 +382,29 @@ fn out_tensor<T: Serialize + Copy>(
     }
 }
 
-/// The outputs asked for (all when none are named), each with whether it
-/// goes in binary.
-fn wanted_outputs(request: &InferRequest) -> Result<Vec<(&'static str, bool)>, Refusal> {
+/// The outputs asked for, of the model's `names` (all when none are
+/// named), each with whether it goes in binary.
+fn wanted_outputs(
+    request: &InferRequest,
+    names: &'static [&'static str],
+) -> Result<Vec<(&'static str, bool)>, Refusal> {
     let all_binary = flag(&request.parameters, "binary_data_output");
     let Some(asked) = &request.outputs else {
-        return Ok(vec![(EMBEDDING, all_binary), (TOKENS, all_binary)]);
+        return Ok(names.iter().map(|&n| (n, all_binary)).collect());
     };
     asked
         .iter()
         .map(|o| {
-            let name = match o.name.as_str() {
-                EMBEDDING => EMBEDDING,
-                TOKENS => TOKENS,
-                other => {
-                    return Err(bad(format!(
-                        "unknown output `{other}`; this model has `{EMBEDDING}` and `{TOKENS}`"
-                    )));
-                }
+            let Some(&name) = names.iter().find(|&&n| n == o.name) else {
+                return Err(bad(format!(
+                    "unknown output `{}`; this model has {}",
+                    o.name,
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
             };
             Ok((name, all_binary || flag(&o.parameters, "binary_data")))
         })

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 
 use super::request::{InputList, RequestError};
 use super::{Body, Refusal, Replica, bytes_response, read_body};
-use crate::backend::Output;
+use crate::backend::{ModelKind, Output};
 use crate::telemetry;
 
 pub(super) async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
@@ -65,7 +65,7 @@ async fn embeddings(replica: &Replica, req: Request<Incoming>) -> Result<Respons
     let body = read_body(req, replica.settings.max_body_bytes).await?;
     let request = EmbeddingsRequest::parse(&body, replica.settings.max_inputs)?;
     drop(body);
-    let Some(width) = loaded.backend.embedding_width() else {
+    let ModelKind::Embedding { width } = loaded.backend.kind() else {
         return Err(ApiError::bad(
             "this replica's model does not produce embeddings",
             None,

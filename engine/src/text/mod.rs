@@ -26,7 +26,7 @@ use tokenizers::{Encoding, PaddingParams, Tokenizer, TruncationParams};
 pub use encoder::{Encoder, EncoderError, Hidden, Logits, ModelOutput, TokenBatch};
 
 use self::model_threads::ModelThreads;
-use crate::backend::{Backend, BackendError, Classification, Embedding, Input, Output};
+use crate::backend::{Backend, BackendError, Classification, Embedding, Input, ModelKind, Output};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -95,9 +95,9 @@ pub struct TextModel {
     /// for an embedding model, and for a classifier built otherwise (its
     /// labels are then named `LABEL_{i}`).
     labels: Vec<String>,
-    /// The width of its embeddings, seen in [`Self::load`]'s warm-up;
-    /// `None` for a classifier, and for a model built otherwise.
-    embedding_width: Option<usize>,
+    /// What it produces, seen in [`Self::load`]'s warm-up; `Other` for a
+    /// model built otherwise.
+    kind: ModelKind,
 }
 
 impl std::fmt::Debug for dyn Encoder {
@@ -145,8 +145,15 @@ impl TextModel {
                         path: config.display().to_string(),
                         source,
                     })?;
+                model.kind = ModelKind::Classifier {
+                    labels: c.labels.len(),
+                };
             }
-            Some(Output::Embedding(e)) => model.embedding_width = Some(e.embedding.len()),
+            Some(Output::Embedding(e)) => {
+                model.kind = ModelKind::Embedding {
+                    width: e.embedding.len(),
+                };
+            }
             _ => {}
         }
         Ok(model)
@@ -184,7 +191,7 @@ impl TextModel {
             max_tokens,
             max_request_tokens: TextModelSettings::DEFAULT_MAX_REQUEST_TOKENS as usize,
             labels: Vec::new(),
-            embedding_width: None,
+            kind: ModelKind::Other,
         })
     }
 
@@ -369,10 +376,9 @@ impl TextModel {
         self.encoder.runtime()
     }
 
-    /// The width of its embeddings, when [`Self::load`] saw it produce
-    /// some.
-    pub fn embedding_width(&self) -> Option<usize> {
-        self.embedding_width
+    /// What it produces, as [`Self::load`] saw it.
+    pub fn kind(&self) -> ModelKind {
+        self.kind
     }
 
     /// How many batches can usefully run at once ([`Encoder::parallel_runs`]).
@@ -461,8 +467,8 @@ impl Backend for TextBackend {
             .map_err(|e| BackendError::Failed(e.to_string()))?
     }
 
-    fn embedding_width(&self) -> Option<usize> {
-        self.model.load().embedding_width()
+    fn kind(&self) -> ModelKind {
+        self.model.load().kind()
     }
 }
 
