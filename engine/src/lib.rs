@@ -5,7 +5,8 @@
 //! `{"event":"ready","addr":"127.0.0.1:PORT"}`, so a provisioner can start
 //! it without picking ports. Routes: `POST /predict`, `GET /health/live`,
 //! `GET /health/ready`, `GET /metrics` (Prometheus). At most `predict_concurrency` predictions run at
-//! once and a bounded queue waits behind them; beyond it, 429.
+//! once and a bounded queue waits behind them; beyond it, busy (503 with
+//! `Retry-After`), answered before the body is read.
 //!
 //! Backends: [`text::TextBackend`], a text-embedding model on ONNX Runtime
 //! (CPU) or TensorRT (GPU, cargo feature `tensorrt`), and

@@ -1,8 +1,12 @@
 //! Admission control for one replica, as a limiter: at most `predict_concurrency`
 //! predictions run at once, at most `queue_size` more wait (first come,
-//! first served), and anything beyond that is refused at once (429) instead
-//! of piling up. A waiter that goes away (client disconnect) leaves the
-//! queue when its future is dropped.
+//! first served), and anything beyond that is refused at once (503 with
+//! `Retry-After`: busy) instead of piling up. A waiter that goes away
+//! (client disconnect) leaves the queue when its future is dropped.
+//!
+//! The limit holds whoever sends: one gateway, several, or clients
+//! calling the replica directly. [`Limiter::has_room`] lets a request
+//! be refused before its body is read.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,9 +20,12 @@ pub struct Limiter {
     concurrency: usize,
     waiting: AtomicUsize,
     queue_size: usize,
+    /// The most predictions that ever ran at once.
+    peak: AtomicUsize,
 }
 
-/// The queue is full: the caller should answer 429.
+/// Every running slot and every waiting place is taken: the caller should
+/// answer busy (503 with `Retry-After`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("replica is at capacity: {running} running and {waiting} waiting")]
 pub struct Full {
@@ -41,6 +48,7 @@ impl Limiter {
             concurrency,
             waiting: AtomicUsize::new(0),
             queue_size,
+            peak: AtomicUsize::new(0),
         }
     }
 
@@ -48,7 +56,7 @@ impl Limiter {
     /// at once when the line is full.
     pub async fn enter(&self) -> Result<Slot, Full> {
         if let Ok(slot) = Arc::clone(&self.running).try_acquire_owned() {
-            return Ok(slot);
+            return Ok(self.entered(slot));
         }
         let before = self.waiting.fetch_add(1, Ordering::AcqRel);
         let _leave = WaitingGuard(&self.waiting);
@@ -58,10 +66,35 @@ impl Limiter {
                 waiting: before,
             });
         }
-        Ok(Arc::clone(&self.running)
+        let slot = Arc::clone(&self.running)
             .acquire_owned()
             .await
-            .expect("the semaphore is never closed"))
+            .expect("the semaphore is never closed");
+        Ok(self.entered(slot))
+    }
+
+    fn entered(&self, slot: Slot) -> Slot {
+        self.peak.fetch_max(self.running(), Ordering::AcqRel);
+        slot
+    }
+
+    /// Refuses a request arriving now when no running slot and no waiting
+    /// place is free. A hint (another request may take or free one next):
+    /// [`Self::enter`] decides.
+    pub fn has_room(&self) -> Result<(), Full> {
+        let waiting = self.waiting();
+        if self.running.available_permits() == 0 && waiting >= self.queue_size {
+            return Err(Full {
+                running: self.running(),
+                waiting,
+            });
+        }
+        Ok(())
+    }
+
+    /// The most predictions that ever ran at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Acquire)
     }
 
     /// Predictions running right now.
@@ -115,6 +148,32 @@ mod tests {
             q.await.unwrap().unwrap();
         }
         assert_eq!((limiter.running(), limiter.waiting()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn has_room_until_slots_and_queue_are_taken_and_the_peak_is_kept() {
+        let limiter = Arc::new(Limiter::new(1, 1));
+        assert!(limiter.has_room().is_ok());
+        let first = limiter.enter().await.unwrap();
+        assert!(limiter.has_room().is_ok(), "a waiting place is free");
+        let waiter = {
+            let l = Arc::clone(&limiter);
+            tokio::spawn(async move { l.enter().await.map(drop) })
+        };
+        while limiter.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            limiter.has_room(),
+            Err(Full {
+                running: 1,
+                waiting: 1
+            })
+        );
+        drop(first);
+        waiter.await.unwrap().unwrap();
+        assert!(limiter.has_room().is_ok());
+        assert_eq!(limiter.peak(), 1);
     }
 
     #[tokio::test]

@@ -98,7 +98,7 @@ struct EngineFlags {
     /// Predictions run at once (default 1).
     #[arg(long)]
     predict_concurrency: Option<i64>,
-    /// Predictions that may wait for a running slot; beyond that, 429 (default 16).
+    /// Predictions that may wait for a running slot; beyond that, busy: 503 with Retry-After (default 16).
     #[arg(long)]
     queue_size: Option<i64>,
     /// Dynamic batching: most inputs run together; 1 (default) = off.

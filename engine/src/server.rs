@@ -57,7 +57,7 @@ pub struct ServerSettings {
     pub stream_interval: Duration,
     /// Predictions run at once (`predict_concurrency`).
     pub predict_concurrency: usize,
-    /// Predictions that may wait for a slot; beyond that, 429.
+    /// Predictions that may wait for a slot; beyond that, busy (503).
     pub queue_size: usize,
     /// Dynamic batching; `None` runs each request on its own, one input
     /// per backend call (`max_batch_size` 1).
@@ -346,6 +346,16 @@ impl Replica {
         self.loaded.get().ok_or(Refusal::NotLoaded)
     }
 
+    /// Busy, before the body is read, when no running slot and no waiting
+    /// place is free: the sender learns at once and has sent nothing the
+    /// replica must read (a gateway then tries another replica or waits).
+    fn room(&self) -> Result<(), Refusal> {
+        self.limiter.has_room().map_err(|full| {
+            telemetry::rejected_queue_full();
+            Refusal::Full(full)
+        })
+    }
+
     /// Runs `inputs` as every API does: checked (tokenized, against the
     /// token caps) before admission, then a running slot, then the
     /// batcher. The slot is held only while the inputs run.
@@ -382,6 +392,7 @@ fn info(replica: &Replica) -> Response<Body> {
         "ready": replica.is_ready(),
         "pid": std::process::id(),
         "ready_at_unix_us": replica.ready_at_unix_us.get(),
+        "peak_running": replica.limiter.peak(),
     });
     if let (Value::Object(info), Value::Object(extra)) = (&mut info, (replica.info)()) {
         info.extend(extra);
@@ -391,6 +402,7 @@ fn info(replica: &Replica) -> Response<Body> {
 
 async fn predict(replica: &Replica, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
     let loaded = replica.loaded()?;
+    replica.room()?;
     let body = read_body(req, replica.settings.max_body_bytes).await?;
     // Before admission: a request over `max_inputs` never takes a slot,
     // never reaches the tokenizer and never reaches the model.
@@ -426,7 +438,8 @@ pub(crate) enum Refusal {
     /// The request is malformed or its inputs cannot run (400).
     #[error("{0}")]
     BadRequest(String),
-    /// The running slots and the queue are full (429, retry).
+    /// The running slots and the queue are full (503 with `Retry-After`:
+    /// busy, retry; a gateway tries another replica or waits).
     #[error(transparent)]
     Full(#[from] crate::limiter::Full),
     /// The replica is stopping (503).
@@ -440,10 +453,9 @@ pub(crate) enum Refusal {
 impl Refusal {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            Self::NotLoaded | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotLoaded | Self::ShuttingDown | Self::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unreadable | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Full(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -459,7 +471,8 @@ impl From<BackendError> for Refusal {
 }
 
 /// `{"error": "..."}` with the refusal's status (and `Retry-After` when
-/// the replica is full): `/predict`'s and KServe v2's error shape.
+/// the replica is full, which is what tells a gateway "busy, not broken"):
+/// `/predict`'s and KServe v2's error shape.
 pub(crate) fn refusal_response(refusal: &Refusal) -> Response<Body> {
     let mut response = error_response(refusal.status(), &refusal.to_string());
     if matches!(refusal, Refusal::Full(_)) {
@@ -482,7 +495,7 @@ pub(crate) async fn read_body(req: Request<Incoming>, max_bytes: usize) -> Resul
     }
 }
 
-/// A running slot, after waiting in line if needed; 429 when the line is
+/// A running slot, after waiting in line if needed; busy when the line is
 /// full.
 async fn admit(replica: &Replica) -> Result<Slot, Refusal> {
     let queued_at = Instant::now();

@@ -151,7 +151,7 @@ async fn sigterm_drains_and_exits_zero() {
 }
 
 #[tokio::test]
-async fn beyond_concurrency_and_queue_the_excess_gets_429_and_nothing_hangs() {
+async fn beyond_concurrency_and_queue_the_excess_is_answered_busy_and_nothing_hangs() {
     // Long enough that all six calls arrive while the first one runs.
     let r = start(&[
         "--fixed-ms",
@@ -183,7 +183,8 @@ async fn beyond_concurrency_and_queue_the_excess_gets_429_and_nothing_hangs() {
     let mut statuses = Vec::new();
     for call in calls {
         let (status, retry_after, body) = call.await.unwrap();
-        if status == 429 {
+        if status == 503 {
+            // Busy: a 503 with Retry-After, which a gateway retries.
             assert!(
                 retry_after && body["error"].as_str().unwrap().contains("capacity"),
                 "{body}"
@@ -193,7 +194,7 @@ async fn beyond_concurrency_and_queue_the_excess_gets_429_and_nothing_hangs() {
     }
     statuses.sort_unstable();
     // One runs, two wait their turn, three are refused.
-    assert_eq!(statuses, vec![200, 200, 200, 429, 429, 429]);
+    assert_eq!(statuses, vec![200, 200, 200, 503, 503, 503]);
     let after = http
         .post(&predict)
         .body(r#"{"text":"x"}"#)

@@ -188,6 +188,7 @@ fn bad(message: impl Into<String>) -> Refusal {
 
 async fn infer(replica: &Replica, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
     let loaded = replica.loaded()?;
+    replica.room()?;
     let names = output_names(loaded.backend.kind());
     if names.is_empty() {
         return Err(bad(format!(

@@ -54,6 +54,7 @@ pub(super) async fn handle(replica: &Replica, req: Request<Incoming>) -> Respons
             status: StatusCode::METHOD_NOT_ALLOWED,
             message: format!("{} is not allowed here", req.method()),
             param: None,
+            busy: false,
         }
         .response(),
         (_, path) => ApiError::not_found(format!("no route {path}")).response(),
@@ -62,6 +63,7 @@ pub(super) async fn handle(replica: &Replica, req: Request<Incoming>) -> Respons
 
 async fn embeddings(replica: &Replica, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let loaded = replica.loaded()?;
+    replica.room()?;
     let body = read_body(req, replica.settings.max_body_bytes).await?;
     let request = EmbeddingsRequest::parse(&body, replica.settings.max_inputs)?;
     drop(body);
@@ -279,9 +281,11 @@ struct ApiError {
     status: StatusCode,
     message: String,
     param: Option<&'static str>,
+    /// The replica is full (503, `Retry-After`).
+    busy: bool,
 }
 
-/// `Retry-After` on a 429: the replica's queue is full.
+/// `Retry-After` on a busy answer: the replica's queue is full.
 const RETRY_AFTER_SECS: &str = "1";
 
 impl ApiError {
@@ -290,6 +294,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             param,
+            busy: false,
         }
     }
 
@@ -298,13 +303,15 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             message,
             param: None,
+            busy: false,
         }
     }
 
     /// OpenAI's `type` and `code` for the status.
     fn kind(&self) -> (&'static str, Option<&'static str>) {
         match self.status.as_u16() {
-            429 => ("requests", Some("rate_limit_exceeded")),
+            // OpenAI's own "the engine is currently overloaded".
+            503 if self.busy => ("server_error", Some("overloaded")),
             404 => ("invalid_request_error", Some("not_found")),
             500.. => ("server_error", None),
             _ => ("invalid_request_error", None),
@@ -322,7 +329,7 @@ impl ApiError {
             }
         });
         let mut response = bytes_response(self.status, Bytes::from(body.to_string()));
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+        if self.busy {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static(RETRY_AFTER_SECS),
@@ -338,6 +345,7 @@ impl From<Refusal> for ApiError {
             status: refusal.status(),
             message: refusal.to_string(),
             param: matches!(refusal, Refusal::BadRequest(_)).then_some("input"),
+            busy: matches!(refusal, Refusal::Full(_)),
         }
     }
 }

@@ -183,7 +183,8 @@ impl Gateway {
                                     None => return Err(reject),
                                 }
                             }
-                            Retry::Wait | Retry::Spent => return Err(reject),
+                            // (`Again` answers busy only.)
+                            Retry::Wait | Retry::Again | Retry::Spent => return Err(reject),
                         };
                         ctx.attempts += 1;
                         continue;
@@ -243,11 +244,12 @@ impl Gateway {
                         lease.answered(now - ctx.upstream_started.unwrap_or(ctx.started));
                         break (up, head);
                     };
-                    match self.retry(client, ctx, &lease, out, why).await? {
+                    if self.retry(client, ctx, &mut lease, out, why).await? {
                         // The response is dropped unread, and its
                         // connection with it.
-                        Some(other) => (lease, fresh_only) = (other, false),
-                        None => break (up, head),
+                        fresh_only = false;
+                    } else {
+                        break (up, head);
                     }
                 }
                 Err(ResponseError::Timeout(_)) => {
@@ -257,13 +259,13 @@ impl Gateway {
                         return Err(Reject::ReplicaTimeout);
                     }
                     lease.failed(Failure::Timeout);
-                    match self
-                        .retry(client, ctx, &lease, out, RetryReason::Failure)
+                    if !self
+                        .retry(client, ctx, &mut lease, out, RetryReason::Failure)
                         .await?
                     {
-                        Some(other) => (lease, fresh_only) = (other, false),
-                        None => return Err(Reject::ReplicaTimeout),
+                        return Err(Reject::ReplicaTimeout);
                     }
+                    fresh_only = false;
                 }
                 Err(ResponseError::Closed { nothing_read: true })
                     if reused && out.inline && upstream::idempotent(&out.method) =>
@@ -276,45 +278,51 @@ impl Gateway {
                 Err(e) => {
                     log::debug!("replica {addr}: {e}");
                     lease.failed(Failure::Cut);
-                    match self
-                        .retry(client, ctx, &lease, out, RetryReason::Failure)
+                    if !self
+                        .retry(client, ctx, &mut lease, out, RetryReason::Failure)
                         .await?
                     {
-                        Some(other) => (lease, fresh_only) = (other, false),
-                        None => return Err(Reject::ReplicaFailed),
+                        return Err(Reject::ReplicaFailed);
                     }
+                    fresh_only = false;
                 }
             }
         };
         Ok((up, head, lease))
     }
 
-    /// Another replica's slot for the request after an attempt failed for
-    /// `why`, once the backoff has passed, if a retry is allowed: the body
-    /// is whole in memory, the reason is one that makes it safe (busy: the
-    /// replica processed nothing) or the deployment retries idempotent
-    /// requests and this is one, and the deployment's policy and budget
-    /// allow it. Nothing of a response has reached the client yet.
+    /// Whether the request gets another attempt after one failed for
+    /// `why`, once the backoff has passed: the body is whole in memory,
+    /// the reason is one that makes it safe (busy: the replica processed
+    /// nothing) or the deployment retries idempotent requests and this is
+    /// one, and the deployment's policy and budget allow it. `lease` is
+    /// then another replica's slot, or, after a busy answer with no other
+    /// replica to try, the same one again: its slots are taken by other
+    /// senders (another gateway), so the request waits for it, within its
+    /// deadline, and never takes busy for a failure. Nothing of a response
+    /// has reached the client yet.
     async fn retry(
         &self,
         client: &mut Client<'_>,
         ctx: &mut RequestCtx,
-        lease: &Lease,
+        lease: &mut Lease,
         out: &Outgoing,
         why: RetryReason,
-    ) -> Result<Option<Lease>, Reject> {
+    ) -> Result<bool, Reject> {
         let policy = lease.retry_policy();
         let safe =
             why == RetryReason::Busy || (policy.idempotent && upstream::idempotent(&out.method));
         if !out.inline || !safe {
-            return Ok(None);
+            return Ok(false);
         }
-        let Retry::Elsewhere(other) = lease.retry_elsewhere(why, ctx.attempts) else {
-            return Ok(None);
+        let other = match lease.retry_elsewhere(why, ctx.attempts) {
+            Retry::Elsewhere(other) => Some(other),
+            Retry::Again => None,
+            Retry::Wait | Retry::Spent => return Ok(false),
         };
         let wait = retry::backoff(&policy, ctx.attempts);
         if Instant::now() + wait >= ctx.deadline {
-            return Ok(None);
+            return Ok(false);
         }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -324,7 +332,11 @@ impl Gateway {
         // The replica's time (metrics, latency samples) is the last
         // attempt's.
         ctx.upstream_started = Some(Instant::now());
-        Ok(Some(other))
+        if let Some(other) = other {
+            // Gives the old slot back.
+            *lease = other;
+        }
+        Ok(true)
     }
 
     /// Writes the client's response head and relays the body as it comes.

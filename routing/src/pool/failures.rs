@@ -78,14 +78,23 @@ impl Lease {
     /// connection failure also takes this replica out of routing (until a
     /// probe passes), and when no other replica is free the request may
     /// [`wait`](Retry::Wait) for a slot instead ([`Lease::requeue`]):
-    /// nothing reached a replica, so it is as good as new.
+    /// nothing reached a replica, so it is as good as new. A busy replica
+    /// that cannot be left for another is tried [`again`](Retry::Again).
     pub fn retry_elsewhere(&self, why: RetryReason, attempts: u32) -> Retry {
         if why == RetryReason::Connect {
             self.replica.mark_unreachable();
         }
+        // Busy is no failure: the replica read nothing, and its slots are
+        // held by other senders (another gateway), not by this pool. When
+        // no other replica can take the request, it waits for this one.
+        let stay = if why == RetryReason::Busy {
+            Retry::Again
+        } else {
+            Retry::Spent
+        };
         let policy = self.pool.retry_policy();
         if attempts >= policy.attempts {
-            return Retry::Spent;
+            return stay;
         }
         let other = {
             let set = self.pool.replicas.load();
@@ -98,14 +107,14 @@ impl Lease {
             return if why == RetryReason::Connect {
                 Retry::Wait
             } else {
-                Retry::Spent
+                stay
             };
         };
         // Taken after the slot; dropping `other` gives the slot back.
         if self.withdraw_retry(&policy, why) {
             Retry::Elsewhere(other)
         } else {
-            Retry::Spent
+            stay
         }
     }
 
@@ -140,8 +149,11 @@ pub enum Retry {
     /// Its connection failed and every other replica is at its limit:
     /// it may wait for a slot ([`Lease::requeue`]).
     Wait,
+    /// The replica answered busy and the request cannot go elsewhere: it
+    /// keeps its slot and tries the same replica again after a backoff,
+    /// within its deadline.
+    Again,
     /// No further attempt: the policy's attempts or the budget are spent,
-    /// or (for a reason other than a connection failure) no other replica
-    /// is free.
+    /// or (for a failure of the replica's) no other replica is free.
     Spent,
 }

@@ -244,20 +244,25 @@ fn a_request_whose_connection_failed_waits_for_a_slot_when_every_other_replica_i
 }
 
 #[test]
-fn a_busy_or_failed_attempt_with_no_other_replica_free_is_not_retried() {
+fn with_no_other_replica_free_a_failed_attempt_stops_and_a_busy_one_tries_again() {
     let pool = pool(1);
     pool.add_replica(replica(1));
     pool.add_replica(replica(2));
     let _busy = go(pool.admit(0));
     let lease = go(pool.admit(0));
-    for why in [RetryReason::Busy, RetryReason::Failure] {
-        assert!(matches!(lease.retry_elsewhere(why, 1), Retry::Spent));
-    }
+    assert!(matches!(
+        lease.retry_elsewhere(RetryReason::Failure, 1),
+        Retry::Spent
+    ));
+    assert!(matches!(
+        lease.retry_elsewhere(RetryReason::Busy, 1),
+        Retry::Again
+    ));
     assert_eq!(pool.retry_budget().retries(RetryReason::Busy), 0);
 }
 
 #[test]
-fn a_busy_replica_stays_in_routing_and_retries_stop_at_the_attempts_allowed() {
+fn a_busy_replica_stays_in_routing_and_moves_stop_at_the_attempts_allowed() {
     let pool = pool(4);
     for i in 1..=3 {
         pool.add_replica(replica(i));
@@ -271,7 +276,11 @@ fn a_busy_replica_stays_in_routing_and_retries_stop_at_the_attempts_allowed() {
         "busy is not broken"
     );
     assert!(
-        matches!(retry.retry_elsewhere(RetryReason::Busy, 3), Retry::Spent),
+        matches!(retry.retry_elsewhere(RetryReason::Busy, 3), Retry::Again),
+        "three attempts made: no fourth elsewhere, but busy waits for its replica"
+    );
+    assert!(
+        matches!(retry.retry_elsewhere(RetryReason::Failure, 3), Retry::Spent),
         "three attempts made: no fourth"
     );
     assert_eq!(pool.retry_budget().retries(RetryReason::Busy), 1);
