@@ -350,10 +350,7 @@ impl Replica {
     /// place is free: the sender learns at once and has sent nothing the
     /// replica must read (a gateway then tries another replica or waits).
     fn room(&self) -> Result<(), Refusal> {
-        self.limiter.has_room().map_err(|full| {
-            telemetry::rejected_queue_full();
-            Refusal::Full(full)
-        })
+        self.limiter.has_room().map_err(busy)
     }
 
     /// Runs `inputs` as every API does: checked (tokenized, against the
@@ -476,11 +473,18 @@ impl From<BackendError> for Refusal {
 pub(crate) fn refusal_response(refusal: &Refusal) -> Response<Body> {
     let mut response = error_response(refusal.status(), &refusal.to_string());
     if matches!(refusal, Refusal::Full(_)) {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        mark_busy(&mut response);
     }
     response
+}
+
+/// Adds `Retry-After` to a full replica's 503, in every API's shape: with
+/// it a 503 says "busy, nothing processed", which a gateway retries and
+/// never counts against the replica.
+pub(crate) fn mark_busy(response: &mut Response<Body>) {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
 }
 
 /// The whole body, at most `max_bytes` of it (413 beyond).
@@ -504,11 +508,15 @@ async fn admit(replica: &Replica) -> Result<Slot, Refusal> {
             telemetry::queue_wait(queued_at.elapsed());
             Ok(slot)
         }
-        Err(full) => {
-            telemetry::rejected_queue_full();
-            Err(Refusal::Full(full))
-        }
+        Err(full) => Err(busy(full)),
     }
+}
+
+/// The refusal of a full replica, counted: before its body is read
+/// ([`Replica::room`]) or once it finds the line full ([`admit`]).
+fn busy(full: crate::limiter::Full) -> Refusal {
+    telemetry::rejected_queue_full();
+    Refusal::Full(full)
 }
 
 fn predict_response(backend: &str, outputs: &[Output]) -> Response<Body> {

@@ -41,6 +41,15 @@ const LABELS: &str = "labels";
 const SCORES: &str = "scores";
 const TOKENS: &str = "tokens";
 
+/// The datatype of output `name`, in metadata and in answers.
+fn datatype(name: &str) -> &'static str {
+    match name {
+        EMBEDDING | SCORES => "FP32",
+        LABELS => "BYTES",
+        _ => "INT64",
+    }
+}
+
 /// The outputs a model of `kind` has, in the order metadata lists them
 /// and infer returns them by default.
 fn output_names(kind: ModelKind) -> &'static [&'static str] {
@@ -111,13 +120,12 @@ fn metadata(replica: &Replica) -> Response<Body> {
     let outputs: Vec<Value> = output_names(kind)
         .iter()
         .map(|&name| {
-            let (datatype, shape) = match name {
-                EMBEDDING => ("FP32", json!([-1, width])),
-                LABELS => ("BYTES", json!([-1, labels])),
-                SCORES => ("FP32", json!([-1, labels])),
-                _ => ("INT64", json!([-1])),
+            let shape = match name {
+                EMBEDDING => json!([-1, width]),
+                LABELS | SCORES => json!([-1, labels]),
+                _ => json!([-1]),
             };
-            json!({ "name": name, "datatype": datatype, "shape": shape })
+            json!({ "name": name, "datatype": datatype(name), "shape": shape })
         })
         .collect();
     json_response(
@@ -296,7 +304,7 @@ fn tensor(
             let rows = embeddings()?;
             let shape = vec![count, row_width(&rows)];
             let values = rows.iter().flat_map(|r| r.iter().copied());
-            out_tensor(name, "FP32", shape, binary, tail, values, |b, v| {
+            out_tensor(name, shape, binary, tail, values, |b, v| {
                 b.put_f32_le(v);
             })
         }
@@ -306,7 +314,7 @@ fn tensor(
             let values = rows.iter().flat_map(|r| r.iter().map(|l| l.label.as_str()));
             // A BYTES element in binary: its length (u32, little-endian),
             // then its bytes.
-            out_tensor(name, "BYTES", shape, binary, tail, values, |b, v| {
+            out_tensor(name, shape, binary, tail, values, |b, v| {
                 b.put_u32_le(u32::try_from(v.len()).unwrap_or(u32::MAX));
                 b.put_slice(v.as_bytes());
             })
@@ -315,7 +323,7 @@ fn tensor(
             let rows = classifications()?;
             let shape = vec![count, row_width(&rows)];
             let values = rows.iter().flat_map(|r| r.iter().map(|l| l.score));
-            out_tensor(name, "FP32", shape, binary, tail, values, |b, v| {
+            out_tensor(name, shape, binary, tail, values, |b, v| {
                 b.put_f32_le(v);
             })
         }
@@ -330,7 +338,6 @@ fn tensor(
                 .collect::<Result<Vec<_>, _>>()?;
             out_tensor(
                 name,
-                "INT64",
                 vec![count],
                 binary,
                 tail,
@@ -352,7 +359,6 @@ fn row_width<T>(rows: &[&[T]]) -> usize {
 /// when `binary`.
 fn out_tensor<T: Serialize + Copy>(
     name: &'static str,
-    datatype: &'static str,
     shape: Vec<usize>,
     binary: bool,
     tail: &mut BytesMut,
@@ -366,7 +372,7 @@ fn out_tensor<T: Serialize + Copy>(
         }
         TensorOut {
             name,
-            datatype,
+            datatype: datatype(name),
             shape,
             data: None,
             parameters: Some(json!({ "binary_data_size": tail.len() - start })),
@@ -375,7 +381,7 @@ fn out_tensor<T: Serialize + Copy>(
         let data: Vec<T> = values.collect();
         TensorOut {
             name,
-            datatype,
+            datatype: datatype(name),
             shape,
             data: Some(serde_json::to_value(data).unwrap_or(Value::Null)),
             parameters: None,

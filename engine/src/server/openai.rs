@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::request::{InputList, RequestError};
-use super::{Body, Refusal, Replica, bytes_response, read_body};
+use super::{Body, Refusal, Replica, bytes_response, mark_busy, read_body};
 use crate::backend::{ModelKind, Output};
 use crate::telemetry;
 
@@ -285,9 +285,6 @@ struct ApiError {
     busy: bool,
 }
 
-/// `Retry-After` on a busy answer: the replica's queue is full.
-const RETRY_AFTER_SECS: &str = "1";
-
 impl ApiError {
     fn bad(message: impl Into<String>, param: Option<&'static str>) -> Self {
         Self {
@@ -330,10 +327,7 @@ impl ApiError {
         });
         let mut response = bytes_response(self.status, Bytes::from(body.to_string()));
         if self.busy {
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+            mark_busy(&mut response);
         }
         response
     }
