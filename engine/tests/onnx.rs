@@ -309,14 +309,7 @@ async fn a_classifier_replica_refuses_openai_embeddings_and_answers_v2_with_labe
 
     let reference = classifier_reference();
     let width = reference.labels.len();
-    let metadata: serde_json::Value = http
-        .get(r.url("/v2/models/topics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata = testkit::get_json(&r.url("/v2/models/topics")).await;
     assert_eq!(
         metadata["outputs"],
         serde_json::json!([

@@ -150,10 +150,10 @@ async fn the_apis_follow_a_model_swapped_for_a_classifier() {
             .json(&serde_json::json!({ "model": "swapped", "input": "a football match" }))
             .send()
     };
-    let metadata = || http.get(r.url("/v2/models/swapped")).send();
+    let metadata_url = r.url("/v2/models/swapped");
     let resp = embed().await.unwrap();
     assert_eq!(resp.status(), 200);
-    let body: serde_json::Value = metadata().await.unwrap().json().await.unwrap();
+    let body = testkit::get_json(&metadata_url).await;
     assert_eq!(
         body["outputs"][0]["shape"],
         serde_json::json!([-1, 384]),
@@ -204,7 +204,7 @@ async fn the_apis_follow_a_model_swapped_for_a_classifier() {
     assert_eq!(infer.status(), 200);
     let body: serde_json::Value = infer.json().await.unwrap();
     assert_eq!(body["outputs"][0]["name"], "labels", "{body}");
-    let body: serde_json::Value = metadata().await.unwrap().json().await.unwrap();
+    let body = testkit::get_json(&metadata_url).await;
     assert_eq!(body["outputs"][0]["name"], "labels", "{body}");
     assert_eq!(
         body["outputs"][0]["shape"],

@@ -69,24 +69,8 @@ async fn send_through_all(gateways: &[Gateway]) -> (Vec<u16>, usize) {
 /// What the replica counted: the most predictions it ran at once, the
 /// requests it refused as busy, and those it answered 200.
 async fn replica_counts(addr: SocketAddr) -> (u64, f64, f64) {
-    let http = client();
-    let base = format!("http://{addr}");
-    let info: serde_json::Value = http
-        .get(format!("{base}/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let info = testkit::get_json(&format!("http://{addr}/info")).await;
+    let metrics = testkit::get_text(&format!("http://{addr}/metrics")).await;
     let refused = metric_sum(&metrics, "igw_engine_rejected_total", &[]);
     let served = metric_sum(&metrics, "igw_engine_requests_total", &[("status", "200")]);
     println!("replica: {info}; refused {refused} attempts as busy");

@@ -182,15 +182,7 @@ pub async fn replica_infos(gw: &Gateway, m: &str, d: &str) -> Vec<Value> {
     let mut infos = Vec::new();
     for instance in body["replicas"]["instances"].as_array().unwrap() {
         let url = format!("http://{}/info", instance["address"].as_str().unwrap());
-        let info = client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        infos.push(info);
+        infos.push(crate::get_json(&url).await);
     }
     infos
 }

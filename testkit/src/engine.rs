@@ -26,14 +26,7 @@ impl Replica {
 
     /// Its `GET /info`.
     pub async fn info(&self) -> serde_json::Value {
-        crate::client()
-            .get(self.url("/info"))
-            .send()
-            .await
-            .expect("GET /info")
-            .json()
-            .await
-            .expect("/info is JSON")
+        crate::get_json(&self.url("/info")).await
     }
 }
 
