@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs what building the workspace needs on a fresh Debian machine with
-# Rust: cmake (Pingora's zlib-ng build), libclang-dev (bindgen, for the
-# engine's `tensorrt` feature), and libssl-dev with pkg-config (TLS: the
-# gateway links Debian's OpenSSL, see .cargo/config.toml). Safe to run again.
+# Installs what building and testing the workspace needs on a fresh Debian
+# machine with Rust: cmake (Pingora's zlib-ng build), libclang-dev (bindgen,
+# for the engine's `tensorrt` feature), libssl-dev with pkg-config (TLS: the
+# gateway links Debian's OpenSSL, see .cargo/config.toml), protobuf-compiler
+# (`protoc`, which the etcd-client crate's build runs) and etcd-server (the
+# fleet tests start a real etcd). Safe to run again.
 #
 # Each need is checked by its Debian package, never by a file glob: the base
 # image ships libclang-cpp14 (`libclang-cpp.so.14`), which a `libclang*.so*`
@@ -14,7 +16,7 @@ installed() {
 }
 
 missing=()
-for pkg in cmake libclang-dev libssl-dev pkg-config; do
+for pkg in cmake libclang-dev libssl-dev pkg-config protobuf-compiler etcd-server; do
     installed "$pkg" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

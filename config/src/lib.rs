@@ -79,6 +79,32 @@ pub fn load_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     finish(parse::parse(text), validate::validate, text, origin)
 }
 
+/// Parses and validates a fleet's shared document (the keys, models,
+/// deployments and environments every gateway of a [`Fleet`] serves):
+/// a config without the sections that belong to each node's own file
+/// (`[listeners]`, `[server]`, `[node]`, `[fleet]`), which are refused.
+/// `origin` names the document in errors (its etcd key, or the file being
+/// pushed). Paths are left as written; join it to a node's own config
+/// with [`Config::joined`].
+pub fn load_shared_str(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+    finish(parse::parse(text), validate::validate_shared, text, origin)
+}
+
+/// [`load_shared_str`], then [`check_files`] against `base` (the node
+/// file's directory, which relative paths are taken from), then joined to
+/// the node's own config and paths resolved: what a fleet node serves.
+pub fn load_shared_checked(
+    text: &str,
+    origin: &str,
+    node: &Config,
+    base: &Path,
+) -> Result<Config, ConfigErrors> {
+    let mut shared = load_shared_str(text, origin)?;
+    check_files(&shared, base, text, origin)?;
+    shared.resolve_paths(base);
+    Ok(Config::joined(node, shared))
+}
+
 /// Reads a replica's own settings file (one `[engine]` table); relative
 /// paths in it are made relative to the file's directory.
 pub fn load_engine_file(path: &Path) -> Result<EngineSettings, ConfigErrors> {

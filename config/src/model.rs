@@ -8,8 +8,10 @@ use std::time::Duration;
 use crate::resources::Resources;
 
 mod failures;
+mod fleet;
 
 pub use failures::{OutlierDetection, RetryPolicy};
+pub use fleet::{Fleet, NODE_SECTIONS, SHARED_SECTIONS};
 
 /// A validated gateway configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +28,9 @@ pub struct Config {
     pub node: Node,
     /// What the management API may change (`[admin]`).
     pub admin: AdminSettings,
+    /// The fleet this gateway belongs to (`[fleet]`); `None` = the file is
+    /// the whole config.
+    pub fleet: Option<Fleet>,
 }
 
 impl Config {
@@ -61,6 +66,18 @@ impl Config {
 }
 
 impl Config {
+    /// A fleet node's config: what `shared` (the fleet's document) says,
+    /// with this node's own sections (`node`, the config from its file).
+    pub fn joined(node: &Config, shared: Config) -> Config {
+        Config {
+            listeners: node.listeners.clone(),
+            server: node.server.clone(),
+            node: node.node.clone(),
+            fleet: node.fleet.clone(),
+            ..shared
+        }
+    }
+
     /// The model with this id.
     pub fn model(&self, id: &str) -> Option<&Model> {
         self.models.iter().find(|m| m.id == id)
@@ -246,6 +263,8 @@ impl AccessLog {
 /// it from the machine at run time.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Node {
+    /// The node's name in its fleet (`[node] name`); `None` = the host name.
+    pub name: Option<String>,
     /// CPU in thousandths of a core; `None` = the machine's CPUs.
     pub cpu_millis: Option<u32>,
     /// Memory in MiB; `None` = the machine's memory.

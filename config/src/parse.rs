@@ -27,6 +27,7 @@ pub(crate) fn parse(text: &str) -> Parsed<'_, RawConfig> {
             "models" => raw.models = each(value, path, errors, parse_model),
             "node" => raw.node = section(value, path, errors),
             "admin" => raw.admin = section(value, path, errors),
+            "fleet" => raw.fleet = section(value, path, errors),
             other => errors.push(Problem::at(path.clone(), format!("unknown key `{other}`"))),
         },
     )

@@ -66,10 +66,17 @@ pub(crate) struct RawAdmin {
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawNode {
+    pub(crate) name: Option<String>,
     pub(crate) cpus: Option<f64>,
     pub(crate) memory: Option<String>,
     pub(crate) accelerators: Option<BTreeMap<String, i64>>,
     pub(crate) engine: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawFleet {
+    pub(crate) endpoints: Option<Vec<String>>,
+    pub(crate) prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +221,7 @@ pub(crate) struct RawConfig {
     pub(crate) models: Vec<RawModel>,
     pub(crate) node: Option<RawNode>,
     pub(crate) admin: Option<RawAdmin>,
+    pub(crate) fleet: Option<RawFleet>,
 }
 
 /// `[engine]` of a replica's own file, or a deployment's `engine` table:

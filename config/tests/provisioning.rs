@@ -201,6 +201,7 @@ engine = "target/release/engine"
     assert_eq!(
         node,
         Node {
+            name: None,
             cpu_millis: Some(2000),
             memory_mib: Some(8192),
             accelerators: vec![("A100".into(), 1), ("L4".into(), 2)],
@@ -394,6 +395,7 @@ fn the_example_documents_valid_node_and_parking_keys() {
     assert_eq!(
         config.node,
         Node {
+            name: None,
             cpu_millis: Some(2000),
             memory_mib: Some(8192),
             accelerators: vec![("L4".into(), 2)],

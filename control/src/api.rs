@@ -60,6 +60,7 @@ impl From<StoreError> for Failure {
             StoreError::FileInvalid(_) | StoreError::Busy => StatusCode::CONFLICT,
             StoreError::Edit(edit) => return edit_failure(edit),
             StoreError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            StoreError::Fleet(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self(status, e.to_string())
     }
@@ -155,6 +156,8 @@ impl Api {
                 let (revision, errors) = blocking(move || store.status()).await??;
                 let reloader = self.store.reloader();
                 Ok((StatusCode::OK, json!({
+                    "source": self.store.origin(),
+                    "stale": self.store.stale(),
                     "revision": revision.to_string(),
                     "file_errors": errors.map(|e| e.to_string()),
                     "applied_revisions": reloader.revision(),

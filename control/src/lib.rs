@@ -3,6 +3,8 @@
 //!
 //! - [`Reloader`] and [`store`]: the config file, watched and edited; each
 //!   valid version becomes a new [`routing::Snapshot`], published lock-free.
+//! - [`fleet`]: the same, for a fleet of gateways sharing one document
+//!   in etcd.
 //! - [`api`]: the management REST API over the store.
 //! - [`promotion`]: promotions and canary rollouts, stage by stage.
 //! - [`scaling`]: the scaling controller, its [`Autoscaler`], the node's
@@ -22,6 +24,7 @@
 pub mod api;
 mod autoscaler;
 pub mod capacity;
+pub mod fleet;
 pub mod health;
 pub mod plane;
 pub mod promotion;

@@ -69,7 +69,14 @@ impl Reloader {
     /// Reads the file once and applies it if valid, and if every file its
     /// local replicas would load exists ([`config::load_file_checked`]).
     pub fn reload(&self) -> ReloadOutcome {
-        let config = match config::load_file_checked(&self.path) {
+        self.apply(config::load_file_checked(&self.path))
+    }
+
+    /// Applies a config loaded from wherever it lives (a file, the fleet's
+    /// shared document), or counts its rejection: the previous config
+    /// keeps serving.
+    pub fn apply(&self, loaded: Result<Config, ConfigErrors>) -> ReloadOutcome {
+        let config = match loaded {
             Ok(config) => config,
             Err(errors) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);

@@ -1,16 +1,19 @@
-//! The config file as the management API's one source of truth. Every API
-//! mutation is a read-modify-write of the file the operator edits by hand:
-//! read it, check the caller's revision, apply the edit to the TOML document
-//! (comments and layout kept), validate (the files a local replica would
-//! load included, as a reload does), write it atomically (temp file,
-//! fsync, atomic exchange, fsync of the directory), then apply it through the same
-//! reload path as a hand edit before answering.
+//! The config document as the management API's one source of truth: the
+//! file the operator edits by hand, or a fleet's shared document in etcd
+//! ([`crate::fleet`]). Every API mutation is a read-modify-write of it:
+//! read it, check the caller's revision, apply the edit to the TOML
+//! document (comments and layout kept), validate (the files a local
+//! replica would load included, as a reload does), write it only if it is
+//! still what was read, then apply it through the same reload path as a
+//! hand edit before answering.
 //!
-//! The revision is a digest of the file's bytes, so hand edits change it as
-//! API edits do: a client holding a stale revision (`If-Match`) gets
-//! [`StoreError::Stale`], never a silent overwrite. A hand edit that lands
-//! while an API edit is being written is detected ([`replace_if_unchanged`])
-//! and the edit is redone on top of it.
+//! A file's revision is a digest of its bytes, so hand edits change it as
+//! API edits do; a fleet document's is the etcd key's modification
+//! revision, and its writes are compare-and-swap transactions on it. A
+//! client holding a stale revision (`If-Match`) gets
+//! [`StoreError::Stale`], never a silent overwrite. A write that lands
+//! while an API edit is being written (a hand edit, [`replace_if_unchanged`];
+//! another gateway's edit) is detected and the edit is redone on top of it.
 
 use std::fmt;
 use std::io::Write;
@@ -21,6 +24,7 @@ use config::ConfigErrors;
 use config::edit::{ConfigDocument, EditError};
 use sha2::{Digest, Sha256};
 
+use crate::fleet::{FleetConfig, FleetError};
 use crate::reload::{ReloadOutcome, Reloader};
 
 /// How many times an edit is redone when hand edits keep racing it. Each
@@ -28,13 +32,18 @@ use crate::reload::{ReloadOutcome, Reloader};
 /// every few milliseconds on a loaded 2-core machine (seen in CI).
 const ATTEMPTS: usize = 20;
 
-/// A version of the config file: the first 16 bytes of its SHA-256, in hex.
+/// A version of the config document: for a file, the first 16 bytes of
+/// its SHA-256 in hex; for a fleet's document, the etcd revision.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Revision(String);
 
 impl Revision {
     fn of(bytes: &[u8]) -> Self {
         Self(hex::encode(&Sha256::digest(bytes)[..16]))
+    }
+
+    fn etcd(revision: i64) -> Self {
+        Self(revision.to_string())
     }
 
     /// As an HTTP entity tag (quoted).
@@ -58,7 +67,7 @@ impl fmt::Display for Revision {
     }
 }
 
-/// Why a read or an edit of the config file failed.
+/// Why a read or an edit of the config document failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Reading or writing the file failed.
@@ -69,30 +78,151 @@ pub enum StoreError {
         /// What failed.
         source: std::io::Error,
     },
-    /// The caller's revision is not the file's (412).
+    /// Reading or writing the fleet's document in etcd failed (503).
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    /// The caller's revision is not the document's (412).
     #[error("the config changed since revision {given}; it is now {current}: read it again")]
     Stale {
         /// What the caller sent.
         given: String,
-        /// The file's revision now.
+        /// The document's revision now.
         current: Revision,
     },
-    /// The file on disk is invalid (a broken hand edit): no API edit is
+    /// The document is invalid (a broken hand edit): no API edit is
     /// applied on top of it until it is fixed (409).
     #[error("the config file is invalid; fix it first:\n{0}")]
     FileInvalid(ConfigErrors),
     /// The edit itself was refused.
     #[error(transparent)]
     Edit(#[from] EditError),
-    /// Hand edits kept changing the file while the edit was being written.
+    /// Other writers kept changing the document while the edit was being
+    /// written.
     #[error("the config file kept changing; try again")]
     Busy,
 }
 
-/// Reads and edits one config file, and applies what it writes.
+/// Where a config document lives: read with its revision, written only
+/// if unchanged, and applied once written.
+trait Backing: fmt::Debug + Send + Sync {
+    /// The document's bytes and revision now. Blocks.
+    fn read(&self) -> Result<(Vec<u8>, Revision), StoreError>;
+    /// Writes `new` if the document still is `old` (read at `revision`):
+    /// the new revision, or `None` (nothing written) if it changed. Blocks.
+    fn replace(
+        &self,
+        revision: &Revision,
+        old: &[u8],
+        new: &str,
+    ) -> Result<Option<Revision>, StoreError>;
+    /// Applies `text`, just written as `revision`, to routing.
+    fn apply(&self, text: &str, revision: &Revision) -> Option<ReloadOutcome>;
+    /// The document's name in errors and logs.
+    fn origin(&self) -> String;
+    /// The directory relative file paths in the document are taken from.
+    fn base(&self) -> &Path;
+    /// Whether what routing serves may be behind the document (a fleet
+    /// node cut off from etcd).
+    fn stale(&self) -> bool {
+        false
+    }
+}
+
+/// A config file the operator edits by hand.
+#[derive(Debug)]
+struct FileBacking {
+    path: PathBuf,
+    reloader: Arc<Reloader>,
+}
+
+impl FileBacking {
+    fn io(&self, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+impl Backing for FileBacking {
+    fn read(&self) -> Result<(Vec<u8>, Revision), StoreError> {
+        let bytes = std::fs::read(&self.path).map_err(|source| self.io(source))?;
+        let revision = Revision::of(&bytes);
+        Ok((bytes, revision))
+    }
+
+    fn replace(&self, _: &Revision, old: &[u8], new: &str) -> Result<Option<Revision>, StoreError> {
+        let replaced = replace_if_unchanged(&self.path, old, new.as_bytes())
+            .map_err(|source| self.io(source))?;
+        Ok(replaced.then(|| Revision::of(new.as_bytes())))
+    }
+
+    /// Applies the file now, so routing has changed when the API answers;
+    /// the watcher then finds nothing left to do.
+    fn apply(&self, _: &str, _: &Revision) -> Option<ReloadOutcome> {
+        Some(self.reloader.reload())
+    }
+
+    fn origin(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn base(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new(""))
+    }
+}
+
+/// A fleet's shared document in etcd. The store's callers run on blocking
+/// threads; the etcd calls run on the control plane's runtime.
+#[derive(Debug)]
+struct FleetBacking {
+    fleet: Arc<FleetConfig>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Backing for FleetBacking {
+    fn read(&self) -> Result<(Vec<u8>, Revision), StoreError> {
+        let version = self.runtime.block_on(self.fleet.document().get())?;
+        Ok((version.text.into_bytes(), Revision::etcd(version.revision)))
+    }
+
+    fn replace(
+        &self,
+        revision: &Revision,
+        _: &[u8],
+        new: &str,
+    ) -> Result<Option<Revision>, StoreError> {
+        let revision: i64 = revision.0.parse().expect("a fleet revision is a number");
+        let written = self
+            .runtime
+            .block_on(self.fleet.document().put_if(revision, new))?;
+        Ok(written.map(Revision::etcd))
+    }
+
+    /// Applies the document now, so routing has changed when the API
+    /// answers; the watch event for it then finds it applied already.
+    fn apply(&self, text: &str, revision: &Revision) -> Option<ReloadOutcome> {
+        let revision: i64 = revision.0.parse().expect("a fleet revision is a number");
+        self.fleet.apply(text, revision)
+    }
+
+    fn origin(&self) -> String {
+        self.fleet.document().origin()
+    }
+
+    fn base(&self) -> &Path {
+        self.fleet.document().base()
+    }
+
+    fn stale(&self) -> bool {
+        self.fleet.is_stale()
+    }
+}
+
+/// Reads and edits one config document, and applies what it writes.
 #[derive(Debug)]
 pub struct ConfigStore {
-    path: PathBuf,
+    backing: Box<dyn Backing>,
     reloader: Arc<Reloader>,
     writing: std::sync::Mutex<()>,
 }
@@ -100,8 +230,26 @@ pub struct ConfigStore {
 impl ConfigStore {
     /// A store for the file `reloader` watches.
     pub fn new(path: &Path, reloader: Arc<Reloader>) -> Self {
-        Self {
+        let backing = FileBacking {
             path: path.to_owned(),
+            reloader: Arc::clone(&reloader),
+        };
+        Self {
+            backing: Box::new(backing),
+            reloader,
+            writing: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// A store for the fleet's shared document that `fleet` follows; its
+    /// etcd calls run on `runtime` (the control plane's).
+    pub fn fleet(
+        fleet: Arc<FleetConfig>,
+        reloader: Arc<Reloader>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            backing: Box::new(FleetBacking { fleet, runtime }),
             reloader,
             writing: std::sync::Mutex::new(()),
         }
@@ -112,30 +260,40 @@ impl ConfigStore {
         &self.reloader
     }
 
-    /// The file's revision and, if it is invalid, why: the errors a reload
-    /// of it reports, a local replica's missing files included. Blocks
-    /// (file I/O).
-    pub fn status(&self) -> Result<(Revision, Option<ConfigErrors>), StoreError> {
-        let bytes = self.read_bytes()?;
-        let errors = match self.parse(&bytes) {
-            Err(StoreError::FileInvalid(errors)) => Some(errors),
-            Ok(doc) => doc.check_files(self.base()).err(),
-            Err(_) => None,
-        };
-        Ok((Revision::of(&bytes), errors))
+    /// Where the document lives: a file's path, or `etcd:<key>`.
+    pub fn origin(&self) -> String {
+        self.backing.origin()
     }
 
-    /// The file, parsed, and its revision. Blocks (file I/O).
+    /// Whether routing may be behind the document: a fleet node that
+    /// cannot reach etcd serves its last config.
+    pub fn stale(&self) -> bool {
+        self.backing.stale()
+    }
+
+    /// The document's revision and, if it is invalid, why: the errors a
+    /// reload of it reports, a local replica's missing files included.
+    /// Blocks (file or etcd I/O).
+    pub fn status(&self) -> Result<(Revision, Option<ConfigErrors>), StoreError> {
+        let (bytes, revision) = self.backing.read()?;
+        let errors = match self.parse(&bytes) {
+            Err(StoreError::FileInvalid(errors)) => Some(errors),
+            Ok(doc) => doc.check_files(self.backing.base()).err(),
+            Err(_) => None,
+        };
+        Ok((revision, errors))
+    }
+
+    /// The document, parsed, and its revision. Blocks (file or etcd I/O).
     pub fn read(&self) -> Result<(ConfigDocument, Revision), StoreError> {
-        let bytes = self.read_bytes()?;
-        let revision = Revision::of(&bytes);
+        let (bytes, revision) = self.backing.read()?;
         Ok((self.parse(&bytes)?, revision))
     }
 
-    /// Applies `edit` to the file if `if_match` (when given) names its
+    /// Applies `edit` to the document if `if_match` (when given) names its
     /// current revision, writes it, and applies it to routing before
     /// returning the edit's result and the new revision. An edit that
-    /// changes nothing writes nothing. Blocks (file I/O).
+    /// changes nothing writes nothing. Blocks (file or etcd I/O).
     pub fn edit<T>(
         &self,
         if_match: Option<&str>,
@@ -146,8 +304,7 @@ impl ConfigStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for _ in 0..ATTEMPTS {
-            let before = self.read_bytes()?;
-            let revision = Revision::of(&before);
+            let (before, revision) = self.backing.read()?;
             if let Some(given) = if_match
                 && !revision.matches(given)
             {
@@ -165,74 +322,55 @@ impl ConfigStore {
             // What the reloader would refuse is refused here, before
             // anything is written: a local replica's file that is missing.
             self.check_files(&before, &doc)?;
-            match self.replace_if_unchanged(&before, after.as_bytes())? {
-                true => {
-                    self.apply();
-                    return Ok((result, Revision::of(after.as_bytes())));
+            match self.backing.replace(&revision, &before, &after)? {
+                Some(written) => {
+                    self.apply(&after, &written);
+                    return Ok((result, written));
                 }
-                // A hand edit landed meanwhile: redo the edit on top of it.
-                false => continue,
+                // Another writer landed meanwhile: redo the edit on top.
+                None => continue,
             }
         }
         Err(StoreError::Busy)
     }
 
-    fn read_bytes(&self) -> Result<Vec<u8>, StoreError> {
-        std::fs::read(&self.path).map_err(|source| self.io(source))
-    }
-
     fn parse(&self, bytes: &[u8]) -> Result<ConfigDocument, StoreError> {
         let text = String::from_utf8_lossy(bytes);
-        ConfigDocument::parse(&text, &self.path.display().to_string())
-            .map_err(StoreError::FileInvalid)
-    }
-
-    /// The directory relative file paths in the config are taken from.
-    fn base(&self) -> &Path {
-        self.path.parent().unwrap_or(Path::new(""))
+        ConfigDocument::parse(&text, &self.backing.origin()).map_err(StoreError::FileInvalid)
     }
 
     /// Refuses an edited document naming a file that a local replica would
     /// load and that does not exist: an invalid edit (400) when the edit
-    /// brought the problem, [`StoreError::FileInvalid`] (409) when the file
-    /// as it is (`before`) already has one, as for any broken hand edit.
+    /// brought the problem, [`StoreError::FileInvalid`] (409) when the
+    /// document as it is (`before`) already has one, as for any broken
+    /// hand edit.
     fn check_files(&self, before: &[u8], edited: &ConfigDocument) -> Result<(), StoreError> {
-        let Err(errors) = edited.check_files(self.base()) else {
+        let base = self.backing.base();
+        let Err(errors) = edited.check_files(base) else {
             return Ok(());
         };
-        match self.parse(before)?.check_files(self.base()) {
+        match self.parse(before)?.check_files(base) {
             Err(already) => Err(StoreError::FileInvalid(already)),
             Ok(()) => Err(StoreError::Edit(EditError::Invalid(errors))),
         }
     }
 
-    fn replace_if_unchanged(&self, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
-        replace_if_unchanged(&self.path, old, new).map_err(|source| self.io(source))
-    }
-
-    /// Applies the file now, so routing has changed when the API answers;
-    /// the watcher then finds nothing left to do.
-    fn apply(&self) {
-        match self.reloader.reload() {
-            ReloadOutcome::Applied { revision } => {
+    /// Applies what was just written, so routing has changed when the API
+    /// answers.
+    fn apply(&self, text: &str, revision: &Revision) {
+        let origin = self.backing.origin();
+        match self.backing.apply(text, revision) {
+            Some(ReloadOutcome::Applied { revision: local }) => {
                 log::info!(
-                    "config {}: applied API edit as revision {revision}",
-                    self.path.display()
+                    "config {origin}: applied API edit as revision {revision} (local {local})"
                 );
             }
-            ReloadOutcome::Unchanged => {}
-            ReloadOutcome::Rejected(errors) => {
+            Some(ReloadOutcome::Unchanged) | None => {}
+            Some(ReloadOutcome::Rejected(errors)) => {
                 // Cannot happen for a validated edit unless a broken hand
                 // edit replaced it in between; the watcher reports that.
                 log::error!("config rejected after an API edit:\n{errors}");
             }
-        }
-    }
-
-    fn io(&self, source: std::io::Error) -> StoreError {
-        StoreError::Io {
-            path: self.path.clone(),
-            source,
         }
     }
 }

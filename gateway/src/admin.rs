@@ -17,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use control::api::{Api, MAX_BODY_BYTES};
+use control::fleet::FleetConfig;
 use http::{Request, Response, StatusCode, header};
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
@@ -38,6 +39,7 @@ pub struct Admin {
     api: Arc<Api>,
     exporter: Exporter,
     conns: Arc<ConnLimit>,
+    fleet: Option<Arc<FleetConfig>>,
 }
 
 impl Admin {
@@ -47,6 +49,16 @@ impl Admin {
             api,
             exporter,
             conns: ConnLimit::new(MAX_CONNECTIONS),
+            fleet: None,
+        }
+    }
+
+    /// A fleet node's admin listener: `/readyz` says when the node's config
+    /// is stale (etcd out of reach; it keeps serving its last config).
+    pub fn following(self, fleet: Arc<FleetConfig>) -> Self {
+        Self {
+            fleet: Some(fleet),
+            ..self
         }
     }
 
@@ -101,6 +113,10 @@ impl Admin {
             "/readyz" if shutting_down => json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 r#"{"status":"shutting down"}"#,
+            ),
+            "/readyz" if self.fleet.as_ref().is_some_and(|f| f.is_stale()) => json(
+                StatusCode::OK,
+                r#"{"status":"ready","config":"stale","detail":"etcd is out of reach: serving the last config and known replicas"}"#,
             ),
             "/readyz" => json(StatusCode::OK, r#"{"status":"ready"}"#),
             "/metrics" => {

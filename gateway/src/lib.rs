@@ -18,6 +18,7 @@ pub mod admin_client;
 pub mod conn_limit;
 pub mod connections;
 pub mod fd_limit;
+pub mod fleet_cli;
 pub mod fuzzing;
 pub mod http1;
 mod listen;

@@ -38,6 +38,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Move a fleet's shared document (keys, models, deployments,
+    /// environments) in and out of etcd.
+    Config {
+        #[command(subcommand)]
+        command: gateway::fleet_cli::ConfigCommand,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -99,6 +105,7 @@ fn run(command: Command, api: &gateway::admin_client::ApiTarget) -> anyhow::Resu
             gateway::server::run(&config, &path, upgrade)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Config { command } => gateway::fleet_cli::run(command),
         Command::Keys {
             command: KeysCommand::New { name, scope },
         } => {

@@ -6,9 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use config::Config;
+use config::{Config, ConfigErrors};
 use control::api::Api;
 use control::capacity::NodeCapacity;
+use control::fleet::{FleetConfig, FleetError, SharedDocument};
 use control::plane::Plane;
 use control::promotion::Promotions;
 use control::provision::{LocalProvisioner, LocalSettings};
@@ -46,6 +47,12 @@ pub enum StartError {
     /// The config file cannot be watched.
     #[error(transparent)]
     Watch(#[from] WatchError),
+    /// A fleet node could not read its fleet's shared document.
+    #[error("cannot read the fleet's shared config: {0}")]
+    Fleet(#[from] FleetError),
+    /// The fleet's shared document is invalid for this node.
+    #[error("invalid shared config:\n{0}")]
+    SharedConfig(ConfigErrors),
     /// The control plane's runtime could not start.
     #[error("cannot start the control plane: {0}")]
     ControlPlane(std::io::Error),
@@ -103,6 +110,32 @@ pub enum StartError {
     },
 }
 
+/// Connects to the fleet `node` (a node file's config) names and reads its
+/// shared document: the document, the etcd revision read, and the config
+/// this node serves (the document joined to its file's sections).
+async fn join_fleet(
+    node: &Config,
+    node_path: &Path,
+) -> Result<(SharedDocument, i64, Config), StartError> {
+    let document = SharedDocument::connect(node.clone(), node_path).await?;
+    let current = document.get().await?;
+    if current.revision == 0 {
+        log::warn!(
+            "{} holds no document yet: serving no models until one is pushed (gateway config push)",
+            document.origin()
+        );
+    }
+    let config = document
+        .load(&current.text)
+        .map_err(StartError::SharedConfig)?;
+    log::info!(
+        "fleet config {}: etcd revision {}",
+        document.origin(),
+        current.revision
+    );
+    Ok((document, current.revision, config))
+}
+
 /// Prints the ready line on stdout: the listeners are bound and listening
 /// (connections made from now on wait in the backlog until the services
 /// accept them), so whoever started the gateway may connect.
@@ -148,6 +181,20 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
             }
             None => None,
         };
+    // A fleet node serves its file's sections joined to the fleet's
+    // shared document, read from etcd before anything routes.
+    let fleet = match config.fleet {
+        Some(_) => Some(plane.handle().block_on(join_fleet(config, config_path))?),
+        None => None,
+    };
+    let joined;
+    let config = match &fleet {
+        Some((_, _, shared)) => {
+            joined = shared.clone();
+            &joined
+        }
+        None => config,
+    };
     let routing = Arc::new(Routing::new(Snapshot::new(config)));
     let nofile = fd_limit::raise();
     let cap = fd_limit::connection_cap(config.server.max_connections, nofile);
@@ -179,8 +226,20 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         config.clone(),
         Arc::clone(&routing),
     ));
-    plane.hold("config reload", Arc::clone(&reloader).watch()?);
-    let store = Arc::new(ConfigStore::new(config_path, reloader));
+    let (store, following) = match fleet {
+        Some((document, initial, _)) => {
+            let fleet = Arc::new(FleetConfig::new(document, Arc::clone(&reloader), initial));
+            let follow = Arc::clone(&fleet);
+            plane.spawn("fleet config", |shutdown| follow.run(shutdown));
+            let store = ConfigStore::fleet(Arc::clone(&fleet), reloader, plane.handle().clone());
+            (store, Some(fleet))
+        }
+        None => {
+            plane.hold("config reload", Arc::clone(&reloader).watch()?);
+            (ConfigStore::new(config_path, reloader), None)
+        }
+    };
+    let store = Arc::new(store);
     let usage = Arc::new(UsageLedger::beside(config_path));
     let meter = UsageMeter::new(
         Arc::clone(&routing),
@@ -319,7 +378,11 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         Sweeper(connections),
     ));
 
-    let mut admin = Service::new("admin".to_owned(), Admin::new(api, exporter.clone()));
+    let mut admin = Admin::new(api, exporter.clone());
+    if let Some(fleet) = following {
+        admin = admin.following(fleet);
+    }
+    let mut admin = Service::new("admin".to_owned(), admin);
     admin.add_tcp(&bound.admin.key());
     admin.threads = Some(1);
     server.add_service(Prebound::new(

@@ -12,7 +12,8 @@
 //! - [`raw`], [`wire`]: exact bytes over one TCP connection; [`replica`]:
 //!   a recording upstream on tokio; [`admin`]: the management API;
 //!   [`tls`]: certificates made with `openssl`, `curl` as HTTPS client;
-//!   [`onnx`]: the real model's files and reference outputs.
+//!   [`onnx`]: the real model's files and reference outputs; [`etcd`]: a
+//!   real etcd and fleet nodes on it.
 //!
 //! Clocks: the kit blocks threads and reads the wall clock on purpose
 //! (it runs beside, not inside, the code under test).
@@ -20,6 +21,7 @@
 
 pub mod admin;
 pub mod engine;
+pub mod etcd;
 pub mod fixture;
 pub mod gateway;
 pub mod onnx;

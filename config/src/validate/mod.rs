@@ -7,6 +7,7 @@ use std::time::Duration;
 
 pub(crate) mod engine;
 mod failures;
+mod fleet;
 mod models;
 mod node;
 mod queue;
@@ -116,9 +117,23 @@ impl Checker<'_> {
     }
 }
 
-pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Config> {
+/// The fleet's shared document: a config without a node's sections.
+pub(crate) fn validate_shared(mut raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Config> {
+    fleet::shared_only(&mut Checker { errors }, &raw);
+    raw.fleet = None; // reported; not a node file either
+    validate(raw, errors)
+}
+
+pub(crate) fn validate(mut raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Config> {
     let mut c = Checker { errors };
     let root = ConfigPath::root();
+    let fleet = raw
+        .fleet
+        .take()
+        .map(|f| fleet::fleet(&mut c, &root.key("fleet"), f));
+    if fleet.is_some() {
+        fleet::node_file_only(&mut c, &raw);
+    }
 
     let listeners = listeners(
         &mut c,
@@ -173,6 +188,7 @@ pub(crate) fn validate(raw: RawConfig, errors: &mut Vec<Problem>) -> Option<Conf
         models,
         node,
         admin: admin(raw.admin.unwrap_or_default()),
+        fleet,
     })
 }
 

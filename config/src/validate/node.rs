@@ -10,6 +10,21 @@ use crate::raw::RawNode;
 use crate::resources::{Resources, is_accelerator_name};
 
 pub(super) fn node(c: &mut Checker<'_>, path: &ConfigPath, raw: RawNode) -> Node {
+    let name = raw.name.filter(|name| {
+        // It names the node's keys in etcd, and shows in logs and metrics.
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid {
+            c.error(
+                path.key("name"),
+                format!("`name` is `{name}`: it must be 1 to 63 letters, digits, `-`, `_` or `.`"),
+            );
+        }
+        valid
+    });
     let cpu_millis = raw.cpus.and_then(|cpus| c.cores(path, "cpus", cpus));
     let memory_mib = raw.memory.as_deref().and_then(|text| {
         Resources::parse_memory(text)
@@ -46,6 +61,7 @@ pub(super) fn node(c: &mut Checker<'_>, path: &ConfigPath, raw: RawNode) -> Node
         text => text.map(PathBuf::from),
     };
     Node {
+        name,
         cpu_millis,
         memory_mib,
         accelerators,

@@ -85,6 +85,10 @@ pub const CONFIG_RELOADS: &str = "igw_config_reloads_total";
 pub const CONFIG_REVISION: &str = "igw_config_revision";
 /// Unix time of the last applied config.
 pub const CONFIG_LAST_RELOAD: &str = "igw_config_last_reload_timestamp_seconds";
+/// 1 while a fleet node cannot reach etcd (it serves its last config).
+pub const CONFIG_STALE: &str = "igw_config_stale";
+/// The etcd revision of the fleet's shared document serving now.
+pub const CONFIG_FLEET_REVISION: &str = "igw_config_fleet_revision";
 /// Access log lines written.
 pub const ACCESS_LOG_LINES: &str = "igw_access_log_lines_total";
 /// Access log lines dropped because the writer fell behind.
@@ -210,6 +214,14 @@ pub fn describe() {
         CONFIG_LAST_RELOAD,
         Unit::Seconds,
         "Unix time the current config was applied."
+    );
+    describe_gauge!(
+        CONFIG_STALE,
+        "1 while this fleet node cannot reach etcd and serves its last config."
+    );
+    describe_gauge!(
+        CONFIG_FLEET_REVISION,
+        "etcd revision of the fleet's shared document applied last."
     );
     describe_counter!(ACCESS_LOG_LINES, "Access log lines written.");
     describe_counter!(

@@ -1,0 +1,20 @@
+//! A fleet of gateways sharing one config through etcd.
+//!
+//! Each gateway's own file holds what belongs to its machine (`[listeners]`,
+//! `[server]`, `[node]`, and `[fleet]` naming the etcd endpoints and a key
+//! prefix); the shared document (keys, models, deployments, environments)
+//! is TOML text under one etcd key ([`config::Fleet::config_key`]).
+//!
+//! - [`SharedDocument`]: reading and writing that key. Writes are
+//!   compare-and-swap transactions on the key's revision, which the
+//!   management API shows as its ETag.
+//! - [`FleetConfig`]: every gateway watches the key and applies each
+//!   revision, in order, through the same validate-then-swap path as a
+//!   file reload; while etcd is out of reach it keeps serving the last one
+//!   and reports itself stale.
+
+mod document;
+mod watch;
+
+pub use document::{FleetError, SharedDocument, Versioned};
+pub use watch::FleetConfig;

@@ -1,0 +1,167 @@
+//! Following the shared document: every revision applied in order, the
+//! link to etcd watched, staleness reported.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use etcd_client::EventType;
+use routing::telemetry;
+
+use super::document::{FleetError, SharedDocument, Versioned};
+use crate::plane::ShutdownSignal;
+use crate::reload::{ReloadOutcome, Reloader};
+
+/// Waits between attempts to reach etcd again, doubling up to the most.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MOST: Duration = Duration::from_secs(2);
+
+/// Applies the fleet's shared document to this node's routing.
+#[derive(Debug)]
+pub struct FleetConfig {
+    document: SharedDocument,
+    reloader: Arc<Reloader>,
+    /// The highest etcd revision applied or rejected: an older one (a watch
+    /// event overtaken by the API's own apply) is skipped.
+    seen: std::sync::Mutex<i64>,
+    stale: AtomicBool,
+}
+
+impl FleetConfig {
+    /// Follows `document` for `reloader`, whose initial config is the
+    /// document at `initial` (applied at start-up).
+    pub fn new(document: SharedDocument, reloader: Arc<Reloader>, initial: i64) -> Self {
+        metrics::gauge!(telemetry::CONFIG_FLEET_REVISION).set(initial as f64);
+        metrics::gauge!(telemetry::CONFIG_STALE).set(0.0);
+        Self {
+            document,
+            reloader,
+            seen: std::sync::Mutex::new(initial),
+            stale: AtomicBool::new(false),
+        }
+    }
+
+    /// The document this node follows.
+    pub fn document(&self) -> &SharedDocument {
+        &self.document
+    }
+
+    /// The reload path revisions are applied through (and its counts).
+    pub fn reloader(&self) -> &Reloader {
+        &self.reloader
+    }
+
+    /// Whether etcd is out of reach: the node serves its last config and
+    /// its known replicas, and changes nothing on its own.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(Ordering::Relaxed)
+    }
+
+    /// Applies `text`, the document at etcd `revision`, unless a newer one
+    /// was already applied (or rejected). `None` when skipped.
+    pub fn apply(&self, text: &str, revision: i64) -> Option<ReloadOutcome> {
+        // Held across the (synchronous) apply so revisions land in order.
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if revision <= *seen {
+            return None;
+        }
+        *seen = revision;
+        let outcome = self.reloader.apply(self.document.load(text));
+        let origin = self.document.origin();
+        match &outcome {
+            ReloadOutcome::Applied { revision: local } => {
+                metrics::gauge!(telemetry::CONFIG_FLEET_REVISION).set(revision as f64);
+                log::info!("config {origin}: applied etcd revision {revision} (local {local})");
+            }
+            ReloadOutcome::Unchanged => {
+                metrics::gauge!(telemetry::CONFIG_FLEET_REVISION).set(revision as f64);
+                log::debug!("config {origin}: etcd revision {revision} changes nothing here");
+            }
+            ReloadOutcome::Rejected(errors) => log::error!(
+                "config {origin}: etcd revision {revision} rejected, previous config keeps serving:\n{errors}"
+            ),
+        }
+        Some(outcome)
+    }
+
+    /// Follows the document until shutdown: reads it, applies it, watches
+    /// it from there; when the link breaks, reports stale and tries again
+    /// (reading the document anew, so nothing missed is lost).
+    pub async fn run(self: Arc<Self>, mut shutdown: ShutdownSignal) {
+        let mut wait = RETRY_FIRST;
+        loop {
+            let error = tokio::select! {
+                error = self.follow() => error,
+                () = shutdown.requested() => return,
+            };
+            if !self.stale.swap(true, Ordering::Relaxed) {
+                metrics::gauge!(telemetry::CONFIG_STALE).set(1.0);
+                log::warn!("fleet config stale: {error}; serving the last config");
+            } else {
+                log::debug!("fleet config still stale: {error}");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.requested() => return,
+            }
+            wait = (wait * 2).min(RETRY_MOST);
+            if matches!(error, FleetError::WatchEnded { .. }) {
+                wait = RETRY_FIRST; // etcd answered: not a dead link
+            }
+        }
+    }
+
+    /// Reads, applies and watches the document until the link fails.
+    async fn follow(&self) -> FleetError {
+        let current = match self.document.get().await {
+            Ok(current) => current,
+            Err(e) => return e,
+        };
+        self.apply_version(&current);
+        let mut stream = match self.document.watch_from(current.read_at + 1).await {
+            Ok(stream) => stream,
+            Err(e) => return e,
+        };
+        if self.stale.swap(false, Ordering::Relaxed) {
+            metrics::gauge!(telemetry::CONFIG_STALE).set(0.0);
+            log::info!(
+                "fleet config caught up at etcd revision {}",
+                current.read_at
+            );
+        }
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => return self.document.watch_ended("stream closed"),
+                Err(e) => return self.document.watch_ended(e.to_string()),
+            };
+            if response.canceled() {
+                return self
+                    .document
+                    .watch_ended(response.cancel_reason().to_owned());
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                match event.event_type() {
+                    EventType::Put => match self.document.text(kv.value()) {
+                        Ok(text) => {
+                            self.apply(&text, kv.mod_revision());
+                        }
+                        Err(e) => log::error!("{e}: previous config keeps serving"),
+                    },
+                    EventType::Delete => log::error!(
+                        "config {}: the key was deleted (etcd revision {}); the previous config keeps serving until a document is pushed",
+                        self.document.origin(),
+                        kv.mod_revision()
+                    ),
+                }
+            }
+        }
+    }
+
+    fn apply_version(&self, version: &Versioned) {
+        if version.revision > 0 {
+            self.apply(&version.text, version.revision);
+        }
+    }
+}
