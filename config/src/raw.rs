@@ -77,6 +77,7 @@ pub(crate) struct RawNode {
 pub(crate) struct RawFleet {
     pub(crate) endpoints: Option<Vec<String>>,
     pub(crate) prefix: Option<String>,
+    pub(crate) lease_ttl_secs: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,9 +12,14 @@
 //!   revision, in order, through the same validate-then-swap path as a
 //!   file reload; while etcd is out of reach it keeps serving the last one
 //!   and reports itself stale.
+//! - [`Registry`]: membership and the replica registry. Each node
+//!   registers itself and its ready replicas under a lease; every node
+//!   routes to every node's replicas; a dead node's leave with its lease.
 
 mod document;
+mod registry;
 mod watch;
 
 pub use document::{FleetError, SharedDocument, Versioned};
+pub use registry::{NodeRecord, Registry};
 pub use watch::FleetConfig;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use config::{Config, ConfigErrors};
 use control::api::Api;
 use control::capacity::NodeCapacity;
-use control::fleet::{FleetConfig, FleetError, SharedDocument};
+use control::fleet::{FleetConfig, FleetError, NodeRecord, Registry, SharedDocument};
 use control::plane::Plane;
 use control::promotion::Promotions;
 use control::provision::{LocalProvisioner, LocalSettings};
@@ -136,6 +136,17 @@ async fn join_fleet(
     Ok((document, current.revision, config))
 }
 
+/// The node's name in its fleet: `[node] name`, or the host name.
+fn node_name(config: &Config) -> String {
+    config.node.name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "gateway".to_owned())
+    })
+}
+
 /// Prints the ready line on stdout: the listeners are bound and listening
 /// (connections made from now on wait in the backlog until the services
 /// accept them), so whoever started the gateway may connect.
@@ -228,6 +239,15 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
     ));
     let (store, following) = match fleet {
         Some((document, initial, _)) => {
+            let record = NodeRecord {
+                name: node_name(config),
+                predict: bound.predict.address,
+                admin: bound.admin.address,
+                cpu_millis: config.node.cpu_millis,
+                memory_mib: config.node.memory_mib,
+            };
+            let registry = Registry::new(document.clone(), Arc::clone(&routing), record);
+            plane.spawn("fleet registry", |shutdown| registry.run(shutdown));
             let fleet = Arc::new(FleetConfig::new(document, Arc::clone(&reloader), initial));
             let follow = Arc::clone(&fleet);
             plane.spawn("fleet config", |shutdown| follow.run(shutdown));

@@ -11,11 +11,18 @@ pub struct Fleet {
     /// The fleet's key prefix: fleets with different prefixes share one
     /// etcd without seeing each other. Starts with `/`, no trailing `/`.
     pub prefix: String,
+    /// How long a node's registration (and its replicas') outlives its
+    /// last keep-alive: a node that dies leaves routing everywhere within
+    /// this time (`lease_ttl_secs`, default 10).
+    pub lease_ttl: std::time::Duration,
 }
 
 impl Fleet {
     /// The prefix when `[fleet]` names none.
     pub const DEFAULT_PREFIX: &'static str = "/inference-gateway";
+
+    /// `lease_ttl_secs` when `[fleet]` names none.
+    pub const DEFAULT_LEASE_TTL_SECS: u32 = 10;
 
     /// The etcd key that holds the shared document (TOML text).
     pub fn config_key(&self) -> String {

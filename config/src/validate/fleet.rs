@@ -38,7 +38,19 @@ pub(super) fn fleet(c: &mut Checker<'_>, path: &ConfigPath, raw: RawFleet) -> Fl
             format!("`prefix` is `{prefix}`: it must start with `/`, not end with one, and hold only letters, digits, `/`, `-`, `_` and `.`"),
         );
     }
-    Fleet { endpoints, prefix }
+    let ttl = c.ranged(
+        path,
+        "lease_ttl_secs",
+        raw.lease_ttl_secs,
+        Fleet::DEFAULT_LEASE_TTL_SECS,
+        2,
+        300,
+    );
+    Fleet {
+        endpoints,
+        prefix,
+        lease_ttl: std::time::Duration::from_secs(u64::from(ttl)),
+    }
 }
 
 /// A node's file (one with `[fleet]`) may not hold the shared sections:

@@ -63,6 +63,7 @@ pub struct Versioned {
 pub struct SharedDocument {
     client: Client,
     key: String,
+    prefix: String,
     endpoints: String,
     node: Config,
     base: PathBuf,
@@ -98,6 +99,7 @@ impl SharedDocument {
         Ok(Self {
             client,
             key: fleet.config_key(),
+            prefix: fleet.prefix.clone(),
             endpoints,
             base: node_path.parent().unwrap_or(Path::new("")).to_owned(),
             node,
@@ -112,6 +114,24 @@ impl SharedDocument {
     /// The etcd key holding the document.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The fleet's key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A client of the fleet's etcd (cheap: clones share one channel).
+    pub(super) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// One etcd call, bounded in time, its error naming the endpoints.
+    pub(super) async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, FleetError> {
+        within(&self.endpoints, call).await
     }
 
     /// The directory relative paths in the document are taken from.
