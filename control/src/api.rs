@@ -158,6 +158,7 @@ impl Api {
                 Ok((StatusCode::OK, json!({
                     "source": self.store.origin(),
                     "stale": self.store.stale(),
+                    "leader": self.store.leader(),
                     "revision": revision.to_string(),
                     "file_errors": errors.map(|e| e.to_string()),
                     "applied_revisions": reloader.revision(),

@@ -15,11 +15,21 @@
 //! - [`Registry`]: membership and the replica registry. Each node
 //!   registers itself and its ready replicas under a lease; every node
 //!   routes to every node's replicas; a dead node's leave with its lease.
+//!   It also publishes the node's load per local deployment.
+//! - [`Leader`]: one node, elected through etcd, sums the fleet's load,
+//!   runs the autoscaler and writes each deployment's [`Placement`] on
+//!   nodes; each node's scaling controller runs what is placed on it.
 
 mod document;
+mod leader;
+mod load;
+mod placement;
 mod registry;
 mod watch;
 
 pub use document::{FleetError, SharedDocument, Versioned};
+pub use leader::Leader;
+pub use load::{DeploymentLoad, NodeLoad};
+pub use placement::{DeploymentPlacement, Placed, Placement};
 pub use registry::{NodeRecord, Registry};
 pub use watch::FleetConfig;

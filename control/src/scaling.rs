@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::autoscaler::Autoscaler;
 use crate::capacity::{NodeCapacity, Usage};
+use crate::fleet::{Placed, Placement};
 use crate::plane::ShutdownSignal;
 use crate::provision::{Instance, InstanceState, Provisioner, Released, ReplicaSpec};
 use routing::Routing;
@@ -208,6 +209,9 @@ pub struct Controller {
     /// started or stopped any more.
     frozen: bool,
     commands: Option<mpsc::UnboundedReceiver<handover::Command>>,
+    /// In a fleet, how many replicas the leader placed on this node: they
+    /// replace the local autoscaler's decision.
+    placement: Option<Arc<Placement>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -241,7 +245,16 @@ impl Controller {
             leftovers: Vec::new(),
             frozen: false,
             commands: None,
+            placement: None,
         }
+    }
+
+    /// A fleet node's controller: it runs what the fleet's leader placed
+    /// on this node instead of deciding itself, and holds what runs while
+    /// the placement is unknown or stale.
+    pub fn placed_by(mut self, placement: Arc<Placement>) -> Self {
+        self.placement = Some(placement);
+        self
     }
 
     /// A handle to reach this controller once it runs (the binary
@@ -310,7 +323,7 @@ impl Controller {
                     managed.policy = policy;
                     managed.autoscaler = policy.autoscaler();
                 }
-                self.step(d, managed, now, sample, &mut used);
+                self.step(&model.id, d, managed, now, sample, &mut used);
             }
         }
         // Deployments deleted, or no longer local: stop their replicas.
@@ -336,6 +349,7 @@ impl Controller {
 
     fn step(
         &self,
+        model: &str,
         d: &Deployment,
         m: &mut LocalDeployment,
         now: Instant,
@@ -364,8 +378,14 @@ impl Controller {
             m.autoscaler.observe(t, load);
         }
         let decision = m.autoscaler.decide(t, current);
+        let placed = self.placement.as_ref().map(|p| p.placed(model, &d.id));
         let desired = if !d.active || m.failed_with.is_some() {
             0
+        } else if let Some(placed) = placed {
+            match placed {
+                Placed::Count(n) => n,
+                Placed::Hold => current,
+            }
         } else {
             let ceiling = m.autoscaler.max_replicas();
             let mut desired = decision.desired.max(woken.min(ceiling));

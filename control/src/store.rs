@@ -126,6 +126,10 @@ trait Backing: fmt::Debug + Send + Sync {
     fn stale(&self) -> bool {
         false
     }
+    /// Who leads the fleet, for a fleet node.
+    fn leader(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A config file the operator edits by hand.
@@ -217,6 +221,10 @@ impl Backing for FleetBacking {
     fn stale(&self) -> bool {
         self.fleet.is_stale()
     }
+
+    fn leader(&self) -> Option<String> {
+        self.fleet.leader()
+    }
 }
 
 /// Reads and edits one config document, and applies what it writes.
@@ -269,6 +277,12 @@ impl ConfigStore {
     /// cannot reach etcd serves its last config.
     pub fn stale(&self) -> bool {
         self.backing.stale()
+    }
+
+    /// Which node leads the fleet (`None` outside a fleet, or while no
+    /// leader is known).
+    pub fn leader(&self) -> Option<String> {
+        self.backing.leader()
     }
 
     /// The document's revision and, if it is invalid, why: the errors a

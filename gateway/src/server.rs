@@ -9,7 +9,9 @@ use std::time::Duration;
 use config::{Config, ConfigErrors};
 use control::api::Api;
 use control::capacity::NodeCapacity;
-use control::fleet::{FleetConfig, FleetError, NodeRecord, Registry, SharedDocument};
+use control::fleet::{
+    FleetConfig, FleetError, Leader, NodeRecord, Placement, Registry, SharedDocument,
+};
 use control::plane::Plane;
 use control::promotion::Promotions;
 use control::provision::{LocalProvisioner, LocalSettings};
@@ -239,8 +241,9 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
     ));
     let (store, following) = match fleet {
         Some((document, initial, _)) => {
+            let name = node_name(config);
             let record = NodeRecord {
-                name: node_name(config),
+                name: name.clone(),
                 predict: bound.predict.address,
                 admin: bound.admin.address,
                 cpu_millis: config.node.cpu_millis,
@@ -248,11 +251,15 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
             };
             let registry = Registry::new(document.clone(), Arc::clone(&routing), record);
             plane.spawn("fleet registry", |shutdown| registry.run(shutdown));
-            let fleet = Arc::new(FleetConfig::new(document, Arc::clone(&reloader), initial));
+            let fleet = Arc::new(FleetConfig::new(
+                document.clone(),
+                Arc::clone(&reloader),
+                initial,
+            ));
             let follow = Arc::clone(&fleet);
             plane.spawn("fleet config", |shutdown| follow.run(shutdown));
             let store = ConfigStore::fleet(Arc::clone(&fleet), reloader, plane.handle().clone());
-            (store, Some(fleet))
+            (store, Some((fleet, document, name)))
         }
         None => {
             plane.hold("config reload", Arc::clone(&reloader).watch()?);
@@ -305,6 +312,20 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         LocalSettings::new(config.node.engine_binary.clone()),
         Arc::clone(&events),
     );
+    let placement = following.as_ref().map(|(fleet, document, name)| {
+        let placement = Arc::new(Placement::new(name, Arc::clone(&events)));
+        let follow = Arc::clone(&placement);
+        let watched = document.clone();
+        plane.spawn("fleet placement", |shutdown| follow.run(watched, shutdown));
+        let leader = Leader::new(
+            document.clone(),
+            Arc::clone(&routing),
+            Arc::clone(fleet),
+            name,
+        );
+        plane.spawn("fleet leader", |shutdown| leader.run(shutdown));
+        placement
+    });
     let mut controller = Controller::new(
         Arc::clone(&routing),
         Arc::new(provisioner),
@@ -316,6 +337,9 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         },
     )
     .adopting(handover.map(|h| h.replicas).unwrap_or_default());
+    if let Some(placement) = placement {
+        controller = controller.placed_by(placement);
+    }
     let scaling = controller.handle();
     plane.spawn("scaling controller", |shutdown| controller.run(shutdown));
 
@@ -399,7 +423,7 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
     ));
 
     let mut admin = Admin::new(api, exporter.clone());
-    if let Some(fleet) = following {
+    if let Some((fleet, _, _)) = following {
         admin = admin.following(fleet);
     }
     let mut admin = Service::new("admin".to_owned(), admin);

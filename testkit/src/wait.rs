@@ -53,3 +53,23 @@ where
 {
     eventually_async_within(what, LIMIT, condition).await;
 }
+
+/// Polls the async `probe` (on the caller's runtime) until it returns a
+/// value, and returns it; panics after `limit` naming `what`.
+pub async fn eventually_some_within<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use config::{Config, ConfigErrors};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp, WatchOptions, WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, LeaseKeepAliveStream, LeaseKeeper, Txn, TxnOp,
+    WatchOptions, WatchResponse, WatchStream,
 };
 
 /// How long one etcd request may take before the gateway gives up on it.
@@ -205,6 +206,42 @@ impl SharedDocument {
         config::load_shared_checked(text, &self.origin(), &self.node, &self.base)
     }
 
+    /// The next answer of `watch`; an error once the watch ended (the
+    /// stream closed or failed, or etcd cancelled it).
+    pub(super) async fn next(&self, watch: &mut WatchStream) -> Result<WatchResponse, FleetError> {
+        let response = watch
+            .message()
+            .await
+            .map_err(|e| self.watch_ended(e.to_string()))?
+            .ok_or_else(|| self.watch_ended("stream closed"))?;
+        if response.canceled() {
+            return Err(self.watch_ended(response.cancel_reason().to_owned()));
+        }
+        Ok(response)
+    }
+
+    /// How long a node's leases outlive their last renewal.
+    pub(super) fn lease_ttl(&self) -> Duration {
+        self.node
+            .fleet
+            .as_ref()
+            .map_or(Duration::from_secs(10), |f| f.lease_ttl)
+    }
+
+    /// A new lease of [`Self::lease_ttl`], its renewals started.
+    pub(super) async fn grant_lease(&self) -> Result<Lease, FleetError> {
+        let mut client = self.client();
+        let ttl = i64::try_from(self.lease_ttl().as_secs()).unwrap_or(10);
+        let id = self.call(client.lease_grant(ttl, None)).await?.id();
+        let (keeper, answers) = self.call(client.lease_keep_alive(id)).await?;
+        Ok(Lease {
+            id,
+            ttl: self.lease_ttl(),
+            keeper,
+            answers,
+        })
+    }
+
     pub(super) fn text(&self, value: &[u8]) -> Result<String, FleetError> {
         String::from_utf8(value.to_vec()).map_err(|_| FleetError::NotText {
             key: self.key.clone(),
@@ -215,6 +252,33 @@ impl SharedDocument {
         FleetError::WatchEnded {
             key: self.key.clone(),
             reason: reason.into(),
+        }
+    }
+}
+
+/// A lease its holder renews: the keys put with it are deleted by etcd
+/// when it is not renewed within its TTL (the holder died or hung, or lost
+/// etcd).
+pub(super) struct Lease {
+    /// The lease's id, for puts.
+    pub(super) id: i64,
+    ttl: Duration,
+    keeper: LeaseKeeper,
+    answers: LeaseKeepAliveStream,
+}
+
+impl Lease {
+    /// When to renew: every third of the TTL.
+    pub(super) fn renewals(&self) -> tokio::time::Interval {
+        tokio::time::interval(self.ttl / 3)
+    }
+
+    /// Renews it; an error if etcd cannot be reached or says it expired.
+    pub(super) async fn renew(&mut self, document: &SharedDocument) -> Result<(), FleetError> {
+        document.call(self.keeper.keep_alive()).await?;
+        match document.call(self.answers.message()).await? {
+            Some(answer) if answer.ttl() > 0 => Ok(()),
+            _ => Err(document.watch_ended("the lease expired")),
         }
     }
 }

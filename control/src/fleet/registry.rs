@@ -26,11 +26,15 @@ use routing::pool::Pool;
 use routing::replicas::Replica;
 
 use super::document::{FleetError, SharedDocument};
+use super::load::{DeploymentLoad, NodeLoad, deployment_name, load_prefix};
 use crate::plane::ShutdownSignal;
 
 /// How often the node compares its local replicas with what it published,
 /// and re-applies other nodes' replicas to pools a config change created.
 const SYNC_EVERY: Duration = Duration::from_millis(100);
+/// How often a node's load is published at most (newly parked requests
+/// are published at once: they may wait for a scale from zero).
+const LOAD_EVERY: Duration = Duration::from_millis(250);
 /// Waits between attempts to register again after losing etcd.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MOST: Duration = Duration::from_secs(2);
@@ -62,32 +66,28 @@ pub struct Registry {
     document: SharedDocument,
     routing: Arc<Routing>,
     record: NodeRecord,
-    ttl: Duration,
     /// Other nodes' replicas as etcd lists them.
     remote: HashMap<DeploymentKey, HashMap<SocketAddr, String>>,
     /// What this registry put in each pool, to take out again.
     added: HashMap<DeploymentKey, Added>,
     /// This node's replicas as published under the current lease.
     published: HashSet<(DeploymentKey, SocketAddr)>,
+    /// This node's load as last published, and when.
+    load: Option<(NodeLoad, tokio::time::Instant)>,
 }
 
 impl Registry {
     /// The registry of the node `document` belongs to, describing it as
     /// `record`, routing other nodes' replicas in `routing`.
     pub fn new(document: SharedDocument, routing: Arc<Routing>, record: NodeRecord) -> Self {
-        let ttl = document
-            .node()
-            .fleet
-            .as_ref()
-            .map_or(Duration::from_secs(10), |f| f.lease_ttl);
         Self {
             document,
             routing,
             record,
-            ttl,
             remote: HashMap::new(),
             added: HashMap::new(),
             published: HashSet::new(),
+            load: None,
         }
     }
 
@@ -107,6 +107,7 @@ impl Registry {
                 self.record.name
             );
             self.published.clear();
+            self.load = None;
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = shutdown.requested() => return,
@@ -140,14 +141,10 @@ impl Registry {
     }
 
     async fn serve_lease(&mut self) -> Result<std::convert::Infallible, FleetError> {
-        let mut client = self.document.client();
-        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(10);
-        let lease = self
-            .document
-            .call(client.lease_grant(ttl, None))
-            .await?
-            .id();
-        let (mut keeper, mut answers) = self.document.call(client.lease_keep_alive(lease)).await?;
+        let document = self.document.clone();
+        let mut client = document.client();
+        let mut held = document.grant_lease().await?;
+        let lease = held.id;
         // The name is the node's only while its previous lease (a restart
         // within the TTL) or another node with the same name does not hold it.
         let node_key = self.node_key(&self.record.name);
@@ -171,8 +168,9 @@ impl Registry {
             )));
         }
         log::info!(
-            "fleet node {} registered (lease {lease:x}, TTL {ttl} s)",
-            self.record.name
+            "fleet node {} registered (lease {lease:x}, TTL {:?})",
+            self.record.name,
+            document.lease_ttl()
         );
         let prefix = self.replicas_prefix();
         let listed = self
@@ -190,26 +188,14 @@ impl Registry {
             .call(client.watch(prefix.as_str(), Some(options)))
             .await?;
         self.sync(&mut client, lease).await?;
-        let mut renew = tokio::time::interval(self.ttl / 3);
+        let mut renew = held.renewals();
         let mut sync = tokio::time::interval(SYNC_EVERY);
         loop {
             tokio::select! {
-                _ = renew.tick() => {
-                    self.document.call(keeper.keep_alive()).await?;
-                    match self.document.call(answers.message()).await? {
-                        Some(answer) if answer.ttl() > 0 => {}
-                        _ => return Err(self.document.watch_ended("the lease expired")),
-                    }
-                }
+                _ = renew.tick() => held.renew(&document).await?,
                 _ = sync.tick() => self.sync(&mut client, lease).await?,
-                message = watch.message() => {
-                    let response = message
-                        .map_err(|e| self.document.watch_ended(e.to_string()))?
-                        .ok_or_else(|| self.document.watch_ended("stream closed"))?;
-                    if response.canceled() {
-                        return Err(self.document.watch_ended(response.cancel_reason().to_owned()));
-                    }
-                    for event in response.events() {
+                response = document.next(&mut watch) => {
+                    for event in response?.events() {
                         let Some(kv) = event.kv() else { continue };
                         match event.event_type() {
                             EventType::Put => self.record_put(kv.key()),
@@ -258,7 +244,58 @@ impl Registry {
             self.published.remove(&(deployment, addr));
         }
         self.apply_remote();
+        self.publish_load(client, lease).await
+    }
+
+    /// Publishes this node's load when it changed, at most every
+    /// [`LOAD_EVERY`], but at once when requests newly park.
+    async fn publish_load(
+        &mut self,
+        client: &mut etcd_client::Client,
+        lease: i64,
+    ) -> Result<(), FleetError> {
+        let load = self.local_load();
+        let now = tokio::time::Instant::now();
+        let due = match &self.load {
+            None => true,
+            Some((before, _)) if load.newly_parked(before) => true,
+            Some((before, at)) => *before != load && now.duration_since(*at) >= LOAD_EVERY,
+        };
+        if !due {
+            return Ok(());
+        }
+        let key = format!(
+            "{}{}",
+            load_prefix(self.document.prefix()),
+            self.record.name
+        );
+        let value = serde_json::to_string(&load).expect("a load record serializes");
+        let options = PutOptions::new().with_lease(lease);
+        self.document
+            .call(client.put(key, value, Some(options)))
+            .await?;
+        self.load = Some((load, now));
         Ok(())
+    }
+
+    /// In flight plus parked per local deployment, on this node.
+    fn local_load(&self) -> NodeLoad {
+        let snapshot = self.routing.load();
+        let mut load = NodeLoad::default();
+        for (key, pool) in local_pools(snapshot.config(), &snapshot) {
+            let parked = pool.parked() as u32;
+            let concurrency = pool.in_flight() as u32 + parked;
+            if concurrency > 0 {
+                load.deployments.insert(
+                    deployment_name(&key),
+                    DeploymentLoad {
+                        concurrency,
+                        parked,
+                    },
+                );
+            }
+        }
+        load
     }
 
     /// This node's ready replicas of local deployments: what its
@@ -349,7 +386,7 @@ impl Registry {
 }
 
 /// The pools of deployments whose replicas the gateways start themselves.
-fn local_pools<'a>(
+pub(super) fn local_pools<'a>(
     config: &'a Config,
     snapshot: &'a routing::Snapshot,
 ) -> impl Iterator<Item = (DeploymentKey, Arc<Pool>)> + 'a {

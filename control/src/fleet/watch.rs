@@ -25,6 +25,8 @@ pub struct FleetConfig {
     /// event overtaken by the API's own apply) is skipped.
     seen: std::sync::Mutex<i64>,
     stale: AtomicBool,
+    /// The node that leads the fleet, as this node last heard.
+    leader: std::sync::Mutex<Option<String>>,
 }
 
 impl FleetConfig {
@@ -38,6 +40,7 @@ impl FleetConfig {
             reloader,
             seen: std::sync::Mutex::new(initial),
             stale: AtomicBool::new(false),
+            leader: std::sync::Mutex::new(None),
         }
     }
 
@@ -55,6 +58,19 @@ impl FleetConfig {
     /// its known replicas, and changes nothing on its own.
     pub fn is_stale(&self) -> bool {
         self.stale.load(Ordering::Relaxed)
+    }
+
+    /// The node that leads the fleet, as this node last heard.
+    pub fn leader(&self) -> Option<String> {
+        self.leader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records who leads (`None`: nobody this node knows of).
+    pub fn set_leader(&self, leader: Option<String>) {
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = leader;
     }
 
     /// Applies `text`, the document at etcd `revision`, unless a newer one
@@ -130,16 +146,10 @@ impl FleetConfig {
             );
         }
         loop {
-            let response = match stream.message().await {
-                Ok(Some(response)) => response,
-                Ok(None) => return self.document.watch_ended("stream closed"),
-                Err(e) => return self.document.watch_ended(e.to_string()),
+            let response = match self.document.next(&mut stream).await {
+                Ok(response) => response,
+                Err(e) => return e,
             };
-            if response.canceled() {
-                return self
-                    .document
-                    .watch_ended(response.cancel_reason().to_owned());
-            }
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 match event.event_type() {
