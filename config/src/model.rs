@@ -261,10 +261,14 @@ impl AccessLog {
 /// The machine the gateway runs on, as capacity for the replicas it starts
 /// itself (deployments with [`ReplicaSource::Local`]). `None` means: detect
 /// it from the machine at run time.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     /// The node's name in its fleet (`[node] name`); `None` = the host name.
     pub name: Option<String>,
+    /// The address local replicas listen on and are reached at (`[node]
+    /// replica_host`; default 127.0.0.1). In a fleet spanning hosts, an
+    /// address the other gateways reach.
+    pub replica_host: std::net::IpAddr,
     /// CPU in thousandths of a core; `None` = the machine's CPUs.
     pub cpu_millis: Option<u32>,
     /// Memory in MiB; `None` = the machine's memory.
@@ -277,6 +281,19 @@ pub struct Node {
     /// [`load_file`](crate::load_file)); `None` = the `engine` beside the
     /// gateway's own executable.
     pub engine_binary: Option<PathBuf>,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Self {
+            name: None,
+            replica_host: std::net::Ipv4Addr::LOCALHOST.into(),
+            cpu_millis: None,
+            memory_mib: None,
+            accelerators: Vec::new(),
+            engine_binary: None,
+        }
+    }
 }
 
 /// An API key, stored only as its SHA-256 digest.

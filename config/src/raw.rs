@@ -67,6 +67,7 @@ pub(crate) struct RawAdmin {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawNode {
     pub(crate) name: Option<String>,
+    pub(crate) replica_host: Option<String>,
     pub(crate) cpus: Option<f64>,
     pub(crate) memory: Option<String>,
     pub(crate) accelerators: Option<BTreeMap<String, i64>>,

@@ -202,6 +202,7 @@ engine = "target/release/engine"
         node,
         Node {
             name: None,
+            replica_host: std::net::Ipv4Addr::LOCALHOST.into(),
             cpu_millis: Some(2000),
             memory_mib: Some(8192),
             accelerators: vec![("A100".into(), 1), ("L4".into(), 2)],
@@ -396,6 +397,7 @@ fn the_example_documents_valid_node_and_parking_keys() {
         config.node,
         Node {
             name: None,
+            replica_host: std::net::Ipv4Addr::LOCALHOST.into(),
             cpu_millis: Some(2000),
             memory_mib: Some(8192),
             accelerators: vec![("L4".into(), 2)],

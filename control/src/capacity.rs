@@ -115,6 +115,7 @@ mod tests {
     fn node(cpus: u32, memory_mib: u64, accelerators: &[(&str, u32)]) -> NodeCapacity {
         NodeCapacity::from_config(&Node {
             name: None,
+            replica_host: std::net::Ipv4Addr::LOCALHOST.into(),
             cpu_millis: Some(cpus * 1000),
             memory_mib: Some(memory_mib),
             accelerators: accelerators

@@ -185,8 +185,16 @@ struct FleetBacking {
 }
 
 impl Backing for FleetBacking {
+    /// The document in etcd; while etcd is out of reach, the one this node
+    /// serves (reads still answer; a write then fails on the etcd call).
     fn read(&self) -> Result<(Vec<u8>, Revision), StoreError> {
-        let version = self.runtime.block_on(self.fleet.document().get())?;
+        let version = match self.runtime.block_on(self.fleet.document().get()) {
+            Ok(version) => version,
+            Err(e) => {
+                log::debug!("{e}: answering from the document this node serves");
+                self.fleet.serving()
+            }
+        };
         Ok((version.text.into_bytes(), Revision::etcd(version.revision)))
     }
 

@@ -10,7 +10,7 @@ use config::{Config, ConfigErrors};
 use control::api::Api;
 use control::capacity::NodeCapacity;
 use control::fleet::{
-    FleetConfig, FleetError, Leader, NodeRecord, Placement, Registry, SharedDocument,
+    FleetConfig, FleetError, Leader, NodeRecord, Placement, Registry, SharedDocument, Versioned,
 };
 use control::plane::Plane;
 use control::promotion::Promotions;
@@ -118,7 +118,7 @@ pub enum StartError {
 async fn join_fleet(
     node: &Config,
     node_path: &Path,
-) -> Result<(SharedDocument, i64, Config), StartError> {
+) -> Result<(SharedDocument, Versioned, Config), StartError> {
     let document = SharedDocument::connect(node.clone(), node_path).await?;
     let current = document.get().await?;
     if current.revision == 0 {
@@ -135,7 +135,7 @@ async fn join_fleet(
         document.origin(),
         current.revision
     );
-    Ok((document, current.revision, config))
+    Ok((document, current, config))
 }
 
 /// The node's name in its fleet: `[node] name`, or the host name.
@@ -309,7 +309,10 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
     // controller's first pass, so none is started in their place.
     let events = Arc::new(tokio::sync::Notify::new());
     let provisioner = LocalProvisioner::new(
-        LocalSettings::new(config.node.engine_binary.clone()),
+        LocalSettings {
+            host: config.node.replica_host,
+            ..LocalSettings::new(config.node.engine_binary.clone())
+        },
         Arc::clone(&events),
     );
     let placement = following.as_ref().map(|(fleet, document, name)| {

@@ -222,8 +222,21 @@ async fn a_node_cut_off_from_etcd_serves_its_last_config_and_catches_up() {
         // It keeps serving what it knew.
         assert_eq!(status(gw, "/models/m1/production/predict").await, 200);
     }
+    // API reads answer from the document the node serves; writes need etcd.
     let (code, body, _) = api(&gateways[0], "GET", "/v1/models", None).await;
-    assert_eq!(code, 503, "an API read needs etcd: {body}");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["models"][0]["id"], "m1");
+    let (code, body, _) = api(&gateways[0], "GET", "/v1/config", None).await;
+    assert_eq!((code, &body["stale"]), (200, &json!(true)), "{body}");
+    let env = json!({ "name": "qa", "deployment": "d1" });
+    let (code, body, _) = api(
+        &gateways[0],
+        "POST",
+        "/v1/models/m1/environments",
+        Some(env),
+    )
+    .await;
+    assert_eq!(code, 503, "a write needs etcd: {body}");
     let metrics = testkit::get_text(&gateways[1].admin_url("/metrics")).await;
     assert_eq!(testkit::metric_sum(&metrics, "igw_config_stale", &[]), 1.0);
 

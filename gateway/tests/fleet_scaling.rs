@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use testkit::Gateway;
 use testkit::admin::{api, predict};
-use testkit::etcd::{Etcd, node, push, shared_text};
+use testkit::etcd::{Etcd, PartitionedEtcd, node, push, shared_text};
 use testkit::wait::{eventually_async_within, eventually_some_within};
 use tokio::time::Instant;
 
@@ -262,4 +262,86 @@ async fn the_leader_killed_under_load_is_replaced_and_nothing_fails() {
     assert_eq!(failed, 0, "no request failed");
     let _ = gateways[index].proc.try_wait();
     gateways[index].proc.addr = testkit::dead_addr();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_etcd_holds_its_replicas_serves_and_catches_up() {
+    // etcd in a network namespace: a reaches it over one veth link, b and
+    // c over the other.
+    let etcd = PartitionedEtcd::start();
+    let table = |link| {
+        format!(
+            "{}lease_ttl_secs = {TTL_SECS}\n",
+            etcd.fleet_table(link, "/fleet-partition")
+        )
+    };
+    let gateways = [
+        node("a", &table(0)),
+        node("b", &table(1)),
+        node("c", &table(1)),
+    ];
+    let document = shared_text(&model("min_replica = 3, max_replica = 3"));
+    let (pushed, out) = push(gateways[1].config.path(), &document, &[]);
+    assert!(pushed, "{out}");
+    let all: Vec<&Gateway> = gateways.iter().collect();
+    for gw in &all {
+        eventually_async_within("the document is applied", LIMIT, || async {
+            api(gw, "GET", "/v1/config", None).await.0 == 200
+        })
+        .await;
+    }
+    all_route_to_n(&all, 3, "the fleet runs 3 replicas").await;
+    let a = &gateways[0];
+    let held = own_replicas(a).await;
+    assert_eq!(held.len(), 1);
+
+    // The link goes down: a says it is stale and keeps serving.
+    etcd.cut(0);
+    let cut = Instant::now();
+    eventually_async_within("a reports itself stale", LIMIT, || async {
+        readyz(a).await.contains(r#""config":"stale""#)
+    })
+    .await;
+    println!("a stale {:?} after the cut", cut.elapsed());
+    for _ in 0..10 {
+        assert_eq!(predict(a, "production").await.0, 200);
+    }
+    // The others drop a's replica and run the fleet's 3 without it.
+    let rest = [&gateways[1], &gateways[2]];
+    eventually_async_within("b and c run 3 replicas without a's", LIMIT, || async {
+        let b = instances(rest[0]).await;
+        b.len() == 3 && b.is_disjoint(&held) && instances(rest[1]).await == b
+    })
+    .await;
+    for gw in rest {
+        assert_eq!(predict(gw, "production").await.0, 200);
+    }
+    // a started and stopped nothing on its own.
+    assert_eq!(own_replicas(a).await, held);
+    // A change made while a is cut off.
+    let qa = serde_json::json!({ "name": "qa", "deployment": "d" });
+    let (status, body, _) = api(rest[0], "POST", "/v1/models/m/environments", Some(qa)).await;
+    assert_eq!(status, 201, "{body}");
+
+    // The link returns: a catches up with the change and the placement,
+    // which has no replica on it any more.
+    etcd.restore(0);
+    eventually_async_within("a catches up", LIMIT, || async {
+        !readyz(a).await.contains("stale")
+    })
+    .await;
+    eventually_async_within("a applies the change made meanwhile", LIMIT, || async {
+        predict(a, "environments/qa").await.0 == 200
+    })
+    .await;
+    eventually_async_within("a stops the replica placed elsewhere", LIMIT, || async {
+        own_replicas(a).await.is_empty()
+    })
+    .await;
+    let after = all_route_to_n(&all, 3, "every gateway routes to the fleet's 3").await;
+    assert!(after.is_disjoint(&held));
+}
+
+async fn readyz(gw: &Gateway) -> String {
+    testkit::get_text(&gw.admin_url("/readyz")).await
 }

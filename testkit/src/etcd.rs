@@ -39,29 +39,7 @@ impl Etcd {
     }
 
     fn launch(client: SocketAddr, peer: SocketAddr, data: tempfile::TempDir) -> Self {
-        assert!(
-            Path::new(ETCD).exists(),
-            "{ETCD} is missing: install Debian's etcd-server (scripts/setup.sh)"
-        );
-        let client_url = format!("http://{client}");
-        let peer_url = format!("http://{peer}");
-        let mut command = Command::new(ETCD);
-        command
-            .arg("--name")
-            .arg("testkit")
-            .arg("--data-dir")
-            .arg(data.path())
-            .arg("--listen-client-urls")
-            .arg(&client_url)
-            .arg("--advertise-client-urls")
-            .arg(&client_url)
-            .arg("--listen-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-cluster")
-            .arg(format!("testkit={peer_url}"));
-        let mut proc = Proc::spawn(command, "etcd");
+        let mut proc = Proc::spawn(command(Command::new(ETCD), &[client], peer, &data), "etcd");
         proc.addr = client;
         let etcd = Self {
             proc,
@@ -99,10 +77,164 @@ impl Etcd {
     }
 
     fn wait_healthy(&self) {
-        eventually("etcd reports itself healthy", || {
-            health(self.client).is_some_and(|body| body.contains(r#""health":"true""#))
-        });
+        wait_healthy(self.client);
     }
+}
+
+/// `program` (etcd, or a command that execs it) with the arguments of a
+/// one-member etcd serving clients at `clients`, storing in `data`.
+fn command(
+    mut program: Command,
+    clients: &[SocketAddr],
+    peer: SocketAddr,
+    data: &tempfile::TempDir,
+) -> Command {
+    assert!(
+        Path::new(ETCD).exists(),
+        "{ETCD} is missing: install Debian's etcd-server (scripts/setup.sh)"
+    );
+    let urls: Vec<String> = clients.iter().map(|c| format!("http://{c}")).collect();
+    let peer_url = format!("http://{peer}");
+    program
+        .arg("--name")
+        .arg("testkit")
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--listen-client-urls")
+        .arg(urls.join(","))
+        .arg("--advertise-client-urls")
+        .arg(urls.join(","))
+        .arg("--listen-peer-urls")
+        .arg(&peer_url)
+        .arg("--initial-advertise-peer-urls")
+        .arg(&peer_url)
+        .arg("--initial-cluster")
+        .arg(format!("testkit={peer_url}"));
+    program
+}
+
+fn wait_healthy(client: SocketAddr) {
+    eventually("etcd reports itself healthy", || {
+        health(client).is_some_and(|body| body.contains(r#""health":"true""#))
+    });
+}
+
+/// An etcd in a network namespace of its own, reached from the host over
+/// two veth links, so that a test can cut one link (`ip link set DEV
+/// down`, a real partition: packets go nowhere, nothing is refused): the
+/// gateways that reach etcd over it lose etcd, the others keep it. Needs
+/// root (CAP_NET_ADMIN), as `ip netns` does. The namespace and the links
+/// are deleted on drop.
+#[derive(Debug)]
+pub struct PartitionedEtcd {
+    /// The etcd process (`ip netns exec` execs it: the pid is etcd's).
+    pub proc: Proc,
+    namespace: String,
+    /// Per link: the host side's device and etcd's client address on it.
+    links: [(String, SocketAddr); 2],
+    _data: tempfile::TempDir,
+}
+
+impl PartitionedEtcd {
+    /// Creates the namespace and the two links, and starts etcd in it.
+    pub fn start() -> Self {
+        let id = std::process::id() % 10_000_000;
+        let namespace = format!("testkit-etcd-{id}");
+        ip(&["netns", "add", &namespace]);
+        // Subnets from the pid, so that test binaries running at once
+        // (each its own pid) do not collide.
+        let net = 100 + (id % 100) as u8;
+        let mut links = Vec::new();
+        for (i, side) in ["a", "b"].into_iter().enumerate() {
+            let (host, inner) = (format!("tk{id}{side}h"), format!("tk{id}{side}e"));
+            let subnet = format!("10.{net}.{}", i + 1);
+            ip(&["link", "add", &host, "type", "veth", "peer", "name", &inner]);
+            ip(&["link", "set", &inner, "netns", &namespace]);
+            ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &host]);
+            ip(&["link", "set", &host, "up"]);
+            ip(&[
+                "netns",
+                "exec",
+                &namespace,
+                "ip",
+                "addr",
+                "add",
+                &format!("{subnet}.2/24"),
+                "dev",
+                &inner,
+            ]);
+            ip(&[
+                "netns", "exec", &namespace, "ip", "link", "set", &inner, "up",
+            ]);
+            let client: SocketAddr = format!("{subnet}.2:2379").parse().unwrap();
+            links.push((host, client));
+        }
+        ip(&["netns", "exec", &namespace, "ip", "link", "set", "lo", "up"]);
+        let data = tempfile::Builder::new()
+            .prefix("testkit-etcd-")
+            .tempdir()
+            .unwrap();
+        let clients: Vec<SocketAddr> = links.iter().map(|(_, c)| *c).collect();
+        let mut inside = Command::new("ip");
+        inside.args(["netns", "exec", &namespace, ETCD]);
+        let peer: SocketAddr = "127.0.0.1:2380".parse().unwrap();
+        let mut proc = Proc::spawn(
+            command(inside, &clients, peer, &data),
+            "etcd in a namespace",
+        );
+        proc.addr = clients[0];
+        wait_healthy(clients[0]);
+        wait_healthy(clients[1]);
+        Self {
+            proc,
+            namespace,
+            links: [links[0].clone(), links[1].clone()],
+            _data: data,
+        }
+    }
+
+    /// A node file's `[fleet]` table reaching etcd over link `link` (0 or 1).
+    pub fn fleet_table(&self, link: usize, prefix: &str) -> String {
+        format!(
+            "[fleet]\nendpoints = [\"http://{}\"]\nprefix = \"{prefix}\"\n",
+            self.links[link].1
+        )
+    }
+
+    /// Cuts link `link`: its host side goes down.
+    pub fn cut(&self, link: usize) {
+        ip(&["link", "set", &self.links[link].0, "down"]);
+    }
+
+    /// Brings link `link` back.
+    pub fn restore(&self, link: usize) {
+        ip(&["link", "set", &self.links[link].0, "up"]);
+    }
+}
+
+impl Drop for PartitionedEtcd {
+    fn drop(&mut self) {
+        for (host, _) in &self.links {
+            let _ = Command::new("ip").args(["link", "del", host]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.namespace])
+            .status();
+    }
+}
+
+/// Runs `ip ARGS`, which must succeed.
+fn ip(args: &[&str]) {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (iproute2)");
+    assert!(
+        output.status.success(),
+        "ip {}: {} (network namespaces need root)",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
 }
 
 /// An etcd stopped by [`Etcd::stop`].

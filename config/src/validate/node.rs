@@ -25,6 +25,27 @@ pub(super) fn node(c: &mut Checker<'_>, path: &ConfigPath, raw: RawNode) -> Node
         }
         valid
     });
+    let replica_host = match raw
+        .replica_host
+        .map(|text| text.parse::<std::net::IpAddr>().map_err(|_| text))
+    {
+        None => std::net::Ipv4Addr::LOCALHOST.into(),
+        Some(Ok(ip)) if !ip.is_unspecified() => ip,
+        Some(Ok(ip)) => {
+            c.error(
+                path.key("replica_host"),
+                format!("`replica_host` is {ip}: give the address replicas are reached at, not a wildcard"),
+            );
+            std::net::Ipv4Addr::LOCALHOST.into()
+        }
+        Some(Err(text)) => {
+            c.error(
+                path.key("replica_host"),
+                format!("`replica_host` is `{text}`: expected an IP address such as 10.0.0.5"),
+            );
+            std::net::Ipv4Addr::LOCALHOST.into()
+        }
+    };
     let cpu_millis = raw.cpus.and_then(|cpus| c.cores(path, "cpus", cpus));
     let memory_mib = raw.memory.as_deref().and_then(|text| {
         Resources::parse_memory(text)
@@ -62,6 +83,7 @@ pub(super) fn node(c: &mut Checker<'_>, path: &ConfigPath, raw: RawNode) -> Node
     };
     Node {
         name,
+        replica_host,
         cpu_millis,
         memory_mib,
         accelerators,

@@ -24,6 +24,8 @@ pub struct FleetConfig {
     /// The highest etcd revision applied or rejected: an older one (a watch
     /// event overtaken by the API's own apply) is skipped.
     seen: std::sync::Mutex<i64>,
+    /// The document routing serves now (the last applied).
+    serving: std::sync::Mutex<Versioned>,
     stale: AtomicBool,
     /// The node that leads the fleet, as this node last heard.
     leader: std::sync::Mutex<Option<String>>,
@@ -31,14 +33,15 @@ pub struct FleetConfig {
 
 impl FleetConfig {
     /// Follows `document` for `reloader`, whose initial config is the
-    /// document at `initial` (applied at start-up).
-    pub fn new(document: SharedDocument, reloader: Arc<Reloader>, initial: i64) -> Self {
-        metrics::gauge!(telemetry::CONFIG_FLEET_REVISION).set(initial as f64);
+    /// document `initial` (applied at start-up).
+    pub fn new(document: SharedDocument, reloader: Arc<Reloader>, initial: Versioned) -> Self {
+        metrics::gauge!(telemetry::CONFIG_FLEET_REVISION).set(initial.revision as f64);
         metrics::gauge!(telemetry::CONFIG_STALE).set(0.0);
         Self {
             document,
             reloader,
-            seen: std::sync::Mutex::new(initial),
+            seen: std::sync::Mutex::new(initial.revision),
+            serving: std::sync::Mutex::new(initial),
             stale: AtomicBool::new(false),
             leader: std::sync::Mutex::new(None),
         }
@@ -58,6 +61,15 @@ impl FleetConfig {
     /// its known replicas, and changes nothing on its own.
     pub fn is_stale(&self) -> bool {
         self.stale.load(Ordering::Relaxed)
+    }
+
+    /// The document routing serves now: what API reads show while etcd is
+    /// out of reach.
+    pub fn serving(&self) -> Versioned {
+        self.serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The node that leads the fleet, as this node last heard.
@@ -83,6 +95,13 @@ impl FleetConfig {
         }
         *seen = revision;
         let outcome = self.reloader.apply(self.document.load(text));
+        if !matches!(outcome, ReloadOutcome::Rejected(_)) {
+            *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Versioned {
+                text: text.to_owned(),
+                revision,
+                read_at: revision,
+            };
+        }
         let origin = self.document.origin();
         match &outcome {
             ReloadOutcome::Applied { revision: local } => {

@@ -42,6 +42,9 @@ pub struct LocalSettings {
     pub start_timeout: Duration,
     /// After SIGTERM, how long a replica may take to exit before SIGKILL.
     pub stop_grace: Duration,
+    /// The address replicas listen on (each on a port of its own), and
+    /// are reached and published at (`[node] replica_host`).
+    pub host: std::net::IpAddr,
 }
 
 impl LocalSettings {
@@ -56,6 +59,7 @@ impl LocalSettings {
             binary,
             start_timeout: Duration::from_secs(300),
             stop_grace: Duration::from_secs(10),
+            host: std::net::Ipv4Addr::LOCALHOST.into(),
         }
     }
 }
@@ -133,12 +137,9 @@ impl Provisioner for LocalProvisioner {
         let args = spec.engine.to_args();
         let mut command = Command::new(&self.settings.binary);
         command
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--exit-on-stdin-eof",
-                "--replica-id",
-            ])
+            .arg("--listen")
+            .arg(std::net::SocketAddr::new(self.settings.host, 0).to_string())
+            .args(["--exit-on-stdin-eof", "--replica-id"])
             .arg(instance.name())
             // The OpenAI and KServe v2 APIs name the model as the gateway does.
             .arg("--model-name")
