@@ -273,3 +273,55 @@ async fn readyz(gw: &Gateway) -> String {
         .await
         .unwrap()
 }
+
+/// A canary rollout in the shared document splits alike on every gateway:
+/// the stage is a function of the persisted start, the split exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_splits_the_same_on_every_gateway() {
+    let (a, b) = (testkit::engine("a", &[]), testkit::engine("b", &[]));
+    let (_etcd, _replica, gateways, _) = fleet(&["a", "b", "c"]);
+    // 35% of a 1000 s rollout has passed: stage 4, 40% to `b`.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        - 350_000;
+    let model = testkit::fixture::Model::new("m")
+        .deployment(testkit::fixture::Deployment::fixed("a", &[a.addr]))
+        .deployment(testkit::fixture::Deployment::fixed("b", &[b.addr]))
+        .environment("production", "a")
+        .toml();
+    let document = shared_text(&format!(
+        "{model}[models.environments.rollout]\ndeployment = \"b\"\nstarted_at_ms = {started}\nduration_secs = 1000\n"
+    ));
+    let (pushed, out) = push(gateways[0].config.path(), &document, &[]);
+    assert!(pushed, "{out}");
+    on_all(
+        &gateways,
+        "/models/m/production/predict",
+        200,
+        "the rollout serves",
+    )
+    .await;
+    for gw in &gateways {
+        let (_, env, _) = api(gw, "GET", "/v1/models/m/environments/production", None).await;
+        assert_eq!(
+            (&env["rollout"]["stage"], &env["rollout"]["percent_to_new"]),
+            (&json!(4), &json!(40)),
+            "{env}"
+        );
+        let mut to_b = 0;
+        for _ in 0..100 {
+            let resp = testkit::post(
+                &gw.url("/models/m/production/predict"),
+                None,
+                Some(KEY),
+                r#"{"text":"x"}"#,
+            )
+            .await;
+            assert_eq!(resp.status(), 200);
+            to_b += usize::from(testkit::header(&resp, "x-deployment-id") == "b");
+        }
+        assert!((39..=41).contains(&to_b), "{to_b} of 100 to b at 40%");
+    }
+}
