@@ -3,6 +3,8 @@
 //!
 //! - `resolve`: URL parsing + snapshot lookup (must be flat in the number
 //!   of models); `resolve_request`: the same with and without a rollout;
+//!   `config_source`: the same lookup on a config from a file and on a
+//!   fleet node's (its file joined to the shared document from etcd);
 //! - `auth`: the API key check;
 //! - `canary_pick`: the rollout split decision alone (stage from the
 //!   clock, the smooth split, a sticky session's side);
@@ -41,6 +43,46 @@ fn route_resolution(c: &mut Criterion) {
             b.iter(|| {
                 let route = gateway::route::parse(
                     Some(black_box(&host)),
+                    black_box("/environments/staging/predict"),
+                )
+                .expect("route");
+                let snapshot = routing.load();
+                let deployment = snapshot
+                    .model(route.model_id)
+                    .and_then(|m| m.resolve(route.target))
+                    .expect("resolves");
+                black_box(deployment.id().len())
+            });
+        });
+    }
+    group.finish();
+}
+
+/// The lookup on a single gateway's config against a fleet node's: the
+/// same models, once as one file, once as a node file joined to the
+/// fleet's shared document (as the etcd source builds it).
+fn config_source(c: &mut Criterion) {
+    let models = config::test_util::many_models_toml(1000, "127.0.0.1:9000");
+    let keys = format!(
+        "[[api_keys]]\nname = \"k\"\nsha256 = \"{}\"\nscope = \"all\"\n",
+        hex_digest("igw_bench_key")
+    );
+    let file = config::load_str(&format!("{keys}{models}"), "gateway.toml").expect("valid");
+    let node = config::load_str(
+        "[node]\nname = \"n1\"\n[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
+        "node.toml",
+    )
+    .expect("valid node file");
+    let shared = config::load_shared_str(&format!("{keys}{models}"), "etcd:/ig/config")
+        .expect("valid shared document");
+    let fleet = config::Config::joined(&node, shared);
+    let mut group = c.benchmark_group("config_source");
+    for (source, config) in [("file", &file), ("etcd", &fleet)] {
+        let routing = Routing::new(Snapshot::new(config));
+        group.bench_function(source, |b| {
+            b.iter(|| {
+                let route = gateway::route::parse(
+                    Some(black_box("model-m999.example.com")),
                     black_box("/environments/staging/predict"),
                 )
                 .expect("route");
@@ -232,6 +274,7 @@ fn replica_pick(c: &mut Criterion) {
 criterion_group!(
     benches,
     route_resolution,
+    config_source,
     rollout_split,
     auth_check,
     canary_pick,
