@@ -33,6 +33,18 @@ fn hex_digest(key: &str) -> String {
         .collect()
 }
 
+/// A staging predict URL on `host` parsed and resolved to its deployment.
+fn lookup(routing: &Routing, host: &str) -> usize {
+    let route = gateway::route::parse(Some(host), black_box("/environments/staging/predict"))
+        .expect("route");
+    let snapshot = routing.load();
+    let deployment = snapshot
+        .model(route.model_id)
+        .and_then(|m| m.resolve(route.target))
+        .expect("resolves");
+    deployment.id().len()
+}
+
 fn route_resolution(c: &mut Criterion) {
     let mut group = c.benchmark_group("resolve");
     for models in [10, 10_000] {
@@ -40,19 +52,7 @@ fn route_resolution(c: &mut Criterion) {
         // The last model added, so no benefit from insertion order.
         let host = format!("model-m{}.example.com", models - 1);
         group.bench_function(format!("{models}_models"), |b| {
-            b.iter(|| {
-                let route = gateway::route::parse(
-                    Some(black_box(&host)),
-                    black_box("/environments/staging/predict"),
-                )
-                .expect("route");
-                let snapshot = routing.load();
-                let deployment = snapshot
-                    .model(route.model_id)
-                    .and_then(|m| m.resolve(route.target))
-                    .expect("resolves");
-                black_box(deployment.id().len())
-            });
+            b.iter(|| black_box(lookup(&routing, black_box(&host))));
         });
     }
     group.finish();
@@ -80,19 +80,7 @@ fn config_source(c: &mut Criterion) {
     for (source, config) in [("file", &file), ("etcd", &fleet)] {
         let routing = Routing::new(Snapshot::new(config));
         group.bench_function(source, |b| {
-            b.iter(|| {
-                let route = gateway::route::parse(
-                    Some(black_box("model-m999.example.com")),
-                    black_box("/environments/staging/predict"),
-                )
-                .expect("route");
-                let snapshot = routing.load();
-                let deployment = snapshot
-                    .model(route.model_id)
-                    .and_then(|m| m.resolve(route.target))
-                    .expect("resolves");
-                black_box(deployment.id().len())
-            });
+            b.iter(|| black_box(lookup(&routing, black_box("model-m999.example.com"))));
         });
     }
     group.finish();
