@@ -11,6 +11,10 @@
 //! counter, so requests routed to the old set after the last sample are not
 //! recorded: at most one interval's worth, for that deployment only.
 //!
+//! In a fleet each record is one node's share: the time of the replicas it
+//! runs (fixed replicas' by the leader) and the requests it routed, so the
+//! nodes' ledgers sum to the fleet's usage with nothing counted twice.
+//!
 //! An append that fails (a full disk, a lost permission) loses nothing: its
 //! records stay in memory, summed per deployment, and the next append that
 //! succeeds writes them with its own.
@@ -27,6 +31,7 @@ use routing::Routing;
 use routing::pool::Pool;
 use routing::snapshot::Target;
 
+use crate::fleet::FleetConfig;
 use crate::plane::ShutdownSignal;
 
 /// One deployment's usage over one interval.
@@ -215,6 +220,8 @@ pub struct UsageMeter {
     interval: Duration,
     /// Last counter seen per deployment, with the pool it was read from.
     last: HashMap<(String, String), (Arc<Pool>, u64)>,
+    /// In a fleet: the fleet, and this node's name.
+    fleet: Option<(Arc<FleetConfig>, String)>,
 }
 
 impl UsageMeter {
@@ -225,6 +232,27 @@ impl UsageMeter {
             ledger,
             interval,
             last: HashMap::new(),
+            fleet: None,
+        }
+    }
+
+    /// A fleet node's meter: replica-seconds are counted once for the
+    /// fleet, each replica's by the node that runs it, and fixed replicas'
+    /// (which no node runs) by the leader; requests by the gateway that
+    /// routed them.
+    pub fn in_fleet(self, fleet: Arc<FleetConfig>, node: &str) -> Self {
+        Self {
+            fleet: Some((fleet, node.to_owned())),
+            ..self
+        }
+    }
+
+    /// Ready replicas of `d` whose time this gateway records.
+    fn metered_replicas(&self, d: &config::Deployment, pool: &Pool) -> usize {
+        let fixed = d.replicas != config::ReplicaSource::Local;
+        match &self.fleet {
+            Some((fleet, node)) if fixed && fleet.leader().as_deref() != Some(node) => 0,
+            _ => pool.replicas().ready_here_count(),
         }
     }
 
@@ -291,7 +319,7 @@ impl UsageMeter {
                     model: model.id.clone(),
                     deployment: d.id.clone(),
                     resources: d.resources.to_string(),
-                    replica_seconds: pool.replicas().ready_count() as f64 * elapsed.as_secs_f64(),
+                    replica_seconds: self.metered_replicas(d, pool) as f64 * elapsed.as_secs_f64(),
                     requests: served.saturating_sub(before),
                 };
                 if record.requests > 0 || record.replica_seconds > 0.0 {
@@ -316,6 +344,29 @@ mod tests {
             replica_seconds: secs,
             requests,
         }
+    }
+
+    #[test]
+    fn replicas_another_node_runs_are_not_metered_here() {
+        let text = "[[models]]\nid = \"m\"\n[[models.deployments]]\nid = \"d\"\n[models.deployments.engine]\nbackend = \"synthetic\"\n";
+        let config = config::load_str(text, "t.toml").unwrap();
+        let routing = Arc::new(Routing::new(routing::Snapshot::new(&config)));
+        let pool = Arc::clone(routing.load().deployment("m", "d").unwrap().pool());
+        let replica = |kind: fn(std::net::SocketAddr) -> routing::replicas::Replica, port| {
+            Arc::new(kind(std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+        };
+        pool.add_replica(replica(routing::replicas::Replica::ready, 9001));
+        pool.add_replica(replica(routing::replicas::Replica::elsewhere, 9002));
+        assert_eq!(pool.replicas().ready_count(), 2, "both are routed to");
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(UsageLedger::beside(&dir.path().join("gateway.toml")));
+        let mut meter = UsageMeter::new(routing, ledger, Duration::from_secs(10));
+        let records = meter.sample(Duration::from_secs(10));
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            records[0].replica_seconds, 10.0,
+            "one replica's time, not two"
+        );
     }
 
     #[test]

@@ -268,11 +268,14 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
     };
     let store = Arc::new(store);
     let usage = Arc::new(UsageLedger::beside(config_path));
-    let meter = UsageMeter::new(
+    let mut meter = UsageMeter::new(
         Arc::clone(&routing),
         Arc::clone(&usage),
         config.server.usage_interval,
     );
+    if let Some((fleet, _, name)) = &following {
+        meter = meter.in_fleet(Arc::clone(fleet), name);
+    }
     plane.spawn("usage meter", |shutdown| meter.run(shutdown));
     let promotions = Promotions::new(
         Arc::clone(&routing),

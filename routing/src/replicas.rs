@@ -67,6 +67,8 @@ pub struct Replica {
     /// [`Replica::drained`]: only then does the last release ring `drained`.
     retiring: AtomicBool,
     drained: Notify,
+    /// Run by another gateway of a fleet (this one routes to it).
+    elsewhere: bool,
 }
 
 impl Replica {
@@ -80,6 +82,20 @@ impl Replica {
         Self::with_health(addr, Health::Ready)
     }
 
+    /// A ready replica that another gateway of the fleet runs: routed to
+    /// like any other, its time metered by the gateway that runs it.
+    pub fn elsewhere(addr: SocketAddr) -> Self {
+        Self {
+            elsewhere: true,
+            ..Self::ready(addr)
+        }
+    }
+
+    /// Whether another gateway of the fleet runs it.
+    pub fn is_elsewhere(&self) -> bool {
+        self.elsewhere
+    }
+
     fn with_health(addr: SocketAddr, health: Health) -> Self {
         Self {
             addr,
@@ -90,6 +106,7 @@ impl Replica {
             outlier: Tracker::default(),
             retiring: AtomicBool::new(false),
             drained: Notify::new(),
+            elsewhere: false,
             key: mix(match addr.ip() {
                 std::net::IpAddr::V4(ip) => u64::from(ip.to_bits()),
                 std::net::IpAddr::V6(ip) => (ip.to_bits() as u64) ^ ((ip.to_bits() >> 64) as u64),
@@ -302,6 +319,15 @@ impl ReplicaSet {
         self.replicas
             .iter()
             .filter(|r| r.health() == Health::Ready)
+            .count()
+    }
+
+    /// Ready replicas this gateway runs itself (or, for fixed replicas,
+    /// all ready ones): what its usage records count.
+    pub fn ready_here_count(&self) -> usize {
+        self.replicas
+            .iter()
+            .filter(|r| r.health() == Health::Ready && !r.is_elsewhere())
             .count()
     }
 

@@ -342,7 +342,7 @@ impl Registry {
                 .or_insert_with(|| (Arc::clone(pool), HashMap::new()));
             for addr in listed.keys() {
                 replicas.entry(*addr).or_insert_with(|| {
-                    let replica = Arc::new(Replica::ready(*addr));
+                    let replica = Arc::new(Replica::elsewhere(*addr));
                     pool.add_replica(Arc::clone(&replica));
                     replica
                 });
