@@ -15,6 +15,11 @@
 //! guard removes it when the new deployment does worse, and at the end one
 //! edit removes it and points the environment at the new deployment. A
 //! gateway that restarts mid-rollout resumes it ([`Promotions::resume`]).
+//!
+//! In a fleet every gateway follows every rollout of the shared document
+//! ([`Promotions::follow_new_rollouts`]), and only the leader rolls one
+//! back or completes it, from the traffic it routes: each decision is made
+//! once, and written once, as a compare-and-swap edit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +29,7 @@ use config::Config;
 use config::edit::EditError;
 use serde_json::{Value, json};
 
+use crate::fleet::FleetConfig;
 use crate::plane::ShutdownSignal;
 use crate::store::ConfigStore;
 pub use outcome::PromotionReason;
@@ -121,6 +127,9 @@ pub struct Promotions {
     /// between (copying a development deployment) happen only for a
     /// promotion that will start.
     starting: tokio::sync::Mutex<()>,
+    /// In a fleet: the fleet and this node's name. Only the leader makes a
+    /// rollout's decisions (roll back, complete); the others follow.
+    fleet: Option<(Arc<FleetConfig>, String)>,
 }
 
 /// The right to start a promotion into one environment, checked: none is
@@ -166,6 +175,20 @@ impl Promotions {
         runtime: tokio::runtime::Handle,
         shutdown: ShutdownSignal,
     ) -> Arc<Self> {
+        Self::in_fleet(routing, store, runtime, shutdown, None)
+    }
+
+    /// [`Self::new`] for a node of `fleet` (the fleet and this node's
+    /// name): every node follows every rollout in the shared document, and
+    /// only the leader rolls one back or completes it, so each decision is
+    /// made once.
+    pub fn in_fleet(
+        routing: Arc<Routing>,
+        store: Arc<ConfigStore>,
+        runtime: tokio::runtime::Handle,
+        shutdown: ShutdownSignal,
+        fleet: Option<(Arc<FleetConfig>, String)>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             routing,
             store,
@@ -174,7 +197,30 @@ impl Promotions {
             shutdown,
             cancelled: tokio::sync::Notify::new(),
             starting: tokio::sync::Mutex::new(()),
+            fleet,
         })
+    }
+
+    /// Whether this gateway makes rollout decisions: outside a fleet
+    /// always, in one while it leads.
+    fn decides(&self) -> bool {
+        self.fleet
+            .as_ref()
+            .is_none_or(|(fleet, node)| fleet.leader().as_deref() == Some(node))
+    }
+
+    /// Follows the rollouts that appear in the config (a fleet's shared
+    /// document, written by another gateway) until `shutdown`.
+    pub async fn follow_new_rollouts(self: Arc<Self>, mut shutdown: ShutdownSignal) {
+        let mut published = self.routing.subscribe();
+        loop {
+            tokio::select! {
+                changed = published.changed() => if changed.is_err() { return },
+                () = shutdown.requested() => return,
+            }
+            let config = Arc::clone(self.routing.load().config());
+            self.resume(&config);
+        }
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
@@ -220,6 +266,9 @@ impl Promotions {
                     continue;
                 };
                 let key = (model.id.clone(), env.name.clone());
+                if self.still_running(&key) {
+                    continue; // followed already
+                }
                 self.entries().insert(
                     key.clone(),
                     Entry {
@@ -489,6 +538,10 @@ impl Promotions {
                 .and_then(|m| m.environment_route(environment))
                 .and_then(|e| e.rollout())
             else {
+                // In a fleet, the leader's completion removes it too.
+                if env.deployment.as_deref() == Some(deployment) {
+                    return Outcome::Succeeded;
+                }
                 return Outcome::Cancelled(Some(PromotionReason::RolloutRemoved));
             };
             match rollout.phase(rollout::now_ms()) {
@@ -504,8 +557,9 @@ impl Promotions {
                         e.stage = Some(stage);
                     }
                     let (stable, canary) = stats.summaries();
-                    if let Some(reason) =
-                        guard.and_then(|g| rollout::rollback_reason(&g, &stable, &canary))
+                    if let Some(reason) = guard
+                        .filter(|_| self.decides())
+                        .and_then(|g| rollout::rollback_reason(&g, &stable, &canary))
                     {
                         log::warn!(
                             "rollout of {model}/{deployment} into `{environment}` rolled back: {reason}"
@@ -526,6 +580,9 @@ impl Promotions {
                         return Outcome::RolledBack(reason);
                     }
                 }
+                // In a fleet, the leader completes it; the others see the
+                // rollout go.
+                Phase::Complete if !self.decides() => {}
                 Phase::Complete => match self.complete(key, deployment).await {
                     Some(outcome) => return outcome,
                     None => continue, // cancelled meanwhile: the loop removes it

@@ -277,12 +277,21 @@ pub fn run(config: &Config, config_path: &Path, upgrade: bool) -> Result<(), Sta
         meter = meter.in_fleet(Arc::clone(fleet), name);
     }
     plane.spawn("usage meter", |shutdown| meter.run(shutdown));
-    let promotions = Promotions::new(
+    let promotions = Promotions::in_fleet(
         Arc::clone(&routing),
         Arc::clone(&store),
         plane.handle().clone(),
         plane.signal(),
+        following
+            .as_ref()
+            .map(|(fleet, _, name)| (Arc::clone(fleet), name.clone())),
     );
+    if following.is_some() {
+        let follow = Arc::clone(&promotions);
+        plane.spawn("fleet rollouts", |shutdown| {
+            follow.follow_new_rollouts(shutdown)
+        });
+    }
     let api = Arc::new(Api::new(Arc::clone(&routing), store, usage, promotions));
     let checker = HealthChecker::new(Arc::clone(&routing), HealthSettings::default());
     plane.spawn("health checks", |shutdown| checker.run(shutdown));

@@ -274,13 +274,21 @@ async fn readyz(gw: &Gateway) -> String {
         .unwrap()
 }
 
-/// A canary rollout in the shared document splits alike on every gateway:
-/// the stage is a function of the persisted start, the split exact.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_splits_the_same_on_every_gateway() {
-    let (a, b) = (testkit::engine("a", &[]), testkit::engine("b", &[]));
-    let (_etcd, _replica, gateways, _) = fleet(&["a", "b", "c"]);
-    // 35% of a 1000 s rollout has passed: stage 4, 40% to `b`.
+/// One predict call to model `m`'s production environment.
+async fn production(gw: &Gateway) -> reqwest::Response {
+    testkit::post(
+        &gw.url("/models/m/production/predict"),
+        None,
+        Some(KEY),
+        r#"{"text":"x"}"#,
+    )
+    .await
+}
+
+/// Model `m`: production on deployment `a` (replica `a`), 35% into a
+/// 1000 s rollout to `b` (replica `b`): stage 4, 40% to `b`. `env` is more
+/// of production's table.
+fn rollout_document(a: &testkit::Proc, b: &testkit::Proc, env: &str) -> String {
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -291,9 +299,18 @@ async fn a_canary_splits_the_same_on_every_gateway() {
         .deployment(testkit::fixture::Deployment::fixed("b", &[b.addr]))
         .environment("production", "a")
         .toml();
-    let document = shared_text(&format!(
-        "{model}[models.environments.rollout]\ndeployment = \"b\"\nstarted_at_ms = {started}\nduration_secs = 1000\n"
-    ));
+    shared_text(&format!(
+        "{model}{env}[models.environments.rollout]\ndeployment = \"b\"\nstarted_at_ms = {started}\nduration_secs = 1000\n"
+    ))
+}
+
+/// A canary rollout in the shared document splits alike on every gateway:
+/// the stage is a function of the persisted start, the split exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_splits_the_same_on_every_gateway() {
+    let (a, b) = (testkit::engine("a", &[]), testkit::engine("b", &[]));
+    let (_etcd, _replica, gateways, _) = fleet(&["a", "b", "c"]);
+    let document = rollout_document(&a, &b, "");
     let (pushed, out) = push(gateways[0].config.path(), &document, &[]);
     assert!(pushed, "{out}");
     on_all(
@@ -312,16 +329,97 @@ async fn a_canary_splits_the_same_on_every_gateway() {
         );
         let mut to_b = 0;
         for _ in 0..100 {
-            let resp = testkit::post(
-                &gw.url("/models/m/production/predict"),
-                None,
-                Some(KEY),
-                r#"{"text":"x"}"#,
-            )
-            .await;
+            let resp = production(gw).await;
             assert_eq!(resp.status(), 200);
             to_b += usize::from(testkit::header(&resp, "x-deployment-id") == "b");
         }
         assert!((39..=41).contains(&to_b), "{to_b} of 100 to b at 40%");
+    }
+}
+
+/// Only the leader makes a rollout's decisions: a follower whose own
+/// traffic would trip the rollback guard leaves the rollout alone; the
+/// leader, seeing the same, rolls it back once, for every gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_rolls_a_failing_canary_back() {
+    let (a, b) = (
+        testkit::engine("a", &[]),
+        testkit::engine("b", &["--error-percent", "100"]),
+    );
+    let (_etcd, _replica, gateways, _) = fleet(&["a", "b", "c"]);
+    let guard = "promotion = { ramp_up = true, ramp_up_duration = 1000, rollback = { max_error_rate_increase_pct = 5, min_requests = 20 } }\n";
+    let document = rollout_document(&a, &b, guard);
+    let (pushed, out) = push(gateways[0].config.path(), &document, &[]);
+    assert!(pushed, "{out}");
+    for gw in &gateways {
+        eventually_async_within(
+            "every gateway follows the rollout",
+            PROPAGATION_LIMIT,
+            || async {
+                let (_, env, _) =
+                    api(gw, "GET", "/v1/models/m/environments/production", None).await;
+                env["promotion"]["state"] == "RAMPING"
+            },
+        )
+        .await;
+    }
+    let leader = testkit::wait::eventually_some_within("a leader", PROPAGATION_LIMIT, || async {
+        let (_, config, _) = api(&gateways[0], "GET", "/v1/config", None).await;
+        config["leader"].as_str().map(str::to_owned)
+    })
+    .await;
+    let names = ["a", "b", "c"];
+    let leading = &gateways[names.iter().position(|n| *n == leader).unwrap()];
+    let follower = &gateways[names.iter().position(|n| *n != leader).unwrap()];
+    let send = |gw: &Gateway| {
+        let url = gw.url("/models/m/production/predict");
+        async move {
+            let mut failed = 0;
+            for _ in 0..100 {
+                let resp = testkit::post(&url, None, Some(KEY), r#"{"text":"x"}"#).await;
+                failed += usize::from(resp.status() == 500);
+            }
+            failed
+        }
+    };
+    // The follower's canary fails 100%: its guard would trip.
+    let failed = send(follower).await;
+    assert!(failed >= 30, "{failed} of 100 failed through the follower");
+    // Give the follower's guard (every 200 ms) time to (wrongly) act.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        pull(gateways[0].config.path())
+            .unwrap()
+            .contains("[models.environments.rollout]")
+    );
+    let (_, env, _) = api(
+        follower,
+        "GET",
+        "/v1/models/m/environments/production",
+        None,
+    )
+    .await;
+    assert_eq!(env["promotion"]["state"], "RAMPING", "{env}");
+
+    // The leader sees the same: it rolls back, and every gateway follows.
+    send(leading).await;
+    eventually_async_within("the leader rolls back", PROPAGATION_LIMIT, || async {
+        !pull(gateways[0].config.path())
+            .unwrap()
+            .contains("[models.environments.rollout]")
+    })
+    .await;
+    let (_, env, _) = api(leading, "GET", "/v1/models/m/environments/production", None).await;
+    assert_eq!(env["promotion"]["state"], "ROLLED_BACK", "{env}");
+    for gw in &gateways {
+        eventually_async_within("all traffic back on a", PROPAGATION_LIMIT, || async {
+            let resp = production(gw).await;
+            testkit::header(&resp, "x-deployment-id") == "a" && {
+                let (_, env, _) =
+                    api(gw, "GET", "/v1/models/m/environments/production", None).await;
+                env["rollout"].is_null()
+            }
+        })
+        .await;
     }
 }
