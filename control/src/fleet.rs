@@ -29,7 +29,7 @@ mod watch;
 
 pub use document::{FleetError, SharedDocument, Versioned};
 pub use leader::Leader;
-pub use load::{DeploymentLoad, NodeLoad};
+pub use load::{Counts, DeploymentLoad, NodeLoad, RolloutCounts, fleet_rollout};
 pub use placement::{DeploymentPlacement, Placed, Placement};
 pub use registry::{NodeRecord, Registry};
 pub use watch::FleetConfig;

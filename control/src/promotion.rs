@@ -556,11 +556,15 @@ impl Promotions {
                     if let Some(e) = self.entries().get_mut(key) {
                         e.stage = Some(stage);
                     }
-                    let (stable, canary) = stats.summaries();
-                    if let Some(reason) = guard
-                        .filter(|_| self.decides())
-                        .and_then(|g| rollout::rollback_reason(&g, &stable, &canary))
-                    {
+                    let verdict = match guard.filter(|_| self.decides()) {
+                        Some(guard) => {
+                            let (stable, canary) =
+                                self.side_summaries(model, environment, stage, stats).await;
+                            rollout::rollback_reason(&guard, &stable, &canary)
+                        }
+                        None => None,
+                    };
+                    if let Some(reason) = verdict {
                         log::warn!(
                             "rollout of {model}/{deployment} into `{environment}` rolled back: {reason}"
                         );
@@ -591,6 +595,28 @@ impl Promotions {
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
                 () = cancelled => {}
+            }
+        }
+    }
+
+    /// (stable, canary) over the current stage: the fleet's, summed from
+    /// every node's published counts, in a fleet; else (or while etcd is
+    /// out of reach) this gateway's own.
+    async fn side_summaries(
+        &self,
+        model: &str,
+        environment: &str,
+        stage: u32,
+        local: &rollout::RolloutStats,
+    ) -> (rollout::SideSummary, rollout::SideSummary) {
+        let Some((fleet, _)) = &self.fleet else {
+            return local.summaries();
+        };
+        match crate::fleet::fleet_rollout(fleet.document(), model, environment, stage).await {
+            Ok(summaries) => summaries,
+            Err(e) => {
+                log::debug!("rollout guard: {e}; judging this gateway's traffic");
+                local.summaries()
             }
         }
     }

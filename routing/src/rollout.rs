@@ -176,18 +176,58 @@ impl SideStats {
 
     /// Requests, error rate and p99 so far.
     pub fn summary(&self) -> SideSummary {
-        let counts = self.latency.each_ref().map(|b| b.load(Ordering::Relaxed));
-        let p99 = buckets::quantile(&counts, 0.99);
-        let requests = self.requests.load(Ordering::Relaxed);
-        let errors = self.errors.load(Ordering::Relaxed);
+        self.counts().summary()
+    }
+
+    /// The raw counts so far.
+    pub fn counts(&self) -> SideCounts {
+        SideCounts {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            latency: self
+                .latency
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+}
+
+/// One side's raw counts: what gateways of a fleet publish, and what adds
+/// up across them (a p99 does not; its latency buckets do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SideCounts {
+    /// Requests that ended.
+    pub requests: u64,
+    /// Of them, failed (5xx, or no response).
+    pub errors: u64,
+    /// Requests per latency bucket.
+    pub latency: Vec<u64>,
+}
+
+impl SideCounts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &SideCounts) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.latency.len() < other.latency.len() {
+            self.latency.resize(other.latency.len(), 0);
+        }
+        for (mine, theirs) in self.latency.iter_mut().zip(&other.latency) {
+            *mine += theirs;
+        }
+    }
+
+    /// Requests, error rate and p99 of these counts.
+    pub fn summary(&self) -> SideSummary {
         SideSummary {
-            requests,
-            error_rate: if requests == 0 {
+            requests: self.requests,
+            error_rate: if self.requests == 0 {
                 0.0
             } else {
-                errors as f64 / requests as f64
+                self.errors as f64 / self.requests as f64
             },
-            p99,
+            p99: buckets::quantile(&self.latency, 0.99),
         }
     }
 }
@@ -223,6 +263,16 @@ impl RolloutStats {
     /// (stable, canary) so far in this stage.
     pub fn summaries(&self) -> (SideSummary, SideSummary) {
         (self.stable.summary(), self.canary.summary())
+    }
+
+    /// The stage these statistics are of, and (stable, canary)'s raw
+    /// counts in it.
+    pub fn counts(&self) -> (u32, SideCounts, SideCounts) {
+        (
+            self.stage.load(Ordering::Relaxed),
+            self.stable.counts(),
+            self.canary.counts(),
+        )
     }
 }
 

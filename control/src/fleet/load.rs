@@ -1,7 +1,13 @@
-//! Each node's load per local deployment (requests in flight plus parked),
-//! published under its lease for the leader to sum: `load/NODE`, JSON.
+//! Each node's load per local deployment (requests in flight plus parked)
+//! and its rollouts' per-side counts, published under its lease for the
+//! leader to sum: `load/NODE`, JSON.
 
 use std::collections::BTreeMap;
+
+use etcd_client::GetOptions;
+use routing::rollout::{SideCounts, SideSummary};
+
+use super::document::{FleetError, SharedDocument};
 
 /// One node's load, by `MODEL/DEPLOYMENT`; deployments without load are
 /// left out.
@@ -9,6 +15,79 @@ use std::collections::BTreeMap;
 pub struct NodeLoad {
     /// Load by `MODEL/DEPLOYMENT`.
     pub deployments: BTreeMap<String, DeploymentLoad>,
+    /// What the node's traffic did on each side of a rollout in progress,
+    /// by `MODEL/ENVIRONMENT`.
+    #[serde(default)]
+    pub rollouts: BTreeMap<String, RolloutCounts>,
+}
+
+/// One node's counts of one rollout's current stage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RolloutCounts {
+    /// The stage they are of (each node starts counting afresh at each).
+    pub stage: u32,
+    /// The stable side's.
+    pub stable: Counts,
+    /// The canary side's.
+    pub canary: Counts,
+}
+
+/// [`SideCounts`], as published.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Requests that ended.
+    pub requests: u64,
+    /// Of them, failed.
+    pub errors: u64,
+    /// Requests per latency bucket.
+    pub latency: Vec<u64>,
+}
+
+impl From<SideCounts> for Counts {
+    fn from(c: SideCounts) -> Self {
+        Self {
+            requests: c.requests,
+            errors: c.errors,
+            latency: c.latency,
+        }
+    }
+}
+
+impl From<&Counts> for SideCounts {
+    fn from(c: &Counts) -> Self {
+        Self {
+            requests: c.requests,
+            errors: c.errors,
+            latency: c.latency.clone(),
+        }
+    }
+}
+
+/// The fleet's (stable, canary) summaries of rollout `model`/`environment`
+/// at `stage`: every node's published counts of that stage, summed.
+pub async fn fleet_rollout(
+    document: &SharedDocument,
+    model: &str,
+    environment: &str,
+    stage: u32,
+) -> Result<(SideSummary, SideSummary), FleetError> {
+    let prefix = load_prefix(document.prefix());
+    let mut client = document.client();
+    let listed = document
+        .call(client.get(prefix.as_str(), Some(GetOptions::new().with_prefix())))
+        .await?;
+    let name = format!("{model}/{environment}");
+    let (mut stable, mut canary) = (SideCounts::default(), SideCounts::default());
+    for kv in listed.kvs() {
+        let Ok(load) = serde_json::from_slice::<NodeLoad>(kv.value()) else {
+            continue;
+        };
+        if let Some(counts) = load.rollouts.get(&name).filter(|c| c.stage == stage) {
+            stable.add(&SideCounts::from(&counts.stable));
+            canary.add(&SideCounts::from(&counts.canary));
+        }
+    }
+    Ok((stable.summary(), canary.summary()))
 }
 
 /// One deployment's load on one node.

@@ -26,7 +26,7 @@ use routing::pool::Pool;
 use routing::replicas::Replica;
 
 use super::document::{FleetError, SharedDocument};
-use super::load::{DeploymentLoad, NodeLoad, deployment_name, load_prefix};
+use super::load::{DeploymentLoad, NodeLoad, RolloutCounts, deployment_name, load_prefix};
 use crate::plane::ShutdownSignal;
 
 /// How often the node compares its local replicas with what it published,
@@ -278,7 +278,8 @@ impl Registry {
         Ok(())
     }
 
-    /// In flight plus parked per local deployment, on this node.
+    /// In flight plus parked per local deployment, and each rollout's
+    /// per-side counts, on this node.
     fn local_load(&self) -> NodeLoad {
         let snapshot = self.routing.load();
         let mut load = NodeLoad::default();
@@ -293,6 +294,29 @@ impl Registry {
                         parked,
                     },
                 );
+            }
+        }
+        for model in &snapshot.config().models {
+            let Ok(routes) = snapshot.model(&model.id) else {
+                continue;
+            };
+            for env in model.environments.iter().filter(|e| e.rollout.is_some()) {
+                let Some(rollout) = routes
+                    .environment_route(&env.name)
+                    .and_then(|e| e.rollout())
+                else {
+                    continue;
+                };
+                let (stage, stable, canary) = rollout.state().stats().counts();
+                if stable.requests + canary.requests > 0 {
+                    let counts = RolloutCounts {
+                        stage,
+                        stable: stable.into(),
+                        canary: canary.into(),
+                    };
+                    load.rollouts
+                        .insert(format!("{}/{}", model.id, env.name), counts);
+                }
             }
         }
         load
