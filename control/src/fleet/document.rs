@@ -256,6 +256,38 @@ impl SharedDocument {
     }
 }
 
+/// The wait between a fleet loop's attempts to reach etcd again: 100 ms,
+/// doubling up to 2 s.
+#[derive(Debug)]
+pub(super) struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self(Backoff::FIRST)
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MOST: Duration = Duration::from_secs(2);
+
+    /// Waits the current time (doubling the next), or until `shutdown`:
+    /// false if the loop is to end.
+    pub(super) async fn wait(&mut self, shutdown: &mut crate::plane::ShutdownSignal) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(self.0) => {}
+            () = shutdown.requested() => return false,
+        }
+        self.0 = (self.0 * 2).min(Self::MOST);
+        true
+    }
+
+    /// Back to the first wait (etcd answered: not a dead link).
+    pub(super) fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+}
+
 /// A lease its holder renews: the keys put with it are deleted by etcd
 /// when it is not renewed within its TTL (the holder died or hung, or lost
 /// etcd).

@@ -23,7 +23,7 @@ use routing::Routing;
 use tokio::time::Instant;
 
 use super::FleetConfig;
-use super::document::{FleetError, Lease, SharedDocument};
+use super::document::{Backoff, FleetError, Lease, SharedDocument};
 use super::load::{NodeLoad, deployment_name, load_prefix};
 use super::placement::{DeploymentPlacement, placement_key, placement_prefix};
 use super::registry::NodeRecord;
@@ -33,8 +33,6 @@ use crate::scaling::effective_autoscaling;
 
 /// How often the leader samples the fleet's load and decides.
 const TICK: Duration = Duration::from_secs(1);
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MOST: Duration = Duration::from_secs(2);
 
 type DeploymentKey = (String, String);
 
@@ -77,7 +75,7 @@ impl Leader {
 
     /// Campaigns, leads while it can, campaigns again; until shutdown.
     pub async fn run(self, mut shutdown: ShutdownSignal) {
-        let mut wait = RETRY_FIRST;
+        let mut backoff = Backoff::default();
         loop {
             let error = tokio::select! {
                 error = self.campaign() => error,
@@ -88,11 +86,9 @@ impl Leader {
                 "fleet node {}: leadership loop: {error}; campaigning again",
                 self.node
             );
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = shutdown.requested() => return,
+            if !backoff.wait(&mut shutdown).await {
+                return;
             }
-            wait = (wait * 2).min(RETRY_MOST);
         }
     }
 

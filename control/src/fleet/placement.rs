@@ -9,16 +9,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use tokio::sync::Notify;
 
-use super::document::{FleetError, SharedDocument};
+use super::document::{Backoff, FleetError, SharedDocument};
 use crate::plane::ShutdownSignal;
-
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MOST: Duration = Duration::from_secs(2);
 
 /// One deployment's placement, as the leader writes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -81,7 +77,7 @@ impl Placement {
     /// Follows the leader's placements until shutdown; marks them stale
     /// (the controller holds) whenever etcd is out of reach.
     pub async fn run(self: Arc<Self>, document: SharedDocument, mut shutdown: ShutdownSignal) {
-        let mut wait = RETRY_FIRST;
+        let mut backoff = Backoff::default();
         loop {
             let error = tokio::select! {
                 error = self.follow(&document) => error,
@@ -90,11 +86,9 @@ impl Placement {
             if self.current.swap(false, Ordering::Relaxed) {
                 log::warn!("fleet placement stale: {error}; holding the replicas that run");
             }
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = shutdown.requested() => return,
+            if !backoff.wait(&mut shutdown).await {
+                return;
             }
-            wait = (wait * 2).min(RETRY_MOST);
         }
     }
 

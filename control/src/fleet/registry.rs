@@ -25,7 +25,7 @@ use routing::Routing;
 use routing::pool::Pool;
 use routing::replicas::Replica;
 
-use super::document::{FleetError, SharedDocument};
+use super::document::{Backoff, FleetError, SharedDocument};
 use super::load::{DeploymentLoad, NodeLoad, RolloutCounts, deployment_name, load_prefix};
 use crate::plane::ShutdownSignal;
 
@@ -35,9 +35,6 @@ const SYNC_EVERY: Duration = Duration::from_millis(100);
 /// How often a node's load is published at most (newly parked requests
 /// are published at once: they may wait for a scale from zero).
 const LOAD_EVERY: Duration = Duration::from_millis(250);
-/// Waits between attempts to register again after losing etcd.
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MOST: Duration = Duration::from_secs(2);
 
 /// A deployment, by model and deployment id.
 type DeploymentKey = (String, String);
@@ -96,7 +93,7 @@ impl Registry {
     /// stay in routing while etcd is out of reach (the node serves what it
     /// knows); they leave when etcd says their node is gone.
     pub async fn run(mut self, mut shutdown: ShutdownSignal) {
-        let mut wait = RETRY_FIRST;
+        let mut backoff = Backoff::default();
         loop {
             let error = tokio::select! {
                 error = self.session() => error,
@@ -108,11 +105,9 @@ impl Registry {
             );
             self.published.clear();
             self.load = None;
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = shutdown.requested() => return,
+            if !backoff.wait(&mut shutdown).await {
+                return;
             }
-            wait = (wait * 2).min(RETRY_MOST);
         }
     }
 

@@ -3,18 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use etcd_client::EventType;
 use routing::telemetry;
 
-use super::document::{FleetError, SharedDocument, Versioned};
+use super::document::{Backoff, FleetError, SharedDocument, Versioned};
 use crate::plane::ShutdownSignal;
 use crate::reload::{ReloadOutcome, Reloader};
-
-/// Waits between attempts to reach etcd again, doubling up to the most.
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MOST: Duration = Duration::from_secs(2);
 
 /// Applies the fleet's shared document to this node's routing.
 #[derive(Debug)]
@@ -123,7 +118,7 @@ impl FleetConfig {
     /// it from there; when the link breaks, reports stale and tries again
     /// (reading the document anew, so nothing missed is lost).
     pub async fn run(self: Arc<Self>, mut shutdown: ShutdownSignal) {
-        let mut wait = RETRY_FIRST;
+        let mut backoff = Backoff::default();
         loop {
             let error = tokio::select! {
                 error = self.follow() => error,
@@ -135,13 +130,11 @@ impl FleetConfig {
             } else {
                 log::debug!("fleet config still stale: {error}");
             }
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = shutdown.requested() => return,
+            if !backoff.wait(&mut shutdown).await {
+                return;
             }
-            wait = (wait * 2).min(RETRY_MOST);
             if matches!(error, FleetError::WatchEnded { .. }) {
-                wait = RETRY_FIRST; // etcd answered: not a dead link
+                backoff.reset(); // etcd answered: not a dead link
             }
         }
     }
